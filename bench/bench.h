@@ -1,0 +1,143 @@
+// What every slimrt-bench subcommand shares: its options, the statistics of repeated timings,
+// and the rows it reports (printed as a markdown table, or as JSON with --json).
+//
+//   int bench_foo(ArgParser& args, const CommonOptions& common, Report& report) {
+//     int64_t size = 1024;
+//     args.add_int("size", &size, 1, 1 << 30, "elements");
+//     if (!args.parse()) return 0;                        // --help was printed
+//     Row row = report.new_row("cpu", cpu_device_name());  // carries commit and device
+//     row.add_stats("time_us", "time (us)", Stats::of(samples), 1);
+//     report.add(std::move(row));
+//     return 0;
+//   }
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <iosfwd>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace slimrt_bench {
+
+// A command line the user got wrong: main prints the message and the usage, and exits 2.
+class UsageError : public std::runtime_error {
+ public:
+  explicit UsageError(const std::string& message) : std::runtime_error(message) {}
+};
+
+// A benchmark whose result is wrong (a round trip that is not bit-exact): exit 1.
+class CheckFailure : public std::runtime_error {
+ public:
+  explicit CheckFailure(const std::string& message) : std::runtime_error(message) {}
+};
+
+// Options of the form --name VALUE or --name=VALUE, and flags of the form --name.
+class ArgParser {
+ public:
+  ArgParser(std::string command, std::vector<std::string> args);
+
+  void add_int(const std::string& name, int64_t* value, int64_t min, int64_t max,
+               const std::string& help);
+  void add_uint64(const std::string& name, uint64_t* value, const std::string& help);
+  void add_double(const std::string& name, double* value, double min, double max,
+                  const std::string& help);
+  void add_choice(const std::string& name, std::string* value, std::vector<std::string> choices,
+                  const std::string& help);
+  void add_flag(const std::string& name, bool* value, const std::string& help);
+
+  // Throws UsageError on an unknown option or a bad value. Returns false when --help was
+  // asked for (the usage is then printed on stdout).
+  bool parse();
+  bool given(const std::string& name) const;
+  // For defaults that depend on other options ("5 on cpu, 200 on cuda").
+  void set_default_text(const std::string& name, const std::string& text);
+  std::string usage() const;
+
+ private:
+  struct Option {
+    std::string name;
+    std::string help;
+    std::string default_text;
+    bool is_flag = false;
+    bool given = false;
+    std::string choices_text;
+    std::function<void(const std::string&)> set;
+  };
+  Option& add(const std::string& name, const std::string& help, std::string default_text);
+  Option* find(const std::string& name);
+
+  std::string command_;
+  std::vector<std::string> args_;
+  std::vector<Option> options_;
+};
+
+// Options every subcommand takes; main registers them before the subcommand adds its own.
+// reps and warmup are 0 / -1 until given, so each subcommand picks its own defaults.
+struct CommonOptions {
+  std::string device = "cpu";
+  int64_t threads = 0;  // 0 = all hardware threads
+  int64_t reps = 0;
+  int64_t warmup = -1;
+  bool json = false;
+};
+
+// Repeated measurements of one quantity.
+struct Stats {
+  double mean = 0, stddev = 0, median = 0, min = 0, max = 0;
+  std::vector<double> samples;
+  static Stats of(std::vector<double> samples);  // sample standard deviation (n - 1)
+};
+
+// One reported row: named fields in column order. A field's key names it in JSON, its label
+// heads its column in the table; json_only fields stay out of the table.
+class Row {
+ public:
+  using Value = std::variant<std::string, int64_t, double, Stats>;
+  struct Field {
+    std::string key;
+    std::string label;
+    Value value;
+    int precision = 2;
+    bool json_only = false;
+  };
+
+  Row& add(const std::string& key, const std::string& label, std::string value);
+  Row& add(const std::string& key, const std::string& label, int64_t value);
+  Row& add(const std::string& key, const std::string& label, double value, int precision);
+  Row& add_stats(const std::string& key, const std::string& label, Stats value, int precision);
+  Row& add_json(const std::string& key, Value value);
+  const std::vector<Field>& fields() const { return fields_; }
+
+ private:
+  std::vector<Field> fields_;
+};
+
+class Report {
+ public:
+  // A row that already carries the build commit, the backend and the device's name, as every
+  // row must for results to be comparable across machines and builds.
+  Row new_row(const std::string& backend, const std::string& device) const;
+  void add(Row row) { rows_.push_back(std::move(row)); }
+  void print_markdown(std::ostream& out) const;  // columns: union of labels, first-seen order
+  void print_json(std::ostream& out) const;      // an array of objects, one per row
+  bool empty() const { return rows_.empty(); }
+
+ private:
+  std::vector<Row> rows_;
+};
+
+std::string build_commit();
+std::string cpu_device_name();           // the CPU model, from /proc/cpuinfo where there is one
+int resolve_threads(int64_t requested);  // 0 = all hardware threads
+
+// Calls body(begin, end) on `threads` threads over contiguous parts of [0, n); rethrows the
+// first exception a worker threw once all have finished.
+void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& body);
+
+// Subcommands.
+int bench_df11(ArgParser& args, const CommonOptions& common, Report& report);
+
+}  // namespace slimrt_bench

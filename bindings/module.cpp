@@ -1,0 +1,23 @@
+// slimrt._core: thin pybind11 bindings over the C++ core. No logic lives here.
+#include <pybind11/pybind11.h>
+
+#include "slimrt/error.h"
+
+namespace py = pybind11;
+
+namespace slimrt::bindings {
+void bind_df11(py::module_& m);
+}
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "slimrt core (C++): DF11 codec, CPU and CUDA kernels";
+  static py::exception<slimrt::Error> error(m, "Error", PyExc_RuntimeError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const slimrt::Error& e) {
+      py::set_error(error, e.what());
+    }
+  });
+  slimrt::bindings::bind_df11(m);
+}

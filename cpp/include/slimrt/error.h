@@ -1,0 +1,30 @@
+// Errors: every failure in slimrt is a slimrt::Error thrown with the place it was raised.
+// The library never aborts; the application decides what to log and how to recover.
+//
+//   SLIMRT_CHECK(n >= 0, "negative element count " << n);
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace slimrt {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+[[noreturn]] void throw_error(const char* function, const char* file, int line,
+                              const std::string& message);
+
+}  // namespace slimrt
+
+#define SLIMRT_CHECK(cond, msg)                                                        \
+  do {                                                                                 \
+    if (!(cond)) {                                                                     \
+      std::ostringstream slimrt_check_stream_;                                         \
+      slimrt_check_stream_ << msg;                                                     \
+      ::slimrt::throw_error(__func__, __FILE__, __LINE__, slimrt_check_stream_.str()); \
+    }                                                                                  \
+  } while (0)

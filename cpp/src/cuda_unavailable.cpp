@@ -1,0 +1,27 @@
+// The CUDA entry points in a build without CUDA: cuda_available() says no, everything else throws
+// a slimrt::Error that says why, so that callers can fall back to the CPU decoder.
+#include "slimrt/df11_cuda.h"
+#include "slimrt/error.h"
+
+#define SLIMRT_NO_CUDA(what) \
+  SLIMRT_CHECK(false, "slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc found): " << what)
+
+namespace slimrt {
+
+bool cuda_available() { return false; }
+
+void df11_decode_cuda(const Df11DeviceView&, uint16_t*, void*) {
+  SLIMRT_NO_CUDA("decoding a DF11 tensor on the GPU");
+}
+
+Df11DeviceTensor::Df11DeviceTensor(const Df11View&) {
+  SLIMRT_NO_CUDA("uploading a DF11 tensor to the GPU");
+}
+
+Df11DeviceTensor::~Df11DeviceTensor() = default;
+
+void Df11DeviceTensor::decode_into(uint16_t*, void*) const {
+  SLIMRT_NO_CUDA("decoding a DF11 tensor on the GPU");
+}
+
+}  // namespace slimrt

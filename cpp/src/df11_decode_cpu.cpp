@@ -1,0 +1,71 @@
+#include <algorithm>
+
+#include "df11_layout.h"
+#include "parallel.h"
+#include "slimrt/df11.h"
+
+namespace slimrt {
+namespace {
+
+using namespace df11;
+
+// MSB-first reader over the bitstream. The format's tail padding makes its look-ahead safe.
+class BitReader {
+ public:
+  BitReader(const uint32_t* words, uint64_t bit) : next_(words + (bit >> 5) + 2) {
+    const uint64_t pair = uint64_t{next_[-2]} << 32 | next_[-1];
+    const int skip = static_cast<int>(bit & 31);
+    buffer_ = pair << skip;
+    available_ = 64 - skip;
+  }
+  // Decodes one symbol with a table of 1 << bits entries.
+  inline uint8_t decode(const uint16_t* table, int bits) {
+    if (available_ < 32) {
+      buffer_ |= uint64_t{*next_++} << (32 - available_);
+      available_ += 32;
+    }
+    const uint16_t entry = table[buffer_ >> (64 - bits)];
+    const int length = entry >> 8;
+    buffer_ <<= length;
+    available_ -= length;
+    return static_cast<uint8_t>(entry);
+  }
+
+ private:
+  const uint32_t* next_;
+  uint64_t buffer_;
+  int available_;
+};
+
+inline uint16_t join(uint8_t exponent, uint8_t signmant) {
+  return static_cast<uint16_t>((signmant & 0x80) << 8 | exponent << 7 | (signmant & 0x7F));
+}
+
+}  // namespace
+
+void df11_decode_cpu(const Df11View& v, uint16_t* out, int num_threads) {
+  const Df11Table table = df11_build_table(v.lengths);
+  const uint16_t* entries = table.entries.data();
+  const int bits = table.table_bits;
+  const int64_t n = v.numel;
+  parallel_for(v.groups(), num_threads, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) {
+      const uint32_t* index = v.index + g * kIndexWords;
+      const int64_t first = g * kGroupElements;
+      const bool full = first + kGroupElements <= n;
+      for (int lane = 0; lane < kLanes; ++lane) {
+        BitReader reader(v.bitstream, uint64_t{index[0]} * 32 + lane_offset(index, lane));
+        for (int step = 0; step < kSteps; ++step) {
+          const int64_t start = first + vector_start(step, lane);
+          const int count =
+              full ? kVector : static_cast<int>(std::clamp<int64_t>(n - start, 0, kVector));
+          for (int k = 0; k < count; ++k) {
+            out[start + k] = join(reader.decode(entries, bits), v.signmant[start + k]);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace slimrt

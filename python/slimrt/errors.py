@@ -1,0 +1,28 @@
+"""The exceptions slimrt raises for bad input, so callers (and the CLI) can tell them from bugs.
+
+Every message starts with the file or directory it is about ("model.safetensors: truncated: ...").
+"""
+
+from __future__ import annotations
+
+__all__ = ["ChecksumError", "ConversionError", "FormatError", "LossyCastWarning", "SlimrtError"]
+
+
+class SlimrtError(Exception):
+    """Base of the errors about input the user gave; the CLI prints these in one line."""
+
+
+class FormatError(SlimrtError, ValueError):
+    """A file does not follow its format (safetensors container, DF11 arrays or description)."""
+
+
+class ChecksumError(FormatError):
+    """Decoded bytes do not match the CRC-32 stored with them: the file is corrupt."""
+
+
+class ConversionError(SlimrtError, ValueError):
+    """A model directory cannot be converted as asked (wrong dtypes, output exists, ...)."""
+
+
+class LossyCastWarning(UserWarning):
+    """Weights were rounded to BF16 on the way in: the result is not the original model."""

