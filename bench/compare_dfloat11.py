@@ -27,6 +27,7 @@ import importlib.metadata
 import importlib.util
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -175,7 +176,12 @@ def package_version(name: str) -> str:
 
 
 def source_commit() -> str:
-    """The commit of the checkout this script runs from (slimrt is installed from it)."""
+    """The commit of the checkout this script runs from (slimrt is installed from it).
+
+    SLIMRT_GIT_COMMIT wins: the GPU machine gets a copy of the tree without its .git.
+    """
+    if os.environ.get("SLIMRT_GIT_COMMIT"):
+        return os.environ["SLIMRT_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(

@@ -55,8 +55,8 @@ void df11_validate(const Df11View& v) {
     // ceil((B + 128 * 12) / 32) + 1, so the stream needs that plus one words.
     const uint64_t needed = (previous_end + kLaneElements * kMaxCodeLength + 31) / 32 + 2;
     SLIMRT_CHECK(needed <= static_cast<uint64_t>(v.bitstream_words),
-                 "DF11: bitstream of " << v.bitstream_words << " words is too short for group "
-                                       << g << " (needs " << needed << ")");
+                 "DF11: bitstream of " << v.bitstream_words << " words is too short for group " << g
+                                       << " (needs " << needed << ")");
   }
 }
 
