@@ -130,12 +130,7 @@ class Report {
 };
 
 std::string build_commit();
-std::string cpu_device_name();           // the CPU model, from /proc/cpuinfo where there is one
-int resolve_threads(int64_t requested);  // 0 = all hardware threads
-
-// Calls body(begin, end) on `threads` threads over contiguous parts of [0, n); rethrows the
-// first exception a worker threw once all have finished.
-void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& body);
+std::string cpu_device_name();  // the CPU model, from /proc/cpuinfo where there is one
 
 // Subcommands.
 int bench_df11(ArgParser& args, const CommonOptions& common, Report& report);

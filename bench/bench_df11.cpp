@@ -21,6 +21,7 @@
 #include "slimrt/crc32.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
+#include "slimrt/parallel.h"
 
 namespace slimrt_bench {
 namespace {
@@ -58,7 +59,7 @@ std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int thre
   constexpr int64_t kChunk = int64_t{1} << 16;
   constexpr double kTwoPi = 6.283185307179586476925;
   std::vector<uint16_t> bits(n);
-  parallel_for((n + kChunk - 1) / kChunk, threads, [&](int64_t begin, int64_t end) {
+  slimrt::parallel_for((n + kChunk - 1) / kChunk, threads, [&](int64_t begin, int64_t end) {
     for (int64_t chunk = begin; chunk < end; ++chunk) {
       uint64_t state = seed ^ (static_cast<uint64_t>(chunk) * 0xD1B54A32D192ED03ull);
       splitmix64(state);
@@ -218,7 +219,7 @@ int bench_df11(ArgParser& args, const CommonOptions& common, Report& report) {
   const int encode_reps = static_cast<int>(args.given("encode-reps") ? options.encode_reps
                                            : cuda                    ? 5
                                                                      : reps);
-  const int threads = resolve_threads(common.threads);
+  const int threads = slimrt::resolve_threads(static_cast<int>(common.threads), INT64_MAX);
   if (options.rows > (int64_t{1} << 36) / options.cols) {
     throw UsageError("--rows x --cols must be at most 2^36 elements");
   }
@@ -273,7 +274,7 @@ int bench_df11(ArgParser& args, const CommonOptions& common, Report& report) {
         time_host([&] { slimrt::df11_decode_cpu(view, decoded.data(), threads); }, warmup, reps);
     copy_us = time_host(
         [&] {
-          parallel_for(m.n, threads, [&](int64_t begin, int64_t end) {
+          slimrt::parallel_for(m.n, threads, [&](int64_t begin, int64_t end) {
             std::memcpy(decoded.data() + begin, bits.data() + begin,
                         static_cast<size_t>(end - begin) * sizeof(uint16_t));
           });

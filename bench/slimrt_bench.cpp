@@ -12,10 +12,8 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
-#include <mutex>
 #include <new>
 #include <sstream>
-#include <thread>
 #include <utility>
 
 #include "bench.h"
@@ -413,35 +411,6 @@ std::string cpu_device_name() {
     }
   }
   return "unknown CPU";
-}
-
-int resolve_threads(int64_t requested) {
-  if (requested > 0) return static_cast<int>(requested);
-  return std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-}
-
-void parallel_for(int64_t n, int threads, const std::function<void(int64_t, int64_t)>& body) {
-  if (n <= 0) return;
-  threads = static_cast<int>(std::clamp<int64_t>(threads, 1, n));
-  std::exception_ptr first_error;
-  std::mutex error_mutex;
-  auto run = [&](int64_t begin, int64_t end) {
-    try {
-      body(begin, end);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!first_error) first_error = std::current_exception();
-    }
-  };
-  std::vector<std::thread> workers;
-  const int64_t per = (n + threads - 1) / threads;
-  for (int t = 1; t < threads; ++t) {
-    const int64_t begin = std::min(n, t * per);
-    workers.emplace_back(run, begin, std::min(n, begin + per));
-  }
-  run(0, std::min(n, per));
-  for (std::thread& w : workers) w.join();
-  if (first_error) std::rethrow_exception(first_error);
 }
 
 }  // namespace slimrt_bench

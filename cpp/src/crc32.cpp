@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel.h"
+#include "slimrt/parallel.h"
 
 namespace slimrt {
 namespace {

@@ -3,7 +3,7 @@
 
 #include "df11_layout.h"
 #include "huffman.h"
-#include "parallel.h"
+#include "slimrt/parallel.h"
 #include "slimrt/crc32.h"
 #include "slimrt/df11.h"
 #include "slimrt/error.h"

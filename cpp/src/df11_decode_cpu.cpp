@@ -1,7 +1,7 @@
 #include <algorithm>
 
 #include "df11_layout.h"
-#include "parallel.h"
+#include "slimrt/parallel.h"
 #include "slimrt/df11.h"
 
 namespace slimrt {

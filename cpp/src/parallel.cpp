@@ -1,4 +1,4 @@
-#include "parallel.h"
+#include "slimrt/parallel.h"
 
 #include <algorithm>
 #include <exception>

@@ -27,6 +27,8 @@ from slimrt.errors import ConversionError, FormatError, LossyCastWarning
 from slimrt.model_dir import MANIFEST_NAME, ModelDir, scan_model_dir
 from slimrt.safetensors_file import SafetensorsFile, TensorInfo, read_safetensors
 
+from .progress import byte_progress
+
 __all__ = [
     "MANIFEST_FORMAT",
     "MANIFEST_VERSION",
@@ -189,14 +191,7 @@ def compress_model(
     total = sum(info.nbytes for f in files.values() for info in f.tensors.values())
     with (
         build_dir_atomically(out_path, overwrite=overwrite) as temp,
-        tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc="compress",
-            disable=None if progress else True,
-        ) as bar,
+        byte_progress(total, "compress", enabled=progress) as bar,
     ):
         for shard, file in files.items():
             _compress_shard(file, temp / shard, shard, to_cast, num_threads, report, bar)

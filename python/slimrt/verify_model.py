@@ -26,6 +26,8 @@ from slimrt.errors import FormatError
 from slimrt.model_dir import INDEX_SUFFIX, MANIFEST_NAME, scan_model_dir
 from slimrt.safetensors_file import SafetensorsFile, TensorInfo, read_safetensors
 
+from .progress import byte_progress
+
 __all__ = ["FileResult", "VerifyReport", "verify_model"]
 
 
@@ -94,14 +96,7 @@ def verify_model(
     out_shards = sorted(p.name for p in out_path.glob("*.safetensors"))
     checked: set[str] = set()  # names found in out_dir, or in a shard that could not be read
     total = sum(info.nbytes for _, info in sources.values())
-    with tqdm(
-        total=total,
-        unit="B",
-        unit_scale=True,
-        unit_divisor=1024,
-        desc="verify",
-        disable=None if progress else True,
-    ) as bar:
+    with byte_progress(total, "verify", enabled=progress) as bar:
         results = [
             _verify_shard(out_path / shard, sources, cast, checked, num_threads, bar)
             for shard in out_shards

@@ -1,4 +1,6 @@
 // parallel_for: split [0, n) into contiguous ranges, one per worker thread.
+//
+//   slimrt::parallel_for(rows, 0, [&](int64_t begin, int64_t end) { /* rows [begin, end) */ });
 #pragma once
 
 #include <cstdint>
