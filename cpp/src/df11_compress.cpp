@@ -3,10 +3,10 @@
 
 #include "df11_layout.h"
 #include "huffman.h"
-#include "slimrt/parallel.h"
 #include "slimrt/crc32.h"
 #include "slimrt/df11.h"
 #include "slimrt/error.h"
+#include "slimrt/parallel.h"
 
 namespace slimrt {
 namespace {
