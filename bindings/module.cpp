@@ -7,7 +7,8 @@ namespace py = pybind11;
 
 namespace slimrt::bindings {
 void bind_df11(py::module_& m);
-}
+void bind_engine(py::module_& m);
+}  // namespace slimrt::bindings
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "slimrt core (C++): DF11 codec, CPU and CUDA kernels";
@@ -20,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   slimrt::bindings::bind_df11(m);
+  slimrt::bindings::bind_engine(m);
 }

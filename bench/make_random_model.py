@@ -1,0 +1,136 @@
+"""Write a model directory with a real architecture's shapes and seeded random BF16 weights.
+
+Benchmarks need big models (Llama-3.1-8B: 16 GB of BF16) that no package ships; what their
+speed depends on is the shapes, not the values. The directory is a real Hugging Face model
+directory (config.json + sharded safetensors + index), so slimrt, `slimrt compress` and
+transformers all load it.
+
+    python bench/make_random_model.py llama-3.1-8b OUT_DIR [--seed 0] [--layers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+from slimrt.bfloat16 import round_to_bf16
+from slimrt.progress import byte_progress
+from slimrt.safetensors_file import write_safetensors
+
+SHAPES = {
+    "llama-3.1-8b": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "bos_token_id": 128000,
+        "eos_token_id": 128001,
+        "torch_dtype": "bfloat16",
+    },
+}
+
+SHARD_BYTES = 4 << 30
+
+
+def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    hidden, inter = config["hidden_size"], config["intermediate_size"]
+    q = config["num_attention_heads"] * config["head_dim"]
+    kv = config["num_key_value_heads"] * config["head_dim"]
+    shapes: dict[str, tuple[int, ...]] = {
+        "model.embed_tokens.weight": (config["vocab_size"], hidden)
+    }
+    for i in range(config["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        shapes |= {
+            p + "input_layernorm.weight": (hidden,),
+            p + "self_attn.q_proj.weight": (q, hidden),
+            p + "self_attn.k_proj.weight": (kv, hidden),
+            p + "self_attn.v_proj.weight": (kv, hidden),
+            p + "self_attn.o_proj.weight": (hidden, q),
+            p + "post_attention_layernorm.weight": (hidden,),
+            p + "mlp.gate_proj.weight": (inter, hidden),
+            p + "mlp.up_proj.weight": (inter, hidden),
+            p + "mlp.down_proj.weight": (hidden, inter),
+        }
+    shapes["model.norm.weight"] = (hidden,)
+    if not config["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (config["vocab_size"], hidden)
+    return shapes
+
+
+def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    if len(shape) == 1:  # norms near 1, as trained models have them
+        values = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
+    else:  # N(0, 0.02): the usual initialisation, and DF11's benchmark distribution
+        values = 0.02 * rng.standard_normal(shape, dtype=np.float32)
+    return round_to_bf16(values)
+
+
+def write_model(shape_name: str, out: Path, seed: int, layers: int | None) -> None:
+    config = dict(SHAPES[shape_name])
+    if layers is not None:
+        config["num_hidden_layers"] = layers
+    shapes = tensor_shapes(config)
+    out.mkdir(parents=True, exist_ok=False)
+    rng = np.random.default_rng(seed)
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = int(np.prod(shape)) * 2
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    weight_map = {}
+    total = sum(int(np.prod(s)) * 2 for s in shapes.values())
+    with byte_progress(total, "write") as bar:
+        for i, names in enumerate(shards):
+            file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            tensors = {}
+            for name in names:
+                tensors[name] = random_tensor(rng, name, shapes[name])
+                bar.update(tensors[name].nbytes)
+            write_safetensors(
+                out / file, tensors, {"format": "pt"}, dtypes=dict.fromkeys(names, "BF16")
+            )
+            weight_map |= dict.fromkeys(names, file)
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config["slimrt_random_weights_seed"] = seed
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shape", choices=sorted(SHAPES))
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int, help="fewer layers, same layer shapes")
+    args = parser.parse_args()
+    write_model(args.shape, args.out, args.seed, args.layers)
+
+
+if __name__ == "__main__":
+    main()

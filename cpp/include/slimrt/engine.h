@@ -1,0 +1,129 @@
+// Engine: runs a Llama-family model one step at a time over a batch of sequences, with a paged
+// KV cache, in memory reserved once at construction. docs/ENGINE_API.md is the contract (this
+// is its C++ side; the Python `slimrt._core.Engine` is a thin wrapper over it).
+//
+//   slimrt::ModelConfig config = slimrt::ModelConfig::parse(map);  // or fill it directly
+//   slimrt::WeightMap weights;                                     // borrowed, copied in
+//   weights["model.embed_tokens.weight"] = slimrt::WeightTensor::bf16(bits, {vocab, hidden});
+//   ...
+//   slimrt::EngineOptions options;        // defaults: cpu, max_batch 8, page_size 16, ...
+//   slimrt::Engine engine(config, weights, options);  // weights may be dropped after this
+//
+//   int64_t seq = engine.add_sequence();
+//   slimrt::StepInput in;                 // one prefill chunk of 5 tokens for `seq`
+//   in.seq_ids = &seq; in.counts = &five; in.batch = 1; in.tokens = prompt; in.num_tokens = 5;
+//   std::vector<float> logits(engine.vocab_size());
+//   engine.step(in, logits.data());       // logits of the chunk's last token
+//
+// A step either completes or changes nothing (all checks run before any work). Calls are
+// serialized by an internal mutex: one engine serves one step at a time.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "slimrt/df11.h"
+#include "slimrt/model_config.h"
+
+namespace slimrt {
+
+// One tensor handed to the Engine, borrowed only for the duration of the constructor: the
+// engine copies what it needs into its own arenas.
+struct WeightTensor {
+  enum class Kind { kBf16, kF32, kDf11, kUnsupported };
+  Kind kind = Kind::kUnsupported;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // kBf16: uint16 BF16 bit patterns; kF32: float; row-major
+  Df11View df11;               // kDf11: the four arrays (docs/FORMAT.md)
+  std::string dtype;           // kUnsupported: the dtype's name, for the error message
+
+  static WeightTensor bf16(const uint16_t* bits, std::vector<int64_t> shape);
+  static WeightTensor f32(const float* values, std::vector<int64_t> shape);
+  static WeightTensor compressed(const Df11View& view, std::vector<int64_t> shape);
+  static WeightTensor unsupported(std::string dtype, std::vector<int64_t> shape);
+};
+
+// Hugging Face tensor names -> tensors. Names the model does not use are ignored.
+using WeightMap = std::map<std::string, WeightTensor>;
+
+// Construction options, with the defaults of docs/ENGINE_API.md (like llama.cpp's
+// llama_context_default_params(): a default-constructed struct is a working configuration).
+struct EngineOptions {
+  std::string device = "cpu";      // "cpu"; "cuda" is not available yet
+  int64_t max_batch = 8;           // sequences per step
+  int64_t kv_tokens = 0;           // KV pool capacity in tokens over all sequences; 0 =
+                                   // min(max_position_embeddings, 32768); rounded up to pages
+  int64_t page_size = 16;          // tokens per KV page
+  int64_t max_step_tokens = 512;   // tokens per step (the prefill chunk budget)
+  std::string kv_dtype = "bf16";   // "bf16" or "f32"
+  int num_threads = 0;             // 0 = all hardware threads
+  int64_t memory_limit_bytes = 0;  // 0 = what the machine has available
+};
+
+// How the next token of a sequence is drawn. temperature 0 is greedy. The draw is keyed by
+// (seed, position of the token being generated), so a request gets the same tokens whatever
+// else shares its batch.
+struct SamplingParams {
+  float temperature = 1.0f;
+  int32_t top_k = 0;   // 0 = off
+  float top_p = 1.0f;  // 1 = off
+  float min_p = 0.0f;  // 0 = off
+  uint64_t seed = 0;
+
+  // Throws "sampling: ..." naming the first invalid value.
+  void validate() const;
+};
+
+// One step: sequence seq_ids[b] receives counts[b] consecutive ids of `tokens` (a prefill chunk,
+// or 1 for a decode step; one step may mix both). The arrays are read during step() only.
+struct StepInput {
+  const int64_t* seq_ids = nullptr;  // [batch]
+  const int32_t* counts = nullptr;   // [batch]
+  int64_t batch = 0;
+  const int32_t* tokens = nullptr;  // [num_tokens], num_tokens == sum(counts)
+  int64_t num_tokens = 0;
+};
+
+// Bytes of each arena, reserved at construction and fixed for the engine's lifetime.
+struct MemoryUsage {
+  int64_t weights = 0;
+  int64_t df11_scratch = 0;
+  int64_t kv_pool = 0;
+  int64_t activations = 0;
+  int64_t total() const { return weights + df11_scratch + kv_pool + activations; }
+};
+
+class Engine {
+ public:
+  // Validates everything, checks the memory budget, reserves the arenas and copies the weights.
+  Engine(const ModelConfig& config, const WeightMap& weights, const EngineOptions& options = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  int64_t add_sequence();                 // a new, empty sequence; ids are never reused
+  void release_sequence(int64_t seq_id);  // returns its pages to the pool
+  int64_t sequence_length(int64_t seq_id) const;
+
+  // Runs one step and writes the logits of each sequence's last new token: [batch][vocab].
+  void step(const StepInput& input, float* logits);
+  // Runs one step and writes one sampled token id per sequence: [batch]. sampling: [batch].
+  void step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids);
+
+  int64_t free_pages() const;
+  int64_t total_pages() const;
+  int64_t page_size() const;
+  int64_t vocab_size() const;
+  int64_t max_position_embeddings() const;
+  MemoryUsage memory() const;
+  const ModelConfig& config() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace slimrt

@@ -1,0 +1,104 @@
+#include "arena.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iomanip>
+#include <sstream>
+#include <utility>
+
+#include "device.h"
+#include "slimrt/error.h"
+
+namespace slimrt {
+namespace {
+
+std::string gib(int64_t bytes) {
+  const double value = static_cast<double>(bytes) / double(int64_t{1} << 30);
+  std::ostringstream out;
+  // Two decimals for real models; tiny test budgets still show a meaningful figure.
+  if (value >= 0.01 || bytes == 0) {
+    out << std::fixed << std::setprecision(2) << value;
+  } else {
+    out << std::setprecision(3) << value;
+  }
+  return out.str();
+}
+
+}  // namespace
+
+Arena::Arena(std::string purpose) : purpose_(std::move(purpose)) {}
+
+Arena::~Arena() {
+  if (base_ == nullptr) return;
+  if (device_ != nullptr) {
+    device_->deallocate(base_);
+  } else {
+    std::free(base_);
+  }
+}
+
+void Arena::reserve(Device* device, int64_t bytes) {
+  SLIMRT_CHECK(!reserved_, "arena " << purpose_ << " is already reserved");
+  SLIMRT_CHECK(bytes >= 0, "arena " << purpose_ << ": negative size " << bytes);
+  const int64_t rounded = align_up(bytes);
+  if (rounded > 0) {
+    if (device != nullptr) {
+      base_ = static_cast<char*>(device->allocate(rounded));
+    } else {
+      base_ = static_cast<char*>(std::aligned_alloc(kAlignment, static_cast<size_t>(rounded)));
+      SLIMRT_CHECK(base_ != nullptr,
+                   "could not allocate " << rounded << " bytes for the " << purpose_ << " arena");
+    }
+  }
+  device_ = device;
+  reserved_ = true;
+  capacity_ = rounded;
+  offset_ = 0;
+  high_water_ = 0;
+}
+
+void* Arena::allocate_bytes(int64_t bytes) {
+  SLIMRT_CHECK(bytes >= 0, "arena " << purpose_ << ": negative allocation " << bytes);
+  const int64_t start = offset_;
+  const int64_t end = start + align_up(bytes);
+  SLIMRT_CHECK(!reserved_ || end <= capacity_, "arena " << purpose_ << " overflow: layout needs "
+                                                        << end << " bytes, " << capacity_
+                                                        << " were reserved");
+  offset_ = end;
+  if (end > high_water_) high_water_ = end;
+  return base_ == nullptr || bytes == 0 ? nullptr : base_ + start;
+}
+
+void Arena::rewind(int64_t offset) {
+  SLIMRT_CHECK(offset >= 0 && offset <= high_water_, "arena " << purpose_ << ": rewind to "
+                                                              << offset << " outside [0, "
+                                                              << high_water_ << "]");
+  offset_ = offset;
+}
+
+void check_memory_budget(const MemoryPlan& plan, int64_t available) {
+  SLIMRT_CHECK(plan.total() <= available, "not enough memory: weights "
+                                              << gib(plan.weights) << " GiB + DF11 scratch "
+                                              << gib(plan.df11_scratch) << " GiB + KV pool of "
+                                              << plan.kv_tokens << " tokens " << gib(plan.kv_pool)
+                                              << " GiB + activations " << gib(plan.activations)
+                                              << " GiB = " << gib(plan.total()) << " GiB, but only "
+                                              << gib(available) << " GiB is available");
+}
+
+int64_t available_host_memory() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  while (std::getline(meminfo, line)) {
+    long long kib = 0;
+    if (std::sscanf(line.c_str(), "MemAvailable: %lld kB", &kib) == 1) return kib * 1024;
+  }
+  const long pages = sysconf(_SC_AVPHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? int64_t{pages} * page : 0;
+}
+
+}  // namespace slimrt

@@ -1,0 +1,76 @@
+#include "block_table.h"
+
+#include <algorithm>
+
+#include "slimrt/error.h"
+
+namespace slimrt {
+
+BlockTable::BlockTable(int64_t max_pages) { pages_.reserve(max_pages); }
+
+int64_t BlockTable::pages_needed(int64_t new_tokens, int64_t page_size) const {
+  const int64_t pages_after = (length_ + new_tokens + page_size - 1) / page_size;
+  return std::max<int64_t>(0, pages_after - num_pages());
+}
+
+void BlockTable::grow(KvPool& pool, int64_t new_tokens) {
+  const int64_t count = pages_needed(new_tokens, pool.page_size());
+  if (count == 0) return;
+  const int64_t before = num_pages();
+  // Within the capacity reserved at construction (the engine bounds sequence length), so this
+  // never reallocates.
+  pages_.resize(before + count);
+  try {
+    pool.allocate(count, pages_.data() + before);
+  } catch (...) {
+    pages_.resize(before);
+    throw;
+  }
+}
+
+void BlockTable::shrink_to(KvPool& pool, int64_t num_pages) {
+  if (num_pages >= this->num_pages()) return;
+  pool.release(pages_.data() + num_pages, this->num_pages() - num_pages);
+  pages_.resize(num_pages);
+}
+
+void BlockTable::release(KvPool& pool) {
+  shrink_to(pool, 0);
+  length_ = 0;
+}
+
+void fill_step_tables(const BlockTable* const* tables, const int32_t* counts, int64_t batch,
+                      const int32_t* tokens, int64_t page_size, StepTables& out) {
+  int64_t row = 0;
+  int64_t page_entries = 0;
+  out.q_indptr[0] = 0;
+  out.page_indptr[0] = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const BlockTable& table = *tables[b];
+    const int64_t start = table.length();
+    const int64_t count = counts[b];
+    const int64_t length = start + count;
+    const int64_t pages = (length + page_size - 1) / page_size;
+    SLIMRT_CHECK(pages <= table.num_pages(), "block table holds " << table.num_pages() << " pages, "
+                                                                  << pages
+                                                                  << " are needed (grow first)");
+    const int32_t* page_ids = table.pages();
+    for (int64_t i = 0; i < count; ++i, ++row) {
+      const int64_t position = start + i;
+      out.token_ids[row] = tokens[row];
+      out.positions[row] = static_cast<int32_t>(position);
+      out.slots[row] =
+          static_cast<int32_t>(page_ids[position / page_size] * page_size + position % page_size);
+    }
+    for (int64_t p = 0; p < pages; ++p) out.page_indices[page_entries++] = page_ids[p];
+    out.q_indptr[b + 1] = static_cast<int32_t>(row);
+    out.page_indptr[b + 1] = static_cast<int32_t>(page_entries);
+    out.context_lens[b] = static_cast<int32_t>(length);
+    out.last_rows[b] = static_cast<int32_t>(row - 1);
+  }
+  out.batch = batch;
+  out.tokens = row;
+  out.num_page_indices = page_entries;
+}
+
+}  // namespace slimrt

@@ -1,0 +1,61 @@
+// BlockTable: the KV pages one sequence owns, in order, and how many tokens they hold.
+// fill_step_tables() turns the tables of one step's sequences into the arrays the kernels read.
+//
+//   BlockTable table(max_pages);           // reserves its page list once
+//   table.grow(pool, 5);                    // pages for 5 more tokens (length unchanged)
+//   ... run the step ...
+//   table.commit(5);                        // or table.shrink_to(pool, pages_before) on failure
+//   table.release(pool);                    // every page back to the pool
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kv_pool.h"
+
+namespace slimrt {
+
+class BlockTable {
+ public:
+  explicit BlockTable(int64_t max_pages);
+
+  int64_t length() const { return length_; }
+  int64_t num_pages() const { return static_cast<int64_t>(pages_.size()); }
+  const int32_t* pages() const { return pages_.data(); }
+
+  // Pages to add so that `new_tokens` more tokens fit after length().
+  int64_t pages_needed(int64_t new_tokens, int64_t page_size) const;
+  // Takes those pages from the pool (all or none); length() is unchanged until commit().
+  void grow(KvPool& pool, int64_t new_tokens);
+  void commit(int64_t new_tokens) { length_ += new_tokens; }
+  // Returns the pages past the first `num_pages` (undoes grow() of a step that failed).
+  void shrink_to(KvPool& pool, int64_t num_pages);
+  void release(KvPool& pool);
+
+ private:
+  std::vector<int32_t> pages_;
+  int64_t length_ = 0;
+};
+
+// Host arrays describing one step, with capacities fixed at load (see Executor).
+struct StepTables {
+  int32_t* token_ids = nullptr;     // [max_step_tokens]
+  int32_t* positions = nullptr;     // [max_step_tokens] position of each new token
+  int32_t* slots = nullptr;         // [max_step_tokens] page * page_size + offset
+  int32_t* q_indptr = nullptr;      // [max_batch + 1]
+  int32_t* page_indptr = nullptr;   // [max_batch + 1]
+  int32_t* page_indices = nullptr;  // [total pages]: a page belongs to one sequence at most
+  int32_t* context_lens = nullptr;  // [max_batch] cached tokens after the step
+  int32_t* last_rows = nullptr;     // [max_batch] row of each sequence's last new token
+  int64_t batch = 0;
+  int64_t tokens = 0;
+  int64_t num_page_indices = 0;
+};
+
+// Fills `out` for sequences tables[b] receiving counts[b] tokens each, taken in order from
+// `tokens`. Each table must already hold the pages for its new tokens (grow()) but not count
+// them in length() yet (no commit()).
+void fill_step_tables(const BlockTable* const* tables, const int32_t* counts, int64_t batch,
+                      const int32_t* tokens, int64_t page_size, StepTables& out);
+
+}  // namespace slimrt

@@ -1,0 +1,108 @@
+// CPU kernels of the runtime: the reference every other backend is tested against, and what
+// runs a model on a laptop. Activations are FP32 row-major; weights are BF16 bit patterns
+// (uint16) row-major [out_features][in_features]; accumulation is FP32. Every kernel that
+// takes a ThreadPool splits its work over it and returns when all of it is done. No kernel
+// allocates memory: callers pass every buffer (the runtime owns them in arenas).
+#pragma once
+
+#include <cstdint>
+
+#include "slimrt/thread_pool.h"
+
+namespace slimrt::cpu {
+
+enum class KvDtype { kBf16, kF32 };
+
+// out[t][:] = table[ids[t]][:] widened to FP32. ids must be in [0, vocab) (checked by caller).
+void embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden, float* out,
+           ThreadPool& pool);
+
+// out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * weight[:]. out may equal x.
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
+              float* out, ThreadPool& pool);
+
+// out[r][j] = sum_k x[r][k] * bf16(w[j][k]) (+ bias[j] if bias != nullptr), for r < rows,
+// j < n. FP32 accumulation; any k (no multiple-of-anything requirement). Must be fast for
+// rows = 1 (decode GEMV, memory-bound: stream w once) and rows in the hundreds (prefill:
+// reuse each loaded weight row across many activation rows).
+void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
+                 const float* bias, float* out, ThreadPool& pool);
+
+// Rotary embedding in Hugging Face's layout (rotate_half: pairs (i, i + head_dim/2)), in place:
+// x is [tokens][heads][head_dim]; token t is at position positions[t]; the angle of pair i is
+// positions[t] * inv_freq[i], i < head_dim/2 (inv_freq already includes any rope scaling),
+// rounded to FP32 as Hugging Face computes it. head_dim must be even (else slimrt::Error).
+void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
+          const float* inv_freq, ThreadPool& pool);
+
+// out[t][i] = silu(gate[t][i]) * up[t][i], silu(g) = g / (1 + exp(-g)).
+void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width, float* out,
+              ThreadPool& pool);
+
+// x[i] += y[i].
+void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool);
+
+// One layer's paged KV cache: a pool of pages, each holding page_size tokens of K (and, in the
+// same layout, V) as [page_size][kv_heads][head_dim] elements of `dtype`.
+struct PagedKv {
+  void* k_pages = nullptr;
+  void* v_pages = nullptr;
+  KvDtype dtype = KvDtype::kBf16;
+  int64_t page_size = 16;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// Stores K/V rows of `tokens` new tokens ([tokens][kv_heads][head_dim] FP32 each) at
+// slots[t] = page * page_size + offset (BF16 storage rounds to nearest even). A negative slot
+// (padding) is skipped.
+void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
+              int64_t tokens, ThreadPool& pool);
+
+// A ragged batch of sequences, as CSR arrays (FlashInfer's paged_kv_t):
+// - sequence s owns query tokens [q_indptr[s], q_indptr[s+1]) of q and out;
+// - its KV pages are page_indices[page_indptr[s] .. page_indptr[s+1]), in order;
+// - context_lens[s] tokens of it are in the cache (including its new tokens, already written
+//   by kv_write); its i-th of n query tokens sits at position context_lens[s] - n + i and
+//   attends causally to cache positions [0, that position].
+struct PagedBatch {
+  const int32_t* q_indptr = nullptr;
+  const int32_t* page_indptr = nullptr;
+  const int32_t* page_indices = nullptr;
+  const int32_t* context_lens = nullptr;
+  int64_t num_seqs = 0;
+};
+
+// Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
+// reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max
+// (numerically safe for any context length). out is [tokens][heads][head_dim].
+// Limits: head_dim <= 256, heads / kv_heads <= 128; a sequence with more query tokens than
+// context, or fewer pages than its context needs, throws slimrt::Error (checked per call, O(seqs)).
+// Uses up to ~100 KB of the calling thread's stack (split-context partial results).
+void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
+                     float scale, float* out, ThreadPool& pool);
+
+// Per-row sampling parameters. temperature == 0 means greedy (argmax, ties to the lowest id).
+struct SampleParams {
+  float temperature = 1.0f;
+  int32_t top_k = 0;   // 0 = off
+  float top_p = 1.0f;  // 1 = off
+  float min_p = 0.0f;  // 0 = off
+  uint64_t seed = 0;
+  uint64_t counter = 0;  // e.g. the sequence position: same seed + counter = same draw
+};
+
+// Draws one token id per row of logits [rows][vocab]: temperature, then top-k, top-p
+// (smallest set whose probability reaches top_p), min-p (keep p >= min_p * max p), then a draw
+// from a counter-based generator keyed by (seed, counter), so a row's result does not depend
+// on the other rows of the batch. `scratch` holds at least rows * vocab * 8 bytes.
+// Ties in top-k/top-p go to the lower id. The draw: r = Philox4x32-10(counter = {counter low,
+// counter high, 0, 0}, key = {seed low, seed high}), u = ((r0 << 32 | r1) >> 11) / 2^53, and
+// the token is the first kept id, in id order, whose running sum of kept weights exceeds
+// u * their total (cpu/philox.h: another backend can draw the same u).
+// Parameters are the caller's to validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1,
+// 0 <= min_p <= 1) and each row needs a finite logit; outside that the result is some id.
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
+            int32_t* out, void* scratch, ThreadPool& pool);
+
+}  // namespace slimrt::cpu

@@ -1,0 +1,44 @@
+#include <cmath>
+
+#include "kernels.h"
+#include "slimrt/error.h"
+#include "work_split.h"
+
+namespace slimrt::cpu {
+
+void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
+          const float* inv_freq, ThreadPool& pool) {
+  SLIMRT_CHECK(head_dim % 2 == 0, "rope: head_dim must be even, got " << head_dim);
+  const int64_t half = head_dim / 2;
+  parallel_over(pool, tokens, 4 * heads * head_dim, [&](int64_t begin, int64_t end) {
+    // cos/sin are computed once per token and pair, then applied to every head.
+    constexpr int64_t kPairs = 128;
+    float cs[kPairs];
+    float sn[kPairs];
+    for (int64_t t = begin; t < end; ++t) {
+      // The angle is rounded to FP32 before cos/sin, as Hugging Face computes it: at positions
+      // in the thousands that rounding moves the result by more than FP32 noise.
+      const float pos = static_cast<float>(positions[t]);
+      for (int64_t i0 = 0; i0 < half; i0 += kPairs) {
+        const int64_t np = std::min(kPairs, half - i0);
+        for (int64_t i = 0; i < np; ++i) {
+          const float angle = pos * inv_freq[i0 + i];
+          cs[i] = std::cos(angle);
+          sn[i] = std::sin(angle);
+        }
+        for (int64_t h = 0; h < heads; ++h) {
+          float* a = x + (t * heads + h) * head_dim + i0;
+          float* b = a + half;
+          for (int64_t i = 0; i < np; ++i) {
+            const float x1 = a[i];
+            const float x2 = b[i];
+            a[i] = x1 * cs[i] - x2 * sn[i];
+            b[i] = x2 * cs[i] + x1 * sn[i];
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace slimrt::cpu

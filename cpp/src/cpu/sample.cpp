@@ -1,0 +1,186 @@
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "fast_exp.h"
+#include "kernels.h"
+#include "philox.h"
+
+namespace slimrt::cpu {
+namespace {
+
+// Weights are binned by their top bits (sign 0, 8 exponent bits, 3 mantissa bits: bins 9 %
+// wide) to find, in one pass, the bin where a top-k or top-p cut falls; only that bin is
+// sorted. A full sort of a 150K vocabulary would cost milliseconds.
+constexpr int kBinShift = 20;
+constexpr int kBins = 1 << (31 - kBinShift);
+// Weights are summed in blocks (independent double lanes, so the sums vectorise), both for the
+// total and for locating the draw.
+constexpr int64_t kSumBlock = 256;
+constexpr int kLanes = 8;
+
+int32_t argmax(const float* x, int64_t n) {
+  // The maximum first (independent lanes vectorise), then its first occurrence: ties go to
+  // the lowest id. NaNs never compare greater, so they are skipped.
+  float lanes[kLanes];
+  for (int l = 0; l < kLanes; ++l) lanes[l] = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] = x[i + l] > lanes[l] ? x[i + l] : lanes[l];
+  }
+  float best = lanes[0];
+  for (int l = 1; l < kLanes; ++l) best = lanes[l] > best ? lanes[l] : best;
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  for (i = 0; i < n; ++i) {
+    if (x[i] == best) return static_cast<int32_t>(i);
+  }
+  return 0;  // no logit above -inf
+}
+
+inline uint32_t bin_of(float w) {
+  uint32_t bits;
+  std::memcpy(&bits, &w, sizeof bits);
+  return bits >> kBinShift;  // monotonic in w for w >= 0
+}
+
+// The order in which top-k and top-p take tokens: by weight, ties to the lower id, so the kept
+// set is always a prefix of one total order and does not depend on how it was found.
+struct Before {
+  const float* w;
+  bool operator()(int32_t a, int32_t b) const { return w[a] > w[b] || (w[a] == w[b] && a < b); }
+};
+
+double block_sum(const float* w, int64_t begin, int64_t end) {
+  double lanes[kLanes] = {};
+  int64_t i = begin;
+  for (; i + kLanes <= end; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lanes[l] += w[i + l];
+  }
+  for (; i < end; ++i) lanes[0] += w[i];
+  double s = 0.0;
+  for (double x : lanes) s += x;
+  return s;
+}
+
+double total_weight(const float* w, int64_t n) {
+  double total = 0.0;
+  for (int64_t b = 0; b < n; b += kSumBlock) total += block_sum(w, b, std::min(n, b + kSumBlock));
+  return total;
+}
+
+// The last id kept by top-k and top-p (a prefix of the Before order), or -1 when they keep all.
+// Only the bin where a cut falls is sorted: bins are disjoint ranges of weight, so every id in a
+// heavier bin precedes it.
+int32_t last_kept(const float* w, int64_t vocab, int64_t k, float top_p, int32_t* idx) {
+  uint32_t count[kBins] = {};
+  double mass[kBins] = {};
+  for (int64_t i = 0; i < vocab; ++i) {
+    const uint32_t b = bin_of(w[i]);
+    ++count[b];
+    mass[b] += w[i];
+  }
+  auto sort_bin = [&](int bin) {
+    int64_t n = 0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      if (bin_of(w[i]) == static_cast<uint32_t>(bin)) idx[n++] = i;
+    }
+    std::sort(idx, idx + n, Before{w});
+    return n;
+  };
+  // The id at which the running weight (cum, over bins from the heaviest, then in order within
+  // a bin) first reaches target, searching bins down to `floor` and the first `floor_len` ids
+  // of the floor bin (already sorted in idx when floor_len > 0).
+  auto reach = [&](double target, int floor, int64_t floor_len) {
+    double cum = 0.0;
+    int bin = kBins - 1;
+    for (; bin > floor; --bin) {
+      if (count[bin] > 0 && cum + mass[bin] >= target) break;
+      cum += mass[bin];
+    }
+    const int64_t n = bin == floor && floor_len > 0 ? floor_len : sort_bin(bin);
+    for (int64_t i = 0; i < n; ++i) {
+      cum += w[idx[i]];
+      if (cum >= target) return idx[i];
+    }
+    return idx[n - 1];  // rounding: the sum of the bin fell short of its mass
+  };
+
+  if (k == vocab) {
+    double total = 0.0;
+    for (double m : mass) total += m;
+    return reach(static_cast<double>(top_p) * total, 0, 0);
+  }
+  int cut = kBins - 1;
+  int64_t above = 0;
+  double above_mass = 0.0;
+  for (; above + count[cut] < k; --cut) {
+    above += count[cut];
+    above_mass += mass[cut];
+  }
+  const int64_t in_cut = k - above;  // the top k end this many ids into bin `cut`
+  sort_bin(cut);
+  if (top_p >= 1.0f) return idx[in_cut - 1];
+  double in_k = above_mass;
+  for (int64_t i = 0; i < in_cut; ++i) in_k += w[idx[i]];
+  return reach(static_cast<double>(top_p) * in_k, cut, in_cut);
+}
+
+int32_t sample_row(const float* logits, int64_t vocab, const SampleParams& p, float* w,
+                   int32_t* idx) {
+  if (p.temperature <= 0.0f || p.top_k == 1) return argmax(logits, vocab);
+  const float max_logit = logits[argmax(logits, vocab)];
+  const float inv_t = 1.0f / p.temperature;
+  // Weights relative to the most likely token (whose weight is exactly 1): probabilities up to
+  // a common factor, so min_p compares against them directly.
+  for (int64_t i = 0; i < vocab; ++i) w[i] = exp_fast((logits[i] - max_logit) * inv_t);
+
+  const int64_t k = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
+  const int32_t last = k < vocab || p.top_p < 1.0f ? last_kept(w, vocab, k, p.top_p, idx) : -1;
+  if (last >= 0 || p.min_p > 0.0f) {
+    const float w_last = last >= 0 ? w[last] : 0.0f;
+    for (int32_t i = 0; i < vocab; ++i) {
+      const bool in_prefix = last < 0 || w[i] > w_last || (w[i] == w_last && i <= last);
+      w[i] = in_prefix && w[i] >= p.min_p ? w[i] : 0.0f;
+    }
+  }
+
+  // The draw walks ids in order whatever path found the kept set: the same (seed, counter) and
+  // the same kept weights give the same token. Block sums are recomputed, not stored: the same
+  // code on the same data gives the same doubles.
+  const double target = philox_uniform(p.seed, p.counter) * total_weight(w, vocab);
+  double cum = 0.0;
+  for (int64_t b = 0; b < vocab; b += kSumBlock) {
+    const int64_t end = std::min(vocab, b + kSumBlock);
+    const double s = block_sum(w, b, end);
+    if (cum + s <= target && end < vocab) {
+      cum += s;
+      continue;
+    }
+    int32_t chosen = -1;
+    for (int64_t i = b; i < end; ++i) {
+      if (w[i] == 0.0f) continue;  // never drawn, even when target is 0
+      chosen = static_cast<int32_t>(i);
+      cum += w[i];
+      if (cum > target) break;
+    }
+    if (chosen >= 0) return chosen;  // (rounding can leave cum <= target: the block's last id)
+    break;
+  }
+  return argmax(logits, vocab);  // nothing kept: only for invalid params (min_p > 1)
+}
+
+}  // namespace
+
+void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
+            int32_t* out, void* scratch, ThreadPool& pool) {
+  pool.run(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      float* w = static_cast<float*>(scratch) + r * vocab * 2;
+      int32_t* idx = reinterpret_cast<int32_t*>(w + vocab);
+      out[r] = sample_row(logits + r * vocab, vocab, params[r], w, idx);
+    }
+  });
+}
+
+}  // namespace slimrt::cpu

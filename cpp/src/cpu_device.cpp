@@ -1,0 +1,191 @@
+#include "cpu_device.h"
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <cstring>
+
+#include "arena.h"
+#include "cpu/kernels.h"
+#include "df11_groups.h"
+#include "slimrt/error.h"
+
+namespace slimrt {
+namespace {
+
+cpu::PagedKv to_cpu(const KvLayer& kv) {
+  cpu::PagedKv out;
+  out.k_pages = kv.k_pages;
+  out.v_pages = kv.v_pages;
+  out.dtype = kv.dtype == KvDtype::kBf16 ? cpu::KvDtype::kBf16 : cpu::KvDtype::kF32;
+  out.page_size = kv.page_size;
+  out.kv_heads = kv.kv_heads;
+  out.head_dim = kv.head_dim;
+  return out;
+}
+
+inline float widen_bf16(uint16_t bits) {
+  const uint32_t word = uint32_t{bits} << 16;
+  float value;
+  std::memcpy(&value, &word, sizeof(value));
+  return value;
+}
+
+// Groups one embedding row can touch: its own span plus one when it straddles a boundary.
+int64_t groups_per_row(int64_t hidden) {
+  return (hidden + df11::kGroupElements - 1) / df11::kGroupElements + 1;
+}
+
+}  // namespace
+
+CpuDevice::CpuDevice(int num_threads) : pool_(num_threads) {}
+
+void* CpuDevice::allocate(int64_t bytes) {
+  const int64_t rounded = (bytes + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment;
+  void* memory = std::aligned_alloc(Arena::kAlignment, static_cast<size_t>(rounded));
+  SLIMRT_CHECK(memory != nullptr, "could not allocate " << bytes << " bytes of host memory");
+  return memory;
+}
+
+void CpuDevice::deallocate(void* memory) { std::free(memory); }
+
+int64_t CpuDevice::available_memory() const { return available_host_memory(); }
+
+void CpuDevice::copy_to_device(void* dst, const void* host_src, int64_t bytes) {
+  // Loading copies gigabytes of weights: spread large copies over the pool.
+  constexpr int64_t kChunk = int64_t{16} << 20;
+  if (bytes <= 4 * kChunk) {
+    if (bytes > 0) std::memcpy(dst, host_src, static_cast<size_t>(bytes));
+    return;
+  }
+  pool_.run((bytes + kChunk - 1) / kChunk, [&](int64_t begin, int64_t end) {
+    const int64_t from = begin * kChunk, to = std::min(bytes, end * kChunk);
+    std::memcpy(static_cast<char*>(dst) + from, static_cast<const char*>(host_src) + from,
+                static_cast<size_t>(to - from));
+  });
+}
+
+void CpuDevice::copy_to_host(void* host_dst, const void* src, int64_t bytes) {
+  if (bytes > 0) std::memcpy(host_dst, src, static_cast<size_t>(bytes));
+}
+
+void CpuDevice::embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden,
+                      float* out) {
+  cpu::embed(ids, tokens, table, hidden, out, pool_);
+}
+
+void CpuDevice::embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table,
+                           int64_t hidden, float* out, uint16_t* scratch) {
+  // Work is split by scratch slot, not by token, so that each slot has one owner at a time.
+  const int64_t slots = pool_.size();
+  const int64_t slot_elements = groups_per_row(hidden) * df11::kGroupElements;
+  pool_.run(slots, [&](int64_t begin, int64_t end) {
+    for (int64_t slot = begin; slot < end; ++slot) {
+      uint16_t* rows = scratch + slot * slot_elements;
+      for (int64_t t = slot; t < tokens; t += slots) {
+        const int64_t first = int64_t{ids[t]} * hidden;
+        const int64_t g0 = first / df11::kGroupElements;
+        const int64_t g1 = (first + hidden - 1) / df11::kGroupElements + 1;
+        df11_decode_cpu(df11_groups(table, g0, g1), rows, 1);
+        const uint16_t* row = rows + (first - g0 * df11::kGroupElements);
+        float* dst = out + t * hidden;
+        for (int64_t i = 0; i < hidden; ++i) dst[i] = widen_bf16(row[i]);
+      }
+    }
+  });
+}
+
+int64_t CpuDevice::embed_df11_scratch_elements(int64_t hidden) const {
+  return int64_t{pool_.size()} * groups_per_row(hidden) * df11::kGroupElements;
+}
+
+void CpuDevice::decode_df11(const Df11View& view, uint16_t* out) {
+  // One df11_decode_cpu call per range of groups on the engine's pool (its own num_threads
+  // would start threads per call).
+  pool_.run(view.groups(), [&](int64_t begin, int64_t end) {
+    df11_decode_cpu(df11_groups(view, begin, end), out + begin * df11::kGroupElements, 1);
+  });
+}
+
+void CpuDevice::gather_rows(const float* src, const int32_t* host_rows, int64_t count,
+                            int64_t width, float* dst) {
+  for (int64_t i = 0; i < count; ++i) {
+    std::memcpy(dst + i * width, src + int64_t{host_rows[i]} * width,
+                static_cast<size_t>(width) * sizeof(float));
+  }
+}
+
+void CpuDevice::copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                           int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(dst + r * dst_stride, src + r * src_stride,
+                static_cast<size_t>(cols) * sizeof(float));
+  }
+}
+
+void CpuDevice::rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
+                         float* out) {
+  cpu::rms_norm(x, weight, rows, cols, eps, out, pool_);
+}
+
+void CpuDevice::matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
+                            const float* bias, float* out) {
+  cpu::matmul_bf16(x, rows, k, w, n, bias, out, pool_);
+}
+
+void CpuDevice::rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
+                     int64_t head_dim, const float* inv_freq) {
+  cpu::rope(x, positions, tokens, heads, head_dim, inv_freq, pool_);
+}
+
+void CpuDevice::silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
+                         float* out) {
+  cpu::silu_mul(gate, up, tokens, width, out, pool_);
+}
+
+void CpuDevice::add_inplace(float* x, const float* y, int64_t n) {
+  cpu::add_inplace(x, y, n, pool_);
+}
+
+void CpuDevice::kv_write(const KvLayer& kv, const float* k, const float* v, const int32_t* slots,
+                         int64_t tokens) {
+  cpu::kv_write(to_cpu(kv), k, v, slots, tokens, pool_);
+}
+
+void CpuDevice::paged_attention(const float* q, const KvLayer& kv, const PagedBatch& batch,
+                                int64_t heads, float scale, float* out) {
+  cpu::PagedBatch b;
+  b.q_indptr = batch.q_indptr;
+  b.page_indptr = batch.page_indptr;
+  b.page_indices = batch.page_indices;
+  b.context_lens = batch.context_lens;
+  b.num_seqs = batch.num_seqs;
+  cpu::paged_attention(q, to_cpu(kv), b, heads, scale, out, pool_);
+}
+
+void CpuDevice::sample(const float* logits, int64_t rows, int64_t vocab,
+                       const SampleParams* host_params, int32_t* out, void* scratch) {
+  // Rows are independent (the kernel's contract), so converting the parameters a fixed-size
+  // chunk at a time keeps this free of allocation for any batch size.
+  constexpr int64_t kChunk = 64;
+  std::array<cpu::SampleParams, kChunk> params;
+  for (int64_t row = 0; row < rows; row += kChunk) {
+    const int64_t n = std::min(kChunk, rows - row);
+    for (int64_t i = 0; i < n; ++i) {
+      const SampleParams& p = host_params[row + i];
+      params[i].temperature = p.temperature;
+      params[i].top_k = p.top_k;
+      params[i].top_p = p.top_p;
+      params[i].min_p = p.min_p;
+      params[i].seed = p.seed;
+      params[i].counter = p.counter;
+    }
+    cpu::sample(logits + row * vocab, n, vocab, params.data(), out + row, scratch, pool_);
+  }
+}
+
+int64_t CpuDevice::sample_scratch_bytes(int64_t rows, int64_t vocab) const {
+  return rows * vocab * 8;  // cpu::sample's documented need
+}
+
+}  // namespace slimrt

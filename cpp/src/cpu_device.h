@@ -1,0 +1,54 @@
+// CpuDevice: the Device backend that runs on the host, forwarding every kernel to slimrt::cpu
+// with one ThreadPool it owns. Device memory is host memory, so copies are memcpy.
+//
+//   CpuDevice device(/*num_threads=*/0);   // 0 = all hardware threads
+#pragma once
+
+#include "device.h"
+#include "slimrt/thread_pool.h"
+
+namespace slimrt {
+
+class CpuDevice final : public Device {
+ public:
+  explicit CpuDevice(int num_threads);
+
+  std::string name() const override { return "cpu"; }
+  void* allocate(int64_t bytes) override;
+  void deallocate(void* memory) override;
+  int64_t available_memory() const override;
+  void copy_to_device(void* dst, const void* host_src, int64_t bytes) override;
+  void copy_to_host(void* host_dst, const void* src, int64_t bytes) override;
+
+  void embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden,
+             float* out) override;
+  void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table, int64_t hidden,
+                  float* out, uint16_t* scratch) override;
+  int64_t embed_df11_scratch_elements(int64_t hidden) const override;
+  void decode_df11(const Df11View& view, uint16_t* out) override;
+  void gather_rows(const float* src, const int32_t* host_rows, int64_t count, int64_t width,
+                   float* dst) override;
+  void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
+                  int64_t rows, int64_t cols) override;
+  void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
+                float* out) override;
+  void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
+                   const float* bias, float* out) override;
+  void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
+            const float* inv_freq) override;
+  void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
+                float* out) override;
+  void add_inplace(float* x, const float* y, int64_t n) override;
+  void kv_write(const KvLayer& kv, const float* k, const float* v, const int32_t* slots,
+                int64_t tokens) override;
+  void paged_attention(const float* q, const KvLayer& kv, const PagedBatch& batch, int64_t heads,
+                       float scale, float* out) override;
+  void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
+              int32_t* out, void* scratch) override;
+  int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const override;
+
+ private:
+  ThreadPool pool_;
+};
+
+}  // namespace slimrt

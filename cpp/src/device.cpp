@@ -1,0 +1,19 @@
+#include "device.h"
+
+#include <memory>
+#include <string>
+
+#include "cpu_device.h"
+#include "slimrt/error.h"
+
+namespace slimrt {
+
+std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
+  if (name == "cpu") return std::make_unique<CpuDevice>(num_threads);
+  SLIMRT_CHECK(name != "cuda",
+               "options: device \"cuda\" is not available yet: the engine's CUDA backend is not "
+               "implemented; use device \"cpu\"");
+  SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu");
+}
+
+}  // namespace slimrt

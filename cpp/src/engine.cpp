@@ -1,0 +1,267 @@
+// Engine: validation of every request, the sequence registry and the step transaction
+// (check -> take pages -> run -> commit, or give the pages back). The forward pass itself is
+// the Executor's; memory is planned here, once.
+#include "slimrt/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+
+#include "arena.h"
+#include "block_table.h"
+#include "device.h"
+#include "executor.h"
+#include "kv_pool.h"
+#include "slimrt/error.h"
+#include "weights.h"
+
+namespace slimrt {
+namespace {
+
+constexpr int64_t kDefaultKvTokensCap = 32768;
+
+// Checks the options and fills in the defaults that depend on the model.
+EngineOptions resolve_options(const EngineOptions& in, const ModelConfig& config) {
+  EngineOptions o = in;
+  SLIMRT_CHECK(o.max_batch >= 1, "options: max_batch must be >= 1, got " << o.max_batch);
+  SLIMRT_CHECK(o.page_size >= 1, "options: page_size must be >= 1, got " << o.page_size);
+  SLIMRT_CHECK(o.max_step_tokens >= 1,
+               "options: max_step_tokens must be >= 1, got " << o.max_step_tokens);
+  SLIMRT_CHECK(o.kv_tokens >= 0, "options: kv_tokens must be >= 0, got " << o.kv_tokens);
+  SLIMRT_CHECK(o.num_threads >= 0, "options: num_threads must be >= 0, got " << o.num_threads);
+  SLIMRT_CHECK(o.memory_limit_bytes >= 0,
+               "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
+  SLIMRT_CHECK(o.kv_dtype == "bf16" || o.kv_dtype == "f32",
+               "options: kv_dtype must be \"bf16\" or \"f32\", got \"" << o.kv_dtype << "\"");
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  SLIMRT_CHECK(o.max_step_tokens <= kInt32Max && o.max_batch <= kInt32Max,
+               "options: max_step_tokens and max_batch must fit in 32 bits");
+  if (o.kv_tokens == 0) o.kv_tokens = std::min(config.max_position_embeddings, kDefaultKvTokensCap);
+  SLIMRT_CHECK(o.kv_tokens <= kInt32Max - o.page_size,
+               "options: kv_tokens " << o.kv_tokens << " exceeds the 2^31 slots kernels address");
+  // The pool is whole pages; report and use the capacity it really has.
+  o.kv_tokens = (o.kv_tokens + o.page_size - 1) / o.page_size * o.page_size;
+  return o;
+}
+
+}  // namespace
+
+void SamplingParams::validate() const {
+  SLIMRT_CHECK(std::isfinite(temperature) && temperature >= 0.0f,
+               "sampling: temperature must be >= 0, got " << temperature);
+  SLIMRT_CHECK(top_k >= 0, "sampling: top_k must be >= 0, got " << top_k);
+  SLIMRT_CHECK(top_p > 0.0f && top_p <= 1.0f, "sampling: top_p must be in (0, 1], got " << top_p);
+  SLIMRT_CHECK(min_p >= 0.0f && min_p <= 1.0f, "sampling: min_p must be in [0, 1], got " << min_p);
+}
+
+struct Engine::Impl {
+  ModelConfig config;
+  EngineOptions options;
+  // Declared before everything that holds device memory, so it is destroyed after them.
+  std::unique_ptr<Device> device;
+  std::unique_ptr<Weights> weights;
+  std::unique_ptr<KvPool> kv_pool;
+  std::unique_ptr<Executor> executor;
+  MemoryUsage memory;
+  int64_t max_pages_per_sequence = 0;
+
+  std::unordered_map<int64_t, BlockTable> sequences;
+  int64_t next_sequence_id = 0;
+  // Per-step bookkeeping, sized at load.
+  std::vector<BlockTable*> step_tables;
+  std::vector<int64_t> pages_before;
+  mutable std::mutex mutex;
+
+  Impl(const ModelConfig& model, const WeightMap& inputs, const EngineOptions& requested);
+
+  BlockTable& sequence(int64_t seq_id);
+  void check_step(const StepInput& in, const SamplingParams* sampling);
+  void run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
+                int32_t* token_ids);
+};
+
+Engine::Impl::Impl(const ModelConfig& model, const WeightMap& inputs,
+                   const EngineOptions& requested)
+    : config(model) {
+  config.validate();
+  options = resolve_options(requested, config);
+  device = make_device(options.device, options.num_threads);
+  weights = std::make_unique<Weights>(config, inputs);
+
+  KvPool::Shape shape;
+  shape.layers = config.num_layers;
+  shape.kv_heads = config.num_kv_heads;
+  shape.head_dim = config.head_dim;
+  shape.page_size = options.page_size;
+  shape.num_pages = options.kv_tokens / options.page_size;
+  shape.dtype = options.kv_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kF32;
+  Executor::Limits limits;
+  limits.max_batch = options.max_batch;
+  limits.max_step_tokens = options.max_step_tokens;
+  limits.max_page_indices = shape.num_pages;
+
+  // Every arena is measured, and the sum checked, before the first byte is reserved.
+  const Executor::Sizes sizes = Executor::measure(config, *weights, *device, limits);
+  MemoryPlan plan;
+  plan.weights = weights->bytes_needed();
+  plan.df11_scratch = sizes.df11_scratch;
+  plan.kv_pool = KvPool::bytes_needed(shape);
+  plan.kv_tokens = options.kv_tokens;
+  plan.activations = sizes.activations;
+  check_memory_budget(plan, options.memory_limit_bytes > 0 ? options.memory_limit_bytes
+                                                           : device->available_memory());
+
+  weights->load(*device);
+  kv_pool = std::make_unique<KvPool>(*device, shape);
+  executor = std::make_unique<Executor>(config, *weights, *kv_pool, *device, limits);
+  const Executor::Sizes reserved = executor->sizes();
+  memory.weights = weights->bytes();
+  memory.df11_scratch = reserved.df11_scratch;
+  memory.kv_pool = kv_pool->bytes();
+  memory.activations = reserved.activations;
+
+  const int64_t longest = std::min(config.max_context(), kv_pool->capacity_tokens());
+  max_pages_per_sequence = (longest + options.page_size - 1) / options.page_size;
+  step_tables.assign(options.max_batch, nullptr);
+  pages_before.assign(options.max_batch, 0);
+}
+
+BlockTable& Engine::Impl::sequence(int64_t seq_id) {
+  const auto it = sequences.find(seq_id);
+  SLIMRT_CHECK(it != sequences.end(), "unknown sequence id " << seq_id);
+  return it->second;
+}
+
+// Every check of docs/ENGINE_API.md, before anything changes. Fills step_tables.
+void Engine::Impl::check_step(const StepInput& in, const SamplingParams* sampling) {
+  const int64_t B = in.batch;
+  const int64_t T = in.num_tokens;
+  SLIMRT_CHECK(B >= 1, "step: no sequences given");
+  SLIMRT_CHECK(B <= options.max_batch,
+               "step: " << B << " sequences exceed max_batch=" << options.max_batch);
+  SLIMRT_CHECK(T <= options.max_step_tokens,
+               "step: " << T << " tokens exceed max_step_tokens=" << options.max_step_tokens);
+  SLIMRT_CHECK(in.seq_ids != nullptr && in.counts != nullptr && (T == 0 || in.tokens != nullptr),
+               "step: null input array");
+  int64_t sum = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    SLIMRT_CHECK(in.counts[b] >= 1, "step: counts[" << b << "] is " << in.counts[b]
+                                                    << "; every sequence needs at least 1 token");
+    sum += in.counts[b];
+  }
+  SLIMRT_CHECK(sum == T, "step: counts sum to " << sum << " but " << T << " tokens were given");
+
+  int64_t pages = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t id = in.seq_ids[b];
+    const auto it = sequences.find(id);
+    SLIMRT_CHECK(it != sequences.end(), "step: unknown sequence id " << id);
+    for (int64_t a = 0; a < b; ++a) {
+      SLIMRT_CHECK(in.seq_ids[a] != id, "step: sequence id " << id << " appears twice");
+    }
+    BlockTable& table = it->second;
+    const int64_t length = table.length() + in.counts[b];
+    SLIMRT_CHECK(length <= config.max_position_embeddings,
+                 "context length " << length << " exceeds the model's maximum of "
+                                   << config.max_position_embeddings);
+    SLIMRT_CHECK(config.sliding_window == 0 || length <= config.sliding_window,
+                 "context length " << length << " exceeds the sliding window of "
+                                   << config.sliding_window
+                                   << " tokens (sliding-window attention is not implemented)");
+    pages += table.pages_needed(in.counts[b], options.page_size);
+    step_tables[b] = &table;
+  }
+  for (int64_t i = 0; i < T; ++i) {
+    SLIMRT_CHECK(in.tokens[i] >= 0 && in.tokens[i] < config.vocab_size,
+                 "step: token id " << in.tokens[i] << " (tokens[" << i << "]) is outside [0, "
+                                   << config.vocab_size << ")");
+  }
+  if (sampling != nullptr) {
+    for (int64_t b = 0; b < B; ++b) sampling[b].validate();
+  }
+  kv_pool->check_available(pages);
+}
+
+void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
+                            int32_t* token_ids) {
+  std::lock_guard<std::mutex> lock(mutex);
+  check_step(in, sampling);
+  const int64_t B = in.batch;
+  for (int64_t b = 0; b < B; ++b) pages_before[b] = step_tables[b]->num_pages();
+  try {
+    // Cannot run out: check_step counted the pages of the whole step.
+    for (int64_t b = 0; b < B; ++b) step_tables[b]->grow(*kv_pool, in.counts[b]);
+    StepTables& tables = executor->tables();
+    fill_step_tables(step_tables.data(), in.counts, B, in.tokens, options.page_size, tables);
+    executor->forward();
+    if (sampling != nullptr) {
+      SampleParams* params = executor->sample_params();
+      for (int64_t b = 0; b < B; ++b) {
+        const SamplingParams& s = sampling[b];
+        params[b].temperature = s.temperature;
+        params[b].top_k = s.top_k;
+        params[b].top_p = s.top_p;
+        params[b].min_p = s.min_p;
+        params[b].seed = s.seed;
+        // The position of the token being drawn: the sequence's length after this step.
+        params[b].counter = static_cast<uint64_t>(tables.context_lens[b]);
+      }
+      executor->sample(token_ids);
+    } else {
+      executor->read_logits(logits);
+    }
+  } catch (...) {
+    // KV rows written for the new tokens sit past each sequence's length: never read again.
+    for (int64_t b = 0; b < B; ++b) step_tables[b]->shrink_to(*kv_pool, pages_before[b]);
+    throw;
+  }
+  for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
+}
+
+Engine::Engine(const ModelConfig& config, const WeightMap& weights, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>(config, weights, options)) {}
+
+Engine::~Engine() = default;
+
+int64_t Engine::add_sequence() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const int64_t id = impl_->next_sequence_id++;
+  impl_->sequences.emplace(id, BlockTable(impl_->max_pages_per_sequence));
+  return id;
+}
+
+void Engine::release_sequence(int64_t seq_id) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->sequence(seq_id).release(*impl_->kv_pool);
+  impl_->sequences.erase(seq_id);
+}
+
+int64_t Engine::sequence_length(int64_t seq_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->sequence(seq_id).length();
+}
+
+void Engine::step(const StepInput& input, float* logits) {
+  SLIMRT_CHECK(logits != nullptr, "step: null logits output");
+  impl_->run_step(input, nullptr, logits, nullptr);
+}
+
+void Engine::step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids) {
+  SLIMRT_CHECK(sampling != nullptr && token_ids != nullptr, "step: null sampling or output");
+  impl_->run_step(input, sampling, nullptr, token_ids);
+}
+
+int64_t Engine::free_pages() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->kv_pool->free_pages();
+}
+int64_t Engine::total_pages() const { return impl_->kv_pool->total_pages(); }
+int64_t Engine::page_size() const { return impl_->options.page_size; }
+int64_t Engine::vocab_size() const { return impl_->config.vocab_size; }
+int64_t Engine::max_position_embeddings() const { return impl_->config.max_position_embeddings; }
+MemoryUsage Engine::memory() const { return impl_->memory; }
+const ModelConfig& Engine::config() const { return impl_->config; }
+
+}  // namespace slimrt

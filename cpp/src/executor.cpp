@@ -1,0 +1,246 @@
+#include "executor.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "df11_groups.h"
+#include "slimrt/error.h"
+
+namespace slimrt {
+namespace {
+
+// A compressed lm_head is decoded in chunks of at least this many elements (8 MiB of BF16),
+// or of the largest layer's scratch when that is larger: big enough that each chunk's matmul
+// streams well, small next to the scratch a whole vocab x hidden matrix would need.
+constexpr int64_t kMinHeadChunkElements = int64_t{1} << 22;
+
+}  // namespace
+
+Executor::Sizes Executor::measure(const ModelConfig& config, const Weights& weights, Device& device,
+                                  const Limits& limits) {
+  return Executor(config, weights, device, limits).sizes();
+}
+
+Executor::Executor(const ModelConfig& config, const Weights& weights, Device& device,
+                   const Limits& limits)
+    : config_(config), weights_(weights), device_(device), limits_(limits) {
+  lay_out();
+}
+
+Executor::Executor(const ModelConfig& config, const Weights& weights, const KvPool& kv_pool,
+                   Device& device, const Limits& limits)
+    : config_(config),
+      weights_(weights),
+      kv_pool_(&kv_pool),
+      device_(device),
+      limits_(limits),
+      inv_freq_host_(config.rope_inv_freq()) {
+  lay_out();
+  activations_.reserve(&device, activations_.used());
+  staging_.reserve(nullptr, staging_.used());
+  scratch_.reserve(&device, scratch_.used());
+  lay_out();
+  device.copy_to_device(inv_freq_, inv_freq_host_.data(),
+                        static_cast<int64_t>(inv_freq_host_.size() * sizeof(float)));
+}
+
+Executor::Sizes Executor::sizes() const {
+  return {activations_.used() + staging_.used(), scratch_.used()};
+}
+
+void Executor::lay_out() {
+  const int64_t T = limits_.max_step_tokens;
+  const int64_t B = limits_.max_batch;
+  const int64_t P = limits_.max_page_indices;
+  const int64_t H = config_.hidden_size;
+  const int64_t V = config_.vocab_size;
+
+  // Host staging: the engine writes a step's tables here.
+  tables_.token_ids = staging_.allocate<int32_t>(T);
+  tables_.positions = staging_.allocate<int32_t>(T);
+  tables_.slots = staging_.allocate<int32_t>(T);
+  tables_.q_indptr = staging_.allocate<int32_t>(B + 1);
+  tables_.page_indptr = staging_.allocate<int32_t>(B + 1);
+  tables_.page_indices = staging_.allocate<int32_t>(P);
+  tables_.context_lens = staging_.allocate<int32_t>(B);
+  tables_.last_rows = staging_.allocate<int32_t>(B);
+  sample_params_ = staging_.allocate<SampleParams>(B);
+
+  // Their device copies, then the model constants and the activations.
+  token_ids_ = activations_.allocate<int32_t>(T);
+  positions_ = activations_.allocate<int32_t>(T);
+  slots_ = activations_.allocate<int32_t>(T);
+  q_indptr_ = activations_.allocate<int32_t>(B + 1);
+  page_indptr_ = activations_.allocate<int32_t>(B + 1);
+  page_indices_ = activations_.allocate<int32_t>(P);
+  context_lens_ = activations_.allocate<int32_t>(B);
+  inv_freq_ = activations_.allocate<float>(config_.head_dim / 2);
+  x_ = activations_.allocate<float>(T * H);
+  h_ = activations_.allocate<float>(T * H);
+
+  // One region, three phases that never overlap in time.
+  const int64_t phase = activations_.offset();
+  q_ = activations_.allocate<float>(T * config_.q_width());
+  k_ = activations_.allocate<float>(T * config_.kv_width());
+  v_ = activations_.allocate<float>(T * config_.kv_width());
+  attn_ = activations_.allocate<float>(T * config_.q_width());
+  activations_.rewind(phase);
+  gate_ = activations_.allocate<float>(T * config_.intermediate_size);
+  up_ = activations_.allocate<float>(T * config_.intermediate_size);
+  act_ = activations_.allocate<float>(T * config_.intermediate_size);
+  activations_.rewind(phase);
+  last_ = activations_.allocate<float>(B * H);
+  logits_ = activations_.allocate<float>(B * V);
+  sample_scratch_ = activations_.allocate_bytes(device_.sample_scratch_bytes(B, V));
+  sampled_ = activations_.allocate<int32_t>(B);
+
+  // DF11 scratch: every use starts at offset 0 (one layer at a time, then the head).
+  layer_slots_.assign(weights_.num_layers(), {});
+  for (int64_t l = 0; l < weights_.num_layers(); ++l) {
+    const LayerWeights& w = weights_.layer(l);
+    const Matrix* matrices[kMatrices] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+    scratch_.rewind(0);
+    for (int m = 0; m < kMatrices; ++m) {
+      layer_slots_[l][m] =
+          matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
+    }
+  }
+  const Matrix& head = weights_.lm_head();
+  if (head.is_df11) {
+    // Chunks start on a DF11 group boundary: a whole number of `unit` rows.
+    const int64_t unit = df11::kGroupElements / std::gcd(df11::kGroupElements, H);
+    const int64_t budget = std::max(kMinHeadChunkElements, scratch_.used() / 2);
+    head_chunk_rows_ = std::min(V, std::max(unit, budget / H / unit * unit));
+    scratch_.rewind(0);
+    lm_head_slot_ = scratch_.allocate<uint16_t>(head_chunk_rows_ * H);
+    head_chunk_out_ = activations_.allocate<float>(B * head_chunk_rows_);
+  }
+  scratch_.rewind(0);
+  embed_slot_ = weights_.embedding().is_df11
+                    ? scratch_.allocate<uint16_t>(device_.embed_df11_scratch_elements(H))
+                    : nullptr;
+}
+
+const uint16_t* Executor::prepare(const Matrix& matrix, uint16_t* scratch_slot) {
+  if (!matrix.is_df11) return matrix.dense;
+  device_.decode_df11(matrix.df11, scratch_slot);
+  return scratch_slot;
+}
+
+void Executor::forward() {
+  const StepTables& t = tables_;
+  const int64_t T = t.tokens;
+  const int64_t B = t.batch;
+  SLIMRT_CHECK(T > 0 && T <= limits_.max_step_tokens && B > 0 && B <= limits_.max_batch &&
+                   t.num_page_indices <= limits_.max_page_indices,
+               "executor: step tables exceed the sizes planned at load");
+  auto upload = [&](int32_t* dst, const int32_t* src, int64_t count) {
+    device_.copy_to_device(dst, src, count * static_cast<int64_t>(sizeof(int32_t)));
+  };
+  upload(token_ids_, t.token_ids, T);
+  upload(positions_, t.positions, T);
+  upload(slots_, t.slots, T);
+  upload(q_indptr_, t.q_indptr, B + 1);
+  upload(page_indptr_, t.page_indptr, B + 1);
+  upload(page_indices_, t.page_indices, t.num_page_indices);
+  upload(context_lens_, t.context_lens, B);
+
+  const int64_t H = config_.hidden_size;
+  const Matrix& embedding = weights_.embedding();
+  if (embedding.is_df11) {
+    device_.embed_df11(token_ids_, T, embedding.df11, H, x_, embed_slot_);
+  } else {
+    device_.embed(token_ids_, T, embedding.dense, H, x_);
+  }
+
+  for (int64_t l = 0; l < weights_.num_layers(); ++l) run_layer(l);
+
+  // Only each sequence's last new token needs the head: norm and lm_head on B rows, not T.
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+  device_.gather_rows(x_, t.last_rows, B, H, last_);
+  device_.rms_norm(last_, weights_.final_norm(), B, H, eps, last_);
+  const Matrix& head = weights_.lm_head();
+  if (head.is_df11) {
+    apply_df11_head(head, B);
+  } else {
+    device_.matmul_bf16(last_, B, H, head.dense, config_.vocab_size, nullptr, logits_);
+  }
+}
+
+void Executor::apply_df11_head(const Matrix& head, int64_t batch) {
+  const int64_t H = config_.hidden_size;
+  const int64_t V = config_.vocab_size;
+  for (int64_t start = 0; start < V; start += head_chunk_rows_) {
+    const int64_t rows = std::min(head_chunk_rows_, V - start);
+    const int64_t first_group = start * H / df11::kGroupElements;
+    const int64_t end_group =
+        ((start + rows) * H + df11::kGroupElements - 1) / df11::kGroupElements;
+    device_.decode_df11(df11_groups(head.df11, first_group, end_group), lm_head_slot_);
+    if (batch == 1) {
+      device_.matmul_bf16(last_, 1, H, lm_head_slot_, rows, nullptr, logits_ + start);
+    } else {
+      device_.matmul_bf16(last_, batch, H, lm_head_slot_, rows, nullptr, head_chunk_out_);
+      device_.copy_block(head_chunk_out_, rows, logits_ + start, V, batch, rows);
+    }
+  }
+}
+
+void Executor::run_layer(int64_t index) {
+  const LayerWeights& w = weights_.layer(index);
+  const auto& slot = layer_slots_[index];
+  // Decode this block's compressed matrices now, right before it runs.
+  const uint16_t* wq = prepare(w.q, slot[kQ]);
+  const uint16_t* wk = prepare(w.k, slot[kK]);
+  const uint16_t* wv = prepare(w.v, slot[kV]);
+  const uint16_t* wo = prepare(w.o, slot[kO]);
+  const uint16_t* wg = prepare(w.gate, slot[kGate]);
+  const uint16_t* wu = prepare(w.up, slot[kUp]);
+  const uint16_t* wd = prepare(w.down, slot[kDown]);
+
+  const int64_t T = tables_.tokens;
+  const int64_t H = config_.hidden_size;
+  const int64_t Q = config_.q_width();
+  const int64_t KV = config_.kv_width();
+  const int64_t I = config_.intermediate_size;
+  const float eps = static_cast<float>(config_.rms_norm_eps);
+
+  device_.rms_norm(x_, w.input_norm, T, H, eps, h_);
+  device_.matmul_bf16(h_, T, H, wq, Q, w.q_bias, q_);
+  device_.matmul_bf16(h_, T, H, wk, KV, w.k_bias, k_);
+  device_.matmul_bf16(h_, T, H, wv, KV, w.v_bias, v_);
+  device_.rope(q_, positions_, T, config_.num_heads, config_.head_dim, inv_freq_);
+  device_.rope(k_, positions_, T, config_.num_kv_heads, config_.head_dim, inv_freq_);
+  const KvLayer kv = kv_pool_->layer(index);
+  device_.kv_write(kv, k_, v_, slots_, T);
+  PagedBatch batch;
+  batch.q_indptr = q_indptr_;
+  batch.page_indptr = page_indptr_;
+  batch.page_indices = page_indices_;
+  batch.context_lens = context_lens_;
+  batch.num_seqs = tables_.batch;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  device_.paged_attention(q_, kv, batch, config_.num_heads, scale, attn_);
+  device_.matmul_bf16(attn_, T, Q, wo, H, w.o_bias, h_);
+  device_.add_inplace(x_, h_, T * H);
+
+  device_.rms_norm(x_, w.post_norm, T, H, eps, h_);
+  device_.matmul_bf16(h_, T, H, wg, I, nullptr, gate_);
+  device_.matmul_bf16(h_, T, H, wu, I, nullptr, up_);
+  device_.silu_mul(gate_, up_, T, I, act_);
+  device_.matmul_bf16(act_, T, I, wd, H, nullptr, h_);
+  device_.add_inplace(x_, h_, T * H);
+}
+
+void Executor::read_logits(float* host_out) {
+  device_.copy_to_host(host_out, logits_,
+                       tables_.batch * config_.vocab_size * static_cast<int64_t>(sizeof(float)));
+}
+
+void Executor::sample(int32_t* host_out) {
+  device_.sample(logits_, tables_.batch, config_.vocab_size, sample_params_, sampled_,
+                 sample_scratch_);
+  device_.copy_to_host(host_out, sampled_, tables_.batch * static_cast<int64_t>(sizeof(int32_t)));
+}
+
+}  // namespace slimrt

@@ -1,0 +1,115 @@
+// Executor: the Llama-family forward pass of one step over a ragged batch of sequences,
+// through a Device. It owns three arenas, all sized at load for max_step_tokens and max_batch:
+// activations (device), DF11 scratch (device) and staging (host: the step's tables before they
+// are copied to the device). Nothing is allocated per step.
+//
+//   Executor executor(config, weights, kv_pool, device, limits);
+//   fill_step_tables(..., executor.tables());   // host
+//   executor.forward();                          // logits of each sequence's last new token
+//   executor.read_logits(out);                   // or executor.sample(params, out)
+//
+// Buffer plan (T = max_step_tokens, B = max_batch): the residual stream x and a second [T][H]
+// buffer h persist through a step; one "phase" region is shared by the attention block
+// (q, k, v, attention output), the MLP block (gate, up, silu product) and the head (last-token
+// rows, logits, sampling scratch), which never live at the same time.
+//
+// DF11: a layer's compressed matrices are decoded into scratch just before the layer runs;
+// the scratch holds the largest layer's compressed matrices. A compressed lm_head is decoded
+// and applied a chunk of rows at a time in the same space (a whole one would need vocab x
+// hidden BF16 of scratch, more than compression saves), and a compressed embedding decodes only
+// the groups holding the step's rows.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "arena.h"
+#include "block_table.h"
+#include "device.h"
+#include "kv_pool.h"
+#include "slimrt/model_config.h"
+#include "weights.h"
+
+namespace slimrt {
+
+class Executor {
+ public:
+  struct Limits {
+    int64_t max_batch = 0;
+    int64_t max_step_tokens = 0;
+    int64_t max_page_indices = 0;  // the pool's page count: a page serves one sequence at most
+  };
+  struct Sizes {
+    int64_t activations = 0;  // activations + staging
+    int64_t df11_scratch = 0;
+  };
+
+  static Sizes measure(const ModelConfig& config, const Weights& weights, Device& device,
+                       const Limits& limits);
+
+  Executor(const ModelConfig& config, const Weights& weights, const KvPool& kv_pool, Device& device,
+           const Limits& limits);
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  StepTables& tables() { return tables_; }
+  SampleParams* sample_params() { return sample_params_; }  // host, [max_batch]
+
+  void forward();
+  void read_logits(float* host_out);  // [batch][vocab]
+  void sample(int32_t* host_out);     // [batch], with sample_params()
+  Sizes sizes() const;
+
+ private:
+  // Matrices of a layer in the order they run; each is dense in the weights arena or a slot of
+  // the DF11 scratch.
+  enum { kQ, kK, kV, kO, kGate, kUp, kDown, kMatrices };
+
+  Executor(const ModelConfig& config, const Weights& weights, Device& device,
+           const Limits& limits);  // measures only
+  void lay_out();
+  void run_layer(int64_t index);
+  void apply_df11_head(const Matrix& head, int64_t batch);
+  const uint16_t* prepare(const Matrix& matrix, uint16_t* scratch_slot);
+
+  const ModelConfig& config_;
+  const Weights& weights_;
+  const KvPool* kv_pool_ = nullptr;
+  Device& device_;
+  Limits limits_;
+  std::vector<float> inv_freq_host_;
+
+  Arena activations_{"activations"};
+  Arena staging_{"staging"};
+  Arena scratch_{"DF11 scratch"};
+
+  // Staging (host).
+  StepTables tables_;
+  SampleParams* sample_params_ = nullptr;
+  // Activations (device).
+  int32_t* token_ids_ = nullptr;
+  int32_t* positions_ = nullptr;
+  int32_t* slots_ = nullptr;
+  int32_t* q_indptr_ = nullptr;
+  int32_t* page_indptr_ = nullptr;
+  int32_t* page_indices_ = nullptr;
+  int32_t* context_lens_ = nullptr;
+  float* inv_freq_ = nullptr;
+  float* x_ = nullptr;
+  float* h_ = nullptr;
+  float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
+  float *gate_ = nullptr, *up_ = nullptr, *act_ = nullptr;
+  float* last_ = nullptr;
+  float* logits_ = nullptr;
+  void* sample_scratch_ = nullptr;
+  int32_t* sampled_ = nullptr;
+  // DF11 scratch (device): per layer, where each compressed matrix is decoded (null if dense).
+  std::vector<std::array<uint16_t*, kMatrices>> layer_slots_;
+  uint16_t* lm_head_slot_ = nullptr;  // head_chunk_rows_ rows of a compressed lm_head
+  int64_t head_chunk_rows_ = 0;
+  float* head_chunk_out_ = nullptr;  // [max_batch][head_chunk_rows_] logits of one chunk
+  uint16_t* embed_slot_ = nullptr;
+};
+
+}  // namespace slimrt

@@ -1,0 +1,331 @@
+#include "slimrt/model_config.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "slimrt/error.h"
+
+namespace slimrt {
+namespace {
+
+using Kind = ConfigValue::Kind;
+
+const char* kind_name(Kind kind) {
+  switch (kind) {
+    case Kind::kNull:
+      return "null";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "string";
+    case Kind::kStringList:
+      return "list";
+    case Kind::kObject:
+      return "object";
+    case Kind::kOther:
+      return "other";
+  }
+  return "?";
+}
+
+std::string describe(const ConfigValue& value) {
+  return value.kind == Kind::kOther ? value.text : kind_name(value.kind);
+}
+
+// Typed reads of config.json keys. A key whose value is null counts as absent, as in HF's
+// config classes (Mistral's "head_dim": null means "derive it").
+class Reader {
+ public:
+  explicit Reader(const ConfigMap& map) : map_(map) {}
+
+  const ConfigValue* find(const std::string& key) const {
+    const auto it = map_.find(key);
+    return it == map_.end() || it->second.kind == Kind::kNull ? nullptr : &it->second;
+  }
+
+  int64_t integer(const std::string& key) const {
+    const ConfigValue* value = find(key);
+    SLIMRT_CHECK(value != nullptr, "config: missing required key " << key);
+    return as_integer(key, *value);
+  }
+  int64_t integer(const std::string& key, int64_t fallback) const {
+    const ConfigValue* value = find(key);
+    return value ? as_integer(key, *value) : fallback;
+  }
+  double number(const std::string& key) const {
+    const ConfigValue* value = find(key);
+    SLIMRT_CHECK(value != nullptr, "config: missing required key " << key);
+    return as_number(key, *value);
+  }
+  double number(const std::string& key, double fallback) const {
+    const ConfigValue* value = find(key);
+    return value ? as_number(key, *value) : fallback;
+  }
+  bool flag(const std::string& key, bool fallback) const {
+    const ConfigValue* value = find(key);
+    if (!value) return fallback;
+    SLIMRT_CHECK(value->kind == Kind::kBool,
+                 "config: " << key << " must be true or false, got " << describe(*value));
+    return value->boolean;
+  }
+  const std::string* text(const std::string& key) const {
+    const ConfigValue* value = find(key);
+    if (!value) return nullptr;
+    SLIMRT_CHECK(value->kind == Kind::kString,
+                 "config: " << key << " must be a string, got " << describe(*value));
+    return &value->text;
+  }
+
+ private:
+  static int64_t as_integer(const std::string& key, const ConfigValue& value) {
+    if (value.kind == Kind::kInt) return value.integer;
+    // JSON writers sometimes print integral sizes as 4096.0; accept those exactly.
+    if (value.kind == Kind::kFloat && std::isfinite(value.number) &&
+        value.number == std::floor(value.number) && std::fabs(value.number) < 9.0e15) {
+      return static_cast<int64_t>(value.number);
+    }
+    SLIMRT_CHECK(false, "config: " << key << " must be an integer, got " << describe(value));
+  }
+  static double as_number(const std::string& key, const ConfigValue& value) {
+    if (value.kind == Kind::kInt) return static_cast<double>(value.integer);
+    SLIMRT_CHECK(value.kind == Kind::kFloat,
+                 "config: " << key << " must be a number, got " << describe(value));
+    return value.number;
+  }
+
+  const ConfigMap& map_;
+};
+
+Architecture parse_architecture(const Reader& reader) {
+  const ConfigValue* value = reader.find("architectures");
+  SLIMRT_CHECK(value != nullptr, "config: missing required key architectures");
+  SLIMRT_CHECK(value->kind == Kind::kStringList && !value->strings.empty(),
+               "config: architectures must be a non-empty list of strings");
+  const std::string& name = value->strings.front();
+  if (name == "LlamaForCausalLM") return Architecture::kLlama;
+  if (name == "MistralForCausalLM") return Architecture::kMistral;
+  if (name == "Qwen2ForCausalLM") return Architecture::kQwen2;
+  SLIMRT_CHECK(false, "unsupported architecture "
+                          << name
+                          << "; supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM");
+}
+
+// rope_theta and rope_scaling, from the classic keys or from the `rope_parameters` object that
+// transformers v5 writes instead.
+void parse_rope(const Reader& reader, ModelConfig& config) {
+  const ConfigValue* scaling = reader.find("rope_scaling");
+  const ConfigValue* parameters = reader.find("rope_parameters");
+  SLIMRT_CHECK(scaling == nullptr || scaling->kind == Kind::kObject,
+               "config: rope_scaling must be an object or null, got " << describe(*scaling));
+  std::string prefix;
+  if (scaling != nullptr) {
+    prefix = "rope_scaling.";
+  } else if (parameters != nullptr && parameters->kind == Kind::kObject) {
+    prefix = "rope_parameters.";
+  }
+  config.rope_theta =
+      reader.number("rope_theta", prefix == "rope_parameters."
+                                      ? reader.number("rope_parameters.rope_theta", 10000.0)
+                                      : 10000.0);
+  if (prefix.empty()) return;
+
+  // Older configs spell rope_type as "type"; HF reads either.
+  const std::string* type = reader.text(prefix + "rope_type");
+  if (type == nullptr) type = reader.text(prefix + "type");
+  SLIMRT_CHECK(type != nullptr, "config: " << prefix << "rope_type is missing");
+  if (*type == "default") return;
+  SLIMRT_CHECK(*type == "llama3", "unsupported rope_scaling type " << *type);
+  RopeScaling& s = config.rope_scaling;
+  s.llama3 = true;
+  s.factor = reader.number(prefix + "factor");
+  s.low_freq_factor = reader.number(prefix + "low_freq_factor");
+  s.high_freq_factor = reader.number(prefix + "high_freq_factor");
+  s.original_max_position_embeddings = reader.integer(prefix + "original_max_position_embeddings");
+}
+
+void check_size(const char* key, int64_t value) {
+  SLIMRT_CHECK(value > 0, "config: " << key << " must be positive, got " << value);
+  // Kernels index rows and slots with 32-bit integers.
+  SLIMRT_CHECK(value <= std::numeric_limits<int32_t>::max(),
+               "config: " << key << " is too large: " << value);
+}
+
+}  // namespace
+
+ConfigValue ConfigValue::of_bool(bool value) {
+  ConfigValue v;
+  v.kind = Kind::kBool;
+  v.boolean = value;
+  return v;
+}
+ConfigValue ConfigValue::of_int(int64_t value) {
+  ConfigValue v;
+  v.kind = Kind::kInt;
+  v.integer = value;
+  return v;
+}
+ConfigValue ConfigValue::of_float(double value) {
+  ConfigValue v;
+  v.kind = Kind::kFloat;
+  v.number = value;
+  return v;
+}
+ConfigValue ConfigValue::of_string(std::string value) {
+  ConfigValue v;
+  v.kind = Kind::kString;
+  v.text = std::move(value);
+  return v;
+}
+ConfigValue ConfigValue::of_strings(std::vector<std::string> value) {
+  ConfigValue v;
+  v.kind = Kind::kStringList;
+  v.strings = std::move(value);
+  return v;
+}
+ConfigValue ConfigValue::object() {
+  ConfigValue v;
+  v.kind = Kind::kObject;
+  return v;
+}
+ConfigValue ConfigValue::other(std::string type_name) {
+  ConfigValue v;
+  v.kind = Kind::kOther;
+  v.text = std::move(type_name);
+  return v;
+}
+
+const char* architecture_name(Architecture architecture) {
+  switch (architecture) {
+    case Architecture::kLlama:
+      return "LlamaForCausalLM";
+    case Architecture::kMistral:
+      return "MistralForCausalLM";
+    case Architecture::kQwen2:
+      return "Qwen2ForCausalLM";
+  }
+  return "?";
+}
+
+ModelConfig ModelConfig::parse(const ConfigMap& map) {
+  const Reader reader(map);
+  ModelConfig c;
+  c.architecture = parse_architecture(reader);
+  c.vocab_size = reader.integer("vocab_size");
+  c.hidden_size = reader.integer("hidden_size");
+  c.intermediate_size = reader.integer("intermediate_size");
+  c.num_layers = reader.integer("num_hidden_layers");
+  c.num_heads = reader.integer("num_attention_heads");
+  c.num_kv_heads = reader.integer("num_key_value_heads", c.num_heads);
+  SLIMRT_CHECK(c.num_heads > 0,
+               "config: num_attention_heads must be positive, got " << c.num_heads);
+  c.head_dim = reader.integer("head_dim", c.hidden_size / c.num_heads);
+  c.rms_norm_eps = reader.number("rms_norm_eps");
+  c.max_position_embeddings = reader.integer("max_position_embeddings");
+  c.tie_word_embeddings = reader.flag("tie_word_embeddings", false);
+  parse_rope(reader, c);
+
+  // docs/ENGINE_API.md: attention_bias (default on for Qwen2) puts biases on q/k/v. In
+  // Hugging Face's Llama it also puts one on o_proj; Qwen2 never has an o_proj bias.
+  c.attention_bias = reader.flag("attention_bias", c.architecture == Architecture::kQwen2);
+  c.o_proj_bias = c.architecture == Architecture::kLlama && c.attention_bias;
+
+  // Mistral's window is always on; Qwen2's only with use_sliding_window. Llama has none.
+  const bool window_on =
+      c.architecture == Architecture::kMistral ||
+      (c.architecture == Architecture::kQwen2 && reader.flag("use_sliding_window", false));
+  if (window_on) c.sliding_window = reader.integer("sliding_window", 0);
+
+  // Variants this runtime does not implement must fail here, never run silently wrong.
+  const std::string* act = reader.text("hidden_act");
+  SLIMRT_CHECK(act == nullptr || *act == "silu",
+               "config: hidden_act " << *act << " is not supported (Llama-family models use silu)");
+  SLIMRT_CHECK(!reader.flag("mlp_bias", false), "config: mlp_bias=true is not supported");
+  const double partial = reader.number("partial_rotary_factor", 1.0);
+  SLIMRT_CHECK(partial == 1.0, "config: partial_rotary_factor " << partial << " is not supported");
+
+  c.validate();
+  return c;
+}
+
+void ModelConfig::validate() const {
+  check_size("vocab_size", vocab_size);
+  check_size("hidden_size", hidden_size);
+  check_size("intermediate_size", intermediate_size);
+  check_size("num_hidden_layers", num_layers);
+  check_size("num_attention_heads", num_heads);
+  check_size("num_key_value_heads", num_kv_heads);
+  check_size("head_dim", head_dim);
+  check_size("max_position_embeddings", max_position_embeddings);
+  SLIMRT_CHECK(num_heads % num_kv_heads == 0, "config: num_attention_heads ("
+                                                  << num_heads
+                                                  << ") must be a multiple of num_key_value_heads ("
+                                                  << num_kv_heads << ")");
+  SLIMRT_CHECK(head_dim % 2 == 0, "config: head_dim must be even for RoPE, got " << head_dim);
+  SLIMRT_CHECK(std::isfinite(rms_norm_eps) && rms_norm_eps > 0,
+               "config: rms_norm_eps must be positive, got " << rms_norm_eps);
+  SLIMRT_CHECK(std::isfinite(rope_theta) && rope_theta > 0,
+               "config: rope_theta must be positive, got " << rope_theta);
+  SLIMRT_CHECK(sliding_window >= 0,
+               "config: sliding_window must be positive or null, got " << sliding_window);
+  if (rope_scaling.llama3) {
+    const RopeScaling& s = rope_scaling;
+    SLIMRT_CHECK(std::isfinite(s.factor) && s.factor > 0,
+                 "config: rope_scaling.factor must be positive, got " << s.factor);
+    SLIMRT_CHECK(s.low_freq_factor > 0 && s.high_freq_factor > s.low_freq_factor &&
+                     std::isfinite(s.high_freq_factor),
+                 "config: rope_scaling needs 0 < low_freq_factor < high_freq_factor, got "
+                     << s.low_freq_factor << " and " << s.high_freq_factor);
+    SLIMRT_CHECK(s.original_max_position_embeddings > 0,
+                 "config: rope_scaling.original_max_position_embeddings must be positive, got "
+                     << s.original_max_position_embeddings);
+  }
+}
+
+int64_t ModelConfig::max_context() const {
+  return sliding_window > 0 ? std::min(max_position_embeddings, sliding_window)
+                            : max_position_embeddings;
+}
+
+// Follows transformers' float32 arithmetic operation by operation (torch evaluates
+// `2 * math.pi / inv_freq` as `inv_freq.reciprocal() * (2 * math.pi)`, and so on), so the
+// values are HF's bit for bit except where torch's vectorized float32 pow is itself 1 ulp off
+// the correctly rounded power this computes; that happens for about one frequency in a hundred.
+std::vector<float> ModelConfig::rope_inv_freq() const {
+  const int64_t half = head_dim / 2;
+  std::vector<float> inv_freq(half);
+  const float dim = static_cast<float>(head_dim);
+  const double base = static_cast<float>(rope_theta);
+  for (int64_t i = 0; i < half; ++i) {
+    const float exponent = static_cast<float>(2 * i) / dim;
+    const float power = static_cast<float>(std::pow(base, static_cast<double>(exponent)));
+    inv_freq[i] = 1.0f / power;
+  }
+  if (!rope_scaling.llama3) return inv_freq;
+
+  const RopeScaling& s = rope_scaling;
+  const double old_context = static_cast<double>(s.original_max_position_embeddings);
+  const float factor = static_cast<float>(s.factor);
+  const float low = static_cast<float>(s.low_freq_factor);
+  const float low_wavelen = static_cast<float>(old_context / s.low_freq_factor);
+  const float high_wavelen = static_cast<float>(old_context / s.high_freq_factor);
+  const float band = static_cast<float>(s.high_freq_factor - s.low_freq_factor);
+  const float two_pi = static_cast<float>(2.0 * M_PI);
+  for (float& f : inv_freq) {
+    const float wavelen = (1.0f / f) * two_pi;
+    if (wavelen > low_wavelen) {
+      f = f / factor;  // long wavelengths: interpolate fully
+    } else if (!(wavelen < high_wavelen)) {
+      // The band in between blends the two smoothly.
+      const float smooth = ((1.0f / wavelen) * static_cast<float>(old_context) - low) / band;
+      f = (1.0f - smooth) * f / factor + smooth * f;
+    }
+  }
+  return inv_freq;
+}
+
+}  // namespace slimrt

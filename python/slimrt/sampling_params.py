@@ -1,0 +1,102 @@
+"""How to pick tokens and when to stop, for one request.
+
+    SamplingParams()                                        # greedy, up to 256 tokens
+    SamplingParams(temperature=0.7, top_p=0.9, seed=1)      # sampled, reproducible
+    SamplingParams(max_tokens=64, stop=["\\n\\n"])           # stops at a blank line
+
+Greedy is the default (temperature=0.0), unlike vLLM's 1.0: the same prompt gives the same text
+on every run and every machine unless the caller asks for randomness. Values are checked when
+the object is made, so a bad one fails before any model work.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, field
+
+from slimrt.errors import RequestError
+
+__all__ = ["SamplingParams"]
+
+_SEED_LIMIT = 1 << 64  # the engine draws from (seed, position) with a 64-bit seed
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """temperature: 0 picks the most likely token (greedy); > 0 samples from the softmax of
+    logits / temperature, after the filters below.
+    top_k: keep the k most likely tokens (0 keeps all).
+    top_p: keep the smallest set of most likely tokens whose probability reaches top_p (1 keeps
+    all).
+    min_p: drop tokens less likely than min_p times the most likely one (0 keeps all).
+    seed: makes sampling reproducible; the engine draws with (seed, position), so a request gets
+    the same tokens whatever else runs in its batch. None draws a fresh seed per request.
+    max_tokens: most tokens to generate (the prompt plus these must fit the model's context).
+    stop: strings that end the generation; the text is cut before the first one.
+    stop_token_ids: token ids that end the generation, besides the model's EOS.
+    ignore_eos: keep going past EOS (benchmarks that need an exact length).
+    """
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    seed: int | None = None
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        temperature = _number("temperature", self.temperature)
+        if temperature < 0:
+            raise RequestError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if _integer("top_k", self.top_k) < 0:
+            raise RequestError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not 0 < _number("top_p", self.top_p) <= 1:
+            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= _number("min_p", self.min_p) <= 1:
+            raise RequestError(f"min_p must be in [0, 1], got {self.min_p}")
+        if self.seed is not None and not 0 <= _integer("seed", self.seed) < _SEED_LIMIT:
+            raise RequestError(f"seed must be in [0, 2**64), got {self.seed}")
+        if _integer("max_tokens", self.max_tokens) < 1:
+            raise RequestError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        # A lone string is one stop string, not a list of characters.
+        stop = [self.stop] if isinstance(self.stop, str) else _as_list("stop", self.stop)
+        for text in stop:
+            if not isinstance(text, str) or not text:
+                raise RequestError(f"stop strings must be non-empty strings, got {text!r}")
+        stop_ids = _as_list("stop_token_ids", self.stop_token_ids)
+        for token_id in stop_ids:
+            if _integer("stop_token_ids entry", token_id) < 0:
+                raise RequestError(f"stop_token_ids must be >= 0, got {token_id}")
+        if not isinstance(self.ignore_eos, bool):
+            raise RequestError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
+        object.__setattr__(self, "temperature", float(temperature))
+        object.__setattr__(self, "top_p", float(self.top_p))
+        object.__setattr__(self, "min_p", float(self.min_p))
+        object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "max_tokens", int(self.max_tokens))
+        object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
+        object.__setattr__(self, "stop", stop)
+        object.__setattr__(self, "stop_token_ids", [int(t) for t in stop_ids])
+
+
+def _number(name: str, value: object) -> float:
+    # numbers.Real admits numpy scalars; bool is an int to Python but never meant as one here.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise RequestError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _integer(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise RequestError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _as_list(name: str, value: object) -> list:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    raise RequestError(f"{name} must be a list, got {value!r}")

