@@ -20,9 +20,10 @@ class ThreadPool {
 
   int size() const;  // threads that run work, the calling thread included
 
-  // Splits [0, n) into at most size() contiguous ranges and calls fn(begin, end) on each, the
-  // caller taking one; rethrows the first exception once all ranges are done. Calls from
-  // several threads are serialised; a run() from inside fn runs fn(0, n) inline on its thread.
+  // Splits [0, n) into at most size() contiguous ranges and calls fn(begin, end) on each, on the
+  // calling thread or a worker, whichever claims the range first (so a worker the OS has not
+  // scheduled delays nothing); rethrows the first exception once all ranges are done. Calls
+  // from several threads are serialised; a run() from inside fn runs fn(0, n) inline.
   template <class Fn>
   void run(int64_t n, Fn&& fn) {
     // Fn is a reference type when fn is an lvalue: call through the referenced type.
