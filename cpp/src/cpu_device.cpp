@@ -1,7 +1,6 @@
 #include "cpu_device.h"
 
 #include <algorithm>
-#include <array>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,17 +11,6 @@
 
 namespace slimrt {
 namespace {
-
-cpu::PagedKv to_cpu(const KvLayer& kv) {
-  cpu::PagedKv out;
-  out.k_pages = kv.k_pages;
-  out.v_pages = kv.v_pages;
-  out.dtype = kv.dtype == KvDtype::kBf16 ? cpu::KvDtype::kBf16 : cpu::KvDtype::kF32;
-  out.page_size = kv.page_size;
-  out.kv_heads = kv.kv_heads;
-  out.head_dim = kv.head_dim;
-  return out;
-}
 
 inline float widen_bf16(uint16_t bits) {
   const uint32_t word = uint32_t{bits} << 16;
@@ -147,41 +135,19 @@ void CpuDevice::add_inplace(float* x, const float* y, int64_t n) {
   cpu::add_inplace(x, y, n, pool_);
 }
 
-void CpuDevice::kv_write(const KvLayer& kv, const float* k, const float* v, const int32_t* slots,
+void CpuDevice::kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
                          int64_t tokens) {
-  cpu::kv_write(to_cpu(kv), k, v, slots, tokens, pool_);
+  cpu::kv_write(kv, k, v, slots, tokens, pool_);
 }
 
-void CpuDevice::paged_attention(const float* q, const KvLayer& kv, const PagedBatch& batch,
+void CpuDevice::paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
                                 int64_t heads, float scale, float* out) {
-  cpu::PagedBatch b;
-  b.q_indptr = batch.q_indptr;
-  b.page_indptr = batch.page_indptr;
-  b.page_indices = batch.page_indices;
-  b.context_lens = batch.context_lens;
-  b.num_seqs = batch.num_seqs;
-  cpu::paged_attention(q, to_cpu(kv), b, heads, scale, out, pool_);
+  cpu::paged_attention(q, kv, batch, heads, scale, out, pool_);
 }
 
 void CpuDevice::sample(const float* logits, int64_t rows, int64_t vocab,
                        const SampleParams* host_params, int32_t* out, void* scratch) {
-  // Rows are independent (the kernel's contract), so converting the parameters a fixed-size
-  // chunk at a time keeps this free of allocation for any batch size.
-  constexpr int64_t kChunk = 64;
-  std::array<cpu::SampleParams, kChunk> params;
-  for (int64_t row = 0; row < rows; row += kChunk) {
-    const int64_t n = std::min(kChunk, rows - row);
-    for (int64_t i = 0; i < n; ++i) {
-      const SampleParams& p = host_params[row + i];
-      params[i].temperature = p.temperature;
-      params[i].top_k = p.top_k;
-      params[i].top_p = p.top_p;
-      params[i].min_p = p.min_p;
-      params[i].seed = p.seed;
-      params[i].counter = p.counter;
-    }
-    cpu::sample(logits + row * vocab, n, vocab, params.data(), out + row, scratch, pool_);
-  }
+  cpu::sample(logits, rows, vocab, host_params, out, scratch, pool_);
 }
 
 int64_t CpuDevice::sample_scratch_bytes(int64_t rows, int64_t vocab) const {

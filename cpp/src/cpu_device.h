@@ -39,9 +39,9 @@ class CpuDevice final : public Device {
   void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
                 float* out) override;
   void add_inplace(float* x, const float* y, int64_t n) override;
-  void kv_write(const KvLayer& kv, const float* k, const float* v, const int32_t* slots,
+  void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
                 int64_t tokens) override;
-  void paged_attention(const float* q, const KvLayer& kv, const PagedBatch& batch, int64_t heads,
+  void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
                        float scale, float* out) override;
   void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
               int32_t* out, void* scratch) override;

@@ -14,42 +14,10 @@
 #include <memory>
 #include <string>
 
+#include "kernel_args.h"
 #include "slimrt/df11.h"
 
 namespace slimrt {
-
-enum class KvDtype { kBf16, kF32 };
-
-// One layer's K and V pages: [num_pages][page_size][kv_heads][head_dim] elements of `dtype`
-// each. Page ids are shared by all layers.
-struct KvLayer {
-  void* k_pages = nullptr;
-  void* v_pages = nullptr;
-  KvDtype dtype = KvDtype::kBf16;
-  int64_t page_size = 16;
-  int64_t kv_heads = 0;
-  int64_t head_dim = 0;
-};
-
-// A ragged batch as CSR arrays (FlashInfer's paged_kv_t): sequence s owns query rows
-// [q_indptr[s], q_indptr[s+1]) and pages page_indices[page_indptr[s] .. page_indptr[s+1]);
-// context_lens[s] tokens of it are cached, its new ones included.
-struct PagedBatch {
-  const int32_t* q_indptr = nullptr;
-  const int32_t* page_indptr = nullptr;
-  const int32_t* page_indices = nullptr;
-  const int32_t* context_lens = nullptr;
-  int64_t num_seqs = 0;
-};
-
-struct SampleParams {
-  float temperature = 1.0f;
-  int32_t top_k = 0;
-  float top_p = 1.0f;
-  float min_p = 0.0f;
-  uint64_t seed = 0;
-  uint64_t counter = 0;  // the position of the token being drawn
-};
 
 class Device {
  public:
@@ -88,9 +56,9 @@ class Device {
   virtual void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
                         float* out) = 0;
   virtual void add_inplace(float* x, const float* y, int64_t n) = 0;
-  virtual void kv_write(const KvLayer& kv, const float* k, const float* v, const int32_t* slots,
+  virtual void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
                         int64_t tokens) = 0;
-  virtual void paged_attention(const float* q, const KvLayer& kv, const PagedBatch& batch,
+  virtual void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
                                int64_t heads, float scale, float* out) = 0;
   // params: host memory, one per row. scratch: sample_scratch_bytes(rows, vocab) bytes.
   virtual void sample(const float* logits, int64_t rows, int64_t vocab,

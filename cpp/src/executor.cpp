@@ -211,7 +211,7 @@ void Executor::run_layer(int64_t index) {
   device_.matmul_bf16(h_, T, H, wv, KV, w.v_bias, v_);
   device_.rope(q_, positions_, T, config_.num_heads, config_.head_dim, inv_freq_);
   device_.rope(k_, positions_, T, config_.num_kv_heads, config_.head_dim, inv_freq_);
-  const KvLayer kv = kv_pool_->layer(index);
+  const PagedKv kv = kv_pool_->layer(index);
   device_.kv_write(kv, k_, v_, slots_, T);
   PagedBatch batch;
   batch.q_indptr = q_indptr_;

@@ -33,8 +33,8 @@ void KvPool::lay_out(Arena& arena) {
   const int64_t element = shape_.dtype == KvDtype::kBf16 ? 2 : 4;
   const int64_t layer_bytes =
       shape_.num_pages * shape_.page_size * shape_.kv_heads * shape_.head_dim * element;
-  layers_.assign(shape_.layers, KvLayer{});
-  for (KvLayer& layer : layers_) {
+  layers_.assign(shape_.layers, PagedKv{});
+  for (PagedKv& layer : layers_) {
     layer.k_pages = arena.allocate_bytes(layer_bytes);
     layer.v_pages = arena.allocate_bytes(layer_bytes);
     layer.dtype = shape_.dtype;

@@ -48,7 +48,7 @@ class KvPool {
   void allocate(int64_t count, int32_t* pages);
   void release(const int32_t* pages, int64_t count);
 
-  KvLayer layer(int64_t index) const { return layers_[index]; }
+  PagedKv layer(int64_t index) const { return layers_[index]; }
 
  private:
   explicit KvPool(const Shape& shape);  // measures the arena, reserves nothing
@@ -56,7 +56,7 @@ class KvPool {
 
   Shape shape_;
   Arena arena_;
-  std::vector<KvLayer> layers_;
+  std::vector<PagedKv> layers_;
   std::vector<int32_t> free_;    // a stack: recently freed pages are reused first (warm caches)
   std::vector<uint8_t> in_use_;  // catches double frees, which would hand a page out twice
 };

@@ -36,7 +36,7 @@ TEST(KvPool, ReservesOneLayerMajorArenaOfTheExactSize) {
   // 2 layers x (K, V) x 5 pages x 4 tokens x 2 heads x 8 dims x 2 bytes, each block 64-aligned.
   EXPECT_EQ(pool.bytes(), 2 * 2 * 5 * 4 * 2 * 8 * 2);
   EXPECT_EQ(KvPool::bytes_needed(small_shape(5)), pool.bytes());
-  const KvLayer l0 = pool.layer(0), l1 = pool.layer(1);
+  const PagedKv l0 = pool.layer(0), l1 = pool.layer(1);
   EXPECT_EQ(static_cast<char*>(l0.v_pages) - static_cast<char*>(l0.k_pages), 5 * 4 * 2 * 8 * 2);
   EXPECT_EQ(static_cast<char*>(l1.k_pages) - static_cast<char*>(l0.v_pages), 5 * 4 * 2 * 8 * 2);
   EXPECT_EQ(reinterpret_cast<uintptr_t>(l0.k_pages) % 64, 0u);

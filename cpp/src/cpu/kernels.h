@@ -7,11 +7,15 @@
 
 #include <cstdint>
 
+#include "../kernel_args.h"
 #include "slimrt/thread_pool.h"
 
 namespace slimrt::cpu {
 
-enum class KvDtype { kBf16, kF32 };
+using slimrt::KvDtype;
+using slimrt::PagedBatch;
+using slimrt::PagedKv;
+using slimrt::SampleParams;
 
 // out[t][:] = table[ids[t]][:] widened to FP32. ids must be in [0, vocab) (checked by caller).
 void embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden, float* out,
@@ -42,36 +46,11 @@ void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
 // x[i] += y[i].
 void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool);
 
-// One layer's paged KV cache: a pool of pages, each holding page_size tokens of K (and, in the
-// same layout, V) as [page_size][kv_heads][head_dim] elements of `dtype`.
-struct PagedKv {
-  void* k_pages = nullptr;
-  void* v_pages = nullptr;
-  KvDtype dtype = KvDtype::kBf16;
-  int64_t page_size = 16;
-  int64_t kv_heads = 0;
-  int64_t head_dim = 0;
-};
-
 // Stores K/V rows of `tokens` new tokens ([tokens][kv_heads][head_dim] FP32 each) at
 // slots[t] = page * page_size + offset (BF16 storage rounds to nearest even). A negative slot
 // (padding) is skipped.
 void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
               int64_t tokens, ThreadPool& pool);
-
-// A ragged batch of sequences, as CSR arrays (FlashInfer's paged_kv_t):
-// - sequence s owns query tokens [q_indptr[s], q_indptr[s+1]) of q and out;
-// - its KV pages are page_indices[page_indptr[s] .. page_indptr[s+1]), in order;
-// - context_lens[s] tokens of it are in the cache (including its new tokens, already written
-//   by kv_write); its i-th of n query tokens sits at position context_lens[s] - n + i and
-//   attends causally to cache positions [0, that position].
-struct PagedBatch {
-  const int32_t* q_indptr = nullptr;
-  const int32_t* page_indptr = nullptr;
-  const int32_t* page_indices = nullptr;
-  const int32_t* context_lens = nullptr;
-  int64_t num_seqs = 0;
-};
 
 // Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
 // reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max
@@ -81,16 +60,6 @@ struct PagedBatch {
 // Uses up to ~100 KB of the calling thread's stack (split-context partial results).
 void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
                      float scale, float* out, ThreadPool& pool);
-
-// Per-row sampling parameters. temperature == 0 means greedy (argmax, ties to the lowest id).
-struct SampleParams {
-  float temperature = 1.0f;
-  int32_t top_k = 0;   // 0 = off
-  float top_p = 1.0f;  // 1 = off
-  float min_p = 0.0f;  // 0 = off
-  uint64_t seed = 0;
-  uint64_t counter = 0;  // e.g. the sequence position: same seed + counter = same draw
-};
 
 // Draws one token id per row of logits [rows][vocab]: temperature, then top-k, top-p
 // (smallest set whose probability reaches top_p), min-p (keep p >= min_p * max p), then a draw

@@ -1,0 +1,47 @@
+// The argument types every backend's kernels share: a layer's paged KV cache, a ragged batch
+// over it, and per-row sampling parameters. cpu/kernels.h documents their exact semantics.
+#pragma once
+
+#include <cstdint>
+
+namespace slimrt {
+
+enum class KvDtype { kBf16, kF32 };
+
+// One layer's paged KV cache: a pool of pages, each holding page_size tokens of K (and, in the
+// same layout, V) as [page_size][kv_heads][head_dim] elements of `dtype`. Page ids are shared
+// by all layers.
+struct PagedKv {
+  void* k_pages = nullptr;
+  void* v_pages = nullptr;
+  KvDtype dtype = KvDtype::kBf16;
+  int64_t page_size = 16;
+  int64_t kv_heads = 0;
+  int64_t head_dim = 0;
+};
+
+// A ragged batch of sequences, as CSR arrays (FlashInfer's paged_kv_t):
+// - sequence s owns query tokens [q_indptr[s], q_indptr[s+1]) of q and out;
+// - its KV pages are page_indices[page_indptr[s] .. page_indptr[s+1]), in order;
+// - context_lens[s] tokens of it are in the cache (including its new tokens, already written
+//   by kv_write); its i-th of n query tokens sits at position context_lens[s] - n + i and
+//   attends causally to cache positions [0, that position].
+struct PagedBatch {
+  const int32_t* q_indptr = nullptr;
+  const int32_t* page_indptr = nullptr;
+  const int32_t* page_indices = nullptr;
+  const int32_t* context_lens = nullptr;
+  int64_t num_seqs = 0;
+};
+
+// Per-row sampling parameters. temperature == 0 means greedy (argmax, ties to the lowest id).
+struct SampleParams {
+  float temperature = 1.0f;
+  int32_t top_k = 0;   // 0 = off
+  float top_p = 1.0f;  // 1 = off
+  float min_p = 0.0f;  // 0 = off
+  uint64_t seed = 0;
+  uint64_t counter = 0;  // the position of the token being drawn: same seed + counter = same draw
+};
+
+}  // namespace slimrt
