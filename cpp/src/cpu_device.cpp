@@ -5,19 +5,13 @@
 #include <cstring>
 
 #include "arena.h"
+#include "cpu/bf16.h"
 #include "cpu/kernels.h"
 #include "df11_groups.h"
 #include "slimrt/error.h"
 
 namespace slimrt {
 namespace {
-
-inline float widen_bf16(uint16_t bits) {
-  const uint32_t word = uint32_t{bits} << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
-}
 
 // Groups one embedding row can touch: its own span plus one when it straddles a boundary.
 int64_t groups_per_row(int64_t hidden) {
@@ -77,7 +71,7 @@ void CpuDevice::embed_df11(const int32_t* ids, int64_t tokens, const Df11View& t
         df11_decode_cpu(df11_groups(table, g0, g1), rows, 1);
         const uint16_t* row = rows + (first - g0 * df11::kGroupElements);
         float* dst = out + t * hidden;
-        for (int64_t i = 0; i < hidden; ++i) dst[i] = widen_bf16(row[i]);
+        for (int64_t i = 0; i < hidden; ++i) dst[i] = cpu::bf16_to_f32(row[i]);
       }
     }
   });

@@ -3,6 +3,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "cpu/bf16.h"
 #include "slimrt/error.h"
 
 namespace slimrt {
@@ -27,13 +28,6 @@ const WeightTensor& find_tensor(const WeightMap& inputs, const std::string& name
   SLIMRT_CHECK(t.shape == expected, "tensor " << name << " has shape " << format_shape(t.shape)
                                               << ", config expects " << format_shape(expected));
   return t;
-}
-
-float widen_bf16(uint16_t bits) {
-  const uint32_t word = uint32_t{bits} << 16;
-  float value;
-  std::memcpy(&value, &word, sizeof(value));
-  return value;
 }
 
 }  // namespace
@@ -160,7 +154,7 @@ void Weights::lay_out(Device* device) {
         for (int64_t i = 0; i < n; ++i) {
           values[i] = t.kind == WeightTensor::Kind::kF32
                           ? static_cast<const float*>(t.data)[i]
-                          : widen_bf16(static_cast<const uint16_t*>(t.data)[i]);
+                          : cpu::bf16_to_f32(static_cast<const uint16_t*>(t.data)[i]);
         }
         device->copy_to_device(dst, values.data(), n * static_cast<int64_t>(sizeof(float)));
       }

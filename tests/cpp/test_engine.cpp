@@ -52,8 +52,7 @@ std::string message(const std::function<void()>& fn) {
   try {
     fn();
   } catch (const Error& e) {
-    const std::string what = e.what();
-    return what.substr(0, what.rfind(" ["));
+    return e.message();
   }
   return "<no error>";
 }

@@ -25,10 +25,7 @@ KvPool::Shape small_shape(int64_t num_pages, int64_t page_size = 4) {
   return s;
 }
 
-std::string message(const Error& e) {
-  const std::string what = e.what();
-  return what.substr(0, what.rfind(" ["));
-}
+std::string message(const Error& e) { return e.message(); }
 
 TEST(KvPool, ReservesOneLayerMajorArenaOfTheExactSize) {
   CpuDevice device(1);

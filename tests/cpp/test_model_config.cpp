@@ -29,13 +29,11 @@ ConfigMap llama_map() {
   return m;
 }
 
-// The message without the " [function, file:line]" suffix slimrt::Error appends.
 std::string error_of(const std::function<void()>& fn) {
   try {
     fn();
   } catch (const Error& e) {
-    const std::string what = e.what();
-    return what.substr(0, what.rfind(" ["));
+    return e.message();
   }
   return "<no error>";
 }

@@ -10,9 +10,17 @@
 
 namespace slimrt {
 
+// what() is the message followed by " [function, file:line]"; message() is the message alone.
 class Error : public std::runtime_error {
  public:
-  explicit Error(const std::string& message) : std::runtime_error(message) {}
+  Error(const std::string& message, const std::string& place)
+      : std::runtime_error(place.empty() ? message : message + " [" + place + "]"),
+        message_(message) {}
+  explicit Error(const std::string& message) : Error(message, "") {}
+  const std::string& message() const { return message_; }
+
+ private:
+  std::string message_;
 };
 
 [[noreturn]] void throw_error(const char* function, const char* file, int line,
