@@ -8,6 +8,7 @@ namespace py = pybind11;
 namespace slimrt::bindings {
 void bind_df11(py::module_& m);
 void bind_engine(py::module_& m);
+void bind_attention(py::module_& m);
 }  // namespace slimrt::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -22,4 +23,5 @@ PYBIND11_MODULE(_core, m) {
   });
   slimrt::bindings::bind_df11(m);
   slimrt::bindings::bind_engine(m);
+  slimrt::bindings::bind_attention(m);
 }

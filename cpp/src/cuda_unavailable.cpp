@@ -1,5 +1,6 @@
 // The CUDA entry points in a build without CUDA: cuda_available() says no, everything else throws
 // a slimrt::Error that says why, so that callers can fall back to the CPU decoder.
+#include "slimrt/attention_cuda.h"
 #include "slimrt/df11_cuda.h"
 #include "slimrt/error.h"
 
@@ -22,6 +23,15 @@ Df11DeviceTensor::~Df11DeviceTensor() = default;
 
 void Df11DeviceTensor::decode_into(uint16_t*, void*) const {
   SLIMRT_NO_CUDA("decoding a DF11 tensor on the GPU");
+}
+
+PagedDecodePlan paged_decode_attention_plan(const PagedDecodeShape&, int64_t, int32_t) {
+  SLIMRT_NO_CUDA("planning decode attention on the GPU");
+}
+
+void paged_decode_attention_cuda(const PagedDecodePlan&, const PagedDecodeArgs&, void*, int64_t,
+                                 void*) {
+  SLIMRT_NO_CUDA("running decode attention on the GPU");
 }
 
 }  // namespace slimrt

@@ -1,0 +1,273 @@
+"""Decode attention on one GPU: slimrt's paged kernel against torch SDPA on contiguous K/V.
+
+For each case (batch x context, 32 query heads, 8 KV heads, head_dim 128, BF16), SDPA runs on
+q [B, 32, 1, 128] and contiguous K/V [B, 8, L, 128] (enable_gqa=True), and slimrt on the same
+values copied into a pool of 16-token pages scattered in random order. The outputs are compared
+(relative L2 error per (sequence, head) < 1e-2), then each is timed with CUDA events: warm-up,
+then the median of --reps launches. Inputs are rotated among several copies only when one
+copy's K/V would fit in L2. Run it on a CUDA machine with torch and slimrt (built with CUDA):
+
+    python bench/compare_attention.py --json compare_attention.json
+
+The markdown table goes to stdout, progress to stderr. GB/s counts the K/V bytes each kernel
+must read (B * L * 8 * 128 * 2 bytes, for K and for V) over its median time; "% of copy" relates
+that to a device-to-device copy's read+write bandwidth. Exit code 1 when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+HEADS = 32
+KV_HEADS = 8
+HEAD_DIM = 128
+PAGE_SIZE = 16
+DEFAULT_CASES = "1x32768,32x4096,64x8192"
+L2_BYTES = 50 * 1024 * 1024
+MAX_INPUT_SETS = 4
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def time_cuda(
+    launch: Callable[[], None], stream: torch.cuda.Stream, warmup: int, reps: int
+) -> list[float]:
+    """Per-launch CUDA-event times in microseconds. A sleep kernel queued first keeps the GPU
+    busy while Python queues every launch, so no sample includes Python's launch overhead."""
+    torch.cuda.synchronize()
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        for _ in range(reps)
+    ]
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            launch()
+        stream.synchronize()
+        sleep = getattr(torch.cuda, "_sleep", None)
+        if sleep is not None:
+            sleep(int(2e9 * 50e-6 * reps))  # 50 us of queueing per rep, at ~2 GHz
+        for start, stop in events:
+            start.record(stream)
+            launch()
+            stop.record(stream)
+    stream.synchronize()
+    return [1000.0 * start.elapsed_time(stop) for start, stop in events]
+
+
+def source_commit() -> str:
+    if os.environ.get("SLIMRT_GIT_COMMIT"):
+        return os.environ["SLIMRT_GIT_COMMIT"]
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Inputs:
+    """One input set: q, contiguous K/V for SDPA, and the same K/V as scattered pages."""
+
+    def __init__(self, batch: int, context: int, seed: int, device: torch.device) -> None:
+        g = torch.Generator(device=device).manual_seed(seed)
+        shape = (batch, KV_HEADS, context, HEAD_DIM)
+        self.q = torch.randn(
+            (batch, HEADS, 1, HEAD_DIM), generator=g, device=device, dtype=torch.bfloat16
+        )
+        self.k = torch.randn(shape, generator=g, device=device, dtype=torch.bfloat16)
+        self.v = torch.randn(shape, generator=g, device=device, dtype=torch.bfloat16)
+        pages_per_seq = math.ceil(context / PAGE_SIZE)
+        pages = batch * pages_per_seq
+        perm = torch.randperm(pages, generator=g, device=device).to(torch.int32)
+        self.page_indices = perm.contiguous()
+        self.page_indptr = torch.arange(
+            0, pages + 1, pages_per_seq, device=device, dtype=torch.int32
+        )
+        self.context_lens = torch.full((batch,), context, device=device, dtype=torch.int32)
+        self.k_pages = self._paged(self.k, pages, pages_per_seq)
+        self.v_pages = self._paged(self.v, pages, pages_per_seq)
+        self.q_flat = self.q.reshape(batch, HEADS, HEAD_DIM).contiguous()
+        self.out = torch.empty_like(self.q_flat)
+
+    def _paged(self, kv: torch.Tensor, pages: int, pages_per_seq: int) -> torch.Tensor:
+        batch, _, context, _ = kv.shape
+        pool = torch.zeros(
+            (pages, PAGE_SIZE, KV_HEADS, HEAD_DIM), device=kv.device, dtype=torch.bfloat16
+        )
+        for b in range(batch):  # one sequence at a time bounds the temporary copies
+            padded = torch.zeros(
+                (pages_per_seq * PAGE_SIZE, KV_HEADS, HEAD_DIM),
+                device=kv.device,
+                dtype=torch.bfloat16,
+            )
+            padded[:context] = kv[b].transpose(0, 1)
+            idx = self.page_indices[b * pages_per_seq : (b + 1) * pages_per_seq].long()
+            pool[idx] = padded.view(pages_per_seq, PAGE_SIZE, KV_HEADS, HEAD_DIM)
+        return pool
+
+
+def sdpa(x: Inputs, scale: float) -> torch.Tensor:
+    return F.scaled_dot_product_attention(x.q, x.k, x.v, scale=scale, enable_gqa=True)
+
+
+def run_case(core: Any, batch: int, context: int, args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device("cuda")
+    kv_bytes = 2 * batch * KV_HEADS * context * HEAD_DIM * 2
+    sets = max(1, min(MAX_INPUT_SETS, math.ceil(2 * L2_BYTES / kv_bytes)))
+    log(f"{batch}x{context}: building {sets} input set(s), K/V {kv_bytes / 1e6:.0f} MB each")
+    inputs = [Inputs(batch, context, 1000 + i, device) for i in range(sets)]
+    scale = 1.0 / math.sqrt(HEAD_DIM)
+    plan = core.paged_decode_attention_plan(batch, HEADS, KV_HEADS, HEAD_DIM, PAGE_SIZE, context)
+    workspace = torch.empty(max(1, plan["workspace_bytes"]), device=device, dtype=torch.uint8)
+    stream = torch.cuda.Stream()
+
+    def slimrt_launch(x: Inputs) -> None:
+        core.paged_decode_attention_cuda(
+            x.q_flat.data_ptr(),
+            x.k_pages.data_ptr(),
+            x.v_pages.data_ptr(),
+            x.page_indptr.data_ptr(),
+            x.page_indices.data_ptr(),
+            x.context_lens.data_ptr(),
+            x.out.data_ptr(),
+            workspace.data_ptr(),
+            plan["workspace_bytes"],
+            scale,
+            num_seqs=batch,
+            heads=HEADS,
+            kv_heads=KV_HEADS,
+            head_dim=HEAD_DIM,
+            page_size=PAGE_SIZE,
+            max_context=context,
+            stream=torch.cuda.current_stream().cuda_stream,
+        )
+
+    # Correctness on every set (on the default stream, before any timing).
+    worst = 0.0
+    for x in inputs:
+        x.out.fill_(float("nan"))
+        slimrt_launch(x)
+        ref = sdpa(x, scale).reshape(batch, HEADS, HEAD_DIM).float()
+        got = x.out.float()
+        rel = (got - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
+        worst = max(worst, float(rel.nan_to_num(float("inf")).max()))
+    ok = worst < 1e-2
+    log(f"  max relative L2 error vs SDPA: {worst:.2e} ({'ok' if ok else 'FAILED'})")
+
+    counter = {"sdpa": 0, "slimrt": 0}
+
+    def rotating(name: str, fn: Callable[[Inputs], Any]) -> Callable[[], None]:
+        def launch() -> None:
+            fn(inputs[counter[name] % sets])
+            counter[name] += 1
+
+        return launch
+
+    sdpa_us = time_cuda(rotating("sdpa", lambda x: sdpa(x, scale)), stream, args.warmup, args.reps)
+    slimrt_us = time_cuda(rotating("slimrt", slimrt_launch), stream, args.warmup, args.reps)
+    sdpa_med = statistics.median(sdpa_us)
+    slimrt_med = statistics.median(slimrt_us)
+    return {
+        "case": f"{batch}x{context}",
+        "batch": batch,
+        "context": context,
+        "kv_bytes": kv_bytes,
+        "input_sets": sets,
+        "splits": plan["splits"],
+        "chunk_tokens": plan["chunk_tokens"],
+        "max_rel_err": worst,
+        "ok": ok,
+        "sdpa_us": {"median": sdpa_med, "min": min(sdpa_us), "stdev": statistics.stdev(sdpa_us)},
+        "slimrt_us": {
+            "median": slimrt_med,
+            "min": min(slimrt_us),
+            "stdev": statistics.stdev(slimrt_us),
+        },
+        "ratio": slimrt_med / sdpa_med,
+        "sdpa_gbps": kv_bytes / (sdpa_med * 1e-6) / 1e9,
+        "slimrt_gbps": kv_bytes / (slimrt_med * 1e-6) / 1e9,
+    }
+
+
+def copy_gbps(args: argparse.Namespace) -> float:
+    n = 512 * 1024 * 1024
+    src = torch.empty(n, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    times = time_cuda(lambda: dst.copy_(src), torch.cuda.Stream(), args.warmup, args.reps)
+    return 2 * n / (statistics.median(times) * 1e-6) / 1e9
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cases", default=DEFAULT_CASES, help="BATCHxCONTEXT,...")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=200)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+
+    from slimrt import _core as core
+
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
+    copy = copy_gbps(args)
+    log(f"device-to-device copy: {copy:.0f} GB/s read+write")
+    rows = []
+    for b, ctx in cases:
+        rows.append(run_case(core, b, ctx, args))
+        torch.cuda.empty_cache()  # the case's inputs are gone; give their memory back
+
+    gpu = torch.cuda.get_device_name()
+    commit = source_commit()
+    print(
+        f"decode attention, {HEADS} q / {KV_HEADS} kv heads, d={HEAD_DIM}, BF16, page "
+        f"{PAGE_SIZE}; {gpu}; torch {torch.__version__}; slimrt {commit}; median of "
+        f"{args.reps}; D2D copy {copy:.0f} GB/s"
+    )
+    print()
+    print(
+        "| case | SDPA us | slimrt us | slimrt/SDPA | SDPA GB/s | slimrt GB/s "
+        "| slimrt % of copy | splits | max rel err |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['case']} | {r['sdpa_us']['median']:.1f} | {r['slimrt_us']['median']:.1f} "
+            f"| {r['ratio']:.3f} | {r['sdpa_gbps']:.0f} | {r['slimrt_gbps']:.0f} "
+            f"| {100 * r['slimrt_gbps'] / copy:.1f} | {r['splits']} "
+            f"| {r['max_rel_err']:.1e}{'' if r['ok'] else ' FAILED'} |"
+        )
+    if args.json:
+        report = {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "gpu": gpu,
+            "torch": torch.__version__,
+            "commit": commit,
+            "copy_gbps_read_write": copy,
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "cases": rows,
+        }
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
