@@ -33,7 +33,8 @@ run pytest_cuda python3 -m pytest -q -rs tests/python/test_df11_cuda.py tests/py
 run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
 build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
 run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
-run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
+[ -n "${SKIP_DFLOAT11:-}" ] || run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
+run attention python3 bench/compare_attention.py --json "$out/compare_attention.json"
 tar czf "$out/logs.tgz" -C "$out" logs && rm -rf "$logs"
 echo "exit status $status" | tee -a "$out/summary.md"
 exit $status
