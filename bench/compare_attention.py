@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from cuda_timing import time_cuda
 
 HEADS = 32
 KV_HEADS = 8
@@ -42,31 +43,6 @@ MAX_INPUT_SETS = 4
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def time_cuda(
-    launch: Callable[[], None], stream: torch.cuda.Stream, warmup: int, reps: int
-) -> list[float]:
-    """Per-launch CUDA-event times in microseconds. A sleep kernel queued first keeps the GPU
-    busy while Python queues every launch, so no sample includes Python's launch overhead."""
-    torch.cuda.synchronize()
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(reps)
-    ]
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            launch()
-        stream.synchronize()
-        sleep = getattr(torch.cuda, "_sleep", None)
-        if sleep is not None:
-            sleep(int(2e9 * 50e-6 * reps))  # 50 us of queueing per rep, at ~2 GHz
-        for start, stop in events:
-            start.record(stream)
-            launch()
-            stop.record(stream)
-    stream.synchronize()
-    return [1000.0 * start.elapsed_time(stop) for start, stop in events]
 
 
 def source_commit() -> str:
@@ -182,8 +158,10 @@ def run_case(core: Any, batch: int, context: int, args: argparse.Namespace) -> d
 
         return launch
 
-    sdpa_us = time_cuda(rotating("sdpa", lambda x: sdpa(x, scale)), stream, args.warmup, args.reps)
-    slimrt_us = time_cuda(rotating("slimrt", slimrt_launch), stream, args.warmup, args.reps)
+    sdpa_us = time_cuda(
+        rotating("sdpa", lambda x: sdpa(x, scale)), stream, args.warmup, args.reps, 50.0
+    )
+    slimrt_us = time_cuda(rotating("slimrt", slimrt_launch), stream, args.warmup, args.reps, 50.0)
     sdpa_med = statistics.median(sdpa_us)
     slimrt_med = statistics.median(slimrt_us)
     return {
@@ -212,7 +190,7 @@ def copy_gbps(args: argparse.Namespace) -> float:
     n = 512 * 1024 * 1024
     src = torch.empty(n, dtype=torch.uint8, device="cuda")
     dst = torch.empty_like(src)
-    times = time_cuda(lambda: dst.copy_(src), torch.cuda.Stream(), args.warmup, args.reps)
+    times = time_cuda(lambda: dst.copy_(src), torch.cuda.Stream(), args.warmup, args.reps, 50.0)
     return 2 * n / (statistics.median(times) * 1e-6) / 1e9
 
 

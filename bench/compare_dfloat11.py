@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from cuda_timing import time_cuda
 
 # dfloat11 0.5.0's launch geometry (dfloat11/dfloat11.py: bytes_per_thread, threads_per_block).
 DFLOAT11_BYTES_PER_THREAD = 8
@@ -140,32 +141,6 @@ def poisoned_output(numel: int, device: torch.device) -> torch.Tensor:
     """An output buffer filled with 0xFFFF (a NaN), so that elements a decoder never writes
     cannot pass the check by luck."""
     return torch.full((numel,), -1, dtype=torch.int16, device=device).view(torch.bfloat16)
-
-
-def time_cuda(
-    launch: Callable[[], None], stream: torch.cuda.Stream, warmup: int, reps: int
-) -> Timing:
-    """Per-launch CUDA-event times in microseconds. A sleep kernel queued first keeps the GPU
-    busy while Python queues every launch, so no sample includes Python's launch overhead."""
-    # Inputs were written on the default stream; ours does not wait for it by itself.
-    torch.cuda.synchronize()
-    events = [
-        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        for _ in range(reps)
-    ]
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            launch()
-        stream.synchronize()
-        sleep = getattr(torch.cuda, "_sleep", None)
-        if sleep is not None:
-            sleep(int(2e9 * 100e-6 * reps))  # 100 us of queueing per rep, at ~2 GHz
-        for start, stop in events:
-            start.record(stream)
-            launch()
-            stop.record(stream)
-    stream.synchronize()
-    return Timing([1000.0 * start.elapsed_time(stop) for start, stop in events])
 
 
 def package_version(name: str) -> str:
@@ -414,7 +389,7 @@ def decode_and_time(
         log(f"!! {result.name}: {result.error}")
         return
     log(f"{result.name}: bit-exact; timing {args.reps} launches after {args.warmup} warm-up")
-    result.timing = time_cuda(lambda: launch(out, stream), stream, args.warmup, args.reps)
+    result.timing = Timing(time_cuda(lambda: launch(out, stream), stream, args.warmup, args.reps))
 
 
 def run_dfloat11(
@@ -481,7 +456,7 @@ def time_copy(
 ) -> Timing:
     source = original.reshape(-1).clone()
     target = torch.empty_like(source)
-    return time_cuda(lambda: target.copy_(source), stream, args.warmup, args.reps)
+    return Timing(time_cuda(lambda: target.copy_(source), stream, args.warmup, args.reps))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,20 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slimrt.df11
+from cli_run import one_error_line, run
 from slimrt.cli import main
 from slimrt.safetensors_file import read_safetensors
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("slimrt: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
+from cli_run import one_error_line, run
 from slimrt import LLM, SamplingParams, _core
 from slimrt.cli import main
 
 needs_engine = pytest.mark.skipif(
     not hasattr(_core, "Engine"), reason="this build of slimrt._core has no Engine"
 )
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("slimrt: error: "), err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
