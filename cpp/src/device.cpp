@@ -5,15 +5,23 @@
 
 #include "cpu_device.h"
 #include "slimrt/error.h"
+#ifdef SLIMRT_WITH_CUDA
+#include "cuda_device.h"
+#endif
 
 namespace slimrt {
 
 std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
   if (name == "cpu") return std::make_unique<CpuDevice>(num_threads);
+#ifdef SLIMRT_WITH_CUDA
+  if (name == "cuda") return make_cuda_device(num_threads);
+  SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu, cuda");
+#else
   SLIMRT_CHECK(name != "cuda",
                "options: device \"cuda\" is not available yet: the engine's CUDA backend is not "
                "implemented; use device \"cpu\"");
   SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu");
+#endif
 }
 
 }  // namespace slimrt

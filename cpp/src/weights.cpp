@@ -102,7 +102,10 @@ Weights::Weights(const ModelConfig& config, const WeightMap& inputs)
 
 void Weights::add_matrix(const WeightMap& inputs, const std::string& name, int64_t rows,
                          int64_t cols, Matrix& matrix) {
-  const WeightTensor& t = find_tensor(inputs, name, {rows, cols});
+  // A named shape: GCC 13 warns (-Wdangling-reference) when a temporary is passed to a
+  // function returning a reference, although the reference points into `inputs`.
+  const std::vector<int64_t> shape{rows, cols};
+  const WeightTensor& t = find_tensor(inputs, name, shape);
   SLIMRT_CHECK(t.kind != WeightTensor::Kind::kF32,
                "tensor " << name << ": float32 matrices are not accepted; cast to BF16 first");
   matrix.rows = rows;
@@ -128,7 +131,8 @@ void Weights::add_matrix(const WeightMap& inputs, const std::string& name, int64
 
 void Weights::add_vector(const WeightMap& inputs, const std::string& name, int64_t size,
                          const float*& vector) {
-  const WeightTensor& t = find_tensor(inputs, name, {size});
+  const std::vector<int64_t> shape{size};  // named, as in add_matrix
+  const WeightTensor& t = find_tensor(inputs, name, shape);
   SLIMRT_CHECK(t.kind != WeightTensor::Kind::kDf11,
                "tensor " << name << ": DF11 is accepted for matrices only");
   SLIMRT_CHECK(t.data != nullptr, "tensor " << name << ": null data");

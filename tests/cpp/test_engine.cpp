@@ -20,6 +20,7 @@
 
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
+#include "slimrt/df11_cuda.h"
 #include "slimrt/engine.h"
 #include "slimrt/error.h"
 
@@ -717,9 +718,22 @@ TEST(Engine, BadOptionsAndCudaGiveClearErrors) {
   const TinyModel m = make_model(Variant::kLlama);
   EngineOptions o = test_options();
   o.device = "cuda";
+#ifdef SLIMRT_WITH_CUDA
+  // The CUDA backend is built: where no GPU is usable, the engine says so.
+  if (!cuda_available()) {
+    EXPECT_EQ(message([&] {
+                Engine e(m.config, m.weights(), o);
+              }).rfind("options: device \"cuda\": no usable CUDA device (", 0),
+              0u);
+  }
+  o.device = "tpu";
+  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
+            "options: unknown device \"tpu\"; supported: cpu, cuda");
+#else
   EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
             "options: device \"cuda\" is not available yet: the engine's CUDA backend is not "
             "implemented; use device \"cpu\"");
+#endif
   o = test_options();
   o.kv_dtype = "fp8";
   EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),

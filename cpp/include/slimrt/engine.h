@@ -52,7 +52,7 @@ using WeightMap = std::map<std::string, WeightTensor>;
 // Construction options, with the defaults of docs/ENGINE_API.md (like llama.cpp's
 // llama_context_default_params(): a default-constructed struct is a working configuration).
 struct EngineOptions {
-  std::string device = "cpu";      // "cpu"; "cuda" is not available yet
+  std::string device = "cpu";      // "cpu"; "cuda" in builds with the CUDA backend
   int64_t max_batch = 8;           // sequences per step
   int64_t kv_tokens = 0;           // KV pool capacity in tokens over all sequences; 0 =
                                    // min(max_position_embeddings, 32768); rounded up to pages

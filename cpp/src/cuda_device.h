@@ -1,0 +1,18 @@
+// The CUDA backend of Device (cuda/cuda_device.cu): one CUDA stream and one cuBLAS handle on the
+// current GPU; kernels are enqueued on the stream in call order. This header needs no CUDA
+// headers, so device.cpp stays plain C++.
+//
+//   std::unique_ptr<Device> device = make_cuda_device(/*num_threads=*/0);  // host sampling threads
+#pragma once
+
+#include <memory>
+
+#include "device.h"
+
+namespace slimrt {
+
+// Throws slimrt::Error when no CUDA device is usable. num_threads sizes the host ThreadPool that
+// sampling runs on (0 = all hardware threads).
+std::unique_ptr<Device> make_cuda_device(int num_threads);
+
+}  // namespace slimrt
