@@ -13,21 +13,6 @@
 #include "slimrt/error.h"
 
 namespace slimrt {
-namespace {
-
-std::string gib(int64_t bytes) {
-  const double value = static_cast<double>(bytes) / double(int64_t{1} << 30);
-  std::ostringstream out;
-  // Two decimals for real models; tiny test budgets still show a meaningful figure.
-  if (value >= 0.01 || bytes == 0) {
-    out << std::fixed << std::setprecision(2) << value;
-  } else {
-    out << std::setprecision(3) << value;
-  }
-  return out.str();
-}
-
-}  // namespace
 
 Arena::Arena(std::string purpose) : purpose_(std::move(purpose)) {}
 
@@ -79,14 +64,25 @@ void Arena::rewind(int64_t offset) {
   offset_ = offset;
 }
 
+std::string format_gib(int64_t bytes) {
+  const double value = static_cast<double>(bytes) / double(int64_t{1} << 30);
+  std::ostringstream out;
+  if (value >= 0.01 || bytes == 0) {
+    out << std::fixed << std::setprecision(2) << value;
+  } else {
+    out << std::setprecision(3) << value;
+  }
+  return out.str();
+}
+
 void check_memory_budget(const MemoryPlan& plan, int64_t available) {
-  SLIMRT_CHECK(plan.total() <= available, "not enough memory: weights "
-                                              << gib(plan.weights) << " GiB + DF11 scratch "
-                                              << gib(plan.df11_scratch) << " GiB + KV pool of "
-                                              << plan.kv_tokens << " tokens " << gib(plan.kv_pool)
-                                              << " GiB + activations " << gib(plan.activations)
-                                              << " GiB = " << gib(plan.total()) << " GiB, but only "
-                                              << gib(available) << " GiB is available");
+  SLIMRT_CHECK(plan.total() <= available,
+               "not enough memory: weights "
+                   << format_gib(plan.weights) << " GiB + DF11 scratch "
+                   << format_gib(plan.df11_scratch) << " GiB + KV pool of " << plan.kv_tokens
+                   << " tokens " << format_gib(plan.kv_pool) << " GiB + activations "
+                   << format_gib(plan.activations) << " GiB = " << format_gib(plan.total())
+                   << " GiB, but only " << format_gib(available) << " GiB is available");
 }
 
 int64_t available_host_memory() {

@@ -72,6 +72,10 @@ struct MemoryPlan {
   int64_t total() const { return weights + df11_scratch + kv_pool + activations; }
 };
 
+// Bytes as GiB the way budget messages print them: two decimals, three significant digits
+// below 0.01 GiB so tiny test budgets still show a meaningful figure.
+std::string format_gib(int64_t bytes);
+
 // Throws "not enough memory: weights X GiB + ... = X GiB, but only X GiB is available" when
 // the plan does not fit in `available` bytes.
 void check_memory_budget(const MemoryPlan& plan, int64_t available);

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "arena.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
@@ -590,15 +591,11 @@ TEST(Engine, BadOptionsAndCudaGiveClearErrors) {
             "options: max_batch must be >= 1, got 0");
 }
 
-std::string gib(int64_t bytes) {
-  const double value = double(bytes) / double(int64_t{1} << 30);
-  std::ostringstream out;
-  if (value >= 0.01 || bytes == 0) {
-    out << std::fixed << std::setprecision(2) << value;
-  } else {
-    out << std::setprecision(3) << value;
-  }
-  return out.str();
+TEST(Engine, BudgetMessagesPrintGibWithTwoDecimalsOrThreeDigits) {
+  EXPECT_EQ(format_gib(int64_t{1} << 30), "1.00");
+  EXPECT_EQ(format_gib(int64_t{15} << 29), "7.50");
+  EXPECT_EQ(format_gib(int64_t{5} << 20), "0.00488");
+  EXPECT_EQ(format_gib(0), "0.00");
 }
 
 TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
@@ -615,11 +612,12 @@ TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
 
   o.memory_limit_bytes = u.total() - 1;
   EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
-            "not enough memory: weights " + gib(u.weights) +
+            "not enough memory: weights " + format_gib(u.weights) +
                 " GiB + DF11 scratch 0.00 GiB + KV "
                 "pool of 256 tokens " +
-                gib(u.kv_pool) + " GiB + activations " + gib(u.activations) + " GiB = " +
-                gib(u.total()) + " GiB, but only " + gib(u.total() - 1) + " GiB is available");
+                format_gib(u.kv_pool) + " GiB + activations " + format_gib(u.activations) +
+                " GiB = " + format_gib(u.total()) + " GiB, but only " + format_gib(u.total() - 1) +
+                " GiB is available");
   o.memory_limit_bytes = u.total();
   EXPECT_NO_THROW(Engine e(m.config, m.weights(), o));
   o.memory_limit_bytes = 0;  // what the machine has: a tiny model fits
