@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 from slimrt.bfloat16 import round_to_bf16
 from slimrt.progress import byte_progress
 from slimrt.safetensors_file import write_safetensors
@@ -87,6 +84,17 @@ def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -
     return round_to_bf16(values)
 
 
+def write_tokenizer(out: Path, vocab_size: int) -> None:
+    """A placeholder tokenizer over the model's vocabulary ("t0" ... "tN", split on spaces), so
+    that the directory loads wherever a tokenizer is required; benchmarks feed token ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {f"t{i}": i for i in range(vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(out / "tokenizer.json"))
+
+
 def write_model(shape_name: str, out: Path, seed: int, layers: int | None) -> None:
     config = dict(SHAPES[shape_name])
     if layers is not None:
@@ -118,6 +126,7 @@ def write_model(shape_name: str, out: Path, seed: int, layers: int | None) -> No
             weight_map |= dict.fromkeys(names, file)
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    write_tokenizer(out, config["vocab_size"])
     config["slimrt_random_weights_seed"] = seed
     (out / "config.json").write_text(json.dumps(config, indent=2))
 
