@@ -1,8 +1,9 @@
 // CudaDevice: the Device backend on one NVIDIA GPU. Every kernel is enqueued on one CUDA stream in
 // call order. The kernels are plain CUDA with FP32 activations and FP32 accumulation (matmul_bf16
 // is a shared-memory tiled GEMM that widens the BF16 weights as it loads them: simple and exact
-// rather than fast; no cuBLAS, which this build's toolkit may lack), and sample() runs the CPU's
-// sampler on the host (copying the logits there), so that it draws exactly the CPU's ids.
+// rather than fast, except for rows <= 8 (decode), where a GEMV-style kernel streams W once at
+// close to memory bandwidth; no cuBLAS, which this build's toolkit may lack), and sample() runs the
+// CPU's sampler on the host (copying the logits there), so that it draws exactly the CPU's ids.
 //
 // Memory owned outside the arenas, allocated on first use and reused:
 // - one decoding table per DF11 tensor (keyed by its `lengths` pointer, shared by df11_groups
@@ -131,6 +132,129 @@ __global__ void __launch_bounds__(256)
 }
 
 // One block per row; FP32 sum of squares reduced over the block.
+// Decode-sized matmul_bf16 (rows <= kGemvMaxRows): memory-bound, so W is streamed once. Each warp
+// computes kGemvCols output columns j for all R rows: every lane loads 16 bytes (8 BF16) of each
+// of those W rows per step, two steps in flight (8 x 16 bytes per lane), reads the matching x
+// (FP32, small and cache-resident) through the read-only path, accumulates in FP32 and the warp
+// reduces with shuffles. kVec needs k % 8 == 0 and 16-byte aligned x and w (every W and x row is
+// then 16-byte aligned); otherwise the scalar variant handles any k one element per lane per step.
+constexpr int kGemvMaxRows = 8;
+constexpr int kGemvWarps = 8;  // warps per block
+constexpr int kGemvCols = 4;   // output columns per warp
+
+// acc[r][c] += x[r][e0 .. e0+8) . bf16(w_c[e0 .. e0+8)), in element order.
+template <int R>
+__device__ __forceinline__ void gemv_step(const float* __restrict__ x, int64_t k, int64_t e0,
+                                          const uint4 (&wv)[kGemvCols],
+                                          float (&acc)[R][kGemvCols]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float4* xr = reinterpret_cast<const float4*>(x + r * k + e0);
+    const float4 a = __ldg(xr), b = __ldg(xr + 1);
+    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+    for (int c = 0; c < kGemvCols; ++c) {
+      const uint32_t q[4] = {wv[c].x, wv[c].y, wv[c].z, wv[c].w};
+      float s = acc[r][c];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        s = fmaf(xv[2 * i], __uint_as_float(q[i] << 16), s);
+        s = fmaf(xv[2 * i + 1], __uint_as_float(q[i] & 0xFFFF0000u), s);
+      }
+      acc[r][c] = s;
+    }
+  }
+}
+
+template <int R, bool kVec>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    matmul_bf16_gemv_kernel(const float* __restrict__ x, int64_t k, const uint16_t* __restrict__ w,
+                            int64_t n, const float* __restrict__ bias, float* __restrict__ out) {
+  const int lane = threadIdx.x & 31;
+  const int64_t j0 = (int64_t{blockIdx.x} * kGemvWarps + threadIdx.x / 32) * kGemvCols;
+  if (j0 >= n) return;  // whole warp; no block-level synchronisation below
+  // Columns past n re-read row n - 1 (results dropped), keeping the loop free of branches.
+  const uint16_t* wr[kGemvCols];
+#pragma unroll
+  for (int c = 0; c < kGemvCols; ++c) wr[c] = w + (j0 + c < n ? j0 + c : n - 1) * k;
+  float acc[R][kGemvCols];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int c = 0; c < kGemvCols; ++c) acc[r][c] = 0.0f;
+  }
+  if (kVec) {
+    const int64_t chunks = k / 8;  // 16-byte chunks per W row
+    int64_t q = lane;
+    for (; q + 32 < chunks; q += 64) {
+      uint4 a[kGemvCols], b[kGemvCols];
+#pragma unroll
+      for (int c = 0; c < kGemvCols; ++c) {
+        a[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q);
+        b[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q + 32);
+      }
+      gemv_step<R>(x, k, q * 8, a, acc);
+      gemv_step<R>(x, k, (q + 32) * 8, b, acc);
+    }
+    if (q < chunks) {
+      uint4 a[kGemvCols];
+#pragma unroll
+      for (int c = 0; c < kGemvCols; ++c) a[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q);
+      gemv_step<R>(x, k, q * 8, a, acc);
+    }
+  } else {
+    for (int64_t e = lane; e < k; e += 32) {
+      float wv[kGemvCols];
+#pragma unroll
+      for (int c = 0; c < kGemvCols; ++c) wv[c] = bf16_to_f32(__ldg(wr[c] + e));
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float xv = __ldg(x + r * k + e);
+#pragma unroll
+        for (int c = 0; c < kGemvCols; ++c) acc[r][c] = fmaf(xv, wv[c], acc[r][c]);
+      }
+    }
+  }
+  // Butterfly: every lane ends with all R * kGemvCols (<= 32) sums; lane r * kGemvCols + c writes.
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int c = 0; c < kGemvCols; ++c) {
+#pragma unroll
+      for (int off = 16; off > 0; off >>= 1)
+        acc[r][c] += __shfl_xor_sync(0xFFFFFFFFu, acc[r][c], off);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int c = 0; c < kGemvCols; ++c) {
+      const int64_t j = j0 + c;
+      if (lane == r * kGemvCols + c && j < n)
+        out[r * n + j] = acc[r][c] + (bias != nullptr ? bias[j] : 0.0f);
+    }
+  }
+}
+static_assert(kGemvMaxRows * kGemvCols <= 32, "one output per lane in the final write");
+
+template <int R>
+void launch_gemv(const float* x, int64_t k, const uint16_t* w, int64_t n, const float* bias,
+                 float* out, cudaStream_t stream) {
+  constexpr int64_t kColsPerBlock = int64_t{kGemvWarps} * kGemvCols;
+  const int64_t blocks = (n + kColsPerBlock - 1) / kColsPerBlock;
+  SLIMRT_CHECK(blocks <= 0x7FFFFFFF, "matmul_bf16: n " << n << " out of range");
+  const bool vec = k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  if (vec) {
+    matmul_bf16_gemv_kernel<R, true>
+        <<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(x, k, w, n, bias, out);
+  } else {
+    matmul_bf16_gemv_kernel<R, false>
+        <<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(x, k, w, n, bias, out);
+  }
+  SLIMRT_CUDA_CHECK(cudaGetLastError());
+}
+
 __global__ void rms_norm_kernel(const float* x, const float* weight, int64_t cols, float eps,
                                 float* out) {
   const float* row = x + blockIdx.x * cols;
@@ -417,6 +541,26 @@ class CudaDevice final : public Device {
   void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
                    const float* bias, float* out) override {
     if (rows <= 0 || n <= 0) return;
+    if (rows <= kGemvMaxRows) {  // decode: stream W once, GEMV-style
+      switch (rows) {
+        case 1:
+          return launch_gemv<1>(x, k, w, n, bias, out, stream_);
+        case 2:
+          return launch_gemv<2>(x, k, w, n, bias, out, stream_);
+        case 3:
+          return launch_gemv<3>(x, k, w, n, bias, out, stream_);
+        case 4:
+          return launch_gemv<4>(x, k, w, n, bias, out, stream_);
+        case 5:
+          return launch_gemv<5>(x, k, w, n, bias, out, stream_);
+        case 6:
+          return launch_gemv<6>(x, k, w, n, bias, out, stream_);
+        case 7:
+          return launch_gemv<7>(x, k, w, n, bias, out, stream_);
+        default:
+          return launch_gemv<8>(x, k, w, n, bias, out, stream_);
+      }
+    }
     const int64_t row_tiles = (rows + kTileM - 1) / kTileM;
     const int64_t col_tiles = (n + kTileN - 1) / kTileN;
     SLIMRT_CHECK(row_tiles <= 65535 && col_tiles <= 0x7FFFFFFF,
