@@ -16,9 +16,24 @@ from slimrt import _core, df11
 from slimrt.bfloat16 import round_to_bf16, widen_bf16
 from slimrt.errors import ModelError
 
-__all__ = ["WEIGHT_FORMATS", "bf16_matrix", "df11_weight", "f32_vector", "to_format"]
+__all__ = [
+    "WEIGHT_FORMATS",
+    "bf16_matrix",
+    "check_weight_format",
+    "df11_weight",
+    "f32_vector",
+    "to_format",
+]
 
 WEIGHT_FORMATS = ("bf16", "df11")
+
+
+def check_weight_format(weights: object, error: type[Exception] = ValueError) -> None:
+    """Raises `error` unless `weights` names one of WEIGHT_FORMATS."""
+    if weights not in WEIGHT_FORMATS:
+        raise error(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+
+
 _FLOATING = ("F16", "F32", "F64")
 
 

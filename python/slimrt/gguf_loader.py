@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from slimrt.engine_weights import WEIGHT_FORMATS, bf16_matrix, f32_vector, to_format
+from slimrt.engine_weights import bf16_matrix, check_weight_format, f32_vector, to_format
 from slimrt.errors import FormatError, ModelError
 from slimrt.loaded_model import LoadedModel
 from slimrt.model_config import normalize_config, weight_shapes
@@ -90,8 +90,7 @@ def load_gguf(
 
     from slimrt.gguf_tokenizer import gguf_tokenizer
 
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    check_weight_format(weights)
     path = Path(path)
     try:
         reader = GGUFReader(path)

@@ -11,7 +11,6 @@ decodes DF11 ones. Every problem raises an error naming the file and the tensor.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -19,13 +18,19 @@ from typing import Any
 
 from slimrt import df11
 from slimrt.chat_template import read_chat_template
-from slimrt.engine_weights import WEIGHT_FORMATS, bf16_matrix, df11_weight, f32_vector, to_format
-from slimrt.errors import FormatError, ModelError
+from slimrt.engine_weights import (
+    bf16_matrix,
+    check_weight_format,
+    df11_weight,
+    f32_vector,
+    to_format,
+)
+from slimrt.errors import ModelError
 from slimrt.loaded_model import LoadedModel
 from slimrt.model_config import normalize_config, weight_shapes
 from slimrt.model_dir import MANIFEST_NAME, scan_model_dir
 from slimrt.progress import byte_progress
-from slimrt.tokenizer import Tokenizer, read_tokenizer_config
+from slimrt.tokenizer import Tokenizer, read_json_object, read_tokenizer_config
 
 __all__ = ["load_hf_dir", "read_config"]
 
@@ -37,13 +42,7 @@ def read_config(path: Path) -> dict[str, Any]:
     file = path / "config.json"
     if not file.is_file():
         raise ModelError(f"{path}: no config.json (not a Hugging Face model directory)")
-    try:
-        config = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{file}: not valid JSON ({e})") from e
-    if not isinstance(config, dict):
-        raise FormatError(f"{file}: not a JSON object")
-    return config
+    return read_json_object(file)
 
 
 def load_hf_dir(
@@ -54,8 +53,7 @@ def load_hf_dir(
     num_threads: int = 0,
 ) -> LoadedModel:
     """Config, engine weights, tokenizer and chat template of a model directory."""
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    check_weight_format(weights)
     path = Path(path)
     raw_config = read_config(path)
     config = normalize_config(raw_config, where=str(path / "config.json"))

@@ -28,7 +28,7 @@ import numpy as np
 from slimrt import _core
 from slimrt.chat_template import ChatTemplate
 from slimrt.completion import Completion
-from slimrt.engine_weights import WEIGHT_FORMATS
+from slimrt.engine_weights import check_weight_format
 from slimrt.errors import RequestError, SlimrtError
 from slimrt.model_config import context_length
 from slimrt.model_loader import load_model
@@ -84,10 +84,7 @@ class LLM:
     ) -> None:
         if device not in DEVICES:
             raise RequestError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        if weights not in WEIGHT_FORMATS:
-            raise RequestError(
-                f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}"
-            )
+        check_weight_format(weights, RequestError)
         if kv_dtype not in KV_DTYPES:
             raise RequestError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
         _check_count("max_batch", max_batch, minimum=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from slimrt.engine_weights import WEIGHT_FORMATS
+from slimrt.engine_weights import check_weight_format
 from slimrt.loaded_model import LoadedModel
 from slimrt.model_source import resolve_model
 
@@ -28,8 +28,7 @@ def load_model(
 ) -> LoadedModel:
     """Loads `model` (None: the default model; a Hugging Face or slimrt directory; a .gguf
     file) with its matrices as BF16 (weights="bf16") or DF11 (weights="df11")."""
-    if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    check_weight_format(weights)
     source = resolve_model(model)
     if source.kind == "gguf":
         from slimrt.gguf_loader import load_gguf

@@ -90,7 +90,7 @@ class Tokenizer:
         settings = read_tokenizer_config(path)
         eos_ids = [
             *_ids(config.get("eos_token_id") if config else None),
-            *_ids(_read_json(path / "generation_config.json").get("eos_token_id")),
+            *_ids(read_json_object(path / "generation_config.json").get("eos_token_id")),
         ]
         return cls(
             backend,
@@ -102,10 +102,11 @@ class Tokenizer:
 
 def read_tokenizer_config(path: Path) -> dict[str, Any]:
     """tokenizer_config.json of a directory ({} when it has none)."""
-    return _read_json(path / "tokenizer_config.json")
+    return read_json_object(path / "tokenizer_config.json")
 
 
-def _read_json(file: Path) -> dict[str, Any]:
+def read_json_object(file: Path) -> dict[str, Any]:
+    """A JSON file holding an object ({} when there is no such file)."""
     if not file.is_file():
         return {}
     try:
