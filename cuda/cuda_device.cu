@@ -1,15 +1,21 @@
 // CudaDevice: the Device backend on one NVIDIA GPU. Every kernel is enqueued on one CUDA stream in
-// call order. The kernels are plain CUDA with FP32 activations and FP32 accumulation (matmul_bf16
-// is a shared-memory tiled GEMM that widens the BF16 weights as it loads them: simple and exact
-// rather than fast, except for rows <= 8 (decode), where a GEMV-style kernel streams W once at
-// close to memory bandwidth; no cuBLAS, which this build's toolkit may lack), and sample() runs the
-// CPU's sampler on the host (copying the logits there), so that it draws exactly the CPU's ids.
+// call order. Activations are FP32 between kernels; matmuls are cuBLAS BF16 GEMMs (tensor cores,
+// FP32 accumulation and output) on activations rounded to BF16 by matmul_input(), as in every
+// BF16 inference engine, so results differ from the CPU backend's FP32 activations by BF16
+// rounding (~1e-2 relative), not by more. Decode steps (one query token per sequence, BF16 KV)
+// use the split-K paged decode attention kernel (paged_decode_attention.cu); other steps a
+// simple kernel with one warp per query token. Greedy sampling runs on the GPU; other sampling
+// modes run the CPU's sampler on a host copy of the logits (the CPU's ids for the same logits).
+// run_graph() records a body as a CUDA graph the second time its key is seen, then replays it.
 //
-// Memory owned outside the arenas, allocated on first use and reused:
+// Memory owned outside the arenas:
+// - the cuBLAS handle and its workspace (kCublasWorkspaceBytes), made at construction;
 // - one decoding table per DF11 tensor (keyed by its `lengths` pointer, shared by df11_groups
 //   sub-views), built on first use; deallocate() drops them all, since a freed arena may hand
 //   the same address to another tensor;
+// - the recorded graphs (at most kMaxGraphs, all dropped when that many exist);
 // - host buffers for embed_df11's ids and for sample()'s logits and scratch.
+#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +30,7 @@
 #include "../cpp/src/cuda_device.h"
 #include "../cpp/src/df11_groups.h"
 #include "cuda_check.h"
+#include "slimrt/attention_cuda.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
 #include "slimrt/error.h"
@@ -38,6 +45,37 @@ constexpr int64_t kMaxBlocks = 65535;  // keeps grid-stride grids well inside an
 constexpr int64_t kReservedDeviceBytes = int64_t{512} << 20;
 constexpr int kMaxHeadDim = 256;
 constexpr int kAttentionWarps = 4;  // warps per block; each warp handles one query token
+constexpr int64_t kCublasWorkspaceBytes = int64_t{32} << 20;  // what cuBLAS advises for Hopper
+constexpr size_t kMaxGraphs = 256;
+
+#define SLIMRT_CUBLAS_CHECK(call)                                                           \
+  do {                                                                                      \
+    const cublasStatus_t slimrt_cublas_status_ = (call);                                    \
+    SLIMRT_CHECK(slimrt_cublas_status_ == CUBLAS_STATUS_SUCCESS,                            \
+                 #call << " failed: " << cublasGetStatusName(slimrt_cublas_status_) << " (" \
+                       << cublasGetStatusString(slimrt_cublas_status_) << ")");             \
+  } while (0)
+
+int64_t align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Whether paged_attention can use the decode kernel for this cache and head count.
+bool decode_kernel_fits(const PagedKv& kv, int64_t heads) {
+  if (kv.dtype != KvDtype::kBf16 || kv.kv_heads <= 0 || heads % kv.kv_heads != 0) return false;
+  const int64_t group = heads / kv.kv_heads;
+  return (kv.head_dim == 64 || kv.head_dim == 128) &&
+         (group == 1 || group == 2 || group == 4 || group == 8) && kv.page_size > 0 &&
+         (kv.page_size & (kv.page_size - 1)) == 0;
+}
+
+PagedDecodeShape decode_shape(const PagedKv& kv, int64_t seqs, int64_t heads) {
+  PagedDecodeShape shape;
+  shape.num_seqs = seqs;
+  shape.heads = heads;
+  shape.kv_heads = kv.kv_heads;
+  shape.head_dim = kv.head_dim;
+  shape.page_size = kv.page_size;
+  return shape;
+}
 
 int grid_for(int64_t n) {
   return static_cast<int>(
@@ -78,181 +116,60 @@ __global__ void widen_kernel(const uint16_t* in, int64_t n, float* out) {
   }
 }
 
-// out[r][j] = sum_k x[r][k] * bf16(w[j][k]) (+ bias[j]): 64 x 64 outputs per block of 256
-// threads, 4 x 4 per thread, k in tiles of 16 staged in shared memory (x as is, w widened).
-constexpr int kTileM = 64, kTileN = 64, kTileK = 16;
-
-__global__ void __launch_bounds__(256)
-    matmul_bf16_kernel(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
-                       const float* bias, float* out) {
-  __shared__ float xs[kTileK][kTileM + 1];
-  __shared__ float ws[kTileK][kTileN + 1];
-  const int tid = threadIdx.x;
-  const int tx = tid % 16, ty = tid / 16;
-  const int64_t r0 = int64_t{blockIdx.y} * kTileM;
-  const int64_t c0 = int64_t{blockIdx.x} * kTileN;
-  float acc[4][4] = {};
-  for (int64_t k0 = 0; k0 < k; k0 += kTileK) {
-    for (int e = tid; e < kTileM * kTileK; e += 256) {
-      const int row = e / kTileK, kk = e % kTileK;
-      const int64_t r = r0 + row, kx = k0 + kk;
-      xs[kk][row] = (r < rows && kx < k) ? x[r * k + kx] : 0.0f;
-    }
-    for (int e = tid; e < kTileN * kTileK; e += 256) {
-      const int col = e / kTileK, kk = e % kTileK;
-      const int64_t c = c0 + col, kx = k0 + kk;
-      ws[kk][col] = (c < n && kx < k) ? bf16_to_f32(w[c * k + kx]) : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int kk = 0; kk < kTileK; ++kk) {
-      float a[4], b[4];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = xs[kk][ty + 16 * i];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) b[j] = ws[kk][tx + 16 * j];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * b[j];
-      }
-    }
-    __syncthreads();
-  }
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int64_t r = r0 + ty + 16 * i;
-    if (r >= rows) continue;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int64_t c = c0 + tx + 16 * j;
-      if (c < n) out[r * n + c] = acc[i][j] + (bias != nullptr ? bias[c] : 0.0f);
-    }
+__global__ void to_bf16_kernel(const float* in, int64_t n, uint16_t* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = f32_to_bf16(in[i]);
   }
 }
 
-// One block per row; FP32 sum of squares reduced over the block.
-// Decode-sized matmul_bf16 (rows <= kGemvMaxRows): memory-bound, so W is streamed once. Each warp
-// computes kGemvCols output columns j for all R rows: every lane loads 16 bytes (8 BF16) of each
-// of those W rows per step, two steps in flight (8 x 16 bytes per lane), reads the matching x
-// (FP32, small and cache-resident) through the read-only path, accumulates in FP32 and the warp
-// reduces with shuffles. kVec needs k % 8 == 0 and 16-byte aligned x and w (every W and x row is
-// then 16-byte aligned); otherwise the scalar variant handles any k one element per lane per step.
-constexpr int kGemvMaxRows = 8;
-constexpr int kGemvWarps = 8;  // warps per block
-constexpr int kGemvCols = 4;   // output columns per warp
-
-// acc[r][c] += x[r][e0 .. e0+8) . bf16(w_c[e0 .. e0+8)), in element order.
-template <int R>
-__device__ __forceinline__ void gemv_step(const float* __restrict__ x, int64_t k, int64_t e0,
-                                          const uint4 (&wv)[kGemvCols],
-                                          float (&acc)[R][kGemvCols]) {
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float4* xr = reinterpret_cast<const float4*>(x + r * k + e0);
-    const float4 a = __ldg(xr), b = __ldg(xr + 1);
-    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-    for (int c = 0; c < kGemvCols; ++c) {
-      const uint32_t q[4] = {wv[c].x, wv[c].y, wv[c].z, wv[c].w};
-      float s = acc[r][c];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        s = fmaf(xv[2 * i], __uint_as_float(q[i] << 16), s);
-        s = fmaf(xv[2 * i + 1], __uint_as_float(q[i] & 0xFFFF0000u), s);
-      }
-      acc[r][c] = s;
-    }
+__global__ void add_bias_kernel(float* out, const float* bias, int64_t rows, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < rows * n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] += bias[i % n];
   }
 }
 
-template <int R, bool kVec>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    matmul_bf16_gemv_kernel(const float* __restrict__ x, int64_t k, const uint16_t* __restrict__ w,
-                            int64_t n, const float* __restrict__ bias, float* __restrict__ out) {
-  const int lane = threadIdx.x & 31;
-  const int64_t j0 = (int64_t{blockIdx.x} * kGemvWarps + threadIdx.x / 32) * kGemvCols;
-  if (j0 >= n) return;  // whole warp; no block-level synchronisation below
-  // Columns past n re-read row n - 1 (results dropped), keeping the loop free of branches.
-  const uint16_t* wr[kGemvCols];
-#pragma unroll
-  for (int c = 0; c < kGemvCols; ++c) wr[c] = w + (j0 + c < n ? j0 + c : n - 1) * k;
-  float acc[R][kGemvCols];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < kGemvCols; ++c) acc[r][c] = 0.0f;
-  }
-  if (kVec) {
-    const int64_t chunks = k / 8;  // 16-byte chunks per W row
-    int64_t q = lane;
-    for (; q + 32 < chunks; q += 64) {
-      uint4 a[kGemvCols], b[kGemvCols];
-#pragma unroll
-      for (int c = 0; c < kGemvCols; ++c) {
-        a[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q);
-        b[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q + 32);
-      }
-      gemv_step<R>(x, k, q * 8, a, acc);
-      gemv_step<R>(x, k, (q + 32) * 8, b, acc);
-    }
-    if (q < chunks) {
-      uint4 a[kGemvCols];
-#pragma unroll
-      for (int c = 0; c < kGemvCols; ++c) a[c] = __ldcs(reinterpret_cast<const uint4*>(wr[c]) + q);
-      gemv_step<R>(x, k, q * 8, a, acc);
-    }
-  } else {
-    for (int64_t e = lane; e < k; e += 32) {
-      float wv[kGemvCols];
-#pragma unroll
-      for (int c = 0; c < kGemvCols; ++c) wv[c] = bf16_to_f32(__ldg(wr[c] + e));
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const float xv = __ldg(x + r * k + e);
-#pragma unroll
-        for (int c = 0; c < kGemvCols; ++c) acc[r][c] = fmaf(xv, wv[c], acc[r][c]);
-      }
-    }
-  }
-  // Butterfly: every lane ends with all R * kGemvCols (<= 32) sums; lane r * kGemvCols + c writes.
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < kGemvCols; ++c) {
-#pragma unroll
-      for (int off = 16; off > 0; off >>= 1)
-        acc[r][c] += __shfl_xor_sync(0xFFFFFFFFu, acc[r][c], off);
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-#pragma unroll
-    for (int c = 0; c < kGemvCols; ++c) {
-      const int64_t j = j0 + c;
-      if (lane == r * kGemvCols + c && j < n)
-        out[r * n + j] = acc[r][c] + (bias != nullptr ? bias[j] : 0.0f);
-    }
+__global__ void gather_rows_kernel(const float* src, const int32_t* rows, int64_t count,
+                                   int64_t width, float* dst) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count * width;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    dst[i] = src[int64_t{rows[i / width]} * width + i % width];
   }
 }
-static_assert(kGemvMaxRows * kGemvCols <= 32, "one output per lane in the final write");
 
-template <int R>
-void launch_gemv(const float* x, int64_t k, const uint16_t* w, int64_t n, const float* bias,
-                 float* out, cudaStream_t stream) {
-  constexpr int64_t kColsPerBlock = int64_t{kGemvWarps} * kGemvCols;
-  const int64_t blocks = (n + kColsPerBlock - 1) / kColsPerBlock;
-  SLIMRT_CHECK(blocks <= 0x7FFFFFFF, "matmul_bf16: n " << n << " out of range");
-  const bool vec = k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(w) % 16 == 0;
-  if (vec) {
-    matmul_bf16_gemv_kernel<R, true>
-        <<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(x, k, w, n, bias, out);
-  } else {
-    matmul_bf16_gemv_kernel<R, false>
-        <<<static_cast<unsigned>(blocks), kGemvWarps * 32, 0, stream>>>(x, k, w, n, bias, out);
+// Greedy sampling, one block per row: the largest logit, ties to the lowest id, NaNs skipped,
+// and id 0 when no logit is a number (cpu::sample's argmax exactly).
+constexpr int64_t kNoIndex = INT64_MAX;
+
+__device__ __forceinline__ void take_better(float& value, int64_t& index, float v, int64_t i) {
+  if (v > value || (v == value && i < index)) {
+    value = v;
+    index = i;
   }
-  SLIMRT_CUDA_CHECK(cudaGetLastError());
+}
+
+__global__ void argmax_kernel(const float* logits, int64_t vocab, int32_t* out) {
+  const float* row = logits + blockIdx.x * vocab;
+  float value = -INFINITY;
+  int64_t index = kNoIndex;
+  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) take_better(value, index, row[i], i);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+    const int64_t i = __shfl_xor_sync(0xFFFFFFFFu, index, offset);
+    take_better(value, index, v, i);
+  }
+  __shared__ float values[kThreads / 32];
+  __shared__ int64_t indices[kThreads / 32];
+  if (threadIdx.x % 32 == 0) {
+    values[threadIdx.x / 32] = value;
+    indices[threadIdx.x / 32] = index;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) take_better(value, index, values[w], indices[w]);
+    out[blockIdx.x] = index == kNoIndex ? 0 : static_cast<int32_t>(index);
+  }
 }
 
 __global__ void rms_norm_kernel(const float* x, const float* weight, int64_t cols, float eps,
@@ -418,6 +335,16 @@ class CudaDevice final : public Device {
                      << (status == cudaSuccess ? "none found" : cudaGetErrorString(status))
                      << "); use device \"cpu\"");
     SLIMRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    try {
+      SLIMRT_CUBLAS_CHECK(cublasCreate(&cublas_));
+      SLIMRT_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+      // An explicit workspace: cuBLAS then allocates nothing per call, as graph capture needs.
+      SLIMRT_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
+      SLIMRT_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+    } catch (...) {
+      release();
+      throw;
+    }
   }
 
   ~CudaDevice() override {
@@ -511,13 +438,12 @@ class CudaDevice final : public Device {
     df11_decode_cuda(d, out, stream_);
   }
 
-  void gather_rows(const float* src, const int32_t* host_rows, int64_t count, int64_t width,
+  void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
                    float* dst) override {
-    for (int64_t i = 0; i < count; ++i) {
-      SLIMRT_CUDA_CHECK(cudaMemcpyAsync(dst + i * width, src + int64_t{host_rows[i]} * width,
-                                        static_cast<size_t>(width) * sizeof(float),
-                                        cudaMemcpyDeviceToDevice, stream_));
-    }
+    if (count <= 0 || width <= 0) return;
+    gather_rows_kernel<<<grid_for(count * width), kThreads, 0, stream_>>>(src, rows, count, width,
+                                                                          dst);
+    SLIMRT_CUDA_CHECK(cudaGetLastError());
   }
 
   void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
@@ -538,36 +464,36 @@ class CudaDevice final : public Device {
     SLIMRT_CUDA_CHECK(cudaGetLastError());
   }
 
-  void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
-                   const float* bias, float* out) override {
-    if (rows <= 0 || n <= 0) return;
-    if (rows <= kGemvMaxRows) {  // decode: stream W once, GEMV-style
-      switch (rows) {
-        case 1:
-          return launch_gemv<1>(x, k, w, n, bias, out, stream_);
-        case 2:
-          return launch_gemv<2>(x, k, w, n, bias, out, stream_);
-        case 3:
-          return launch_gemv<3>(x, k, w, n, bias, out, stream_);
-        case 4:
-          return launch_gemv<4>(x, k, w, n, bias, out, stream_);
-        case 5:
-          return launch_gemv<5>(x, k, w, n, bias, out, stream_);
-        case 6:
-          return launch_gemv<6>(x, k, w, n, bias, out, stream_);
-        case 7:
-          return launch_gemv<7>(x, k, w, n, bias, out, stream_);
-        default:
-          return launch_gemv<8>(x, k, w, n, bias, out, stream_);
-      }
+  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) override {
+    const int64_t n = rows * k;
+    if (n > 0) {
+      to_bf16_kernel<<<grid_for(n), kThreads, 0, stream_>>>(x, n, static_cast<uint16_t*>(scratch));
+      SLIMRT_CUDA_CHECK(cudaGetLastError());
     }
-    const int64_t row_tiles = (rows + kTileM - 1) / kTileM;
-    const int64_t col_tiles = (n + kTileN - 1) / kTileN;
-    SLIMRT_CHECK(row_tiles <= 65535 && col_tiles <= 0x7FFFFFFF,
-                 "matmul_bf16: shape " << rows << " x " << k << " x " << n << " out of range");
-    const dim3 grid(static_cast<unsigned>(col_tiles), static_cast<unsigned>(row_tiles));
-    matmul_bf16_kernel<<<grid, 256, 0, stream_>>>(x, rows, k, w, n, bias, out);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
+    return {scratch, rows, k};
+  }
+
+  int64_t matmul_input_bytes(int64_t rows, int64_t k) const override {
+    return rows * k * static_cast<int64_t>(sizeof(uint16_t));
+  }
+
+  // Row-major out[rows][n] = x[rows][k] . w[n][k]^T is, column-major, out^T = w^T(T) . x^T: one
+  // cublasGemmEx with A = w transposed, B = x, both BF16, FP32 compute and output.
+  void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
+                   float* out) override {
+    if (x.rows <= 0 || n <= 0) return;
+    SLIMRT_CHECK(x.rows <= INT32_MAX && n <= INT32_MAX && x.k <= INT32_MAX,
+                 "matmul_bf16: shape " << x.rows << " x " << x.k << " x " << n << " out of range");
+    const int m = static_cast<int>(n), cols = static_cast<int>(x.rows), k = static_cast<int>(x.k);
+    const float alpha = 1.0f, beta = 0.0f;
+    SLIMRT_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, cols, k, &alpha, w,
+                                     CUDA_R_16BF, std::max(k, 1), x.data, CUDA_R_16BF,
+                                     std::max(k, 1), &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+    if (bias != nullptr) {
+      add_bias_kernel<<<grid_for(x.rows * n), kThreads, 0, stream_>>>(out, bias, x.rows, n);
+      SLIMRT_CUDA_CHECK(cudaGetLastError());
+    }
   }
 
   void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
@@ -605,7 +531,7 @@ class CudaDevice final : public Device {
   // The batch arrays are device memory and are not read back: the engine builds them
   // consistent (the CPU backend's per-call checks of them are not repeated here).
   void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
-                       float scale, float* out) override {
+                       float scale, float* out, void* scratch) override {
     SLIMRT_CHECK(kv.kv_heads > 0 && heads > 0 && heads % kv.kv_heads == 0,
                  "paged_attention: " << heads << " query heads do not divide into " << kv.kv_heads
                                      << " KV heads");
@@ -617,6 +543,9 @@ class CudaDevice final : public Device {
                  "paged_attention: " << batch.num_seqs << " sequences x " << heads
                                      << " heads is too large a grid");
     if (batch.num_seqs <= 0) return;
+    if (batch.max_query_tokens == 1 && scratch != nullptr && decode_kernel_fits(kv, heads)) {
+      return decode_attention(q, kv, batch, heads, scale, out, scratch);
+    }
     constexpr unsigned kSplits = 8;  // blocks per (sequence, head): 32 query tokens at a time
     const dim3 grid(static_cast<unsigned>(batch.num_seqs), static_cast<unsigned>(heads), kSplits);
     paged_attention_kernel<<<grid, 32 * kAttentionWarps, 0, stream_>>>(q, kv, batch, heads, scale,
@@ -624,11 +553,35 @@ class CudaDevice final : public Device {
     SLIMRT_CUDA_CHECK(cudaGetLastError());
   }
 
-  // The CPU sampler on a host copy of the logits: the same ids as device "cpu" for the same
-  // logits. `scratch` (device memory) is unused; the host scratch is owned here.
+  // Layout: q and out in BF16 (align256 each), then the split-K workspace of the largest plan any
+  // batch within the bounds gets (decode_attention re-plans with fewer splits past it).
+  int64_t attention_scratch_bytes(int64_t max_seqs, int64_t heads, const PagedKv& kv,
+                                  int64_t max_context) const override {
+    if (!decode_kernel_fits(kv, heads) || max_seqs <= 0) return 0;
+    int64_t workspace = 0;
+    for (int64_t s = 1; s <= max_seqs; ++s) {
+      workspace = std::max(
+          workspace,
+          paged_decode_attention_plan(decode_shape(kv, s, heads), max_context).workspace_bytes);
+    }
+    attention_q_bytes_ = align256(max_seqs * heads * kv.head_dim * 2);
+    attention_workspace_bytes_ = workspace;
+    return 2 * attention_q_bytes_ + workspace;
+  }
+
+  // Greedy rows (temperature 0) on the GPU when every row is greedy; otherwise the CPU sampler
+  // on a host copy of the logits, the same ids as device "cpu" for the same logits. `scratch`
+  // (device memory) is unused; the host scratch is owned here.
   void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
               int32_t* out, void* /*scratch*/) override {
     if (rows <= 0) return;
+    if (std::all_of(host_params, host_params + rows,
+                    [](const SampleParams& p) { return p.temperature == 0.0f; })) {
+      SLIMRT_CHECK(rows <= 0x7FFFFFFF, "sample: too many rows " << rows);
+      argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(logits, vocab, out);
+      SLIMRT_CUDA_CHECK(cudaGetLastError());
+      return;
+    }
     const int64_t n = rows * vocab;
     if (static_cast<int64_t>(host_logits_.size()) < n) host_logits_.resize(n);
     if (static_cast<int64_t>(host_scratch_.size()) < n) host_scratch_.resize(n);  // 8 bytes each
@@ -641,7 +594,77 @@ class CudaDevice final : public Device {
 
   int64_t sample_scratch_bytes(int64_t, int64_t) const override { return 64; }
 
+  // First call of a key: runs `body` (warming up whatever it builds on first use). Second: records
+  // it as a CUDA graph and launches that. Later: launches the recording.
+  void run_graph(uint64_t key, const std::function<void()>& body) override {
+    const auto found = graphs_.find(key);
+    if (found != graphs_.end() && found->second != nullptr) {
+      SLIMRT_CUDA_CHECK(cudaGraphLaunch(found->second, stream_));
+      return;
+    }
+    if (found == graphs_.end()) {
+      if (graphs_.size() >= kMaxGraphs) drop_graphs();
+      graphs_.emplace(key, nullptr);
+      body();
+      return;
+    }
+    SLIMRT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    cudaGraph_t graph = nullptr;
+    try {
+      body();
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &graph);  // ends the capture; the error is body's
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      throw;
+    }
+    SLIMRT_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    SLIMRT_CUDA_CHECK(status);
+    found->second = exec;
+    SLIMRT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  }
+
  private:
+  // paged_attention for decode steps: q to BF16, the split-K decode kernel, out back to FP32.
+  void decode_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
+                        float scale, float* out, void* scratch) {
+    const int64_t n = batch.num_seqs * heads * kv.head_dim;
+    SLIMRT_CHECK(
+        n * 2 <= attention_q_bytes_,
+        "paged_attention: " << batch.num_seqs << " sequences exceed the scratch planned at load");
+    auto* q16 = static_cast<uint16_t*>(scratch);
+    auto* out16 = reinterpret_cast<uint16_t*>(static_cast<char*>(scratch) + attention_q_bytes_);
+    void* workspace = static_cast<char*>(scratch) + 2 * attention_q_bytes_;
+    const PagedDecodeShape shape = decode_shape(kv, batch.num_seqs, heads);
+    PagedDecodePlan plan = paged_decode_attention_plan(shape, batch.max_context);
+    while (plan.workspace_bytes > attention_workspace_bytes_ && plan.splits > 1) {
+      plan = paged_decode_attention_plan(shape, batch.max_context, plan.splits / 2);
+    }
+    to_bf16_kernel<<<grid_for(n), kThreads, 0, stream_>>>(q, n, q16);
+    SLIMRT_CUDA_CHECK(cudaGetLastError());
+    PagedDecodeArgs args;
+    args.q = q16;
+    args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
+    args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
+    args.page_indptr = batch.page_indptr;
+    args.page_indices = batch.page_indices;
+    args.context_lens = batch.context_lens;
+    args.out = out16;
+    args.scale = scale;
+    paged_decode_attention_cuda(plan, args, workspace, plan.workspace_bytes, stream_);
+    widen_kernel<<<grid_for(n), kThreads, 0, stream_>>>(out16, n, out);
+    SLIMRT_CUDA_CHECK(cudaGetLastError());
+  }
+
+  void drop_graphs() {
+    for (auto& [key, exec] : graphs_) {
+      if (exec != nullptr) cudaGraphExecDestroy(exec);
+    }
+    graphs_.clear();
+  }
+
   // The decoding table of the DF11 tensor whose (device) lengths array is `lengths`, built and
   // uploaded on first use.
   const DeviceTable& table_for(const uint8_t* lengths) {
@@ -673,13 +696,25 @@ class CudaDevice final : public Device {
   }
 
   void release() {
+    drop_graphs();
     drop_tables();
+    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    cublas_ = nullptr;
+    if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
+    cublas_workspace_ = nullptr;
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
     stream_ = nullptr;
   }
 
   ThreadPool pool_;  // host threads for sample()
   cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  std::map<uint64_t, cudaGraphExec_t> graphs_;  // null: seen once, not recorded yet
+  // The scratch layout of the last attention_scratch_bytes() call (one executor per device):
+  // q and out of max_seqs sequences in BF16, then the split-K workspace.
+  mutable int64_t attention_q_bytes_ = 0;
+  mutable int64_t attention_workspace_bytes_ = 0;
   std::map<const uint8_t*, DeviceTable> tables_;
   std::vector<int32_t> host_ids_;
   std::vector<float> host_logits_;

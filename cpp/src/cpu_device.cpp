@@ -89,10 +89,10 @@ void CpuDevice::decode_df11(const Df11View& view, uint16_t* out) {
   });
 }
 
-void CpuDevice::gather_rows(const float* src, const int32_t* host_rows, int64_t count,
-                            int64_t width, float* dst) {
+void CpuDevice::gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
+                            float* dst) {
   for (int64_t i = 0; i < count; ++i) {
-    std::memcpy(dst + i * width, src + int64_t{host_rows[i]} * width,
+    std::memcpy(dst + i * width, src + int64_t{rows[i]} * width,
                 static_cast<size_t>(width) * sizeof(float));
   }
 }
@@ -110,9 +110,13 @@ void CpuDevice::rms_norm(const float* x, const float* weight, int64_t rows, int6
   cpu::rms_norm(x, weight, rows, cols, eps, out, pool_);
 }
 
-void CpuDevice::matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
-                            const float* bias, float* out) {
-  cpu::matmul_bf16(x, rows, k, w, n, bias, out, pool_);
+MatmulInput CpuDevice::matmul_input(const float* x, int64_t rows, int64_t k, void* /*scratch*/) {
+  return {x, rows, k};
+}
+
+void CpuDevice::matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
+                            float* out) {
+  cpu::matmul_bf16(static_cast<const float*>(x.data), x.rows, x.k, w, n, bias, out, pool_);
 }
 
 void CpuDevice::rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
@@ -135,7 +139,7 @@ void CpuDevice::kv_write(const PagedKv& kv, const float* k, const float* v, cons
 }
 
 void CpuDevice::paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
-                                int64_t heads, float scale, float* out) {
+                                int64_t heads, float scale, float* out, void* /*scratch*/) {
   cpu::paged_attention(q, kv, batch, heads, scale, out, pool_);
 }
 

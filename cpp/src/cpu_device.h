@@ -26,14 +26,16 @@ class CpuDevice final : public Device {
                   float* out, uint16_t* scratch) override;
   int64_t embed_df11_scratch_elements(int64_t hidden) const override;
   void decode_df11(const Df11View& view, uint16_t* out) override;
-  void gather_rows(const float* src, const int32_t* host_rows, int64_t count, int64_t width,
+  void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
                    float* dst) override;
   void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                   int64_t rows, int64_t cols) override;
   void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
                 float* out) override;
-  void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
-                   const float* bias, float* out) override;
+  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) override;
+  int64_t matmul_input_bytes(int64_t, int64_t) const override { return 0; }
+  void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
+                   float* out) override;
   void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
             const float* inv_freq) override;
   void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
@@ -42,7 +44,10 @@ class CpuDevice final : public Device {
   void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
                 int64_t tokens) override;
   void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
-                       float scale, float* out) override;
+                       float scale, float* out, void* scratch) override;
+  int64_t attention_scratch_bytes(int64_t, int64_t, const PagedKv&, int64_t) const override {
+    return 0;
+  }
   void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
               int32_t* out, void* scratch) override;
   int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const override;

@@ -4,13 +4,15 @@
 //
 //   std::unique_ptr<Device> device = make_device("cpu", /*num_threads=*/0);
 //   void* memory = device->allocate(bytes);          // load time only
-//   device->matmul_bf16(x, rows, k, w, n, bias, out);
+//   MatmulInput in = device->matmul_input(x, rows, k, scratch);
+//   device->matmul_bf16(in, w, n, bias, out);
 //
 // Pointers passed to kernels are device memory (the arenas), except where a comment says host.
 // Kernels are enqueued in call order; copy_to_host returns once the data is there.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,16 +43,22 @@ class Device {
   virtual int64_t embed_df11_scratch_elements(int64_t hidden) const = 0;
   // Decodes a whole DF11 tensor (validated at load) into BF16 bits, bit-exact.
   virtual void decode_df11(const Df11View& view, uint16_t* out) = 0;
-  // dst[i][:] = src[rows[i]][:], rows in host memory.
-  virtual void gather_rows(const float* src, const int32_t* host_rows, int64_t count, int64_t width,
+  // dst[i][:] = src[rows[i]][:].
+  virtual void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
                            float* dst) = 0;
   // dst[r][0, cols) = src[r][0, cols) for r < rows, rows `*_stride` floats apart.
   virtual void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                           int64_t rows, int64_t cols) = 0;
   virtual void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
                         float* out) = 0;
-  virtual void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
-                           const float* bias, float* out) = 0;
+  // x[rows][k] as the left operand of matmul_bf16: the CPU reads FP32 x itself (returned as
+  // is); CUDA's tensor cores read BF16, rounded (to nearest even) into `scratch`, which holds
+  // matmul_input_bytes(rows, k) bytes. One input serves several matmuls (q, k and v).
+  virtual MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) = 0;
+  virtual int64_t matmul_input_bytes(int64_t rows, int64_t k) const = 0;
+  // out[r][j] = sum_k x[r][k] * w[j][k] (+ bias[j]), w [n][k] BF16, FP32 accumulation and out.
+  virtual void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
+                           float* out) = 0;
   virtual void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
                     int64_t head_dim, const float* inv_freq) = 0;
   virtual void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
@@ -58,12 +66,24 @@ class Device {
   virtual void add_inplace(float* x, const float* y, int64_t n) = 0;
   virtual void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
                         int64_t tokens) = 0;
+  // scratch: attention_scratch_bytes() bytes for batches within the bounds given there.
   virtual void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
-                               int64_t heads, float scale, float* out) = 0;
+                               int64_t heads, float scale, float* out, void* scratch) = 0;
+  virtual int64_t attention_scratch_bytes(int64_t max_seqs, int64_t heads, const PagedKv& kv,
+                                          int64_t max_context) const = 0;
   // params: host memory, one per row. scratch: sample_scratch_bytes(rows, vocab) bytes.
   virtual void sample(const float* logits, int64_t rows, int64_t vocab,
                       const SampleParams* host_params, int32_t* out, void* scratch) = 0;
   virtual int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const = 0;
+
+  // Runs `body`: kernel calls of this device that read no host memory and wait for nothing, whose
+  // launches depend only on `key` (and on the contents of device memory). A backend may record
+  // the body once a key repeats and replay the recording instead (CUDA graphs): the same
+  // results, without the per-launch cost.
+  virtual void run_graph(uint64_t key, const std::function<void()>& body) {
+    (void)key;
+    body();
+  }
 };
 
 // "cpu", or an error naming what is supported ("cuda" comes with the CUDA backend).

@@ -101,6 +101,11 @@ Engine::Impl::Impl(const ModelConfig& model, const WeightMap& inputs,
   limits.max_batch = options.max_batch;
   limits.max_step_tokens = options.max_step_tokens;
   limits.max_page_indices = shape.num_pages;
+  limits.max_context = std::min(config.max_context(), options.kv_tokens);
+  limits.kv.dtype = shape.dtype;
+  limits.kv.page_size = shape.page_size;
+  limits.kv.kv_heads = shape.kv_heads;
+  limits.kv.head_dim = shape.head_dim;
 
   // Every arena is measured, and the sum checked, before the first byte is reserved.
   const Executor::Sizes sizes = Executor::measure(config, *weights, *device, limits);
@@ -122,8 +127,7 @@ Engine::Impl::Impl(const ModelConfig& model, const WeightMap& inputs,
   memory.kv_pool = kv_pool->bytes();
   memory.activations = reserved.activations;
 
-  const int64_t longest = std::min(config.max_context(), kv_pool->capacity_tokens());
-  max_pages_per_sequence = (longest + options.page_size - 1) / options.page_size;
+  max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
 }

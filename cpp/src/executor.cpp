@@ -15,6 +15,17 @@ namespace {
 // streams well, small next to the scratch a whole vocab x hidden matrix would need.
 constexpr int64_t kMinHeadChunkElements = int64_t{1} << 22;
 
+// The longest context of a step, rounded up to one of a few values per octave (256 tokens at
+// least): backends size their attention launches by it, and a decode step's recorded launches
+// (Device::run_graph) are keyed by it, so the rounding bounds how many recordings a long
+// generation makes.
+int64_t context_bucket(int64_t tokens) {
+  int64_t octave = 256;
+  while (octave * 2 <= tokens) octave *= 2;
+  const int64_t step = std::max<int64_t>(256, octave / 8);
+  return std::max<int64_t>(1, (tokens + step - 1) / step) * step;
+}
+
 }  // namespace
 
 Executor::Sizes Executor::measure(const ModelConfig& config, const Weights& weights, Device& device,
@@ -57,6 +68,7 @@ void Executor::lay_out() {
   const int64_t V = config_.vocab_size;
 
   // Host staging: the engine writes a step's tables here.
+  const int64_t tables_start = staging_.offset();
   tables_.token_ids = staging_.allocate<int32_t>(T);
   tables_.positions = staging_.allocate<int32_t>(T);
   tables_.slots = staging_.allocate<int32_t>(T);
@@ -65,19 +77,32 @@ void Executor::lay_out() {
   tables_.page_indices = staging_.allocate<int32_t>(P);
   tables_.context_lens = staging_.allocate<int32_t>(B);
   tables_.last_rows = staging_.allocate<int32_t>(B);
+  tables_bytes_ = staging_.offset() - tables_start;
   sample_params_ = staging_.allocate<SampleParams>(B);
 
-  // Their device copies, then the model constants and the activations.
-  token_ids_ = activations_.allocate<int32_t>(T);
-  positions_ = activations_.allocate<int32_t>(T);
-  slots_ = activations_.allocate<int32_t>(T);
-  q_indptr_ = activations_.allocate<int32_t>(B + 1);
-  page_indptr_ = activations_.allocate<int32_t>(B + 1);
-  page_indices_ = activations_.allocate<int32_t>(P);
-  context_lens_ = activations_.allocate<int32_t>(B);
+  // Their device copy (same layout), then the model constants and the activations.
+  tables_device_ = activations_.allocate_bytes(tables_bytes_);
+  auto mirror = [&](const int32_t* host) {
+    if (tables_device_ == nullptr) return static_cast<int32_t*>(nullptr);
+    const auto at =
+        reinterpret_cast<const char*>(host) - reinterpret_cast<const char*>(tables_.token_ids);
+    return reinterpret_cast<int32_t*>(static_cast<char*>(tables_device_) + at);
+  };
+  token_ids_ = mirror(tables_.token_ids);
+  positions_ = mirror(tables_.positions);
+  slots_ = mirror(tables_.slots);
+  q_indptr_ = mirror(tables_.q_indptr);
+  page_indptr_ = mirror(tables_.page_indptr);
+  page_indices_ = mirror(tables_.page_indices);
+  context_lens_ = mirror(tables_.context_lens);
+  last_rows_ = mirror(tables_.last_rows);
   inv_freq_ = activations_.allocate<float>(config_.head_dim / 2);
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
+  const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
+  matmul_in_ = activations_.allocate_bytes(device_.matmul_input_bytes(T, widest));
+  attention_scratch_ = activations_.allocate_bytes(device_.attention_scratch_bytes(
+      B, config_.num_heads, limits_.kv, context_bucket(limits_.max_context)));
 
   // One region, three phases that never overlap in time.
   const int64_t phase = activations_.offset();
@@ -128,6 +153,10 @@ const uint16_t* Executor::prepare(const Matrix& matrix, uint16_t* scratch_slot) 
   return scratch_slot;
 }
 
+MatmulInput Executor::matmul_input(const float* x, int64_t rows, int64_t k) {
+  return device_.matmul_input(x, rows, k, matmul_in_);
+}
+
 void Executor::forward() {
   const StepTables& t = tables_;
   const int64_t T = t.tokens;
@@ -135,16 +164,10 @@ void Executor::forward() {
   SLIMRT_CHECK(T > 0 && T <= limits_.max_step_tokens && B > 0 && B <= limits_.max_batch &&
                    t.num_page_indices <= limits_.max_page_indices,
                "executor: step tables exceed the sizes planned at load");
-  auto upload = [&](int32_t* dst, const int32_t* src, int64_t count) {
-    device_.copy_to_device(dst, src, count * static_cast<int64_t>(sizeof(int32_t)));
-  };
-  upload(token_ids_, t.token_ids, T);
-  upload(positions_, t.positions, T);
-  upload(slots_, t.slots, T);
-  upload(q_indptr_, t.q_indptr, B + 1);
-  upload(page_indptr_, t.page_indptr, B + 1);
-  upload(page_indices_, t.page_indices, t.num_page_indices);
-  upload(context_lens_, t.context_lens, B);
+  // One upload of every table (unused tail entries included: fewer, larger copies win).
+  device_.copy_to_device(tables_device_, t.token_ids, tables_bytes_);
+  const int64_t longest = *std::max_element(t.context_lens, t.context_lens + B);
+  max_context_ = context_bucket(longest);
 
   const int64_t H = config_.hidden_size;
   const Matrix& embedding = weights_.embedding();
@@ -153,24 +176,38 @@ void Executor::forward() {
   } else {
     device_.embed(token_ids_, T, embedding.dense, H, x_);
   }
+  if (T == B) {
+    // A decode step (one token per sequence): the same launches for every step of this batch
+    // size and context bucket.
+    const uint64_t key = static_cast<uint64_t>(B) << 32 | static_cast<uint64_t>(max_context_);
+    device_.run_graph(key, [this] { run_model(); });
+  } else {
+    run_model();
+  }
+}
 
+void Executor::run_model() {
+  const int64_t B = tables_.batch;
+  const int64_t H = config_.hidden_size;
   for (int64_t l = 0; l < weights_.num_layers(); ++l) run_layer(l);
 
   // Only each sequence's last new token needs the head: norm and lm_head on B rows, not T.
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  device_.gather_rows(x_, t.last_rows, B, H, last_);
+  device_.gather_rows(x_, last_rows_, B, H, last_);
   device_.rms_norm(last_, weights_.final_norm(), B, H, eps, last_);
   const Matrix& head = weights_.lm_head();
   if (head.is_df11) {
     apply_df11_head(head, B);
   } else {
-    device_.matmul_bf16(last_, B, H, head.dense, config_.vocab_size, nullptr, logits_);
+    device_.matmul_bf16(matmul_input(last_, B, H), head.dense, config_.vocab_size, nullptr,
+                        logits_);
   }
 }
 
 void Executor::apply_df11_head(const Matrix& head, int64_t batch) {
   const int64_t H = config_.hidden_size;
   const int64_t V = config_.vocab_size;
+  const MatmulInput in = matmul_input(last_, batch, H);
   for (int64_t start = 0; start < V; start += head_chunk_rows_) {
     const int64_t rows = std::min(head_chunk_rows_, V - start);
     const int64_t first_group = start * H / df11::kGroupElements;
@@ -178,9 +215,9 @@ void Executor::apply_df11_head(const Matrix& head, int64_t batch) {
         ((start + rows) * H + df11::kGroupElements - 1) / df11::kGroupElements;
     device_.decode_df11(df11_groups(head.df11, first_group, end_group), lm_head_slot_);
     if (batch == 1) {
-      device_.matmul_bf16(last_, 1, H, lm_head_slot_, rows, nullptr, logits_ + start);
+      device_.matmul_bf16(in, lm_head_slot_, rows, nullptr, logits_ + start);
     } else {
-      device_.matmul_bf16(last_, batch, H, lm_head_slot_, rows, nullptr, head_chunk_out_);
+      device_.matmul_bf16(in, lm_head_slot_, rows, nullptr, head_chunk_out_);
       device_.copy_block(head_chunk_out_, rows, logits_ + start, V, batch, rows);
     }
   }
@@ -206,9 +243,10 @@ void Executor::run_layer(int64_t index) {
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
   device_.rms_norm(x_, w.input_norm, T, H, eps, h_);
-  device_.matmul_bf16(h_, T, H, wq, Q, w.q_bias, q_);
-  device_.matmul_bf16(h_, T, H, wk, KV, w.k_bias, k_);
-  device_.matmul_bf16(h_, T, H, wv, KV, w.v_bias, v_);
+  const MatmulInput normed = matmul_input(h_, T, H);
+  device_.matmul_bf16(normed, wq, Q, w.q_bias, q_);
+  device_.matmul_bf16(normed, wk, KV, w.k_bias, k_);
+  device_.matmul_bf16(normed, wv, KV, w.v_bias, v_);
   device_.rope(q_, positions_, T, config_.num_heads, config_.head_dim, inv_freq_);
   device_.rope(k_, positions_, T, config_.num_kv_heads, config_.head_dim, inv_freq_);
   const PagedKv kv = kv_pool_->layer(index);
@@ -219,16 +257,19 @@ void Executor::run_layer(int64_t index) {
   batch.page_indices = page_indices_;
   batch.context_lens = context_lens_;
   batch.num_seqs = tables_.batch;
+  batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each
+  batch.max_context = max_context_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  device_.paged_attention(q_, kv, batch, config_.num_heads, scale, attn_);
-  device_.matmul_bf16(attn_, T, Q, wo, H, w.o_bias, h_);
+  device_.paged_attention(q_, kv, batch, config_.num_heads, scale, attn_, attention_scratch_);
+  device_.matmul_bf16(matmul_input(attn_, T, Q), wo, H, w.o_bias, h_);
   device_.add_inplace(x_, h_, T * H);
 
   device_.rms_norm(x_, w.post_norm, T, H, eps, h_);
-  device_.matmul_bf16(h_, T, H, wg, I, nullptr, gate_);
-  device_.matmul_bf16(h_, T, H, wu, I, nullptr, up_);
+  const MatmulInput normed_mlp = matmul_input(h_, T, H);
+  device_.matmul_bf16(normed_mlp, wg, I, nullptr, gate_);
+  device_.matmul_bf16(normed_mlp, wu, I, nullptr, up_);
   device_.silu_mul(gate_, up_, T, I, act_);
-  device_.matmul_bf16(act_, T, I, wd, H, nullptr, h_);
+  device_.matmul_bf16(matmul_input(act_, T, I), wd, H, nullptr, h_);
   device_.add_inplace(x_, h_, T * H);
 }
 

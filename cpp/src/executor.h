@@ -39,6 +39,8 @@ class Executor {
     int64_t max_batch = 0;
     int64_t max_step_tokens = 0;
     int64_t max_page_indices = 0;  // the pool's page count: a page serves one sequence at most
+    int64_t max_context = 0;       // the longest sequence, in tokens
+    PagedKv kv;                    // the KV pool's layout (no pages)
   };
   struct Sizes {
     int64_t activations = 0;  // activations + staging
@@ -72,6 +74,8 @@ class Executor {
   void run_layer(int64_t index);
   void apply_df11_head(const Matrix& head, int64_t batch);
   const uint16_t* prepare(const Matrix& matrix, uint16_t* scratch_slot);
+  void run_model();  // embedding to logits, on tables already on the device
+  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k);
 
   const ModelConfig& config_;
   const Weights& weights_;
@@ -87,7 +91,10 @@ class Executor {
   // Staging (host).
   StepTables tables_;
   SampleParams* sample_params_ = nullptr;
-  // Activations (device).
+  // Activations (device). The step tables' device copy mirrors the staging layout, so that one
+  // copy uploads them all.
+  void* tables_device_ = nullptr;
+  int64_t tables_bytes_ = 0;
   int32_t* token_ids_ = nullptr;
   int32_t* positions_ = nullptr;
   int32_t* slots_ = nullptr;
@@ -95,7 +102,11 @@ class Executor {
   int32_t* page_indptr_ = nullptr;
   int32_t* page_indices_ = nullptr;
   int32_t* context_lens_ = nullptr;
+  int32_t* last_rows_ = nullptr;
+  int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
+  void* matmul_in_ = nullptr;          // Device::matmul_input scratch
+  void* attention_scratch_ = nullptr;  // Device::paged_attention scratch
   float* x_ = nullptr;
   float* h_ = nullptr;
   float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;

@@ -32,6 +32,18 @@ struct PagedBatch {
   const int32_t* page_indices = nullptr;
   const int32_t* context_lens = nullptr;
   int64_t num_seqs = 0;
+  // Host-side facts about the arrays above, for backends that pick a kernel by them: the most
+  // query tokens of one sequence (1: a decode step) and an upper bound of context_lens.
+  int64_t max_query_tokens = 0;
+  int64_t max_context = 0;
+};
+
+// The left operand of Device::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
+// (Device::matmul_input): FP32 on the CPU, BF16 bits on CUDA.
+struct MatmulInput {
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t k = 0;
 };
 
 // Per-row sampling parameters. temperature == 0 means greedy (argmax, ties to the lowest id).

@@ -39,10 +39,6 @@ __all__ = ["LLM", "TextStream"]
 
 DEVICES = ("auto", "cpu", "cuda")
 KV_DTYPES = ("bf16", "f32")
-# The engine's CUDA backend is correct (tested against the CPU backend on an H100) but not yet
-# tuned (FP32 GEMMs, no CUDA graph): device="cuda" runs it; "auto" picks it once it is fast.
-_ENGINE_HAS_CUDA = False
-
 
 def _create_engine(config: dict, weights: dict, options: dict) -> Any:
     """The engine, or a clear error from a build of _core that has none (a DF11-only build)."""
@@ -93,7 +89,7 @@ class LLM:
         if kv_tokens is not None:
             _check_count("kv_tokens", kv_tokens, minimum=1)
         if device == "auto":
-            device = "cuda" if _ENGINE_HAS_CUDA and _core.cuda_available() else "cpu"
+            device = "cuda" if _core.cuda_available() else "cpu"
         self.device = device
         self.max_batch = max_batch
         self.max_step_tokens = max_step_tokens

@@ -1,7 +1,8 @@
 // The CUDA backend against the CPU backend: the same tiny random models (from test_engine.cpp),
 // the same steps (a batch of two sequences of different lengths: a prefill chunk, the rest of
-// a prompt next to a decode, then decode steps), BF16 and F32 KV caches, dense and DF11
-// weights. Logits must agree to a relative tolerance; sampled ids must be the CPU's.
+// a prompt next to a decode, then decode steps, which the CUDA backend records as a graph and
+// replays), BF16 and F32 KV caches, dense and DF11 weights. Logits must agree to a relative
+// tolerance; sampled ids must be the CPU sampler's on the CUDA backend's logits.
 // Skipped where no CUDA device is usable.
 #include <gtest/gtest.h>
 
@@ -9,17 +10,17 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <map>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "cpu/kernels.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
 #include "slimrt/engine.h"
 #include "slimrt/error.h"
+#include "slimrt/thread_pool.h"
 #include "tiny_engine_model.h"
 
 namespace slimrt {
@@ -44,11 +45,10 @@ double relative_diff(const std::vector<float>& cpu, const std::vector<float>& cu
   return diff / std::max(scale, 1e-30);
 }
 
-// FP32 activations and accumulation on both backends: they differ by summation order and
-// exp/sin/cos implementations (~1e-6 of the largest logit), and with a BF16 KV cache by K/V
-// values that round to neighbouring BF16 values (~1e-3). 1e-2 leaves margin; a wrong kernel
-// is off by O(1).
-constexpr double kTolerance = 1e-2;
+// The CUDA backend rounds matmul inputs (and, in decode attention, q) to BF16 where the CPU keeps
+// FP32: each rounding is off by up to 2^-9 relative, which averages down in the dot products;
+// measured differences are ~1e-3 to 1e-2 of the largest logit. A wrong kernel is off by O(1).
+constexpr double kTolerance = 3e-2;
 
 // Two sequences: A (24 tokens) and B (7 tokens, then decodes), as the steps
 // {A:16, B:7}, {A:8, B:1}, then 5 x {A:1, B:1} (and once {B:1, A:1}).
@@ -113,11 +113,13 @@ void expect_cuda_matches_cpu(const TinyModel& m, const std::string& kv_dtype,
 
 TEST(EngineCuda, LogitsMatchTheCpuBackend) {
   SKIP_WITHOUT_CUDA();
-  for (Variant variant : {Variant::kLlama, Variant::kQwen2, Variant::kLlama3}) {
+  for (Variant variant :
+       {Variant::kLlama, Variant::kQwen2, Variant::kLlama3, Variant::kLlamaHead128}) {
     const TinyModel m = make_model(variant);
-    const std::string name = variant == Variant::kLlama   ? "llama"
-                             : variant == Variant::kQwen2 ? "qwen2"
-                                                          : "llama3";
+    const std::string name = variant == Variant::kLlama          ? "llama"
+                             : variant == Variant::kQwen2        ? "qwen2"
+                             : variant == Variant::kLlamaHead128 ? "llama head_dim 128"
+                                                                 : "llama3";
     for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, kv, name);
   }
 }
@@ -174,26 +176,27 @@ TEST(EngineCuda, LargeDf11LmHeadInChunksMatchesTheCpuBackend) {
   expect_cuda_matches_cpu(m, "bf16", "vocab 70001, df11 lm_head");
 }
 
-// Greedy and seeded sampling on the GPU draw the CPU's ids. Both engines get the same tokens
-// (the CPU's draws) so that their inputs never diverge; greedy ids are compared where the
-// CPU's top logit leads the runner-up by more than 5 % of the largest |logit|.
-TEST(EngineCuda, SamplingDrawsTheCpuIds) {
+// Sampling on the CUDA backend draws what the CPU sampler draws from the same logits: those the
+// CUDA backend computes (a second CUDA engine fed the same tokens returns them: the backend is
+// deterministic). Greedy rows are sampled on the GPU, so this checks its argmax id for id;
+// seeded rows go through the CPU sampler on a host copy of the logits.
+TEST(EngineCuda, SamplingDrawsWhatTheCpuSamplerDrawsFromTheSameLogits) {
   SKIP_WITHOUT_CUDA();
   const TinyModel m = make_model(Variant::kLlama);
   const int64_t V = m.config.vocab_size;
+  ThreadPool pool(1);
   for (const bool greedy : {true, false}) {
     SCOPED_TRACE(greedy ? "greedy" : "seeded");
-    Engine logits_engine(m.config, m.weights(), options_for("cpu", "bf16"));
-    Engine cpu(m.config, m.weights(), options_for("cpu", "bf16"));
+    Engine logits_engine(m.config, m.weights(), options_for("cuda", "bf16"));
     Engine cuda(m.config, m.weights(), options_for("cuda", "bf16"));
     std::vector<std::vector<int32_t>> next = {random_tokens(11, V, 21), random_tokens(4, V, 22)};
-    std::vector<int64_t> ids_l, ids_c, ids_g;
+    std::vector<int64_t> ids_l, ids_g;
     for (int i = 0; i < 2; ++i) {
       ids_l.push_back(logits_engine.add_sequence());
-      ids_c.push_back(cpu.add_sequence());
       ids_g.push_back(cuda.add_sequence());
     }
     SamplingParams params[2];
+    SampleParams kernel_params[2];
     for (int b = 0; b < 2; ++b) {
       if (greedy) {
         params[b].temperature = 0.0f;
@@ -203,47 +206,36 @@ TEST(EngineCuda, SamplingDrawsTheCpuIds) {
         params[b].top_p = 0.95f;
         params[b].seed = 77 + b;
       }
+      kernel_params[b].temperature = params[b].temperature;
+      kernel_params[b].top_k = params[b].top_k;
+      kernel_params[b].top_p = params[b].top_p;
+      kernel_params[b].min_p = params[b].min_p;
+      kernel_params[b].seed = params[b].seed;
     }
-    int compared = 0;
+    int64_t lengths[2] = {0, 0};
     for (int step = 0; step < 8; ++step) {
       std::vector<int32_t> tokens, counts;
-      for (const auto& chunk : next) {
-        tokens.insert(tokens.end(), chunk.begin(), chunk.end());
-        counts.push_back(static_cast<int32_t>(chunk.size()));
-      }
-      const std::vector<float> logits = run_step(logits_engine, ids_l, next);
-      auto sample = [&](Engine& engine, const std::vector<int64_t>& seq_ids) {
-        StepInput in;
-        in.seq_ids = seq_ids.data();
-        in.counts = counts.data();
-        in.batch = 2;
-        in.tokens = tokens.data();
-        in.num_tokens = static_cast<int64_t>(tokens.size());
-        std::vector<int32_t> out(2, -1);
-        engine.step(in, params, out.data());
-        return out;
-      };
-      const std::vector<int32_t> want = sample(cpu, ids_c);
-      const std::vector<int32_t> got = sample(cuda, ids_g);
       for (int b = 0; b < 2; ++b) {
-        std::vector<float> row(logits.begin() + b * V, logits.begin() + (b + 1) * V);
-        const float biggest = std::max(std::fabs(*std::max_element(row.begin(), row.end())),
-                                       std::fabs(*std::min_element(row.begin(), row.end())));
-        std::vector<float> sorted = row;
-        std::sort(sorted.begin(), sorted.end(), std::greater<float>());
-        const bool clear = sorted[0] - sorted[1] > 0.05f * biggest;
-        if (greedy) {
-          const int32_t argmax =
-              static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
-          EXPECT_EQ(want[b], argmax) << "step " << step << " row " << b;
-          if (!clear) continue;
-        }
-        EXPECT_EQ(got[b], want[b]) << "step " << step << " row " << b;
-        ++compared;
+        tokens.insert(tokens.end(), next[b].begin(), next[b].end());
+        counts.push_back(static_cast<int32_t>(next[b].size()));
+        lengths[b] += static_cast<int64_t>(next[b].size());
+        kernel_params[b].counter = static_cast<uint64_t>(lengths[b]);  // as the engine sets it
       }
-      next = {{want[0]}, {want[1]}};
+      std::vector<float> logits = run_step(logits_engine, ids_l, next);
+      std::vector<int32_t> want(2, -1);
+      std::vector<uint64_t> scratch(2 * V);
+      cpu::sample(logits.data(), 2, V, kernel_params, want.data(), scratch.data(), pool);
+      StepInput in;
+      in.seq_ids = ids_g.data();
+      in.counts = counts.data();
+      in.batch = 2;
+      in.tokens = tokens.data();
+      in.num_tokens = static_cast<int64_t>(tokens.size());
+      std::vector<int32_t> got(2, -1);
+      cuda.step(in, params, got.data());
+      EXPECT_EQ(got, want) << "step " << step;
+      next = {{got[0]}, {got[1]}};
     }
-    EXPECT_GT(compared, 0);
   }
 }
 

@@ -29,6 +29,7 @@ enum class Variant {
   kLlama,   // GQA, untied lm_head, plain RoPE
   kQwen2,   // q/k/v biases (given as BF16), tied embeddings, hidden 96 (rows straddle DF11 groups)
   kLlama3,  // llama3 RoPE scaling that matters at short positions, attention_bias incl. o_proj
+  kLlamaHead128,  // head_dim 128, 4 query heads per KV head: the shapes of Llama-3's attention
 };
 
 // A tiny model with seeded random weights, kept as the caller would hand them over.
@@ -77,14 +78,14 @@ inline TinyModel make_model(Variant variant, uint32_t seed = 1234) {
   c.vocab_size = 97;
   c.hidden_size = variant == Variant::kQwen2 ? 96 : 64;
   c.num_heads = variant == Variant::kQwen2 ? 6 : 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 16;
+  c.num_kv_heads = variant == Variant::kLlamaHead128 ? 1 : 2;
+  c.head_dim = variant == Variant::kLlamaHead128 ? 128 : 16;
   c.intermediate_size = variant == Variant::kQwen2 ? 160 : 128;
   c.num_layers = 2;
   c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 256;
   c.tie_word_embeddings = variant == Variant::kQwen2;
-  c.attention_bias = variant != Variant::kLlama;
+  c.attention_bias = variant == Variant::kQwen2 || variant == Variant::kLlama3;
   c.o_proj_bias = variant == Variant::kLlama3;
   if (variant == Variant::kLlama3) {
     c.rope_theta = 500000.0;

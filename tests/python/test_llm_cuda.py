@@ -1,4 +1,9 @@
-"""slimrt.LLM on the CUDA backend against the CPU backend (skipped without a GPU)."""
+"""slimrt.LLM on the CUDA backend against the CPU backend (skipped without a GPU).
+
+The CUDA backend rounds matmul inputs to BF16 (tensor cores) where the CPU keeps FP32, so the two
+agree to a relative tolerance, not bit for bit; greedy tokens are compared wherever the choice
+is clear (see `clear_margin`), with the CPU scoring the GPU's own continuation.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 PROMPTS = ["The quick brown fox", "Paged attention lets a server", "1 2 3"]
+# Each BF16 rounding is off by up to 2^-9 relative; measured differences are ~1e-3 to 1e-2 of
+# the largest logit. A wrong kernel is off by O(1).
+TOLERANCE = 3e-2
 
 
 def last_logits(llm: LLM, ids: list[int]) -> np.ndarray:
@@ -19,6 +27,12 @@ def last_logits(llm: LLM, ids: list[int]) -> np.ndarray:
         return np.array(llm.engine.step([seq], ids, [len(ids)])[0])
     finally:
         llm.engine.release_sequence(seq)
+
+
+def clear_margin(logits: np.ndarray) -> bool:
+    """The top logit leads the runner-up by more than both backends can disagree."""
+    top2 = np.sort(logits)[-2:]
+    return top2[1] - top2[0] > 2 * TOLERANCE * np.abs(logits).max()
 
 
 @pytest.mark.parametrize("architecture", ["llama", "llama-bias", "mistral", "qwen2"])
@@ -31,8 +45,16 @@ def test_cuda_backend_generates_what_the_cpu_backend_generates(
     gpu = LLM(path, device="cuda", weights=weights, kv_dtype="f32", progress=False)
     ids = cpu.tokenizer.encode(PROMPTS[0])
     reference = last_logits(cpu, ids)
-    # Both backends compute in FP32 from the same BF16 weights; only summation order differs.
-    assert np.abs(last_logits(gpu, ids) - reference).max() / np.abs(reference).max() < 1e-4
+    assert np.abs(last_logits(gpu, ids) - reference).max() / np.abs(reference).max() < TOLERANCE
     params = SamplingParams(max_tokens=24, ignore_eos=True)
-    expected = [c.token_ids for c in cpu.generate(PROMPTS, params)]
-    assert [c.token_ids for c in gpu.generate(PROMPTS, params)] == expected
+    compared = 0
+    for prompt, completion in zip(PROMPTS, gpu.generate(PROMPTS, params), strict=True):
+        context = cpu.tokenizer.encode(prompt)
+        assert len(completion.token_ids) == 24
+        for token in completion.token_ids:
+            logits = last_logits(cpu, context)
+            if clear_margin(logits):
+                assert token == int(np.argmax(logits)), (prompt, len(context))
+                compared += 1
+            context.append(token)
+    assert compared >= 24  # most choices of a random model are clear
