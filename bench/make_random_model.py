@@ -3,9 +3,18 @@
 Benchmarks need big models (Llama-3.1-8B: 16 GB of BF16) that no package ships; what their
 speed depends on is the shapes, not the values. The directory is a real Hugging Face model
 directory (config.json + sharded safetensors + index), so slimrt, `slimrt compress` and
-transformers all load it.
+transformers all load it. It appears complete or not at all (written to a temp dir, renamed).
 
     python bench/make_random_model.py llama-3.1-8b OUT_DIR [--seed 0] [--layers N]
+        [--device cpu|cuda]
+    python bench/make_random_model.py tiny-llama OUT_DIR      # seconds, for CPU checks
+
+Matrices are N(0, 0.02) and norms 1 + N(0, 0.05), drawn in float32 and rounded to BF16 (nearest,
+ties to even). `--device cpu` (default) draws with numpy, and for the 8B shapes that drawing
+and rounding is most of the run time; `--device cuda` draws with a seeded torch.Generator on
+the GPU and rounds there, leaving mostly the file writes. Same distributions, different values:
+each device's output is deterministic for a seed, but the two differ from each other (and the
+CUDA values may also differ between torch versions and GPU models).
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from slimrt.atomic_dir import build_dir_atomically
 from slimrt.bfloat16 import round_to_bf16
 from slimrt.progress import byte_progress
 from slimrt.safetensors_file import write_safetensors
@@ -43,6 +53,25 @@ SHAPES = {
         "tie_word_embeddings": False,
         "bos_token_id": 128000,
         "eos_token_id": 128001,
+        "torch_dtype": "bfloat16",
+    },
+    # Llama's layout at toy sizes: loads in slimrt and transformers in well under a second.
+    "tiny-llama": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 176,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
         "torch_dtype": "bfloat16",
     },
 }
@@ -76,12 +105,48 @@ def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def random_tensor(rng: np.random.Generator, name: str, shape: tuple[int, ...]) -> np.ndarray:
-    if len(shape) == 1:  # norms near 1, as trained models have them
-        values = 1.0 + 0.05 * rng.standard_normal(shape, dtype=np.float32)
-    else:  # N(0, 0.02): the usual initialisation, and DF11's benchmark distribution
-        values = 0.02 * rng.standard_normal(shape, dtype=np.float32)
-    return round_to_bf16(values)
+# Norms near 1, as trained models have them; matrices N(0, 0.02): the usual initialisation,
+# and DF11's benchmark distribution.
+NORM_MEAN, NORM_STD, MATRIX_STD = 1.0, 0.05, 0.02
+
+
+class NumpyWeights:
+    """Draws on the CPU with numpy; rounds to BF16 with slimrt's numpy cast."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, shape: tuple[int, ...]) -> np.ndarray:
+        values = self.rng.standard_normal(shape, dtype=np.float32)
+        if len(shape) == 1:
+            values = NORM_MEAN + NORM_STD * values
+        else:
+            values *= MATRIX_STD
+        return round_to_bf16(values)
+
+
+class TorchWeights:
+    """Draws on `device` (the GPU) with a seeded torch.Generator and rounds there (torch's
+    float32 -> bfloat16 cast also rounds to nearest, ties to even); only BF16 bits come back."""
+
+    def __init__(self, seed: int, device: str = "cuda") -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+
+    def __call__(self, shape: tuple[int, ...]) -> np.ndarray:
+        torch = self.torch
+        values = torch.randn(
+            shape, generator=self.generator, device=self.device, dtype=torch.float32
+        )
+        if len(shape) == 1:
+            values = values.mul_(NORM_STD).add_(NORM_MEAN)
+        else:
+            values = values.mul_(MATRIX_STD)
+        bits = values.to(torch.bfloat16).view(torch.int16).cpu().numpy()
+        return bits.view(np.uint16)
 
 
 def write_tokenizer(out: Path, vocab_size: int) -> None:
@@ -95,13 +160,14 @@ def write_tokenizer(out: Path, vocab_size: int) -> None:
     tokenizer.save(str(out / "tokenizer.json"))
 
 
-def write_model(shape_name: str, out: Path, seed: int, layers: int | None) -> None:
+def write_model(
+    shape_name: str, out: Path, seed: int, layers: int | None, device: str = "cpu"
+) -> None:
     config = dict(SHAPES[shape_name])
     if layers is not None:
         config["num_hidden_layers"] = layers
     shapes = tensor_shapes(config)
-    out.mkdir(parents=True, exist_ok=False)
-    rng = np.random.default_rng(seed)
+    draw = TorchWeights(seed) if device == "cuda" else NumpyWeights(seed)
     shards: list[list[str]] = [[]]
     size = 0
     for name, shape in shapes.items():
@@ -113,22 +179,26 @@ def write_model(shape_name: str, out: Path, seed: int, layers: int | None) -> No
         size += nbytes
     weight_map = {}
     total = sum(int(np.prod(s)) * 2 for s in shapes.values())
-    with byte_progress(total, "write") as bar:
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    with build_dir_atomically(out, overwrite=False) as temp, byte_progress(total, "write") as bar:
         for i, names in enumerate(shards):
             file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            # One shard (at most SHARD_BYTES) is in host memory at a time; on the GPU, one
+            # tensor's float32 values.
             tensors = {}
             for name in names:
-                tensors[name] = random_tensor(rng, name, shapes[name])
+                tensors[name] = draw(shapes[name])
                 bar.update(tensors[name].nbytes)
             write_safetensors(
-                out / file, tensors, {"format": "pt"}, dtypes=dict.fromkeys(names, "BF16")
+                temp / file, tensors, {"format": "pt"}, dtypes=dict.fromkeys(names, "BF16")
             )
             weight_map |= dict.fromkeys(names, file)
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    write_tokenizer(out, config["vocab_size"])
-    config["slimrt_random_weights_seed"] = seed
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (temp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        write_tokenizer(temp, config["vocab_size"])
+        config["slimrt_random_weights_seed"] = seed
+        config["slimrt_random_weights_device"] = device
+        (temp / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def main() -> None:
@@ -137,8 +207,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--layers", type=int, help="fewer layers, same layer shapes")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="draw with numpy on the CPU (default) or with torch on the GPU (no slow numpy "
+        "draws; different values for the same seed)",
+    )
     args = parser.parse_args()
-    write_model(args.shape, args.out, args.seed, args.layers)
+    write_model(args.shape, args.out, args.seed, args.layers, args.device)
 
 
 if __name__ == "__main__":

@@ -1,40 +1,99 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine: build for sm_90a, run the CUDA tests, run the benchmarks.
 # Usage there: SLIMRT_GIT_COMMIT=<hash> bash bench/run_gpu.sh  (the machine's copy has no .git)
-# Writes summary.md, the JSON results and logs.tgz under $OUT (default ./gpu-out).
-# Expects .carry/ with dfloat11 and dahuffman wheels and minilm-bf16.safetensors.
+# Writes summary.md (with each section's seconds), the JSON results and logs.tgz under $OUT
+# (default ./gpu-out). Expects .carry/ with dfloat11 and dahuffman wheels and
+# minilm-bf16.safetensors.
+#
+# One call may run 10 minutes at most; these switches (set to 1) choose the sections:
+#   ONLY_8B          pip install + the Llama-3.1-8B section only (no cmake build, tests, benches)
+#   SKIP_TESTS       ctest and the CUDA pytest files
+#   SKIP_BENCH_DF11  slimrt-bench df11 (CUDA and CPU)
+#   SKIP_DFLOAT11    bench/compare_dfloat11.py (about 30 s of dfloat11 encoding)
+#   SKIP_ATTENTION   bench/compare_attention.py
+#   SKIP_8B          the Llama-3.1-8B section
+# The 8B section writes a random-weight Llama-3.1-8B to $M8B (default /tmp/llama8b) on the GPU,
+# compresses it to $M8B-df11, and runs bench/compare_gpu_generate.py; an existing directory is
+# reused (both are written atomically), so a second call on a warm machine skips those minutes.
+# Its knobs: WEIGHTS_8B (bf16,df11), BATCHES_8B (1,16,64), PROMPT_8B (128), NEW_8B (128), TRANSFORMERS_8B
+# (default,static), BUDGET_GIB_8B (24). The comparison is cut off DEADLINE_S (570) seconds
+# after the start; its JSON keeps every row measured until then.
 set -uo pipefail
 out=${OUT:-gpu-out}
 logs=$out/logs
 mkdir -p "$logs"
 status=0
+times=()
 run() {  # run NAME CMD...: log to $logs/NAME.log, remember failures, keep going
   local name=$1
   shift
+  local start=$SECONDS
   echo "== $name" | tee -a "$out/summary.md"
   if ! "$@" >"$logs/$name.log" 2>&1; then
     echo "!! $name failed" | tee -a "$out/summary.md"
     status=1
   fi
   # tqdm bars are one long line of carriage returns: keep their last state only.
-  tail -n 30 "$logs/$name.log" | sed 's/.*\r//' | tee -a "$out/summary.md"
+  tail -n "${tail_lines:-30}" "$logs/$name.log" | sed 's/.*\r//' | tee -a "$out/summary.md"
+  echo "-- $name: $((SECONDS - start)) s" | tee -a "$out/summary.md"
+  times+=("| $name | $((SECONDS - start)) |")
 }
+skip() { [ -n "${ONLY_8B:-}" ] || [ -n "${!1:-}" ]; }  # skip SWITCH: true when switched off
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv |
   tee -a "$out/summary.md"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/*.whl && export PYTHONPATH=/tmp/site
-run cmake cmake -S . -B build/gpu -G Ninja -DSLIMRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-  -DSLIMRT_GIT_COMMIT="${SLIMRT_GIT_COMMIT:-}"
-run build cmake --build build/gpu -j16
-run ctest ctest --test-dir build/gpu --output-on-failure
+if [ -z "${ONLY_8B:-}" ]; then
+  run cmake cmake -S . -B build/gpu -G Ninja -DSLIMRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+    -DSLIMRT_GIT_COMMIT="${SLIMRT_GIT_COMMIT:-}"
+  run build cmake --build build/gpu -j16
+fi
+skip SKIP_TESTS || run ctest ctest --test-dir build/gpu --output-on-failure
 run pip python3 -m pip install --no-build-isolation --no-deps -q .
 export SLIMRT_MINILM_SAFETENSORS=$PWD/.carry/minilm-bf16.safetensors
-run pytest_cuda python3 -m pytest -q -rs tests/python/test_df11_cuda.py tests/python/test_df11_minilm.py
-run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
-build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
-run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
-[ -n "${SKIP_DFLOAT11:-}" ] || run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
-run attention python3 bench/compare_attention.py --json "$out/compare_attention.json"
+skip SKIP_TESTS || run pytest_cuda python3 -m pytest -q -rs tests/python/test_df11_cuda.py \
+  tests/python/test_df11_minilm.py tests/python/test_llm_cuda.py
+if ! skip SKIP_BENCH_DF11; then
+  run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
+  build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
+  run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
+fi
+skip SKIP_DFLOAT11 || run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
+skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py --json "$out/compare_attention.json"
+
+if [ -z "${SKIP_8B:-}" ]; then
+  m8b=${M8B:-/tmp/llama8b}
+  if [ -f "$m8b/config.json" ]; then
+    echo "== make_8b: $m8b exists, reused" | tee -a "$out/summary.md"
+  else
+    run make_8b python3 bench/make_random_model.py llama-3.1-8b "$m8b" --device cuda
+  fi
+  if [ -f "$m8b-df11/config.json" ]; then
+    echo "== compress_8b: $m8b-df11 exists, reused" | tee -a "$out/summary.md"
+  else
+    run compress_8b python3 -m slimrt compress "$m8b" "$m8b-df11" --threads "$(nproc)" --no-progress
+  fi
+  left=$((${DEADLINE_S:-570} - SECONDS))
+  if [ "$left" -lt 60 ]; then
+    echo "!! compare_8b skipped: only $left s left before DEADLINE_S" | tee -a "$out/summary.md"
+    status=1
+  else
+    echo "compare_8b: cut off after $left s" | tee -a "$out/summary.md"
+    tail_lines=45 run compare_8b timeout "$left" python3 bench/compare_gpu_generate.py "$m8b" \
+      --df11-model "$m8b-df11" --weights "${WEIGHTS_8B:-bf16,df11}" --batches "${BATCHES_8B:-1,16,64}" \
+      --prompt "${PROMPT_8B:-128}" --new "${NEW_8B:-128}" \
+      --transformers "${TRANSFORMERS_8B:-default,static}" --budget-gib "${BUDGET_GIB_8B:-24}" \
+      --json "$out/compare_gpu_generate.json"
+  fi
+fi
+
+{
+  echo
+  echo "| section | seconds |"
+  echo "| --- | ---: |"
+  printf '%s\n' "${times[@]}"
+  echo "| total | $SECONDS |"
+} | tee -a "$out/summary.md"
 tar czf "$out/logs.tgz" -C "$out" logs && rm -rf "$logs"
 echo "exit status $status" | tee -a "$out/summary.md"
 exit $status

@@ -7,6 +7,8 @@
 // simple kernel with one warp per query token. Greedy sampling runs on the GPU; other sampling
 // modes run the CPU's sampler on a host copy of the logits (the CPU's ids for the same logits).
 // run_graph() records a body as a CUDA graph the second time its key is seen, then replays it.
+// decode_df11_ahead() runs on a second stream, ordered against the first by fork_ahead() and
+// join_ahead() through events (the fork/join pattern that graph capture also records).
 //
 // Memory owned outside the arenas:
 // - the cuBLAS handle and its workspace (kCublasWorkspaceBytes), made at construction;
@@ -336,6 +338,9 @@ class CudaDevice final : public Device {
                      << "); use device \"cpu\"");
     SLIMRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     try {
+      SLIMRT_CUDA_CHECK(cudaStreamCreateWithFlags(&ahead_, cudaStreamNonBlocking));
+      SLIMRT_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
+      SLIMRT_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
       SLIMRT_CUBLAS_CHECK(cublasCreate(&cublas_));
       SLIMRT_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
       // An explicit workspace: cuBLAS then allocates nothing per call, as graph capture needs.
@@ -349,6 +354,7 @@ class CudaDevice final : public Device {
 
   ~CudaDevice() override {
     // Errors here (typically a context already torn down at exit) cannot be acted upon.
+    cudaStreamSynchronize(ahead_);
     cudaStreamSynchronize(stream_);
     release();
   }
@@ -425,17 +431,22 @@ class CudaDevice final : public Device {
     return groups_per_row(hidden) * df11::kGroupElements;
   }
 
-  void decode_df11(const Df11View& view, uint16_t* out) override {
-    if (view.numel <= 0) return;
-    const DeviceTable& table = table_for(view.lengths);
-    Df11DeviceView d;
-    d.bitstream = view.bitstream;
-    d.index = view.index;
-    d.signmant = view.signmant;
-    d.table = table.entries;
-    d.table_bits = table.bits;
-    d.numel = view.numel;
-    df11_decode_cuda(d, out, stream_);
+  void decode_df11(const Df11View& view, uint16_t* out) override { decode_on(view, out, stream_); }
+
+  bool overlaps_decode() const override { return true; }
+
+  void fork_ahead() override {
+    SLIMRT_CUDA_CHECK(cudaEventRecord(fork_, stream_));
+    SLIMRT_CUDA_CHECK(cudaStreamWaitEvent(ahead_, fork_, 0));
+  }
+
+  void decode_df11_ahead(const Df11View& view, uint16_t* out) override {
+    decode_on(view, out, ahead_);
+  }
+
+  void join_ahead() override {
+    SLIMRT_CUDA_CHECK(cudaEventRecord(join_, ahead_));
+    SLIMRT_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
   }
 
   void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
@@ -627,6 +638,19 @@ class CudaDevice final : public Device {
   }
 
  private:
+  void decode_on(const Df11View& view, uint16_t* out, cudaStream_t stream) {
+    if (view.numel <= 0) return;
+    const DeviceTable& table = table_for(view.lengths);
+    Df11DeviceView d;
+    d.bitstream = view.bitstream;
+    d.index = view.index;
+    d.signmant = view.signmant;
+    d.table = table.entries;
+    d.table_bits = table.bits;
+    d.numel = view.numel;
+    df11_decode_cuda(d, out, stream);
+  }
+
   // paged_attention for decode steps: q to BF16, the split-K decode kernel, out back to FP32.
   void decode_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
                         float scale, float* out, void* scratch) {
@@ -702,12 +726,18 @@ class CudaDevice final : public Device {
     cublas_ = nullptr;
     if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
     cublas_workspace_ = nullptr;
+    if (join_ != nullptr) cudaEventDestroy(join_);
+    if (fork_ != nullptr) cudaEventDestroy(fork_);
+    if (ahead_ != nullptr) cudaStreamDestroy(ahead_);
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
-    stream_ = nullptr;
+    join_ = fork_ = nullptr;
+    ahead_ = stream_ = nullptr;
   }
 
   ThreadPool pool_;  // host threads for sample()
   cudaStream_t stream_ = nullptr;
+  cudaStream_t ahead_ = nullptr;  // decode_df11_ahead's stream
+  cudaEvent_t fork_ = nullptr, join_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
   std::map<uint64_t, cudaGraphExec_t> graphs_;  // null: seen once, not recorded yet

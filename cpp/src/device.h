@@ -43,6 +43,15 @@ class Device {
   virtual int64_t embed_df11_scratch_elements(int64_t hidden) const = 0;
   // Decodes a whole DF11 tensor (validated at load) into BF16 bits, bit-exact.
   virtual void decode_df11(const Df11View& view, uint16_t* out) = 0;
+  // Decoding ahead of use, on a second lane of work (CUDA: a second stream) that overlaps the
+  // kernels enqueued meanwhile: decode_df11_ahead() runs after everything enqueued before the
+  // last fork_ahead(); join_ahead() makes everything enqueued later wait for the ahead lane's
+  // work so far. Every fork needs a join before the results are read or a run_graph body ends.
+  // A backend without a second lane (overlaps_decode() false) decodes at once and ignores both.
+  virtual bool overlaps_decode() const { return false; }
+  virtual void fork_ahead() {}
+  virtual void decode_df11_ahead(const Df11View& view, uint16_t* out) { decode_df11(view, out); }
+  virtual void join_ahead() {}
   // dst[i][:] = src[rows[i]][:].
   virtual void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
                            float* dst) = 0;

@@ -120,12 +120,21 @@ void Executor::lay_out() {
   sample_scratch_ = activations_.allocate_bytes(device_.sample_scratch_bytes(B, V));
   sampled_ = activations_.allocate<int32_t>(B);
 
-  // DF11 scratch: every use starts at offset 0 (one layer at a time, then the head).
+  // DF11 scratch: every use starts at offset 0 (one layer at a time, then the head), or, when
+  // decoding ahead, at 0 for even layers and past the largest layer for odd ones.
+  int64_t layer_bytes = 0;
+  for (int64_t l = 0; l < weights_.num_layers(); ++l) {
+    int64_t bytes = 0;
+    for (const Matrix* m : layer_matrices(l)) {
+      if (m->is_df11) bytes += align_up(m->numel() * static_cast<int64_t>(sizeof(uint16_t)));
+    }
+    layer_bytes = std::max(layer_bytes, bytes);
+  }
+  decode_ahead_ = layer_bytes > 0 && device_.overlaps_decode();
   layer_slots_.assign(weights_.num_layers(), {});
   for (int64_t l = 0; l < weights_.num_layers(); ++l) {
-    const LayerWeights& w = weights_.layer(l);
-    const Matrix* matrices[kMatrices] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
-    scratch_.rewind(0);
+    const auto matrices = layer_matrices(l);
+    scratch_.rewind(decode_ahead_ && l % 2 == 1 ? layer_bytes : 0);
     for (int m = 0; m < kMatrices; ++m) {
       layer_slots_[l][m] =
           matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
@@ -147,10 +156,21 @@ void Executor::lay_out() {
                     : nullptr;
 }
 
-const uint16_t* Executor::prepare(const Matrix& matrix, uint16_t* scratch_slot) {
-  if (!matrix.is_df11) return matrix.dense;
-  device_.decode_df11(matrix.df11, scratch_slot);
-  return scratch_slot;
+std::array<const Matrix*, Executor::kMatrices> Executor::layer_matrices(int64_t index) const {
+  const LayerWeights& w = weights_.layer(index);
+  return {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
+}
+
+void Executor::decode_layer(int64_t index) {
+  const auto matrices = layer_matrices(index);
+  for (int m = 0; m < kMatrices; ++m) {
+    if (!matrices[m]->is_df11) continue;
+    if (decode_ahead_) {
+      device_.decode_df11_ahead(matrices[m]->df11, layer_slots_[index][m]);
+    } else {
+      device_.decode_df11(matrices[m]->df11, layer_slots_[index][m]);
+    }
+  }
 }
 
 MatmulInput Executor::matmul_input(const float* x, int64_t rows, int64_t k) {
@@ -189,7 +209,25 @@ void Executor::forward() {
 void Executor::run_model() {
   const int64_t B = tables_.batch;
   const int64_t H = config_.hidden_size;
-  for (int64_t l = 0; l < weights_.num_layers(); ++l) run_layer(l);
+  const int64_t L = weights_.num_layers();
+  if (decode_ahead_) {
+    // Layer l + 1 decodes on the ahead lane while layer l computes; the fork before each decode
+    // makes it wait for layer l - 1, the last reader of its half of the scratch.
+    device_.fork_ahead();
+    decode_layer(0);
+  }
+  for (int64_t l = 0; l < L; ++l) {
+    if (decode_ahead_) {
+      device_.join_ahead();
+      if (l + 1 < L) {
+        device_.fork_ahead();
+        decode_layer(l + 1);
+      }
+    } else {
+      decode_layer(l);
+    }
+    run_layer(l);
+  }
 
   // Only each sequence's last new token needs the head: norm and lm_head on B rows, not T.
   const float eps = static_cast<float>(config_.rms_norm_eps);
@@ -226,14 +264,15 @@ void Executor::apply_df11_head(const Matrix& head, int64_t batch) {
 void Executor::run_layer(int64_t index) {
   const LayerWeights& w = weights_.layer(index);
   const auto& slot = layer_slots_[index];
-  // Decode this block's compressed matrices now, right before it runs.
-  const uint16_t* wq = prepare(w.q, slot[kQ]);
-  const uint16_t* wk = prepare(w.k, slot[kK]);
-  const uint16_t* wv = prepare(w.v, slot[kV]);
-  const uint16_t* wo = prepare(w.o, slot[kO]);
-  const uint16_t* wg = prepare(w.gate, slot[kGate]);
-  const uint16_t* wu = prepare(w.up, slot[kUp]);
-  const uint16_t* wd = prepare(w.down, slot[kDown]);
+  // Compressed matrices were decoded into their slots (decode_layer).
+  auto weight = [&](const Matrix& m, int which) { return m.is_df11 ? slot[which] : m.dense; };
+  const uint16_t* wq = weight(w.q, kQ);
+  const uint16_t* wk = weight(w.k, kK);
+  const uint16_t* wv = weight(w.v, kV);
+  const uint16_t* wo = weight(w.o, kO);
+  const uint16_t* wg = weight(w.gate, kGate);
+  const uint16_t* wu = weight(w.up, kUp);
+  const uint16_t* wd = weight(w.down, kDown);
 
   const int64_t T = tables_.tokens;
   const int64_t H = config_.hidden_size;

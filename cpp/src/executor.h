@@ -14,7 +14,9 @@
 // rows, logits, sampling scratch), which never live at the same time.
 //
 // DF11: a layer's compressed matrices are decoded into scratch just before the layer runs;
-// the scratch holds the largest layer's compressed matrices. A compressed lm_head is decoded
+// the scratch holds the largest layer's compressed matrices. On a device that overlaps decoding
+// (CUDA), layer l + 1 is decoded on the second lane while layer l computes, into the other half
+// of a scratch twice that size. A compressed lm_head is decoded
 // and applied a chunk of rows at a time in the same space (a whole one would need vocab x
 // hidden BF16 of scratch, more than compression saves), and a compressed embedding decodes only
 // the groups holding the step's rows.
@@ -73,8 +75,9 @@ class Executor {
   void lay_out();
   void run_layer(int64_t index);
   void apply_df11_head(const Matrix& head, int64_t batch);
-  const uint16_t* prepare(const Matrix& matrix, uint16_t* scratch_slot);
-  void run_model();  // embedding to logits, on tables already on the device
+  std::array<const Matrix*, kMatrices> layer_matrices(int64_t index) const;
+  void decode_layer(int64_t index);  // its compressed matrices into their slots
+  void run_model();                  // embedding to logits, on tables already on the device
   MatmulInput matmul_input(const float* x, int64_t rows, int64_t k);
 
   const ModelConfig& config_;
@@ -117,6 +120,7 @@ class Executor {
   int32_t* sampled_ = nullptr;
   // DF11 scratch (device): per layer, where each compressed matrix is decoded (null if dense).
   std::vector<std::array<uint16_t*, kMatrices>> layer_slots_;
+  bool decode_ahead_ = false;         // the device overlaps decoding and some layer is compressed
   uint16_t* lm_head_slot_ = nullptr;  // head_chunk_rows_ rows of a compressed lm_head
   int64_t head_chunk_rows_ = 0;
   float* head_chunk_out_ = nullptr;  // [max_batch][head_chunk_rows_] logits of one chunk
