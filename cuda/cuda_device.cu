@@ -1,14 +1,15 @@
 // CudaDevice: the Device backend on one NVIDIA GPU. Every kernel is enqueued on one CUDA stream in
 // call order. Activations are FP32 between kernels; matmuls are cuBLAS BF16 GEMMs (tensor cores,
-// FP32 accumulation and output) on activations rounded to BF16 by matmul_input(), as in every
-// BF16 inference engine, so results differ from the CPU backend's FP32 activations by BF16
-// rounding (~1e-2 relative), not by more. Decode steps (one query token per sequence, BF16 KV)
-// use the split-K paged decode attention kernel (paged_decode_attention.cu); other steps a
-// simple kernel with one warp per query token. Greedy sampling runs on the GPU; other sampling
-// modes run the CPU's sampler on a host copy of the logits (the CPU's ids for the same logits).
-// run_graph() records a body as a CUDA graph the second time its key is seen, then replays it.
-// decode_df11_ahead() runs on a second stream, ordered against the first by fork_ahead() and
-// join_ahead() through events (the fork/join pattern that graph capture also records).
+// FP32 accumulation and output) on activations rounded to BF16 by the producers of matmul inputs
+// (add_rms_norm_input, silu_mul_input, paged_attention), as in every BF16 inference engine, so
+// results differ from the CPU backend's FP32 activations by BF16 rounding (~1e-2 relative), not by
+// more. Decode steps (one query token per sequence, BF16 KV) use the split-K paged decode attention
+// kernel (paged_decode_attention.cu); other steps a simple kernel with one warp per query token.
+// Greedy sampling runs on the GPU; other sampling modes run the CPU's sampler on a host copy of the
+// logits (the CPU's ids for the same logits). run_graph() records a body as a CUDA graph the second
+// time its key is seen, then replays it. decode_df11_ahead() runs on a second stream, ordered
+// against the first by fork_ahead() and join_ahead() through events (the fork/join pattern that
+// graph capture also records).
 //
 // Memory owned outside the arenas:
 // - the cuBLAS handle and its workspace (kCublasWorkspaceBytes), made at construction;
@@ -174,12 +175,22 @@ __global__ void argmax_kernel(const float* logits, int64_t vocab, int32_t* out) 
   }
 }
 
-__global__ void rms_norm_kernel(const float* x, const float* weight, int64_t cols, float eps,
-                                float* out) {
-  const float* row = x + blockIdx.x * cols;
-  float* dst = out + blockIdx.x * cols;
+// One block per row: x += residual (when given), then out = bf16(x * rsqrt(mean(x^2) + eps) *
+// weight). Each element of x is read and written by the same thread.
+__global__ void add_rms_norm_kernel(float* x, const float* residual, const float* weight,
+                                    int64_t cols, float eps, uint16_t* out) {
+  float* row = x + blockIdx.x * cols;
+  const float* add = residual != nullptr ? residual + blockIdx.x * cols : nullptr;
+  uint16_t* dst = out + blockIdx.x * cols;
   float sum = 0.0f;
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) sum += row[i] * row[i];
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    float v = row[i];
+    if (add != nullptr) {
+      v += add[i];
+      row[i] = v;
+    }
+    sum += v * v;
+  }
   __shared__ float partial[kThreads / 32];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xFFFFFFFFu, sum, offset);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
@@ -191,61 +202,68 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, int64_t col
     inv = 1.0f / sqrtf(total / static_cast<float>(cols) + eps);
   }
   __syncthreads();
-  // Each element is read and written by the same thread, after the reduction: out may equal x.
-  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) dst[i] = row[i] * inv * weight[i];
-}
-
-__global__ void rope_kernel(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
-                            int64_t head_dim, const float* inv_freq) {
-  const int64_t half = head_dim / 2;
-  const int64_t n = tokens * heads * half;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t pair = i % half;
-    const int64_t th = i / half;  // token * heads + head
-    const int64_t t = th / heads;
-    // FP32 angle, as the CPU (and Hugging Face) computes it; accurate sinf/cosf.
-    const float angle = static_cast<float>(positions[t]) * inv_freq[pair];
-    const float c = cosf(angle), s = sinf(angle);
-    float* a = x + th * head_dim + pair;
-    float* b = a + half;
-    const float x1 = *a, x2 = *b;
-    *a = x1 * c - x2 * s;
-    *b = x2 * c + x1 * s;
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    dst[i] = f32_to_bf16(row[i] * inv * weight[i]);
   }
 }
 
-__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, float* out) {
+__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, uint16_t* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const float g = gate[i];
-    out[i] = g / (1.0f + expf(-g)) * up[i];
+    out[i] = f32_to_bf16(g / (1.0f + expf(-g)) * up[i]);
   }
 }
 
-__global__ void add_inplace_kernel(float* x, const float* y, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    x[i] += y[i];
-  }
+template <class T>
+__device__ __forceinline__ T to_cache(float v);
+template <>
+__device__ __forceinline__ uint16_t to_cache<uint16_t>(float v) {
+  return f32_to_bf16(v);
+}
+template <>
+__device__ __forceinline__ float to_cache<float>(float v) {
+  return v;
 }
 
-__global__ void kv_write_kernel(PagedKv kv, const float* k, const float* v, const int32_t* slots,
-                                int64_t tokens) {
-  const int64_t width = kv.kv_heads * kv.head_dim;
-  const int64_t n = tokens * width;
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+// RoPE and the cache write in one pass. Work items per token: heads * half rotations of q (in
+// place), kv_heads * half rotations of k (to the cache), kv_heads * head_dim copies of v (to the
+// cache). FP32 angles and accurate sinf/cosf, as the CPU (and Hugging Face) compute them.
+template <class T>
+__global__ void rope_and_cache_kernel(float* q, const float* k, const float* v,
+                                      const int32_t* positions, int64_t tokens, int64_t heads,
+                                      const float* inv_freq, PagedKv kv, const int32_t* slots) {
+  const int64_t d = kv.head_dim, half = d / 2, width = kv.kv_heads * d;
+  const int64_t q_items = heads * half, k_items = kv.kv_heads * half;
+  const int64_t per_token = q_items + k_items + width;
+  T* k_cache = static_cast<T*>(kv.k_pages);
+  T* v_cache = static_cast<T*>(kv.v_pages);
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < tokens * per_token;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const int64_t t = i / width, c = i % width;
+    const int64_t t = i / per_token;
+    int64_t item = i % per_token;
     const int32_t slot = slots[t];
-    if (slot < 0) continue;  // padding
-    const int64_t at = int64_t{slot} * width + c;
-    if (kv.dtype == KvDtype::kBf16) {
-      static_cast<uint16_t*>(kv.k_pages)[at] = f32_to_bf16(k[i]);
-      static_cast<uint16_t*>(kv.v_pages)[at] = f32_to_bf16(v[i]);
-    } else {
-      static_cast<float*>(kv.k_pages)[at] = k[i];
-      static_cast<float*>(kv.v_pages)[at] = v[i];
+    if (item >= q_items + k_items) {  // v
+      item -= q_items + k_items;
+      if (slot >= 0) v_cache[int64_t{slot} * width + item] = to_cache<T>(v[t * width + item]);
+      continue;
+    }
+    const bool is_q = item < q_items;
+    if (!is_q) item -= q_items;
+    const int64_t head = item / half, pair = item % half;
+    const float angle = static_cast<float>(positions[t]) * inv_freq[pair];
+    const float c = cosf(angle), s = sinf(angle);
+    const float* src = is_q ? q + (t * heads + head) * d : k + t * width + head * d;
+    const float x1 = src[pair], x2 = src[pair + half];
+    const float a = x1 * c - x2 * s, b = x2 * c + x1 * s;
+    if (is_q) {
+      float* dst = q + (t * heads + head) * d;
+      dst[pair] = a;
+      dst[pair + half] = b;
+    } else if (slot >= 0) {
+      T* dst = k_cache + int64_t{slot} * width + head * d;
+      dst[pair] = to_cache<T>(a);
+      dst[pair + half] = to_cache<T>(b);
     }
   }
 }
@@ -466,22 +484,26 @@ class CudaDevice final : public Device {
         static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
   }
 
-  void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
-                float* out) override {
-    if (rows <= 0 || cols <= 0) return;
-    SLIMRT_CHECK(rows <= 0x7FFFFFFF, "rms_norm: too many rows " << rows);
-    rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(x, weight, cols, eps,
-                                                                           out);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
-  }
-
-  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) override {
-    const int64_t n = rows * k;
-    if (n > 0) {
-      to_bf16_kernel<<<grid_for(n), kThreads, 0, stream_>>>(x, n, static_cast<uint16_t*>(scratch));
+  MatmulInput add_rms_norm_input(float* x, const float* residual, const float* weight, int64_t rows,
+                                 int64_t cols, float eps, float* /*out*/, void* scratch) override {
+    if (rows > 0 && cols > 0) {
+      SLIMRT_CHECK(rows <= 0x7FFFFFFF, "add_rms_norm_input: too many rows " << rows);
+      add_rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream_>>>(
+          x, residual, weight, cols, eps, static_cast<uint16_t*>(scratch));
       SLIMRT_CUDA_CHECK(cudaGetLastError());
     }
-    return {scratch, rows, k};
+    return {scratch, rows, cols};
+  }
+
+  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens, int64_t width,
+                             float* /*out*/, void* scratch) override {
+    const int64_t n = tokens * width;
+    if (n > 0) {
+      silu_mul_kernel<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n,
+                                                             static_cast<uint16_t*>(scratch));
+      SLIMRT_CUDA_CHECK(cudaGetLastError());
+    }
+    return {scratch, tokens, width};
   }
 
   int64_t matmul_input_bytes(int64_t rows, int64_t k) const override {
@@ -507,42 +529,27 @@ class CudaDevice final : public Device {
     }
   }
 
-  void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
-            const float* inv_freq) override {
-    SLIMRT_CHECK(head_dim % 2 == 0, "rope: head_dim must be even, got " << head_dim);
-    const int64_t n = tokens * heads * (head_dim / 2);
+  void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions, int64_t tokens,
+                      int64_t heads, const float* inv_freq, const PagedKv& kv,
+                      const int32_t* slots) override {
+    SLIMRT_CHECK(kv.head_dim % 2 == 0, "rope: head_dim must be even, got " << kv.head_dim);
+    const int64_t n = tokens * (heads * kv.head_dim / 2 + kv.kv_heads * kv.head_dim * 3 / 2);
     if (n <= 0) return;
-    rope_kernel<<<grid_for(n), kThreads, 0, stream_>>>(x, positions, tokens, heads, head_dim,
-                                                       inv_freq);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
-  }
-
-  void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
-                float* out) override {
-    const int64_t n = tokens * width;
-    if (n <= 0) return;
-    silu_mul_kernel<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n, out);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
-  }
-
-  void add_inplace(float* x, const float* y, int64_t n) override {
-    if (n <= 0) return;
-    add_inplace_kernel<<<grid_for(n), kThreads, 0, stream_>>>(x, y, n);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
-  }
-
-  void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-                int64_t tokens) override {
-    const int64_t n = tokens * kv.kv_heads * kv.head_dim;
-    if (n <= 0) return;
-    kv_write_kernel<<<grid_for(n), kThreads, 0, stream_>>>(kv, k, v, slots, tokens);
+    if (kv.dtype == KvDtype::kBf16) {
+      rope_and_cache_kernel<uint16_t><<<grid_for(n), kThreads, 0, stream_>>>(
+          q, k, v, positions, tokens, heads, inv_freq, kv, slots);
+    } else {
+      rope_and_cache_kernel<float><<<grid_for(n), kThreads, 0, stream_>>>(
+          q, k, v, positions, tokens, heads, inv_freq, kv, slots);
+    }
     SLIMRT_CUDA_CHECK(cudaGetLastError());
   }
 
   // The batch arrays are device memory and are not read back: the engine builds them
   // consistent (the CPU backend's per-call checks of them are not repeated here).
-  void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
-                       float scale, float* out, void* scratch) override {
+  MatmulInput paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                              int64_t heads, float scale, float* out, void* scratch,
+                              void* input_scratch) override {
     SLIMRT_CHECK(kv.kv_heads > 0 && heads > 0 && heads % kv.kv_heads == 0,
                  "paged_attention: " << heads << " query heads do not divide into " << kv.kv_heads
                                      << " KV heads");
@@ -553,15 +560,23 @@ class CudaDevice final : public Device {
     SLIMRT_CHECK(batch.num_seqs <= 0x7FFFFFFF && heads <= 65535,
                  "paged_attention: " << batch.num_seqs << " sequences x " << heads
                                      << " heads is too large a grid");
-    if (batch.num_seqs <= 0) return;
+    const int64_t width = heads * kv.head_dim;
+    if (batch.num_seqs <= 0) return {input_scratch, 0, width};
     if (batch.max_query_tokens == 1 && scratch != nullptr && decode_kernel_fits(kv, heads)) {
-      return decode_attention(q, kv, batch, heads, scale, out, scratch);
+      return {decode_attention(q, kv, batch, heads, scale, scratch), batch.num_seqs, width};
     }
     constexpr unsigned kSplits = 8;  // blocks per (sequence, head): 32 query tokens at a time
     const dim3 grid(static_cast<unsigned>(batch.num_seqs), static_cast<unsigned>(heads), kSplits);
     paged_attention_kernel<<<grid, 32 * kAttentionWarps, 0, stream_>>>(q, kv, batch, heads, scale,
                                                                        out);
     SLIMRT_CUDA_CHECK(cudaGetLastError());
+    const int64_t n = batch.num_tokens * width;
+    if (n > 0) {
+      to_bf16_kernel<<<grid_for(n), kThreads, 0, stream_>>>(out, n,
+                                                            static_cast<uint16_t*>(input_scratch));
+      SLIMRT_CUDA_CHECK(cudaGetLastError());
+    }
+    return {input_scratch, batch.num_tokens, width};
   }
 
   // Layout: q and out in BF16 (align256 each), then the split-K workspace of the largest plan any
@@ -651,9 +666,10 @@ class CudaDevice final : public Device {
     df11_decode_cuda(d, out, stream);
   }
 
-  // paged_attention for decode steps: q to BF16, the split-K decode kernel, out back to FP32.
-  void decode_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
-                        float scale, float* out, void* scratch) {
+  // paged_attention for decode steps: q to BF16, the split-K decode kernel; returns its BF16
+  // output (in scratch).
+  const uint16_t* decode_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                                   int64_t heads, float scale, void* scratch) {
     const int64_t n = batch.num_seqs * heads * kv.head_dim;
     SLIMRT_CHECK(
         n * 2 <= attention_q_bytes_,
@@ -678,8 +694,7 @@ class CudaDevice final : public Device {
     args.out = out16;
     args.scale = scale;
     paged_decode_attention_cuda(plan, args, workspace, plan.workspace_bytes, stream_);
-    widen_kernel<<<grid_for(n), kThreads, 0, stream_>>>(out16, n, out);
-    SLIMRT_CUDA_CHECK(cudaGetLastError());
+    return out16;
   }
 
   void drop_graphs() {

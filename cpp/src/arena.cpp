@@ -5,8 +5,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iomanip>
-#include <sstream>
 #include <utility>
 
 #include "device.h"
@@ -65,14 +63,12 @@ void Arena::rewind(int64_t offset) {
 }
 
 std::string format_gib(int64_t bytes) {
+  // snprintf, not a stream: inserting a double into an ostringstream crashed inside a Python
+  // process that had loaded torch (H100 machine, 2026-11-23), so budget errors never surfaced.
   const double value = static_cast<double>(bytes) / double(int64_t{1} << 30);
-  std::ostringstream out;
-  if (value >= 0.01 || bytes == 0) {
-    out << std::fixed << std::setprecision(2) << value;
-  } else {
-    out << std::setprecision(3) << value;
-  }
-  return out.str();
+  char text[64];
+  std::snprintf(text, sizeof text, value >= 0.01 || bytes == 0 ? "%.2f" : "%.3g", value);
+  return text;
 }
 
 void check_memory_budget(const MemoryPlan& plan, int64_t available) {

@@ -105,13 +105,18 @@ void CpuDevice::copy_block(const float* src, int64_t src_stride, float* dst, int
   }
 }
 
-void CpuDevice::rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
-                         float* out) {
+MatmulInput CpuDevice::add_rms_norm_input(float* x, const float* residual, const float* weight,
+                                          int64_t rows, int64_t cols, float eps, float* out,
+                                          void* /*scratch*/) {
+  if (residual != nullptr) cpu::add_inplace(x, residual, rows * cols, pool_);
   cpu::rms_norm(x, weight, rows, cols, eps, out, pool_);
+  return {out, rows, cols};
 }
 
-MatmulInput CpuDevice::matmul_input(const float* x, int64_t rows, int64_t k, void* /*scratch*/) {
-  return {x, rows, k};
+MatmulInput CpuDevice::silu_mul_input(const float* gate, const float* up, int64_t tokens,
+                                      int64_t width, float* out, void* /*scratch*/) {
+  cpu::silu_mul(gate, up, tokens, width, out, pool_);
+  return {out, tokens, width};
 }
 
 void CpuDevice::matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
@@ -119,28 +124,19 @@ void CpuDevice::matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, 
   cpu::matmul_bf16(static_cast<const float*>(x.data), x.rows, x.k, w, n, bias, out, pool_);
 }
 
-void CpuDevice::rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
-                     int64_t head_dim, const float* inv_freq) {
-  cpu::rope(x, positions, tokens, heads, head_dim, inv_freq, pool_);
-}
-
-void CpuDevice::silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
-                         float* out) {
-  cpu::silu_mul(gate, up, tokens, width, out, pool_);
-}
-
-void CpuDevice::add_inplace(float* x, const float* y, int64_t n) {
-  cpu::add_inplace(x, y, n, pool_);
-}
-
-void CpuDevice::kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-                         int64_t tokens) {
+void CpuDevice::rope_and_cache(float* q, float* k, const float* v, const int32_t* positions,
+                               int64_t tokens, int64_t heads, const float* inv_freq,
+                               const PagedKv& kv, const int32_t* slots) {
+  cpu::rope(q, positions, tokens, heads, kv.head_dim, inv_freq, pool_);
+  cpu::rope(k, positions, tokens, kv.kv_heads, kv.head_dim, inv_freq, pool_);
   cpu::kv_write(kv, k, v, slots, tokens, pool_);
 }
 
-void CpuDevice::paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
-                                int64_t heads, float scale, float* out, void* /*scratch*/) {
+MatmulInput CpuDevice::paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                                       int64_t heads, float scale, float* out, void* /*scratch*/,
+                                       void* /*input_scratch*/) {
   cpu::paged_attention(q, kv, batch, heads, scale, out, pool_);
+  return {out, batch.num_tokens, heads * kv.head_dim};
 }
 
 void CpuDevice::sample(const float* logits, int64_t rows, int64_t vocab,

@@ -30,21 +30,19 @@ class CpuDevice final : public Device {
                    float* dst) override;
   void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                   int64_t rows, int64_t cols) override;
-  void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
-                float* out) override;
-  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) override;
+  MatmulInput add_rms_norm_input(float* x, const float* residual, const float* weight, int64_t rows,
+                                 int64_t cols, float eps, float* out, void* scratch) override;
+  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens, int64_t width,
+                             float* out, void* scratch) override;
   int64_t matmul_input_bytes(int64_t, int64_t) const override { return 0; }
   void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
                    float* out) override;
-  void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
-            const float* inv_freq) override;
-  void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
-                float* out) override;
-  void add_inplace(float* x, const float* y, int64_t n) override;
-  void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-                int64_t tokens) override;
-  void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
-                       float scale, float* out, void* scratch) override;
+  void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions, int64_t tokens,
+                      int64_t heads, const float* inv_freq, const PagedKv& kv,
+                      const int32_t* slots) override;
+  MatmulInput paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                              int64_t heads, float scale, float* out, void* scratch,
+                              void* input_scratch) override;
   int64_t attention_scratch_bytes(int64_t, int64_t, const PagedKv&, int64_t) const override {
     return 0;
   }

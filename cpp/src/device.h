@@ -4,7 +4,7 @@
 //
 //   std::unique_ptr<Device> device = make_device("cpu", /*num_threads=*/0);
 //   void* memory = device->allocate(bytes);          // load time only
-//   MatmulInput in = device->matmul_input(x, rows, k, scratch);
+//   MatmulInput in = device->add_rms_norm_input(x, nullptr, norm, rows, k, eps, h, scratch);
 //   device->matmul_bf16(in, w, n, bias, out);
 //
 // Pointers passed to kernels are device memory (the arenas), except where a comment says host.
@@ -58,26 +58,38 @@ class Device {
   // dst[r][0, cols) = src[r][0, cols) for r < rows, rows `*_stride` floats apart.
   virtual void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride,
                           int64_t rows, int64_t cols) = 0;
-  virtual void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
-                        float* out) = 0;
-  // x[rows][k] as the left operand of matmul_bf16: the CPU reads FP32 x itself (returned as
-  // is); CUDA's tensor cores read BF16, rounded (to nearest even) into `scratch`, which holds
-  // matmul_input_bytes(rows, k) bytes. One input serves several matmuls (q, k and v).
-  virtual MatmulInput matmul_input(const float* x, int64_t rows, int64_t k, void* scratch) = 0;
+  // Matmul inputs. A matmul_bf16 reads its left operand x[rows][k] in the form its backend's GEMM
+  // takes: FP32 on the CPU (the FP32 `out` buffer the producer is given), BF16 on CUDA, whose
+  // tensor cores read BF16 (rounded to nearest even into `scratch`, matmul_input_bytes(rows, k)
+  // bytes; `out` is then left alone). One input may serve several matmuls (q, k and v). The
+  // producers fuse the step before each matmul:
+  //
+  // x += residual (unless residual is null), then RMSNorm(x) * weight: a layer's input norm
+  // after the previous block's residual update. out may be x.
+  virtual MatmulInput add_rms_norm_input(float* x, const float* residual, const float* weight,
+                                         int64_t rows, int64_t cols, float eps, float* out,
+                                         void* scratch) = 0;
+  // silu(gate) * up, elementwise over [tokens][width].
+  virtual MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens,
+                                     int64_t width, float* out, void* scratch) = 0;
   virtual int64_t matmul_input_bytes(int64_t rows, int64_t k) const = 0;
   // out[r][j] = sum_k x[r][k] * w[j][k] (+ bias[j]), w [n][k] BF16, FP32 accumulation and out.
   virtual void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
                            float* out) = 0;
-  virtual void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads,
-                    int64_t head_dim, const float* inv_freq) = 0;
-  virtual void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width,
-                        float* out) = 0;
-  virtual void add_inplace(float* x, const float* y, int64_t n) = 0;
-  virtual void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-                        int64_t tokens) = 0;
-  // scratch: attention_scratch_bytes() bytes for batches within the bounds given there.
-  virtual void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
-                               int64_t heads, float scale, float* out, void* scratch) = 0;
+
+  // RoPE on q [tokens][heads][head_dim] (in place) and k [tokens][kv.kv_heads][head_dim], then
+  // the rotated k and v written to the cache at `slots` (cpu::rope, then cpu::kv_write; k may be
+  // left rotated or not).
+  virtual void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions,
+                              int64_t tokens, int64_t heads, const float* inv_freq,
+                              const PagedKv& kv, const int32_t* slots) = 0;
+  // Attention of q over the cache (cpu::paged_attention), as the o_proj matmul's input (FP32
+  // into `out`, or on CUDA BF16 in `scratch` or `input_scratch`). scratch:
+  // attention_scratch_bytes() bytes for batches within the bounds given there; input_scratch:
+  // matmul_input_bytes(tokens, heads * head_dim).
+  virtual MatmulInput paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                                      int64_t heads, float scale, float* out, void* scratch,
+                                      void* input_scratch) = 0;
   virtual int64_t attention_scratch_bytes(int64_t max_seqs, int64_t heads, const PagedKv& kv,
                                           int64_t max_context) const = 0;
   // params: host memory, one per row. scratch: sample_scratch_bytes(rows, vocab) bytes.

@@ -100,7 +100,7 @@ void Executor::lay_out() {
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
   const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
-  matmul_in_ = activations_.allocate_bytes(device_.matmul_input_bytes(T, widest));
+  matmul_in_ = activations_.allocate_bytes(device_.matmul_input_bytes(std::max(T, B), widest));
   attention_scratch_ = activations_.allocate_bytes(device_.attention_scratch_bytes(
       B, config_.num_heads, limits_.kv, context_bucket(limits_.max_context)));
 
@@ -116,6 +116,7 @@ void Executor::lay_out() {
   act_ = activations_.allocate<float>(T * config_.intermediate_size);
   activations_.rewind(phase);
   last_ = activations_.allocate<float>(B * H);
+  last_h_ = activations_.allocate<float>(B * H);
   logits_ = activations_.allocate<float>(B * V);
   sample_scratch_ = activations_.allocate_bytes(device_.sample_scratch_bytes(B, V));
   sampled_ = activations_.allocate<int32_t>(B);
@@ -173,10 +174,6 @@ void Executor::decode_layer(int64_t index) {
   }
 }
 
-MatmulInput Executor::matmul_input(const float* x, int64_t rows, int64_t k) {
-  return device_.matmul_input(x, rows, k, matmul_in_);
-}
-
 void Executor::forward() {
   const StepTables& t = tables_;
   const int64_t T = t.tokens;
@@ -229,23 +226,25 @@ void Executor::run_model() {
     run_layer(l);
   }
 
-  // Only each sequence's last new token needs the head: norm and lm_head on B rows, not T.
+  // Only each sequence's last new token needs the head: the last residual update, the norm and
+  // lm_head on B rows, not T.
   const float eps = static_cast<float>(config_.rms_norm_eps);
   device_.gather_rows(x_, last_rows_, B, H, last_);
-  device_.rms_norm(last_, weights_.final_norm(), B, H, eps, last_);
+  device_.gather_rows(h_, last_rows_, B, H, last_h_);
+  const MatmulInput in = device_.add_rms_norm_input(last_, last_h_, weights_.final_norm(), B, H,
+                                                    eps, last_, matmul_in_);
   const Matrix& head = weights_.lm_head();
   if (head.is_df11) {
-    apply_df11_head(head, B);
+    apply_df11_head(head, in);
   } else {
-    device_.matmul_bf16(matmul_input(last_, B, H), head.dense, config_.vocab_size, nullptr,
-                        logits_);
+    device_.matmul_bf16(in, head.dense, config_.vocab_size, nullptr, logits_);
   }
 }
 
-void Executor::apply_df11_head(const Matrix& head, int64_t batch) {
+void Executor::apply_df11_head(const Matrix& head, const MatmulInput& in) {
   const int64_t H = config_.hidden_size;
   const int64_t V = config_.vocab_size;
-  const MatmulInput in = matmul_input(last_, batch, H);
+  const int64_t batch = in.rows;
   for (int64_t start = 0; start < V; start += head_chunk_rows_) {
     const int64_t rows = std::min(head_chunk_rows_, V - start);
     const int64_t first_group = start * H / df11::kGroupElements;
@@ -281,35 +280,35 @@ void Executor::run_layer(int64_t index) {
   const int64_t I = config_.intermediate_size;
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
-  device_.rms_norm(x_, w.input_norm, T, H, eps, h_);
-  const MatmulInput normed = matmul_input(h_, T, H);
+  // The previous layer's MLP output (in h) joins the residual stream first.
+  const MatmulInput normed = device_.add_rms_norm_input(x_, index == 0 ? nullptr : h_, w.input_norm,
+                                                        T, H, eps, h_, matmul_in_);
   device_.matmul_bf16(normed, wq, Q, w.q_bias, q_);
   device_.matmul_bf16(normed, wk, KV, w.k_bias, k_);
   device_.matmul_bf16(normed, wv, KV, w.v_bias, v_);
-  device_.rope(q_, positions_, T, config_.num_heads, config_.head_dim, inv_freq_);
-  device_.rope(k_, positions_, T, config_.num_kv_heads, config_.head_dim, inv_freq_);
   const PagedKv kv = kv_pool_->layer(index);
-  device_.kv_write(kv, k_, v_, slots_, T);
+  device_.rope_and_cache(q_, k_, v_, positions_, T, config_.num_heads, inv_freq_, kv, slots_);
   PagedBatch batch;
   batch.q_indptr = q_indptr_;
   batch.page_indptr = page_indptr_;
   batch.page_indices = page_indices_;
   batch.context_lens = context_lens_;
   batch.num_seqs = tables_.batch;
+  batch.num_tokens = T;
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each
   batch.max_context = max_context_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  device_.paged_attention(q_, kv, batch, config_.num_heads, scale, attn_, attention_scratch_);
-  device_.matmul_bf16(matmul_input(attn_, T, Q), wo, H, w.o_bias, h_);
-  device_.add_inplace(x_, h_, T * H);
+  const MatmulInput attended = device_.paged_attention(q_, kv, batch, config_.num_heads, scale,
+                                                       attn_, attention_scratch_, matmul_in_);
+  device_.matmul_bf16(attended, wo, H, w.o_bias, h_);
 
-  device_.rms_norm(x_, w.post_norm, T, H, eps, h_);
-  const MatmulInput normed_mlp = matmul_input(h_, T, H);
+  const MatmulInput normed_mlp =
+      device_.add_rms_norm_input(x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
   device_.matmul_bf16(normed_mlp, wg, I, nullptr, gate_);
   device_.matmul_bf16(normed_mlp, wu, I, nullptr, up_);
-  device_.silu_mul(gate_, up_, T, I, act_);
-  device_.matmul_bf16(matmul_input(act_, T, I), wd, H, nullptr, h_);
-  device_.add_inplace(x_, h_, T * H);
+  const MatmulInput activated = device_.silu_mul_input(gate_, up_, T, I, act_, matmul_in_);
+  // Its output joins the residual stream in the next layer's input norm (or the head's).
+  device_.matmul_bf16(activated, wd, H, nullptr, h_);
 }
 
 void Executor::read_logits(float* host_out) {

@@ -74,11 +74,10 @@ class Executor {
            const Limits& limits);  // measures only
   void lay_out();
   void run_layer(int64_t index);
-  void apply_df11_head(const Matrix& head, int64_t batch);
+  void apply_df11_head(const Matrix& head, const MatmulInput& in);
   std::array<const Matrix*, kMatrices> layer_matrices(int64_t index) const;
   void decode_layer(int64_t index);  // its compressed matrices into their slots
   void run_model();                  // embedding to logits, on tables already on the device
-  MatmulInput matmul_input(const float* x, int64_t rows, int64_t k);
 
   const ModelConfig& config_;
   const Weights& weights_;
@@ -115,6 +114,7 @@ class Executor {
   float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
   float *gate_ = nullptr, *up_ = nullptr, *act_ = nullptr;
   float* last_ = nullptr;
+  float* last_h_ = nullptr;  // the last layer's output rows of the sequences' last tokens
   float* logits_ = nullptr;
   void* sample_scratch_ = nullptr;
   int32_t* sampled_ = nullptr;

@@ -32,8 +32,10 @@ struct PagedBatch {
   const int32_t* page_indices = nullptr;
   const int32_t* context_lens = nullptr;
   int64_t num_seqs = 0;
-  // Host-side facts about the arrays above, for backends that pick a kernel by them: the most
-  // query tokens of one sequence (1: a decode step) and an upper bound of context_lens.
+  // Host-side facts about the arrays above, for backends that pick a kernel by them: the query
+  // tokens in all (q_indptr[num_seqs]), the most of one sequence (1: a decode step) and an upper
+  // bound of context_lens.
+  int64_t num_tokens = 0;
   int64_t max_query_tokens = 0;
   int64_t max_context = 0;
 };

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slimrt import LLM, SamplingParams, _core
+from slimrt.model_loader import load_model
 
 pytestmark = pytest.mark.skipif(
     not _core.cuda_available(), reason="needs slimrt built with CUDA and a GPU"
@@ -58,3 +59,13 @@ def test_cuda_backend_generates_what_the_cpu_backend_generates(
                 compared += 1
             context.append(token)
     assert compared >= 24  # most choices of a random model are clear
+
+
+def test_a_budget_that_does_not_fit_is_refused_with_torch_loaded(tiny_model_dir) -> None:
+    # In a process that had loaded torch, formatting this message once crashed (H100, 2026-11-23).
+    torch = pytest.importorskip("torch")
+    torch.zeros(1, device="cuda")
+    loaded = load_model(str(tiny_model_dir("llama")[0]), progress=False)
+    options = {"device": "cuda", "kv_tokens": 4096, "memory_limit_bytes": 1 << 20}
+    with pytest.raises(_core.Error, match=r"^not enough memory: weights \d+\.\d+ GiB \+"):
+        _core.Engine(loaded.config, loaded.weights, options)
