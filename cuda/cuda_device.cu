@@ -207,11 +207,13 @@ __global__ void add_rms_norm_kernel(float* x, const float* residual, const float
   }
 }
 
-__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t n, uint16_t* out) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+__global__ void silu_mul_kernel(const float* gate, const float* up, int64_t row_stride,
+                                int64_t tokens, int64_t width, uint16_t* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < tokens * width;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const float g = gate[i];
-    out[i] = f32_to_bf16(g / (1.0f + expf(-g)) * up[i]);
+    const int64_t at = i / width * row_stride + i % width;
+    const float g = gate[at];
+    out[i] = f32_to_bf16(g / (1.0f + expf(-g)) * up[at]);
   }
 }
 
@@ -226,13 +228,13 @@ __device__ __forceinline__ float to_cache<float>(float v) {
   return v;
 }
 
-// RoPE and the cache write in one pass. Work items per token: heads * half rotations of q (in
-// place), kv_heads * half rotations of k (to the cache), kv_heads * head_dim copies of v (to the
+// RoPE and the cache write in one pass. Work items per token: heads * half rotations of q (to
+// q_out), kv_heads * half rotations of k (to the cache), kv_heads * head_dim copies of v (to the
 // cache). FP32 angles and accurate sinf/cosf, as the CPU (and Hugging Face) compute them.
 template <class T>
-__global__ void rope_and_cache_kernel(float* q, const float* k, const float* v,
-                                      const int32_t* positions, int64_t tokens, int64_t heads,
-                                      const float* inv_freq, PagedKv kv, const int32_t* slots) {
+__global__ void rope_and_cache_kernel(QkvRows in, const int32_t* positions, int64_t tokens,
+                                      int64_t heads, const float* inv_freq, PagedKv kv,
+                                      const int32_t* slots, float* q_out) {
   const int64_t d = kv.head_dim, half = d / 2, width = kv.kv_heads * d;
   const int64_t q_items = heads * half, k_items = kv.kv_heads * half;
   const int64_t per_token = q_items + k_items + width;
@@ -245,7 +247,9 @@ __global__ void rope_and_cache_kernel(float* q, const float* k, const float* v,
     const int32_t slot = slots[t];
     if (item >= q_items + k_items) {  // v
       item -= q_items + k_items;
-      if (slot >= 0) v_cache[int64_t{slot} * width + item] = to_cache<T>(v[t * width + item]);
+      if (slot >= 0) {
+        v_cache[int64_t{slot} * width + item] = to_cache<T>(in.v[t * in.kv_stride + item]);
+      }
       continue;
     }
     const bool is_q = item < q_items;
@@ -253,11 +257,12 @@ __global__ void rope_and_cache_kernel(float* q, const float* k, const float* v,
     const int64_t head = item / half, pair = item % half;
     const float angle = static_cast<float>(positions[t]) * inv_freq[pair];
     const float c = cosf(angle), s = sinf(angle);
-    const float* src = is_q ? q + (t * heads + head) * d : k + t * width + head * d;
+    const float* src =
+        is_q ? in.q + t * in.q_stride + head * d : in.k + t * in.kv_stride + head * d;
     const float x1 = src[pair], x2 = src[pair + half];
     const float a = x1 * c - x2 * s, b = x2 * c + x1 * s;
     if (is_q) {
-      float* dst = q + (t * heads + head) * d;
+      float* dst = q_out + (t * heads + head) * d;
       dst[pair] = a;
       dst[pair + half] = b;
     } else if (slot >= 0) {
@@ -495,11 +500,11 @@ class CudaDevice final : public Device {
     return {scratch, rows, cols};
   }
 
-  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens, int64_t width,
-                             float* /*out*/, void* scratch) override {
+  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t row_stride, int64_t tokens,
+                             int64_t width, float* /*out*/, void* scratch) override {
     const int64_t n = tokens * width;
     if (n > 0) {
-      silu_mul_kernel<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, n,
+      silu_mul_kernel<<<grid_for(n), kThreads, 0, stream_>>>(gate, up, row_stride, tokens, width,
                                                              static_cast<uint16_t*>(scratch));
       SLIMRT_CUDA_CHECK(cudaGetLastError());
     }
@@ -529,18 +534,18 @@ class CudaDevice final : public Device {
     }
   }
 
-  void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions, int64_t tokens,
-                      int64_t heads, const float* inv_freq, const PagedKv& kv,
-                      const int32_t* slots) override {
+  void rope_and_cache(const QkvRows& in, const int32_t* positions, int64_t tokens, int64_t heads,
+                      const float* inv_freq, const PagedKv& kv, const int32_t* slots,
+                      float* q_out) override {
     SLIMRT_CHECK(kv.head_dim % 2 == 0, "rope: head_dim must be even, got " << kv.head_dim);
     const int64_t n = tokens * (heads * kv.head_dim / 2 + kv.kv_heads * kv.head_dim * 3 / 2);
     if (n <= 0) return;
     if (kv.dtype == KvDtype::kBf16) {
       rope_and_cache_kernel<uint16_t><<<grid_for(n), kThreads, 0, stream_>>>(
-          q, k, v, positions, tokens, heads, inv_freq, kv, slots);
+          in, positions, tokens, heads, inv_freq, kv, slots, q_out);
     } else {
       rope_and_cache_kernel<float><<<grid_for(n), kThreads, 0, stream_>>>(
-          q, k, v, positions, tokens, heads, inv_freq, kv, slots);
+          in, positions, tokens, heads, inv_freq, kv, slots, q_out);
     }
     SLIMRT_CUDA_CHECK(cudaGetLastError());
   }

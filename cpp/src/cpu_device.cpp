@@ -113,9 +113,10 @@ MatmulInput CpuDevice::add_rms_norm_input(float* x, const float* residual, const
   return {out, rows, cols};
 }
 
-MatmulInput CpuDevice::silu_mul_input(const float* gate, const float* up, int64_t tokens,
-                                      int64_t width, float* out, void* /*scratch*/) {
-  cpu::silu_mul(gate, up, tokens, width, out, pool_);
+MatmulInput CpuDevice::silu_mul_input(const float* gate, const float* up, int64_t row_stride,
+                                      int64_t tokens, int64_t width, float* out,
+                                      void* /*scratch*/) {
+  cpu::silu_mul(gate, up, row_stride, tokens, width, out, pool_);
   return {out, tokens, width};
 }
 
@@ -124,12 +125,14 @@ void CpuDevice::matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, 
   cpu::matmul_bf16(static_cast<const float*>(x.data), x.rows, x.k, w, n, bias, out, pool_);
 }
 
-void CpuDevice::rope_and_cache(float* q, float* k, const float* v, const int32_t* positions,
-                               int64_t tokens, int64_t heads, const float* inv_freq,
-                               const PagedKv& kv, const int32_t* slots) {
-  cpu::rope(q, positions, tokens, heads, kv.head_dim, inv_freq, pool_);
-  cpu::rope(k, positions, tokens, kv.kv_heads, kv.head_dim, inv_freq, pool_);
-  cpu::kv_write(kv, k, v, slots, tokens, pool_);
+void CpuDevice::rope_and_cache(const QkvRows& in, const int32_t* positions, int64_t tokens,
+                               int64_t heads, const float* inv_freq, const PagedKv& kv,
+                               const int32_t* slots, float* q_out) {
+  const int64_t width = heads * kv.head_dim;
+  if (q_out != in.q) copy_block(in.q, in.q_stride, q_out, width, tokens, width);
+  cpu::rope(q_out, width, positions, tokens, heads, kv.head_dim, inv_freq, pool_);
+  cpu::rope(in.k, in.kv_stride, positions, tokens, kv.kv_heads, kv.head_dim, inv_freq, pool_);
+  cpu::kv_write(kv, in.k, in.v, in.kv_stride, slots, tokens, pool_);
 }
 
 MatmulInput CpuDevice::paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,

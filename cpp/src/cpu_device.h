@@ -32,14 +32,14 @@ class CpuDevice final : public Device {
                   int64_t rows, int64_t cols) override;
   MatmulInput add_rms_norm_input(float* x, const float* residual, const float* weight, int64_t rows,
                                  int64_t cols, float eps, float* out, void* scratch) override;
-  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens, int64_t width,
-                             float* out, void* scratch) override;
+  MatmulInput silu_mul_input(const float* gate, const float* up, int64_t row_stride, int64_t tokens,
+                             int64_t width, float* out, void* scratch) override;
   int64_t matmul_input_bytes(int64_t, int64_t) const override { return 0; }
   void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
                    float* out) override;
-  void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions, int64_t tokens,
-                      int64_t heads, const float* inv_freq, const PagedKv& kv,
-                      const int32_t* slots) override;
+  void rope_and_cache(const QkvRows& in, const int32_t* positions, int64_t tokens, int64_t heads,
+                      const float* inv_freq, const PagedKv& kv, const int32_t* slots,
+                      float* q_out) override;
   MatmulInput paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
                               int64_t heads, float scale, float* out, void* scratch,
                               void* input_scratch) override;

@@ -69,20 +69,21 @@ class Device {
   virtual MatmulInput add_rms_norm_input(float* x, const float* residual, const float* weight,
                                          int64_t rows, int64_t cols, float eps, float* out,
                                          void* scratch) = 0;
-  // silu(gate) * up, elementwise over [tokens][width].
-  virtual MatmulInput silu_mul_input(const float* gate, const float* up, int64_t tokens,
-                                     int64_t width, float* out, void* scratch) = 0;
+  // silu(gate) * up, elementwise over [tokens][width]; gate and up rows `row_stride` apart
+  // (a fused gate|up matmul output: 2 * width).
+  virtual MatmulInput silu_mul_input(const float* gate, const float* up, int64_t row_stride,
+                                     int64_t tokens, int64_t width, float* out, void* scratch) = 0;
   virtual int64_t matmul_input_bytes(int64_t rows, int64_t k) const = 0;
   // out[r][j] = sum_k x[r][k] * w[j][k] (+ bias[j]), w [n][k] BF16, FP32 accumulation and out.
   virtual void matmul_bf16(const MatmulInput& x, const uint16_t* w, int64_t n, const float* bias,
                            float* out) = 0;
 
-  // RoPE on q [tokens][heads][head_dim] (in place) and k [tokens][kv.kv_heads][head_dim], then
-  // the rotated k and v written to the cache at `slots` (cpu::rope, then cpu::kv_write; k may be
-  // left rotated or not).
-  virtual void rope_and_cache(float* q, float* k, const float* v, const int32_t* positions,
-                              int64_t tokens, int64_t heads, const float* inv_freq,
-                              const PagedKv& kv, const int32_t* slots) = 0;
+  // RoPE on q ([heads][head_dim] per token) into q_out [tokens][heads][head_dim], and on k
+  // ([kv.kv_heads][head_dim] per token), whose rotated rows go to the cache at `slots` with v's
+  // (cpu::rope, then cpu::kv_write). The rows of `in` may be rotated in place or left as they are.
+  virtual void rope_and_cache(const QkvRows& in, const int32_t* positions, int64_t tokens,
+                              int64_t heads, const float* inv_freq, const PagedKv& kv,
+                              const int32_t* slots, float* q_out) = 0;
   // Attention of q over the cache (cpu::paged_attention), as the o_proj matmul's input (FP32
   // into `out`, or on CUDA BF16 in `scratch` or `input_scratch`). scratch:
   // attention_scratch_bytes() bytes for batches within the bounds given there; input_scratch:

@@ -106,13 +106,11 @@ void Executor::lay_out() {
 
   // One region, three phases that never overlap in time.
   const int64_t phase = activations_.offset();
+  qkv_ = activations_.allocate<float>(T * (config_.q_width() + 2 * config_.kv_width()));
   q_ = activations_.allocate<float>(T * config_.q_width());
-  k_ = activations_.allocate<float>(T * config_.kv_width());
-  v_ = activations_.allocate<float>(T * config_.kv_width());
   attn_ = activations_.allocate<float>(T * config_.q_width());
   activations_.rewind(phase);
-  gate_ = activations_.allocate<float>(T * config_.intermediate_size);
-  up_ = activations_.allocate<float>(T * config_.intermediate_size);
+  gate_up_ = activations_.allocate<float>(T * 2 * config_.intermediate_size);
   act_ = activations_.allocate<float>(T * config_.intermediate_size);
   activations_.rewind(phase);
   last_ = activations_.allocate<float>(B * H);
@@ -283,11 +281,21 @@ void Executor::run_layer(int64_t index) {
   // The previous layer's MLP output (in h) joins the residual stream first.
   const MatmulInput normed = device_.add_rms_norm_input(x_, index == 0 ? nullptr : h_, w.input_norm,
                                                         T, H, eps, h_, matmul_in_);
-  device_.matmul_bf16(normed, wq, Q, w.q_bias, q_);
-  device_.matmul_bf16(normed, wk, KV, w.k_bias, k_);
-  device_.matmul_bf16(normed, wv, KV, w.v_bias, v_);
+  // q, k and v (and their biases) lie back to back in their arena (or DF11 scratch) whenever
+  // their sizes keep the arena's alignment: then one matmul makes all three.
+  QkvRows rows;
+  if (wk == wq + Q * H && wv == wk + KV * H &&
+      (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
+    device_.matmul_bf16(normed, wq, Q + 2 * KV, w.q_bias, qkv_);
+    rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
+  } else {
+    rows = {qkv_, qkv_ + T * Q, qkv_ + T * (Q + KV), Q, KV};
+    device_.matmul_bf16(normed, wq, Q, w.q_bias, rows.q);
+    device_.matmul_bf16(normed, wk, KV, w.k_bias, rows.k);
+    device_.matmul_bf16(normed, wv, KV, w.v_bias, qkv_ + T * (Q + KV));
+  }
   const PagedKv kv = kv_pool_->layer(index);
-  device_.rope_and_cache(q_, k_, v_, positions_, T, config_.num_heads, inv_freq_, kv, slots_);
+  device_.rope_and_cache(rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
   PagedBatch batch;
   batch.q_indptr = q_indptr_;
   batch.page_indptr = page_indptr_;
@@ -304,9 +312,15 @@ void Executor::run_layer(int64_t index) {
 
   const MatmulInput normed_mlp =
       device_.add_rms_norm_input(x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
-  device_.matmul_bf16(normed_mlp, wg, I, nullptr, gate_);
-  device_.matmul_bf16(normed_mlp, wu, I, nullptr, up_);
-  const MatmulInput activated = device_.silu_mul_input(gate_, up_, T, I, act_, matmul_in_);
+  MatmulInput activated;
+  if (wu == wg + I * H) {  // gate and up back to back, as q, k and v above
+    device_.matmul_bf16(normed_mlp, wg, 2 * I, nullptr, gate_up_);
+    activated = device_.silu_mul_input(gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
+  } else {
+    device_.matmul_bf16(normed_mlp, wg, I, nullptr, gate_up_);
+    device_.matmul_bf16(normed_mlp, wu, I, nullptr, gate_up_ + T * I);
+    activated = device_.silu_mul_input(gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
+  }
   // Its output joins the residual stream in the next layer's input norm (or the head's).
   device_.matmul_bf16(activated, wd, H, nullptr, h_);
 }

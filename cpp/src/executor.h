@@ -9,9 +9,12 @@
 //   executor.read_logits(out);                   // or executor.sample(params, out)
 //
 // Buffer plan (T = max_step_tokens, B = max_batch): the residual stream x and a second [T][H]
-// buffer h persist through a step; one "phase" region is shared by the attention block
-// (q, k, v, attention output), the MLP block (gate, up, silu product) and the head (last-token
-// rows, logits, sampling scratch), which never live at the same time.
+// buffer h persist through a step (h carries each block's output until the next norm adds it to
+// x, fused with that norm); one "phase" region is shared by the attention block (q|k|v, rotated
+// q, attention output), the MLP block (gate|up, silu product) and the head (last-token rows,
+// logits, sampling scratch), which never live at the same time. Matrices that lie back to back
+// (q, k, v; gate, up) run as one matmul. The Device's matmul-input scratch holds each matmul's
+// left operand in the backend's form (BF16 on CUDA).
 //
 // DF11: a layer's compressed matrices are decoded into scratch just before the layer runs;
 // the scratch holds the largest layer's compressed matrices. On a device that overlaps decoding
@@ -111,8 +114,10 @@ class Executor {
   void* attention_scratch_ = nullptr;  // Device::paged_attention scratch
   float* x_ = nullptr;
   float* h_ = nullptr;
-  float *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *attn_ = nullptr;
-  float *gate_ = nullptr, *up_ = nullptr, *act_ = nullptr;
+  float* qkv_ = nullptr;  // [T][q | k | v] of one matmul, or q, k and v as three blocks
+  float *q_ = nullptr, *attn_ = nullptr;  // rotated q; attention output
+  float* gate_up_ = nullptr;  // [T][gate | up] of one matmul, or gate and up as two blocks
+  float* act_ = nullptr;
   float* last_ = nullptr;
   float* last_h_ = nullptr;  // the last layer's output rows of the sequences' last tokens
   float* logits_ = nullptr;

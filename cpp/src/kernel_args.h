@@ -40,6 +40,17 @@ struct PagedBatch {
   int64_t max_context = 0;
 };
 
+// q, k and v rows of a step's tokens: token t's q at q + t * q_stride, its k and v at
+// k + t * kv_stride and v + t * kv_stride (one fused q|k|v matmul output: both strides are the
+// fused width; separate outputs: their own widths).
+struct QkvRows {
+  float* q = nullptr;
+  float* k = nullptr;
+  const float* v = nullptr;
+  int64_t q_stride = 0;
+  int64_t kv_stride = 0;
+};
+
 // The left operand of Device::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
 // (Device::matmul_input): FP32 on the CPU, BF16 bits on CUDA.
 struct MatmulInput {

@@ -316,7 +316,8 @@ TEST(CpuRope, MatchesHuggingFaceRotateHalf) {
           }
         }
         std::vector<float> got = x;
-        cpu::rope(got.data(), pos.data(), tokens, heads, head_dim, inv_freq.data(), pool);
+        cpu::rope(got.data(), heads * head_dim, pos.data(), tokens, heads, head_dim,
+                  inv_freq.data(), pool);
         EXPECT_LT(rel_l2(got, ref), 1e-6) << head_dim << " " << tokens << " " << heads;
       }
     }
@@ -328,7 +329,7 @@ TEST(CpuRope, RejectsOddHeadDim) {
   float x[3] = {};
   const int32_t pos = 0;
   const float inv = 1.0f;
-  EXPECT_THROW(cpu::rope(x, &pos, 1, 1, 3, &inv, pool), slimrt::Error);
+  EXPECT_THROW(cpu::rope(x, 3, &pos, 1, 1, 3, &inv, pool), slimrt::Error);
 }
 
 TEST(CpuSiluMul, MatchesDoubleReference) {
@@ -341,7 +342,7 @@ TEST(CpuSiluMul, MatchesDoubleReference) {
       std::vector<double> ref(g.size());
       for (size_t i = 0; i < g.size(); ++i) ref[i] = g[i] / (1.0 + std::exp(-double(g[i]))) * u[i];
       std::vector<float> out(g.size(), kNaN);
-      cpu::silu_mul(g.data(), u.data(), tokens, width, out.data(), pool);
+      cpu::silu_mul(g.data(), u.data(), width, tokens, width, out.data(), pool);
       EXPECT_LT(rel_l2(out, ref), 1e-6) << tokens << "x" << width;
       for (size_t i = 0; i < g.size(); ++i) {
         ASSERT_NEAR(out[i], ref[i], 1e-6 * std::abs(ref[i]) + 1e-30) << g[i];
@@ -351,7 +352,7 @@ TEST(CpuSiluMul, MatchesDoubleReference) {
   // Saturation: silu(-100) is -0 up to denormals, silu(100) = 100.
   const float g[2] = {-100.0f, 100.0f}, u[2] = {1.0f, 1.0f};
   float out[2];
-  cpu::silu_mul(g, u, 1, 2, out, pool);
+  cpu::silu_mul(g, u, 2, 1, 2, out, pool);
   EXPECT_NEAR(out[0], 0.0f, 1e-30f);
   EXPECT_EQ(out[1], 100.0f);
 }
@@ -442,6 +443,64 @@ TEST(CpuMatmul, ThreadCountDoesNotChangeResults) {
 // ---------------------------------------------------------------------------------------------
 // kv_write and paged_attention
 
+// Rows of a fused matmul output (q|k|v, gate|up) are strided slices: each kernel gives, on them,
+// exactly what it gives on the same rows stored contiguously.
+TEST(CpuStridedRows, RopeSiluMulAndKvWriteMatchTheirContiguousResults) {
+  std::mt19937_64 rng(31);
+  ThreadPool pool(2);
+  const int64_t tokens = 5, heads = 3, head_dim = 8, width = heads * head_dim, stride = 41;
+  std::vector<float> inv_freq(head_dim / 2);
+  for (size_t i = 0; i < inv_freq.size(); ++i) inv_freq[i] = 1.0f / float(1 + i);
+  std::vector<int32_t> pos = {0, 7, 100, 3, 2999};
+  const auto wide = random_floats(rng, tokens * stride);
+  std::vector<float> dense(tokens * width);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(wide.begin() + t * stride + 3, width, dense.begin() + t * width);
+  }
+
+  std::vector<float> strided = wide;
+  cpu::rope(strided.data() + 3, stride, pos.data(), tokens, heads, head_dim, inv_freq.data(), pool);
+  cpu::rope(dense.data(), width, pos.data(), tokens, heads, head_dim, inv_freq.data(), pool);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t i = 0; i < width; ++i) {
+      ASSERT_EQ(strided[t * stride + 3 + i], dense[t * width + i]) << t << " " << i;
+    }
+    EXPECT_EQ(strided[t * stride], wide[t * stride]);  // outside the slice: untouched
+  }
+
+  std::vector<float> got(tokens * width, kNaN), want(tokens * width, kNaN);
+  cpu::silu_mul(wide.data(), wide.data() + width, stride, tokens, width, got.data(), pool);
+  std::vector<float> gate(tokens * width), up(tokens * width);
+  for (int64_t t = 0; t < tokens; ++t) {
+    std::copy_n(wide.begin() + t * stride, width, gate.begin() + t * width);
+    std::copy_n(wide.begin() + t * stride + width, width, up.begin() + t * width);
+  }
+  cpu::silu_mul(gate.data(), up.data(), width, tokens, width, want.data(), pool);
+  EXPECT_EQ(got, want);
+
+  for (const cpu::KvDtype dtype : {cpu::KvDtype::kF32, cpu::KvDtype::kBf16}) {
+    std::vector<float> pages_a(2 * 8 * width * 2, 0.0f), pages_b = pages_a;
+    cpu::PagedKv kv;
+    kv.dtype = dtype;
+    kv.page_size = 8;
+    kv.kv_heads = heads;
+    kv.head_dim = head_dim;
+    const std::vector<int32_t> slots = {9, 0, -1, 15, 4};
+    kv.k_pages = pages_a.data();
+    kv.v_pages = pages_a.data() + pages_a.size() / 2;
+    cpu::kv_write(kv, wide.data(), wide.data() + 1, stride, slots.data(), tokens, pool);
+    std::vector<float> k_rows(tokens * width), v_rows(tokens * width);
+    for (int64_t t = 0; t < tokens; ++t) {
+      std::copy_n(wide.begin() + t * stride, width, k_rows.begin() + t * width);
+      std::copy_n(wide.begin() + t * stride + 1, width, v_rows.begin() + t * width);
+    }
+    kv.k_pages = pages_b.data();
+    kv.v_pages = pages_b.data() + pages_b.size() / 2;
+    cpu::kv_write(kv, k_rows.data(), v_rows.data(), width, slots.data(), tokens, pool);
+    EXPECT_EQ(pages_a, pages_b);
+  }
+}
+
 TEST(CpuKvWrite, StoresRowsAtTheirSlotsOnly) {
   std::mt19937_64 rng(19);
   ThreadPool pool(2);
@@ -467,7 +526,7 @@ TEST(CpuKvWrite, StoresRowsAtTheirSlotsOnly) {
     auto k = random_floats(rng, tokens * row, -100.0f, 100.0f);
     const auto v = random_floats(rng, tokens * row);
     k[0] = kNaN;
-    cpu::kv_write(kv, k.data(), v.data(), slots.data(), tokens, pool);
+    cpu::kv_write(kv, k.data(), v.data(), kv_heads * head_dim, slots.data(), tokens, pool);
     std::set<int64_t> written;
     for (int64_t t = 0; t < tokens; ++t) {
       if (slots[t] < 0) continue;

@@ -237,6 +237,10 @@ TEST(Engine, Llama3RopeScalingAndOProjBiasMatchTheReference) {
   expect_matches_reference(Variant::kLlama3, "f32", kTolerance);
 }
 
+TEST(Engine, MatricesNotBackToBackRunAsSeparateMatmulsAndMatchTheReference) {
+  expect_matches_reference(Variant::kLlamaOddSizes, "f32", kTolerance);
+}
+
 TEST(Engine, Bf16KvCacheMatchesAReferenceThatRoundsKvToBf16) {
   expect_matches_reference(Variant::kLlama, "bf16", kBf16KvTolerance);
 }

@@ -113,13 +113,14 @@ void expect_cuda_matches_cpu(const TinyModel& m, const std::string& kv_dtype,
 
 TEST(EngineCuda, LogitsMatchTheCpuBackend) {
   SKIP_WITHOUT_CUDA();
-  for (Variant variant :
-       {Variant::kLlama, Variant::kQwen2, Variant::kLlama3, Variant::kLlamaHead128}) {
+  for (Variant variant : {Variant::kLlama, Variant::kQwen2, Variant::kLlama3,
+                          Variant::kLlamaHead128, Variant::kLlamaOddSizes}) {
     const TinyModel m = make_model(variant);
-    const std::string name = variant == Variant::kLlama          ? "llama"
-                             : variant == Variant::kQwen2        ? "qwen2"
-                             : variant == Variant::kLlamaHead128 ? "llama head_dim 128"
-                                                                 : "llama3";
+    const std::string name = variant == Variant::kLlama           ? "llama"
+                             : variant == Variant::kQwen2         ? "qwen2"
+                             : variant == Variant::kLlamaHead128  ? "llama head_dim 128"
+                             : variant == Variant::kLlamaOddSizes ? "llama odd sizes"
+                                                                  : "llama3";
     for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, kv, name);
   }
 }

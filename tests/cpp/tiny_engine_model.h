@@ -29,7 +29,9 @@ enum class Variant {
   kLlama,   // GQA, untied lm_head, plain RoPE
   kQwen2,   // q/k/v biases (given as BF16), tied embeddings, hidden 96 (rows straddle DF11 groups)
   kLlama3,  // llama3 RoPE scaling that matters at short positions, attention_bias incl. o_proj
-  kLlamaHead128,  // head_dim 128, 4 query heads per KV head: the shapes of Llama-3's attention
+  kLlamaHead128,   // head_dim 128, 4 query heads per KV head: the shapes of Llama-3's attention
+  kLlamaOddSizes,  // hidden 38, head_dim 10: q, k, v (and gate, up) sizes that break the arena's
+                   // 64-byte alignment, so they are not back to back: separate matmuls
 };
 
 // A tiny model with seeded random weights, kept as the caller would hand them over.
@@ -76,11 +78,15 @@ inline TinyModel make_model(Variant variant, uint32_t seed = 1234) {
   ModelConfig& c = m.config;
   c.architecture = variant == Variant::kQwen2 ? Architecture::kQwen2 : Architecture::kLlama;
   c.vocab_size = 97;
-  c.hidden_size = variant == Variant::kQwen2 ? 96 : 64;
+  c.hidden_size = variant == Variant::kQwen2 ? 96 : variant == Variant::kLlamaOddSizes ? 38 : 64;
   c.num_heads = variant == Variant::kQwen2 ? 6 : 4;
   c.num_kv_heads = variant == Variant::kLlamaHead128 ? 1 : 2;
-  c.head_dim = variant == Variant::kLlamaHead128 ? 128 : 16;
-  c.intermediate_size = variant == Variant::kQwen2 ? 160 : 128;
+  c.head_dim = variant == Variant::kLlamaHead128    ? 128
+               : variant == Variant::kLlamaOddSizes ? 10
+                                                    : 16;
+  c.intermediate_size = variant == Variant::kQwen2           ? 160
+                        : variant == Variant::kLlamaOddSizes ? 100
+                                                             : 128;
   c.num_layers = 2;
   c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 256;

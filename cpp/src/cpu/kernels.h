@@ -33,24 +33,28 @@ void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int
                  const float* bias, float* out, ThreadPool& pool);
 
 // Rotary embedding in Hugging Face's layout (rotate_half: pairs (i, i + head_dim/2)), in place:
-// x is [tokens][heads][head_dim]; token t is at position positions[t]; the angle of pair i is
-// positions[t] * inv_freq[i], i < head_dim/2 (inv_freq already includes any rope scaling),
-// rounded to FP32 as Hugging Face computes it. head_dim must be even (else slimrt::Error).
-void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
-          const float* inv_freq, ThreadPool& pool);
+// x is [tokens][heads][head_dim], token t's heads starting at x + t * row_stride (row_stride >=
+// heads * head_dim: a slice of a fused q|k|v row); token t is at position positions[t]; the angle
+// of pair i is positions[t] * inv_freq[i], i < head_dim/2 (inv_freq already includes any rope
+// scaling), rounded to FP32 as Hugging Face computes it. head_dim must be even (else
+// slimrt::Error).
+void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
+          int64_t head_dim, const float* inv_freq, ThreadPool& pool);
 
-// out[t][i] = silu(gate[t][i]) * up[t][i], silu(g) = g / (1 + exp(-g)).
-void silu_mul(const float* gate, const float* up, int64_t tokens, int64_t width, float* out,
-              ThreadPool& pool);
+// out[t][i] = silu(gate[t][i]) * up[t][i], silu(g) = g / (1 + exp(-g)); gate and up rows are
+// row_stride floats apart (width, or 2 * width for a fused gate|up row), out rows width.
+void silu_mul(const float* gate, const float* up, int64_t row_stride, int64_t tokens, int64_t width,
+              float* out, ThreadPool& pool);
 
 // x[i] += y[i].
 void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool);
 
-// Stores K/V rows of `tokens` new tokens ([tokens][kv_heads][head_dim] FP32 each) at
+// Stores K/V rows of `tokens` new tokens ([tokens][kv_heads][head_dim] FP32 each, rows row_stride
+// floats apart) at
 // slots[t] = page * page_size + offset (BF16 storage rounds to nearest even). A negative slot
 // (padding) is skipped.
-void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-              int64_t tokens, ThreadPool& pool);
+void kv_write(const PagedKv& kv, const float* k, const float* v, int64_t row_stride,
+              const int32_t* slots, int64_t tokens, ThreadPool& pool);
 
 // Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
 // reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max

@@ -6,15 +6,15 @@
 
 namespace slimrt::cpu {
 
-void kv_write(const PagedKv& kv, const float* k, const float* v, const int32_t* slots,
-              int64_t tokens, ThreadPool& pool) {
+void kv_write(const PagedKv& kv, const float* k, const float* v, int64_t row_stride,
+              const int32_t* slots, int64_t tokens, ThreadPool& pool) {
   const int64_t row = kv.kv_heads * kv.head_dim;  // one token of one layer, K or V
   parallel_over(pool, tokens, 2 * row, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       const int64_t slot = slots[t];
       if (slot < 0) continue;
-      const float* ks = k + t * row;
-      const float* vs = v + t * row;
+      const float* ks = k + t * row_stride;
+      const float* vs = v + t * row_stride;
       if (kv.dtype == KvDtype::kF32) {
         std::memcpy(static_cast<float*>(kv.k_pages) + slot * row, ks, row * sizeof(float));
         std::memcpy(static_cast<float*>(kv.v_pages) + slot * row, vs, row * sizeof(float));

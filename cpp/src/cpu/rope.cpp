@@ -6,8 +6,8 @@
 
 namespace slimrt::cpu {
 
-void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int64_t head_dim,
-          const float* inv_freq, ThreadPool& pool) {
+void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
+          int64_t head_dim, const float* inv_freq, ThreadPool& pool) {
   SLIMRT_CHECK(head_dim % 2 == 0, "rope: head_dim must be even, got " << head_dim);
   const int64_t half = head_dim / 2;
   parallel_over(pool, tokens, 4 * heads * head_dim, [&](int64_t begin, int64_t end) {
@@ -27,7 +27,7 @@ void rope(float* x, const int32_t* positions, int64_t tokens, int64_t heads, int
           sn[i] = std::sin(angle);
         }
         for (int64_t h = 0; h < heads; ++h) {
-          float* a = x + (t * heads + h) * head_dim + i0;
+          float* a = x + t * row_stride + h * head_dim + i0;
           float* b = a + half;
           for (int64_t i = 0; i < np; ++i) {
             const float x1 = a[i];
