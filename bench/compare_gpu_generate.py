@@ -482,8 +482,8 @@ class Report:
 def measure_slimrt(
     report: Report, fmt: str, args: argparse.Namespace, batches: list[int], free: GpuFree
 ) -> None:
-    """Decode rows, the engine's memory and the budget measurement of one weight format. An
-    error ends this format's measurements, recorded in its rows; the run goes on."""
+    """Decode rows and the engine's memory of one weight format. An error ends this format's
+    measurements, recorded in its rows; the run goes on."""
     gpu = args.device == "cuda"
     try:
         loaded, source = load_weights(fmt, args.model, args.df11_model)
@@ -529,16 +529,22 @@ def measure_slimrt(
             entry["gpu_peak_bytes"] = max(entry["gpu_peak_bytes"] or 0, peak)
         report.add_row("slimrt", fmt, b, tps, peak)
     del engine
-    release_gpu_memory(gpu)
-    if args.budget_gib > 0:
-        log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights:")
-        try:
-            budget = longest_context(loaded, args.device, args.budget_gib, gpu)
-        except Exception as e:  # not a budget refusal: no figure, but the reason
-            traceback.print_exc()
-            budget = {"budget_gib": args.budget_gib, "error": error_text(e)}
-        report.add("budget", {"weights": fmt} | budget)
     del loaded
+    release_gpu_memory(gpu)
+
+
+def measure_budget(report: Report, fmt: str, args: argparse.Namespace) -> None:
+    """The longest context of one weight format in --budget-gib (run after every speed row)."""
+    gpu = args.device == "cuda"
+    log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights:")
+    try:
+        loaded, _ = load_weights(fmt, args.model, args.df11_model)
+        budget = longest_context(loaded, args.device, args.budget_gib, gpu)
+        del loaded
+    except Exception as e:  # not a budget refusal: no figure, but the reason
+        traceback.print_exc()
+        budget = {"budget_gib": args.budget_gib, "error": error_text(e)}
+    report.add("budget", {"weights": fmt} | budget)
     release_gpu_memory(gpu)
 
 
@@ -624,10 +630,14 @@ def main() -> None:
         },
         args.json,
     )
-    for fmt in formats:
-        measure_slimrt(report, fmt, args, batches, free)
-    if modes:
-        measure_transformers(report, modes, args, batches, free)
+    if batches:
+        for fmt in formats:
+            measure_slimrt(report, fmt, args, batches, free)
+        if modes:
+            measure_transformers(report, modes, args, batches, free)
+    if args.budget_gib > 0:
+        for fmt in formats:
+            measure_budget(report, fmt, args)
     print_report(report.results)
 
 
