@@ -10,11 +10,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cuda_device.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
@@ -250,6 +253,58 @@ TEST(EngineCuda, ReportsItsDeviceMemory) {
   const int64_t seq = engine.add_sequence();
   const std::vector<float> logits = run_step(engine, {seq}, {random_tokens(5, 97, 5)});
   for (float v : logits) EXPECT_TRUE(std::isfinite(v));
+}
+
+}  // namespace
+}  // namespace slimrt
+
+namespace slimrt {
+namespace {
+
+// Greedy rows are sampled on the GPU: the CPU sampler's ids for the same logits, including ties
+// (lowest id), NaNs (skipped) and rows without a number (id 0), for vocabularies that take the
+// kernel's 16-byte path (a multiple of 4) and its scalar path.
+TEST(CudaDevice, GreedySamplingIsTheCpuArgmax) {
+  SKIP_WITHOUT_CUDA();
+  const std::unique_ptr<Device> device = make_cuda_device(1);
+  ThreadPool pool(1);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (const int64_t vocab : {int64_t{97}, int64_t{128}, int64_t{128256}}) {
+    SCOPED_TRACE("vocab " + std::to_string(vocab));
+    constexpr int64_t kRows = 5;
+    std::vector<float> logits(kRows * vocab);
+    for (float& v : logits) v = normal(rng);
+    float* row = logits.data() + vocab;  // row 1: the maximum twice
+    row[vocab - 1] = row[vocab / 2] = 100.0f;
+    row += vocab;  // row 2: NaNs around a maximum at the last id
+    row[0] = row[vocab / 3] = std::numeric_limits<float>::quiet_NaN();
+    row[vocab - 1] = 50.0f;
+    row += vocab;  // row 3: nothing but NaN and -inf
+    for (int64_t i = 0; i < vocab; ++i) {
+      row[i] =
+          i % 2 ? -std::numeric_limits<float>::infinity() : std::numeric_limits<float>::quiet_NaN();
+    }
+    row += vocab;  // row 4: the maximum at id 0
+    row[0] = 1e30f;
+    SampleParams params[kRows];
+    for (SampleParams& p : params) p.temperature = 0.0f;
+    const int64_t bytes = kRows * vocab * static_cast<int64_t>(sizeof(float));
+    auto* on_device = static_cast<float*>(device->allocate(bytes));
+    auto* ids = static_cast<int32_t*>(device->allocate(kRows * sizeof(int32_t)));
+    device->copy_to_device(on_device, logits.data(), bytes);
+    device->sample(on_device, kRows, vocab, params, ids, nullptr);
+    std::vector<int32_t> got(kRows, -1), want(kRows, -2);
+    device->copy_to_host(got.data(), ids, kRows * sizeof(int32_t));
+    device->deallocate(ids);
+    device->deallocate(on_device);
+    std::vector<uint64_t> scratch(kRows * vocab);
+    cpu::sample(logits.data(), kRows, vocab, params, want.data(), scratch.data(), pool);
+    EXPECT_EQ(got, want);
+    EXPECT_EQ(got[1], vocab / 2);
+    EXPECT_EQ(got[2], vocab - 1);
+    EXPECT_EQ(got[4], 0);
+  }
 }
 
 }  // namespace
