@@ -18,7 +18,6 @@
 //   the same address to another tensor;
 // - the recorded graphs (at most kMaxGraphs, all dropped when that many exist);
 // - host buffers for embed_df11's ids and for sample()'s logits and scratch.
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -32,6 +31,7 @@
 #include "../cpp/src/cpu/kernels.h"
 #include "../cpp/src/cuda_device.h"
 #include "../cpp/src/df11_groups.h"
+#include "cublas_library.h"
 #include "cuda_check.h"
 #include "slimrt/attention_cuda.h"
 #include "slimrt/df11.h"
@@ -51,12 +51,12 @@ constexpr int kAttentionWarps = 4;  // warps per block; each warp handles one qu
 constexpr int64_t kCublasWorkspaceBytes = int64_t{32} << 20;  // what cuBLAS advises for Hopper
 constexpr size_t kMaxGraphs = 256;
 
-#define SLIMRT_CUBLAS_CHECK(call)                                                           \
-  do {                                                                                      \
-    const cublasStatus_t slimrt_cublas_status_ = (call);                                    \
-    SLIMRT_CHECK(slimrt_cublas_status_ == CUBLAS_STATUS_SUCCESS,                            \
-                 #call << " failed: " << cublasGetStatusName(slimrt_cublas_status_) << " (" \
-                       << cublasGetStatusString(slimrt_cublas_status_) << ")");             \
+#define SLIMRT_CUBLAS_CHECK(call)                                                                \
+  do {                                                                                           \
+    const cublasStatus_t slimrt_cublas_status_ = (call);                                         \
+    SLIMRT_CHECK(slimrt_cublas_status_ == CUBLAS_STATUS_SUCCESS,                                 \
+                 #call << " failed: " << cublas_library().status_name(slimrt_cublas_status_)     \
+                       << " (" << cublas_library().status_string(slimrt_cublas_status_) << ")"); \
   } while (0)
 
 int64_t align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }
@@ -396,11 +396,12 @@ class CudaDevice final : public Device {
       SLIMRT_CUDA_CHECK(cudaStreamCreateWithFlags(&ahead_, cudaStreamNonBlocking));
       SLIMRT_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
       SLIMRT_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
-      SLIMRT_CUBLAS_CHECK(cublasCreate(&cublas_));
-      SLIMRT_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+      const CublasLibrary& cublas = cublas_library();
+      SLIMRT_CUBLAS_CHECK(cublas.create(&cublas_));
+      SLIMRT_CUBLAS_CHECK(cublas.set_stream(cublas_, stream_));
       // An explicit workspace: cuBLAS then allocates nothing per call, as graph capture needs.
       SLIMRT_CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspaceBytes));
-      SLIMRT_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
+      SLIMRT_CUBLAS_CHECK(cublas.set_workspace(cublas_, cublas_workspace_, kCublasWorkspaceBytes));
     } catch (...) {
       release();
       throw;
@@ -556,10 +557,10 @@ class CudaDevice final : public Device {
                  "matmul_bf16: shape " << x.rows << " x " << x.k << " x " << n << " out of range");
     const int m = static_cast<int>(n), cols = static_cast<int>(x.rows), k = static_cast<int>(x.k);
     const float alpha = 1.0f, beta = 0.0f;
-    SLIMRT_CUBLAS_CHECK(cublasGemmEx(cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, cols, k, &alpha, w,
-                                     CUDA_R_16BF, std::max(k, 1), x.data, CUDA_R_16BF,
-                                     std::max(k, 1), &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT));
+    SLIMRT_CUBLAS_CHECK(cublas_library().gemm_ex(
+        cublas_, CUBLAS_OP_T, CUBLAS_OP_N, m, cols, k, &alpha, w, CUDA_R_16BF, std::max(k, 1),
+        x.data, CUDA_R_16BF, std::max(k, 1), &beta, out, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
     if (bias != nullptr) {
       add_bias_kernel<<<grid_for(x.rows * n), kThreads, 0, stream_>>>(out, bias, x.rows, n);
       SLIMRT_CUDA_CHECK(cudaGetLastError());
@@ -774,7 +775,7 @@ class CudaDevice final : public Device {
   void release() {
     drop_graphs();
     drop_tables();
-    if (cublas_ != nullptr) cublasDestroy(cublas_);
+    if (cublas_ != nullptr) cublas_library().destroy(cublas_);
     cublas_ = nullptr;
     if (cublas_workspace_ != nullptr) cudaFree(cublas_workspace_);
     cublas_workspace_ = nullptr;

@@ -18,8 +18,8 @@ std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
   SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu, cuda");
 #else
   SLIMRT_CHECK(name != "cuda",
-               "options: device \"cuda\" is not available yet: the engine's CUDA backend is not "
-               "implemented; use device \"cpu\"");
+               "options: device \"cuda\": slimrt was built without CUDA (SLIMRT_CUDA=OFF or no "
+               "nvcc found); use device \"cpu\"");
   SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu");
 #endif
 }

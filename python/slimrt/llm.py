@@ -40,6 +40,7 @@ __all__ = ["LLM", "TextStream"]
 DEVICES = ("auto", "cpu", "cuda")
 KV_DTYPES = ("bf16", "f32")
 
+
 def _create_engine(config: dict, weights: dict, options: dict) -> Any:
     """The engine, or a clear error from a build of _core that has none (a DF11-only build)."""
     if not hasattr(_core, "Engine"):

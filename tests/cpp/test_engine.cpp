@@ -582,8 +582,8 @@ TEST(Engine, BadOptionsAndCudaGiveClearErrors) {
             "options: unknown device \"tpu\"; supported: cpu, cuda");
 #else
   EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
-            "options: device \"cuda\" is not available yet: the engine's CUDA backend is not "
-            "implemented; use device \"cpu\"");
+            "options: device \"cuda\": slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc "
+            "found); use device \"cpu\"");
 #endif
   o = test_options();
   o.kv_dtype = "fp8";

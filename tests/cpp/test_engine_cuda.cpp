@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
-#include "cuda_device.h"
+#include "device.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
@@ -266,7 +266,7 @@ namespace {
 // kernel's 16-byte path (a multiple of 4) and its scalar path.
 TEST(CudaDevice, GreedySamplingIsTheCpuArgmax) {
   SKIP_WITHOUT_CUDA();
-  const std::unique_ptr<Device> device = make_cuda_device(1);
+  const std::unique_ptr<Device> device = make_device("cuda", 1);
   ThreadPool pool(1);
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 3.0f);
