@@ -14,8 +14,8 @@
 // Memory owned outside the arenas:
 // - the cuBLAS handle and its workspace (kCublasWorkspaceBytes), made at construction;
 // - one decoding table per DF11 tensor (keyed by its `lengths` pointer, shared by df11_groups
-//   sub-views), built on first use; deallocate() drops them all, since a freed arena may hand
-//   the same address to another tensor;
+//   sub-views), built by prepare_df11() at load (or on first use); deallocate() drops them all,
+//   since a freed arena may hand the same address to another tensor;
 // - the recorded graphs (at most kMaxGraphs, all dropped when that many exist);
 // - host buffers for embed_df11's ids and for sample()'s logits and scratch.
 #include <cuda_runtime.h>
@@ -486,6 +486,8 @@ class CudaDevice final : public Device {
   int64_t embed_df11_scratch_elements(int64_t hidden) const override {
     return groups_per_row(hidden) * df11::kGroupElements;
   }
+
+  void prepare_df11(const Df11View& view) override { table_for(view.lengths); }
 
   void decode_df11(const Df11View& view, uint16_t* out) override { decode_on(view, out, stream_); }
 

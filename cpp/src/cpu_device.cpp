@@ -29,7 +29,18 @@ void* CpuDevice::allocate(int64_t bytes) {
   return memory;
 }
 
-void CpuDevice::deallocate(void* memory) { std::free(memory); }
+void CpuDevice::deallocate(void* memory) {
+  tables_.clear();
+  std::free(memory);
+}
+
+const Df11Table& CpuDevice::table_for(const uint8_t* lengths) {
+  auto found = tables_.find(lengths);
+  if (found == tables_.end()) found = tables_.emplace(lengths, df11_build_table(lengths)).first;
+  return found->second;
+}
+
+void CpuDevice::prepare_df11(const Df11View& view) { table_for(view.lengths); }
 
 int64_t CpuDevice::available_memory() const { return available_host_memory(); }
 
@@ -61,6 +72,7 @@ void CpuDevice::embed_df11(const int32_t* ids, int64_t tokens, const Df11View& t
   // Work is split by scratch slot, not by token, so that each slot has one owner at a time.
   const int64_t slots = pool_.size();
   const int64_t slot_elements = groups_per_row(hidden) * df11::kGroupElements;
+  const Df11Table& decoding = table_for(table.lengths);
   pool_.run(slots, [&](int64_t begin, int64_t end) {
     for (int64_t slot = begin; slot < end; ++slot) {
       uint16_t* rows = scratch + slot * slot_elements;
@@ -68,7 +80,7 @@ void CpuDevice::embed_df11(const int32_t* ids, int64_t tokens, const Df11View& t
         const int64_t first = int64_t{ids[t]} * hidden;
         const int64_t g0 = first / df11::kGroupElements;
         const int64_t g1 = (first + hidden - 1) / df11::kGroupElements + 1;
-        df11_decode_cpu(df11_groups(table, g0, g1), rows, 1);
+        df11_decode_cpu(df11_groups(table, g0, g1), decoding, rows, 1);
         const uint16_t* row = rows + (first - g0 * df11::kGroupElements);
         float* dst = out + t * hidden;
         for (int64_t i = 0; i < hidden; ++i) dst[i] = cpu::bf16_to_f32(row[i]);
@@ -84,8 +96,9 @@ int64_t CpuDevice::embed_df11_scratch_elements(int64_t hidden) const {
 void CpuDevice::decode_df11(const Df11View& view, uint16_t* out) {
   // One df11_decode_cpu call per range of groups on the engine's pool (its own num_threads
   // would start threads per call).
+  const Df11Table& table = table_for(view.lengths);
   pool_.run(view.groups(), [&](int64_t begin, int64_t end) {
-    df11_decode_cpu(df11_groups(view, begin, end), out + begin * df11::kGroupElements, 1);
+    df11_decode_cpu(df11_groups(view, begin, end), table, out + begin * df11::kGroupElements, 1);
   });
 }
 

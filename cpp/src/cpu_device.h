@@ -4,6 +4,8 @@
 //   CpuDevice device(/*num_threads=*/0);   // 0 = all hardware threads
 #pragma once
 
+#include <map>
+
 #include "device.h"
 #include "slimrt/thread_pool.h"
 
@@ -25,6 +27,7 @@ class CpuDevice final : public Device {
   void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table, int64_t hidden,
                   float* out, uint16_t* scratch) override;
   int64_t embed_df11_scratch_elements(int64_t hidden) const override;
+  void prepare_df11(const Df11View& view) override;
   void decode_df11(const Df11View& view, uint16_t* out) override;
   void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width,
                    float* dst) override;
@@ -51,7 +54,14 @@ class CpuDevice final : public Device {
   int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const override;
 
  private:
+  // The decoding table of the DF11 tensor whose lengths array is `lengths` (built by
+  // prepare_df11, or here on first use if a caller skipped that).
+  const Df11Table& table_for(const uint8_t* lengths);
+
   ThreadPool pool_;
+  // Keyed by lengths pointer, as CUDA's; dropped by deallocate(), since freed memory may come
+  // back holding another tensor.
+  std::map<const uint8_t*, Df11Table> tables_;
 };
 
 }  // namespace slimrt

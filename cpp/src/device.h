@@ -41,6 +41,9 @@ class Device {
   virtual void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table, int64_t hidden,
                           float* out, uint16_t* scratch) = 0;
   virtual int64_t embed_df11_scratch_elements(int64_t hidden) const = 0;
+  // Builds what decoding `view` (in this device's memory) needs, once, at load: the steps that
+  // decode it then allocate nothing. Views of part of a tensor (df11_groups) share its table.
+  virtual void prepare_df11(const Df11View& view) = 0;
   // Decodes a whole DF11 tensor (validated at load) into BF16 bits, bit-exact.
   virtual void decode_df11(const Df11View& view, uint16_t* out) = 0;
   // Decoding ahead of use, on a second lane of work (CUDA: a second stream) that overlaps the

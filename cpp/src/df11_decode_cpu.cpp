@@ -41,31 +41,51 @@ inline uint16_t join(uint8_t exponent, uint8_t signmant) {
   return static_cast<uint16_t>((signmant & 0x80) << 8 | exponent << 7 | (signmant & 0x7F));
 }
 
-}  // namespace
-
-void df11_decode_cpu(const Df11View& v, uint16_t* out, int num_threads) {
-  const Df11Table table = df11_build_table(v.lengths);
-  const uint16_t* entries = table.entries.data();
-  const int bits = table.table_bits;
+// Groups [begin, end) of v into out. Kept out of line, with the view's arrays as restrict locals:
+// inlined into its caller the loop ran 30 % slower (GCC 12, AVX-512 machine).
+[[gnu::noinline]] void decode_groups(const Df11View& v, const uint16_t* __restrict entries,
+                                     int bits, uint16_t* __restrict out, int64_t begin,
+                                     int64_t end) {
+  const uint32_t* __restrict bitstream = v.bitstream;
+  const uint32_t* __restrict index_words = v.index;
+  const uint8_t* __restrict signmant = v.signmant;
   const int64_t n = v.numel;
-  parallel_for(v.groups(), num_threads, [&](int64_t begin, int64_t end) {
-    for (int64_t g = begin; g < end; ++g) {
-      const uint32_t* index = v.index + g * kIndexWords;
-      const int64_t first = g * kGroupElements;
-      const bool full = first + kGroupElements <= n;
-      for (int lane = 0; lane < kLanes; ++lane) {
-        BitReader reader(v.bitstream, uint64_t{index[0]} * 32 + lane_offset(index, lane));
-        for (int step = 0; step < kSteps; ++step) {
-          const int64_t start = first + vector_start(step, lane);
-          const int count =
-              full ? kVector : static_cast<int>(std::clamp<int64_t>(n - start, 0, kVector));
-          for (int k = 0; k < count; ++k) {
-            out[start + k] = join(reader.decode(entries, bits), v.signmant[start + k]);
-          }
+  for (int64_t g = begin; g < end; ++g) {
+    const uint32_t* index = index_words + g * kIndexWords;
+    const int64_t first = g * kGroupElements;
+    const bool full = first + kGroupElements <= n;
+    for (int lane = 0; lane < kLanes; ++lane) {
+      BitReader reader(bitstream, uint64_t{index[0]} * 32 + lane_offset(index, lane));
+      for (int step = 0; step < kSteps; ++step) {
+        const int64_t start = first + vector_start(step, lane);
+        const int count =
+            full ? kVector : static_cast<int>(std::clamp<int64_t>(n - start, 0, kVector));
+        for (int k = 0; k < count; ++k) {
+          out[start + k] = join(reader.decode(entries, bits), signmant[start + k]);
         }
       }
     }
-  });
+  }
+}
+
+}  // namespace
+
+void df11_decode_cpu(const Df11View& v, uint16_t* out, int num_threads) {
+  df11_decode_cpu(v, df11_build_table(v.lengths), out, num_threads);
+}
+
+void df11_decode_cpu(const Df11View& v, const Df11Table& table, uint16_t* out, int num_threads) {
+  const uint16_t* entries = table.entries.data();
+  const int bits = table.table_bits;
+  // One thread: a direct call, so that decoding allocates nothing (parallel_for's std::function
+  // would); the engine splits its own work over its pool.
+  if (resolve_threads(num_threads, v.groups()) == 1) {
+    decode_groups(v, entries, bits, out, 0, v.groups());
+  } else {
+    parallel_for(v.groups(), num_threads, [&](int64_t begin, int64_t end) {
+      decode_groups(v, entries, bits, out, begin, end);
+    });
+  }
 }
 
 }  // namespace slimrt

@@ -191,6 +191,7 @@ void Weights::lay_out(Device* device) {
     m.df11.index = index;
     m.df11.signmant = signmant;
     m.df11.numel = src.numel;
+    if (copy) device->prepare_df11(m.df11);
   }
 }
 

@@ -628,8 +628,7 @@ TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
   EXPECT_NO_THROW(Engine e(m.config, m.weights(), o));
 }
 
-TEST(Engine, StepsAllocateNothing) {
-  const TinyModel m = make_model(Variant::kLlama);
+void expect_steps_allocate_nothing(const TinyModel& m) {
   Engine engine(m.config, m.weights(), test_options("bf16"));
   const int64_t a = engine.add_sequence(), b = engine.add_sequence();
   const std::vector<int32_t> prompt = random_tokens(30, 97, 5);
@@ -658,6 +657,17 @@ TEST(Engine, StepsAllocateNothing) {
   engine.step(decode, params, sampled);
   EXPECT_EQ(g_allocations.load() - before, 0);
   EXPECT_EQ(engine.sequence_length(a), 32);
+}
+
+// Dense and DF11 weights (DF11 decoding tables are built at load): not one heap allocation from
+// the first step on.
+TEST(Engine, StepsAllocateNothing) {
+  TinyModel m = make_model(Variant::kLlama);
+  for (const bool df11 : {false, true}) {
+    SCOPED_TRACE(df11 ? "df11" : "dense");
+    if (df11) m.compress([](const std::string&) { return true; });
+    expect_steps_allocate_nothing(m);
+  }
 }
 
 }  // namespace

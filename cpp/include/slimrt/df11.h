@@ -63,9 +63,6 @@ Df11Tensor df11_compress(const uint16_t* bf16, int64_t n, const Df11CompressOpti
 // that run backwards or past the bitstream, a bitstream too short for safe over-read.
 void df11_validate(const Df11View& view);
 
-// Decodes into out[0, numel) on the CPU. The view must have passed df11_validate().
-void df11_decode_cpu(const Df11View& view, uint16_t* out, int num_threads = 0);
-
 // The decoding table the kernels use: 1 << table_bits entries of (length << 8 | symbol), where
 // table_bits is the longest code length present (0 for an empty tensor).
 struct Df11Table {
@@ -73,5 +70,12 @@ struct Df11Table {
   int table_bits = 0;
 };
 Df11Table df11_build_table(const uint8_t* lengths);
+
+// Decodes into out[0, numel) on the CPU. The view must have passed df11_validate().
+void df11_decode_cpu(const Df11View& view, uint16_t* out, int num_threads = 0);
+// The same with the view's table already built (df11_build_table(view.lengths)): allocates
+// nothing, for callers that decode the same tensor again and again.
+void df11_decode_cpu(const Df11View& view, const Df11Table& table, uint16_t* out,
+                     int num_threads = 0);
 
 }  // namespace slimrt
