@@ -760,11 +760,14 @@ class CudaDevice final : public Device {
     DeviceTable entry;
     SLIMRT_CUDA_CHECK(cudaMalloc(&entry.entries, bytes));
     entry.bits = table.table_bits;
-    const cudaError_t status =
-        cudaMemcpy(entry.entries, table.entries.data(), bytes, cudaMemcpyHostToDevice);
-    if (status != cudaSuccess) {
+    // On this device's stream, waited for: a plain cudaMemcpy from pageable memory may return
+    // before its DMA lands, and the legacy stream it uses does not order this device's
+    // non-blocking streams, so a decode could read the table half written.
+    try {
+      copy_to_device(entry.entries, table.entries.data(), static_cast<int64_t>(bytes));
+    } catch (...) {
       cudaFree(entry.entries);
-      SLIMRT_CUDA_CHECK(status);
+      throw;
     }
     return tables_.emplace(lengths, entry).first->second;
   }

@@ -51,6 +51,9 @@ Df11DeviceTensor::Df11DeviceTensor(const Df11View& host) {
     upload(memory_, index_at, host.index, index_bytes);
     upload(memory_, signmant_at, host.signmant, signmant_bytes);
     upload(memory_, table_at, table.entries.data(), table_bytes);
+    // cudaMemcpy from pageable memory may return before its DMA lands, and decode_into() may run
+    // on a stream that does not wait for the legacy stream: wait here, once.
+    SLIMRT_CUDA_CHECK(cudaDeviceSynchronize());
   } catch (...) {
     cudaFree(memory_);  // the destructor does not run for a constructor that throws
     memory_ = nullptr;
