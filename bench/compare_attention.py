@@ -20,9 +20,7 @@ import argparse
 import datetime
 import json
 import math
-import os
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from cuda_timing import time_cuda
+from source_commit import source_commit
 
 HEADS = 32
 KV_HEADS = 8
@@ -43,21 +42,6 @@ MAX_INPUT_SETS = 4
 
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def source_commit() -> str:
-    if os.environ.get("SLIMRT_GIT_COMMIT"):
-        return os.environ["SLIMRT_GIT_COMMIT"]
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent.parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 class Inputs:

@@ -27,10 +27,8 @@ import importlib.metadata
 import importlib.util
 import json
 import math
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -43,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from cuda_timing import time_cuda
+from source_commit import source_commit
 
 # dfloat11 0.5.0's launch geometry (dfloat11/dfloat11.py: bytes_per_thread, threads_per_block).
 DFLOAT11_BYTES_PER_THREAD = 8
@@ -148,34 +147,6 @@ def package_version(name: str) -> str:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def source_commit() -> str:
-    """The commit of the checkout this script runs from (slimrt is installed from it).
-
-    SLIMRT_GIT_COMMIT wins: the GPU machine gets a copy of the tree without its .git.
-    """
-    if os.environ.get("SLIMRT_GIT_COMMIT"):
-        return os.environ["SLIMRT_GIT_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        changes = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if changes else "")
 
 
 # --------------------------------------------------------------------------------------------

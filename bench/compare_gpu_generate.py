@@ -62,10 +62,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from compare_attention import source_commit
 from slimrt import _core
 from slimrt.loaded_model import LoadedModel
 from slimrt.model_loader import load_model
+from source_commit import source_commit
 
 GIB = 2**30
 WEIGHT_FORMATS = ("bf16", "df11")
