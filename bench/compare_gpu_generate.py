@@ -603,8 +603,8 @@ def main() -> None:
     batches = [int(b) for b in split_list(args.batches)]
     formats = split_list(args.weights, WEIGHT_FORMATS)
     modes = split_list(args.transformers, tuple(TRANSFORMERS_MODES))
-    if not batches:
-        raise SystemExit("--batches is empty")
+    if not batches and args.budget_gib <= 0:
+        raise SystemExit("--batches none measures nothing without --budget-gib")
     if args.new < 2:
         raise SystemExit("--new must be at least 2 (one warm-up step, then timed steps)")
     if args.df11_model and "df11" in formats:
