@@ -289,10 +289,11 @@ void Executor::run_layer(int64_t index) {
     device_.matmul_bf16(normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
-    rows = {qkv_, qkv_ + T * Q, qkv_ + T * (Q + KV), Q, KV};
+    float* v = qkv_ + T * (Q + KV);
+    rows = {qkv_, qkv_ + T * Q, v, Q, KV};
     device_.matmul_bf16(normed, wq, Q, w.q_bias, rows.q);
     device_.matmul_bf16(normed, wk, KV, w.k_bias, rows.k);
-    device_.matmul_bf16(normed, wv, KV, w.v_bias, qkv_ + T * (Q + KV));
+    device_.matmul_bf16(normed, wv, KV, w.v_bias, v);
   }
   const PagedKv kv = kv_pool_->layer(index);
   device_.rope_and_cache(rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);

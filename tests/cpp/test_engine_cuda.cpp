@@ -255,12 +255,6 @@ TEST(EngineCuda, ReportsItsDeviceMemory) {
   for (float v : logits) EXPECT_TRUE(std::isfinite(v));
 }
 
-}  // namespace
-}  // namespace slimrt
-
-namespace slimrt {
-namespace {
-
 // Greedy rows are sampled on the GPU: the CPU sampler's ids for the same logits, including ties
 // (lowest id), NaNs (skipped) and rows without a number (id 0), for vocabularies that take the
 // kernel's 16-byte path (a multiple of 4) and its scalar path.
