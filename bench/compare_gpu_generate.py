@@ -5,8 +5,11 @@ Side by side: slimrt's CUDA engine with BF16 and with DF11 weights, and transfor
 fits in a fixed memory budget.
 
 All engines run the same model (e.g. `bench/make_random_model.py llama-3.1-8b DIR --device
-cuda`), greedy, `--prompt` random prompt tokens then `--new` generated tokens per sequence, at
-each batch size. Decode tokens/s is summed over the batch and excludes the prefill.
+cuda`), `--prompt` random prompt tokens then `--new` generated tokens per sequence, at each
+batch size. Decode tokens/s is summed over the batch and excludes the prefill. Decoding is
+greedy; `--sampling greedy,sampled,nucleus` adds slimrt rows that sample on the GPU (SAMPLING:
+`sampled` is temperature 0.7, top-k 50, top-p 0.9; `nucleus` temperature 1, top-p 0.95 over the
+whole vocabulary, the sampler's heaviest path), each sequence with its own seed.
 
 - slimrt is driven one engine step at a time, synchronously (what slimrt.LLM does, minus
   tokenization): each sequence is prefilled on its own, then one warm-up decode step, then
@@ -39,8 +42,8 @@ estimate must fit (one step down or up if not). A refusal is cheap (the budget i
 before any weight is copied), a fit copies the weights: at most three fits per format.
 
     python bench/compare_gpu_generate.py MODEL_DIR [--df11-model DIR] [--weights bf16,df11]
-        [--batches 1,16,64] [--prompt 128] [--new 128] [--transformers default,static]
-        [--budget-gib 24] [--device cuda|cpu] [--json out.json]
+        [--batches 1,16,64] [--prompt 128] [--new 128] [--sampling greedy]
+        [--transformers default,static] [--budget-gib 24] [--device cuda|cpu] [--json out.json]
 
 `--device cpu` checks the script on a machine without a GPU (memory columns stay empty). The
 markdown tables go to stdout at the end; each result is also logged to stderr when it is
@@ -74,6 +77,11 @@ TRANSFORMERS_MODES = {
     "static": "transformers generate (static cache + compile)",
 }
 BUDGET_MAX_STEP_TOKENS = 512
+SAMPLING = {
+    "greedy": {"temperature": 0.0},
+    "sampled": {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
+    "nucleus": {"temperature": 1.0, "top_p": 0.95},
+}
 
 
 def log(message: str) -> None:
@@ -114,6 +122,7 @@ def slimrt_decode(
     prompt: int,
     new: int,
     vocab: int,
+    sampling: str,
     after_step: Callable[[], None],
 ) -> float:
     """Decode tokens/s of `batch` sequences over (new - 1) timed steps, after prefilling each
@@ -122,7 +131,7 @@ def slimrt_decode(
     recording is timed. `after_step` runs after every step, outside the timing."""
     rng = np.random.default_rng(batch)
     prompts = [rng.integers(0, vocab, prompt).astype(np.int32) for _ in range(batch)]
-    greedy = [_core.SamplingParams(temperature=0.0) for _ in range(batch)]
+    params = [_core.SamplingParams(**SAMPLING[sampling], seed=i) for i in range(batch)]
     ones = [1] * batch
 
     def one_pass() -> float:
@@ -130,14 +139,14 @@ def slimrt_decode(
         try:
             last = []
             for seq, ids in zip(seqs, prompts, strict=True):
-                last.append(int(engine.step([seq], ids, [prompt], [greedy[0]])[0]))
+                last.append(int(engine.step([seq], ids, [prompt], [params[0]])[0]))
                 after_step()
-            tokens = engine.step(seqs, np.array(last, np.int32), ones, greedy)  # warm-up step
+            tokens = engine.step(seqs, np.array(last, np.int32), ones, params)  # warm-up step
             after_step()
             elapsed = 0.0
             for _ in range(new - 1):
                 start = time.perf_counter()
-                tokens = engine.step(seqs, tokens, ones, greedy)  # ids come back: synchronous
+                tokens = engine.step(seqs, tokens, ones, params)  # ids come back: synchronous
                 elapsed += time.perf_counter() - start
                 after_step()
             return batch * (new - 1) / elapsed
@@ -378,17 +387,17 @@ def gib(value: int | None, digits: int = 2) -> str:
 def print_report(results: dict[str, Any]) -> None:
     meta = results["meta"]
     print(
-        f"{meta['model']}: prompt {meta['prompt']}, {meta['new']} new tokens, greedy; "
+        f"{meta['model']}: prompt {meta['prompt']}, {meta['new']} new tokens; "
         f"{meta['device']}; slimrt {meta['commit']}; torch {meta['torch']}; transformers "
         f"{meta['transformers']}; {meta['date']}\n"
     )
-    print("| engine | weights | batch | decode tokens/s | GPU GiB at peak | note |")
-    print("| --- | --- | ---: | ---: | ---: | --- |")
+    print("| engine | weights | sampling | batch | decode tokens/s | GPU GiB at peak | note |")
+    print("| --- | --- | --- | ---: | ---: | ---: | --- |")
     for row in results["rows"]:
         tps = "" if row["decode_tokens_per_s"] is None else f"{row['decode_tokens_per_s']:.1f}"
         note = (row["error"] or "").replace("|", "/")[:120]
         print(
-            f"| {row['engine']} | {row['weights']} | {row['batch']} | {tps} | "
+            f"| {row['engine']} | {row['weights']} | {row['sampling']} | {row['batch']} | {tps} | "
             f"{gib(row['gpu_peak_bytes'])} | {note} |"
         )
     if results["engines"]:
@@ -459,12 +468,14 @@ class Report:
         tps: float | None,
         peak: int | None,
         error: str | None = None,
+        sampling: str = "greedy",
     ) -> None:
         meta = self.results["meta"]
         row = {
             "engine": engine,
             "weights": weights,
             "batch": batch,
+            "sampling": sampling,
             "decode_tokens_per_s": tps,
             "gpu_peak_bytes": peak,
             "error": error,
@@ -472,7 +483,7 @@ class Report:
             "commit": meta["commit"],
         }
         self.add("rows", row)
-        log(f"{engine} {weights} batch {batch}: {error or f'{tps:.1f} tokens/s'}")
+        log(f"{engine} {weights} batch {batch} {sampling}: {error or f'{tps:.1f} tokens/s'}")
 
     def save(self) -> None:
         if self.json_path:
@@ -516,18 +527,19 @@ def measure_slimrt(
         },
     )
     vocab = loaded.config["vocab_size"]
-    for b in batches:
-        free.reset()
-        try:
-            tps = slimrt_decode(engine, b, args.prompt, args.new, vocab, free.sample)
-        except Exception as e:
-            traceback.print_exc()
-            report.add_row("slimrt", fmt, b, None, None, error_text(e))
-            continue
-        peak = None if before is None else before - free.low
-        if peak is not None:
-            entry["gpu_peak_bytes"] = max(entry["gpu_peak_bytes"] or 0, peak)
-        report.add_row("slimrt", fmt, b, tps, peak)
+    for sampling in args.sampling:
+        for b in batches:
+            free.reset()
+            try:
+                tps = slimrt_decode(engine, b, args.prompt, args.new, vocab, sampling, free.sample)
+            except Exception as e:
+                traceback.print_exc()
+                report.add_row("slimrt", fmt, b, None, None, error_text(e), sampling)
+                continue
+            peak = None if before is None else before - free.low
+            if peak is not None:
+                entry["gpu_peak_bytes"] = max(entry["gpu_peak_bytes"] or 0, peak)
+            report.add_row("slimrt", fmt, b, tps, peak, sampling=sampling)
     del engine
     del loaded
     release_gpu_memory(gpu)
@@ -594,6 +606,9 @@ def main() -> None:
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument(
+        "--sampling", default="greedy", help="slimrt decoding modes: greedy,sampled,nucleus"
+    )
+    parser.add_argument(
         "--transformers", default="default,static", help="modes to run: default,static or none"
     )
     parser.add_argument("--budget-gib", type=float, default=24.0, help="0 skips")
@@ -603,6 +618,7 @@ def main() -> None:
     batches = [int(b) for b in split_list(args.batches)]
     formats = split_list(args.weights, WEIGHT_FORMATS)
     modes = split_list(args.transformers, tuple(TRANSFORMERS_MODES))
+    args.sampling = split_list(args.sampling, tuple(SAMPLING))
     if not batches and args.budget_gib <= 0:
         raise SystemExit("--batches none measures nothing without --budget-gib")
     if args.new < 2:

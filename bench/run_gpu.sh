@@ -15,9 +15,10 @@
 # The 8B section writes a random-weight Llama-3.1-8B to $M8B (default /tmp/llama8b) on the GPU,
 # compresses it to $M8B-df11, and runs bench/compare_gpu_generate.py; an existing directory is
 # reused (both are written atomically), so a second call on a warm machine skips those minutes.
-# Its knobs: WEIGHTS_8B (bf16,df11), BATCHES_8B (1,16,64), PROMPT_8B (128), NEW_8B (128), TRANSFORMERS_8B
-# (default,static), BUDGET_GIB_8B (24). The comparison is cut off DEADLINE_S (570) seconds
-# after the start; its JSON keeps every row measured until then.
+# Its knobs: WEIGHTS_8B (bf16,df11), BATCHES_8B (1,16,64), PROMPT_8B (128), NEW_8B (128),
+# SAMPLING_8B (greedy; also sampled, nucleus), TRANSFORMERS_8B (default,static), BUDGET_GIB_8B
+# (24). The comparison is cut off DEADLINE_S (570) seconds after the start; its JSON keeps every
+# row measured until then.
 set -uo pipefail
 out=${OUT:-gpu-out}
 logs=$out/logs
@@ -81,7 +82,7 @@ if [ -z "${SKIP_8B:-}" ]; then
     echo "compare_8b: cut off after $left s" | tee -a "$out/summary.md"
     tail_lines=45 run compare_8b timeout "$left" python3 bench/compare_gpu_generate.py "$m8b" \
       --df11-model "$m8b-df11" --weights "${WEIGHTS_8B:-bf16,df11}" --batches "${BATCHES_8B:-1,16,64}" \
-      --prompt "${PROMPT_8B:-128}" --new "${NEW_8B:-128}" \
+      --prompt "${PROMPT_8B:-128}" --new "${NEW_8B:-128}" --sampling "${SAMPLING_8B:-greedy}" \
       --transformers "${TRANSFORMERS_8B:-default,static}" --budget-gib "${BUDGET_GIB_8B:-24}" \
       --json "$out/compare_gpu_generate.json"
   fi

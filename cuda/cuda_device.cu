@@ -5,11 +5,10 @@
 // results differ from the CPU backend's FP32 activations by BF16 rounding (~1e-2 relative), not by
 // more. Decode steps (one query token per sequence, BF16 KV) use the split-K paged decode attention
 // kernel (paged_decode_attention.cu); other steps a simple kernel with one warp per query token.
-// Greedy sampling runs on the GPU; other sampling modes run the CPU's sampler on a host copy of the
-// logits (the CPU's ids for the same logits). run_graph() records a body as a CUDA graph the second
-// time its key is seen, then replays it. decode_df11_ahead() runs on a second stream, ordered
-// against the first by fork_ahead() and join_ahead() through events (the fork/join pattern that
-// graph capture also records).
+// Sampling runs on the GPU (sample.cu), drawing the CPU sampler's ids from the same logits.
+// run_graph() records a body as a CUDA graph the second time its key is seen, then replays it.
+// decode_df11_ahead() runs on a second stream, ordered against the first by fork_ahead() and
+// join_ahead() through events (the fork/join pattern that graph capture also records).
 //
 // Memory owned outside the arenas:
 // - the cuBLAS handle and its workspace (kCublasWorkspaceBytes), made at construction;
@@ -17,7 +16,7 @@
 //   sub-views), built by prepare_df11() at load (or on first use); deallocate() drops them all,
 //   since a freed arena may hand the same address to another tensor;
 // - the recorded graphs (at most kMaxGraphs, all dropped when that many exist);
-// - host buffers for embed_df11's ids and for sample()'s logits and scratch.
+// - a host buffer for embed_df11's ids.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -28,16 +27,15 @@
 #include <string>
 #include <vector>
 
-#include "../cpp/src/cpu/kernels.h"
 #include "../cpp/src/cuda_device.h"
 #include "../cpp/src/df11_groups.h"
 #include "cublas_library.h"
 #include "cuda_check.h"
+#include "sample.h"
 #include "slimrt/attention_cuda.h"
 #include "slimrt/df11.h"
 #include "slimrt/df11_cuda.h"
 #include "slimrt/error.h"
-#include "slimrt/thread_pool.h"
 
 namespace slimrt {
 namespace {
@@ -141,68 +139,9 @@ __global__ void gather_rows_kernel(const float* src, const int32_t* rows, int64_
   }
 }
 
-// Greedy sampling, one block per row: the largest logit, ties to the lowest id, NaNs skipped,
-// and id 0 when no logit is a number (cpu::sample's argmax exactly).
-constexpr int64_t kNoIndex = INT64_MAX;
-
-__device__ __forceinline__ void take_better(float& value, int64_t& index, float v, int64_t i) {
-  if (v > value || (v == value && i < index)) {
-    value = v;
-    index = i;
-  }
-}
-
 // A row is one block of kRowThreads: at batch 1 a row is all the work there is, and one
-// 256-thread block walking 128K logits (or a 4096-wide norm) serially was latency-bound (ncu,
-// H100: argmax 217 us, norm 17 us).
+// 256-thread block walking a 4096-wide norm serially was latency-bound (ncu, H100: 17 us).
 constexpr int kRowThreads = 1024;
-
-// The block's best (value, index) in thread 0, by take_better.
-__device__ __forceinline__ void block_best(float& value, int64_t& index) {
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float v = __shfl_xor_sync(0xFFFFFFFFu, value, offset);
-    const int64_t i = __shfl_xor_sync(0xFFFFFFFFu, index, offset);
-    take_better(value, index, v, i);
-  }
-  __shared__ float values[kRowThreads / 32];
-  __shared__ int64_t indices[kRowThreads / 32];
-  if (threadIdx.x % 32 == 0) {
-    values[threadIdx.x / 32] = value;
-    indices[threadIdx.x / 32] = index;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < static_cast<int>(blockDim.x / 32); ++w) {
-      take_better(value, index, values[w], indices[w]);
-    }
-  }
-}
-
-// 16-byte loads where the row allows (vocab % 4 == 0 keeps every row aligned); each thread
-// visits its elements in increasing order, so ties still go to the lowest id.
-__global__ void __launch_bounds__(kRowThreads)
-    argmax_kernel(const float* logits, int64_t vocab, int32_t* out) {
-  const float* row = logits + blockIdx.x * vocab;
-  float value = -INFINITY;
-  int64_t index = kNoIndex;
-  int64_t tail = 0;
-  if (vocab % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0) {
-    const float4* row4 = reinterpret_cast<const float4*>(row);
-    for (int64_t c = threadIdx.x; c < vocab / 4; c += blockDim.x) {
-      const float4 v = row4[c];
-      take_better(value, index, v.x, 4 * c);
-      take_better(value, index, v.y, 4 * c + 1);
-      take_better(value, index, v.z, 4 * c + 2);
-      take_better(value, index, v.w, 4 * c + 3);
-    }
-    tail = vocab;
-  }
-  for (int64_t i = tail + threadIdx.x; i < vocab; i += blockDim.x) {
-    take_better(value, index, row[i], i);
-  }
-  block_best(value, index);
-  if (threadIdx.x == 0) out[blockIdx.x] = index == kNoIndex ? 0 : static_cast<int32_t>(index);
-}
 
 // One block of kRowThreads per row: x += residual (when given), then out = bf16(x *
 // rsqrt(mean(x^2) + eps) * weight). Each element of x is read and written by the same thread.
@@ -383,7 +322,7 @@ struct DeviceTable {
 
 class CudaDevice final : public Device {
  public:
-  explicit CudaDevice(int num_threads) : pool_(num_threads) {
+  CudaDevice() {
     int count = 0;
     const cudaError_t status = cudaGetDeviceCount(&count);
     if (status != cudaSuccess) cudaGetLastError();
@@ -635,30 +574,12 @@ class CudaDevice final : public Device {
     return 2 * attention_q_bytes_ + workspace;
   }
 
-  // Greedy rows (temperature 0) on the GPU when every row is greedy; otherwise the CPU sampler
-  // on a host copy of the logits, the same ids as device "cpu" for the same logits. `scratch`
-  // (device memory) is unused; the host scratch is owned here.
-  void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
-              int32_t* out, void* /*scratch*/) override {
-    if (rows <= 0) return;
-    if (std::all_of(host_params, host_params + rows,
-                    [](const SampleParams& p) { return p.temperature == 0.0f; })) {
-      SLIMRT_CHECK(rows <= 0x7FFFFFFF, "sample: too many rows " << rows);
-      argmax_kernel<<<static_cast<unsigned>(rows), kRowThreads, 0, stream_>>>(logits, vocab, out);
-      SLIMRT_CUDA_CHECK(cudaGetLastError());
-      return;
-    }
-    const int64_t n = rows * vocab;
-    if (static_cast<int64_t>(host_logits_.size()) < n) host_logits_.resize(n);
-    if (static_cast<int64_t>(host_scratch_.size()) < n) host_scratch_.resize(n);  // 8 bytes each
-    if (static_cast<int64_t>(host_sampled_.size()) < rows) host_sampled_.resize(rows);
-    copy_to_host(host_logits_.data(), logits, n * static_cast<int64_t>(sizeof(float)));
-    cpu::sample(host_logits_.data(), rows, vocab, host_params, host_sampled_.data(),
-                host_scratch_.data(), pool_);
-    copy_to_device(out, host_sampled_.data(), rows * static_cast<int64_t>(sizeof(int32_t)));
+  void sample(float* logits, int64_t rows, int64_t vocab, const SampleParams* params, int32_t* out,
+              void* /*scratch*/) override {
+    sample_cuda(logits, rows, vocab, params, out, stream_);
   }
 
-  int64_t sample_scratch_bytes(int64_t, int64_t) const override { return 64; }
+  int64_t sample_scratch_bytes(int64_t, int64_t) const override { return 0; }
 
   // First call of a key: runs `body` (warming up whatever it builds on first use). Second: records
   // it as a CUDA graph and launches that. Later: launches the recording.
@@ -792,7 +713,6 @@ class CudaDevice final : public Device {
     ahead_ = stream_ = nullptr;
   }
 
-  ThreadPool pool_;  // host threads for sample()
   cudaStream_t stream_ = nullptr;
   cudaStream_t ahead_ = nullptr;  // decode_df11_ahead's stream
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
@@ -805,15 +725,10 @@ class CudaDevice final : public Device {
   mutable int64_t attention_workspace_bytes_ = 0;
   std::map<const uint8_t*, DeviceTable> tables_;
   std::vector<int32_t> host_ids_;
-  std::vector<float> host_logits_;
-  std::vector<uint64_t> host_scratch_;
-  std::vector<int32_t> host_sampled_;
 };
 
 }  // namespace
 
-std::unique_ptr<Device> make_cuda_device(int num_threads) {
-  return std::make_unique<CudaDevice>(num_threads);
-}
+std::unique_ptr<Device> make_cuda_device() { return std::make_unique<CudaDevice>(); }
 
 }  // namespace slimrt

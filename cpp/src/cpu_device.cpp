@@ -155,9 +155,9 @@ MatmulInput CpuDevice::paged_attention(const float* q, const PagedKv& kv, const 
   return {out, batch.num_tokens, heads * kv.head_dim};
 }
 
-void CpuDevice::sample(const float* logits, int64_t rows, int64_t vocab,
-                       const SampleParams* host_params, int32_t* out, void* scratch) {
-  cpu::sample(logits, rows, vocab, host_params, out, scratch, pool_);
+void CpuDevice::sample(float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
+                       int32_t* out, void* scratch) {
+  cpu::sample(logits, rows, vocab, params, out, scratch, pool_);
 }
 
 int64_t CpuDevice::sample_scratch_bytes(int64_t rows, int64_t vocab) const {

@@ -49,8 +49,8 @@ class CpuDevice final : public Device {
   int64_t attention_scratch_bytes(int64_t, int64_t, const PagedKv&, int64_t) const override {
     return 0;
   }
-  void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* host_params,
-              int32_t* out, void* scratch) override;
+  void sample(float* logits, int64_t rows, int64_t vocab, const SampleParams* params, int32_t* out,
+              void* scratch) override;
   int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const override;
 
  private:

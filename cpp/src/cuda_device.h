@@ -2,7 +2,7 @@
 // current GPU; kernels are enqueued on the stream in call order. This header needs no CUDA
 // headers, so device.cpp stays plain C++.
 //
-//   std::unique_ptr<Device> device = make_cuda_device(/*num_threads=*/0);  // host sampling threads
+//   std::unique_ptr<Device> device = make_cuda_device();
 #pragma once
 
 #include <memory>
@@ -11,8 +11,7 @@
 
 namespace slimrt {
 
-// Throws slimrt::Error when no CUDA device is usable. num_threads sizes the host ThreadPool that
-// sampling runs on (0 = all hardware threads).
-std::unique_ptr<Device> make_cuda_device(int num_threads);
+// Throws slimrt::Error when no CUDA device is usable.
+std::unique_ptr<Device> make_cuda_device();
 
 }  // namespace slimrt

@@ -14,7 +14,7 @@ namespace slimrt {
 std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
   if (name == "cpu") return std::make_unique<CpuDevice>(num_threads);
 #ifdef SLIMRT_WITH_CUDA
-  if (name == "cuda") return make_cuda_device(num_threads);
+  if (name == "cuda") return make_cuda_device();
   SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu, cuda");
 #else
   SLIMRT_CHECK(name != "cuda",

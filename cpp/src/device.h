@@ -1,6 +1,6 @@
 // Device: what the executor needs from a backend: memory for the arenas, copies across the
-// host boundary, and the kernels of one forward step. Two backends implement it (CPU now, CUDA
-// later); nothing above it knows which one runs.
+// host boundary, and the kernels of one forward step. Two backends implement it (CPU and CUDA);
+// nothing above it knows which one runs.
 //
 //   std::unique_ptr<Device> device = make_device("cpu", /*num_threads=*/0);
 //   void* memory = device->allocate(bytes);          // load time only
@@ -96,9 +96,11 @@ class Device {
                                       void* input_scratch) = 0;
   virtual int64_t attention_scratch_bytes(int64_t max_seqs, int64_t heads, const PagedKv& kv,
                                           int64_t max_context) const = 0;
-  // params: host memory, one per row. scratch: sample_scratch_bytes(rows, vocab) bytes.
-  virtual void sample(const float* logits, int64_t rows, int64_t vocab,
-                      const SampleParams* host_params, int32_t* out, void* scratch) = 0;
+  // One id per row of logits, by the rules of sample_rules.h (cpu::sample): every backend draws
+  // the same ids from the same logits. params: device memory, one per row. logits may be
+  // overwritten. scratch: sample_scratch_bytes(rows, vocab) bytes.
+  virtual void sample(float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
+                      int32_t* out, void* scratch) = 0;
   virtual int64_t sample_scratch_bytes(int64_t rows, int64_t vocab) const = 0;
 
   // Runs `body`: kernel calls of this device that read no host memory and wait for nothing, whose

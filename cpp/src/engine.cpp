@@ -199,7 +199,6 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     for (int64_t b = 0; b < B; ++b) step_tables[b]->grow(*kv_pool, in.counts[b]);
     StepTables& tables = executor->tables();
     fill_step_tables(step_tables.data(), in.counts, B, in.tokens, options.page_size, tables);
-    executor->forward();
     if (sampling != nullptr) {
       SampleParams* params = executor->sample_params();
       for (int64_t b = 0; b < B; ++b) {
@@ -212,6 +211,9 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
         // The position of the token being drawn: the sequence's length after this step.
         params[b].counter = static_cast<uint64_t>(tables.context_lens[b]);
       }
+    }
+    executor->forward();
+    if (sampling != nullptr) {
       executor->sample(token_ids);
     } else {
       executor->read_logits(logits);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <type_traits>
 
 #include "df11_groups.h"
 #include "slimrt/error.h"
@@ -77,16 +78,17 @@ void Executor::lay_out() {
   tables_.page_indices = staging_.allocate<int32_t>(P);
   tables_.context_lens = staging_.allocate<int32_t>(B);
   tables_.last_rows = staging_.allocate<int32_t>(B);
-  tables_bytes_ = staging_.offset() - tables_start;
   sample_params_ = staging_.allocate<SampleParams>(B);
+  tables_bytes_ = staging_.offset() - tables_start;
 
   // Their device copy (same layout), then the model constants and the activations.
   tables_device_ = activations_.allocate_bytes(tables_bytes_);
-  auto mirror = [&](const int32_t* host) {
-    if (tables_device_ == nullptr) return static_cast<int32_t*>(nullptr);
+  auto mirror = [&](auto* host) {
+    using T = std::remove_pointer_t<decltype(host)>;
+    if (tables_device_ == nullptr) return static_cast<T*>(nullptr);
     const auto at =
         reinterpret_cast<const char*>(host) - reinterpret_cast<const char*>(tables_.token_ids);
-    return reinterpret_cast<int32_t*>(static_cast<char*>(tables_device_) + at);
+    return reinterpret_cast<T*>(static_cast<char*>(tables_device_) + at);
   };
   token_ids_ = mirror(tables_.token_ids);
   positions_ = mirror(tables_.positions);
@@ -96,6 +98,7 @@ void Executor::lay_out() {
   page_indices_ = mirror(tables_.page_indices);
   context_lens_ = mirror(tables_.context_lens);
   last_rows_ = mirror(tables_.last_rows);
+  sample_params_device_ = mirror(sample_params_);
   inv_freq_ = activations_.allocate<float>(config_.head_dim / 2);
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
@@ -332,7 +335,7 @@ void Executor::read_logits(float* host_out) {
 }
 
 void Executor::sample(int32_t* host_out) {
-  device_.sample(logits_, tables_.batch, config_.vocab_size, sample_params_, sampled_,
+  device_.sample(logits_, tables_.batch, config_.vocab_size, sample_params_device_, sampled_,
                  sample_scratch_);
   device_.copy_to_host(host_out, sampled_, tables_.batch * static_cast<int64_t>(sizeof(int32_t)));
 }

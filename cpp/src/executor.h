@@ -61,11 +61,12 @@ class Executor {
   Executor& operator=(const Executor&) = delete;
 
   StepTables& tables() { return tables_; }
-  SampleParams* sample_params() { return sample_params_; }  // host, [max_batch]
+  // Host, [max_batch]: written before forward(), which uploads them with the step tables.
+  SampleParams* sample_params() { return sample_params_; }
 
   void forward();
   void read_logits(float* host_out);  // [batch][vocab]
-  void sample(int32_t* host_out);     // [batch], with sample_params()
+  void sample(int32_t* host_out);     // [batch], with sample_params(); overwrites the logits
   Sizes sizes() const;
 
  private:
@@ -108,6 +109,7 @@ class Executor {
   int32_t* page_indices_ = nullptr;
   int32_t* context_lens_ = nullptr;
   int32_t* last_rows_ = nullptr;
+  SampleParams* sample_params_device_ = nullptr;
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
   void* matmul_in_ = nullptr;          // Device::matmul_input scratch

@@ -21,13 +21,23 @@
 
 #include "cpu/isa.h"
 #include "cpu/kernels.h"
-#include "cpu/philox.h"
+#include "philox.h"
+#include "sample_rules.h"
+#include "sample_test_rows.h"
 #include "slimrt/error.h"
 #include "slimrt/thread_pool.h"
 
 namespace {
 
+using slimrt::draw_target;
+using slimrt::fixed_weight;
+using slimrt::Philox4x32;
+using slimrt::philox4x32_10;
+using slimrt::philox_bits53;
+using slimrt::sample_weight;
 using slimrt::ThreadPool;
+using slimrt::top_p_target;
+using slimrt::test::sample_test_rows;
 namespace cpu = slimrt::cpu;
 
 const float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -836,13 +846,84 @@ std::vector<float> logits_of(const std::vector<double>& probs) {
 
 TEST(CpuSample, PhiloxMatchesRandom123KnownAnswers) {
   using A = std::array<uint32_t, 4>;
-  EXPECT_EQ(cpu::philox4x32_10({0, 0, 0, 0}, {0, 0}),
-            (A{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
-  EXPECT_EQ(cpu::philox4x32_10({~0u, ~0u, ~0u, ~0u}, {~0u, ~0u}),
+  auto philox = [](A ctr, uint32_t key0, uint32_t key1) {
+    const Philox4x32 r = philox4x32_10({{ctr[0], ctr[1], ctr[2], ctr[3]}}, key0, key1);
+    return A{r.v[0], r.v[1], r.v[2], r.v[3]};
+  };
+  EXPECT_EQ(philox({0, 0, 0, 0}, 0, 0), (A{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(philox({~0u, ~0u, ~0u, ~0u}, ~0u, ~0u),
             (A{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
-  EXPECT_EQ(cpu::philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
-                               {0xa4093822, 0x299f31d0}),
+  EXPECT_EQ(philox({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, 0xa4093822, 0x299f31d0),
             (A{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+// sample_rules.h written out the slow way: a full sort, then integer sums in order.
+int32_t rules_draw(const float* logits, int64_t vocab, const cpu::SampleParams& p) {
+  float max_logit = -INFINITY;  // the first largest logit; NaNs never compare greater
+  int32_t argmax = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (logits[i] > max_logit) {
+      max_logit = logits[i];
+      argmax = i;
+    }
+  }
+  if (p.temperature <= 0.0f || p.top_k == 1) return argmax;
+  max_logit = logits[argmax];
+  if (!std::isfinite(max_logit)) return argmax;
+  std::vector<float> w(vocab);
+  for (int64_t i = 0; i < vocab; ++i)
+    w[i] = sample_weight(logits[i], max_logit, 1.0f / p.temperature);
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int32_t a, int32_t b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+  int64_t keep = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
+  if (p.top_p < 1.0f) {
+    uint64_t mass = 0;
+    for (int64_t i = 0; i < keep; ++i) mass += fixed_weight(w[order[i]]);
+    const uint64_t target = top_p_target(p.top_p, mass);
+    uint64_t cum = 0;
+    for (int64_t i = 0; i < keep; ++i) {
+      cum += fixed_weight(w[order[i]]);
+      if (cum >= target) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  std::vector<uint64_t> kept(vocab, 0);
+  uint64_t total = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    if (w[order[i]] >= p.min_p) total += kept[order[i]] = fixed_weight(w[order[i]]);
+  }
+  if (total == 0) return argmax;
+  const uint64_t target = draw_target(philox_bits53(p.seed, p.counter), total);
+  uint64_t cum = 0;
+  for (int32_t i = 0; i < vocab; ++i) {
+    cum += kept[i];
+    if (cum > target) return i;
+  }
+  return -1;
+}
+
+// On rows built to stress the rules (sample_test_rows.h: spread logits, heavy ties, NaN and -inf
+// entries, a flat row, one dominant logit, no finite logit), for every parameter set there.
+TEST(CpuSample, DrawsFollowTheRulesExactly) {
+  ThreadPool pool(2);
+  const int64_t vocab = 3001;
+  std::vector<float> logits;
+  std::vector<cpu::SampleParams> params;
+  sample_test_rows(vocab, 20260, logits, params);
+  const int64_t rows = static_cast<int64_t>(params.size());
+  std::vector<int32_t> out(rows, -1);
+  std::vector<uint64_t> scratch(rows * vocab);
+  cpu::sample(logits.data(), rows, vocab, params.data(), out.data(), scratch.data(), pool);
+  for (int64_t r = 0; r < rows; ++r) {
+    const cpu::SampleParams& p = params[r];
+    ASSERT_EQ(out[r], rules_draw(logits.data() + r * vocab, vocab, p))
+        << "row " << r << ": temperature " << p.temperature << " top_k " << p.top_k << " top_p "
+        << p.top_p << " min_p " << p.min_p;
+  }
 }
 
 TEST(CpuSample, TemperatureZeroIsArgmaxWithTiesToLowestId) {

@@ -66,15 +66,13 @@ void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
                      float scale, float* out, ThreadPool& pool);
 
 // Draws one token id per row of logits [rows][vocab]: temperature, then top-k, top-p
-// (smallest set whose probability reaches top_p), min-p (keep p >= min_p * max p), then a draw
-// from a counter-based generator keyed by (seed, counter), so a row's result does not depend
-// on the other rows of the batch. `scratch` holds at least rows * vocab * 8 bytes.
-// Ties in top-k/top-p go to the lower id. The draw: r = Philox4x32-10(counter = {counter low,
-// counter high, 0, 0}, key = {seed low, seed high}), u = ((r0 << 32 | r1) >> 11) / 2^53, and
-// the token is the first kept id, in id order, whose running sum of kept weights exceeds
-// u * their total (cpu/philox.h: another backend can draw the same u).
+// (shortest prefix of the most likely tokens whose probability reaches top_p), min-p (keep
+// p >= min_p * max p), then a draw from a counter-based generator keyed by (seed, counter), so a
+// row's result does not depend on the other rows of the batch. The exact rules, which the CUDA
+// sampler shares, are in sample_rules.h. `scratch` holds at least rows * vocab * 8 bytes.
 // Parameters are the caller's to validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1,
-// 0 <= min_p <= 1) and each row needs a finite logit; outside that the result is some id.
+// 0 <= min_p <= 1); a row without a finite logit draws its argmax. Throws slimrt::Error for a
+// vocabulary above kMaxSampleVocab.
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
             int32_t* out, void* scratch, ThreadPool& pool);
 

@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "bf16.h"
-#include "fast_exp.h"
+#include "../fast_exp.h"
 #include "kernels.h"
 #include "simd.h"
 #include "slimrt/error.h"

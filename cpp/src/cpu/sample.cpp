@@ -3,9 +3,9 @@
 #include <cstring>
 #include <limits>
 
-#include "fast_exp.h"
+#include "../philox.h"
+#include "../sample_rules.h"
 #include "kernels.h"
-#include "philox.h"
 
 namespace slimrt::cpu {
 namespace {
@@ -15,10 +15,9 @@ namespace {
 // sorted. A full sort of a 150K vocabulary would cost milliseconds.
 constexpr int kBinShift = 20;
 constexpr int kBins = 1 << (31 - kBinShift);
-// Weights are summed in blocks (independent double lanes, so the sums vectorise), both for the
-// total and for locating the draw.
+// The draw sums weights a block at a time to find the block where it falls.
 constexpr int64_t kSumBlock = 256;
-constexpr int kLanes = 8;
+constexpr int kLanes = 8;  // argmax's independent lanes
 
 int32_t argmax(const float* x, int64_t n) {
   // The maximum first (independent lanes vectorise), then its first occurrence: ties go to
@@ -51,22 +50,11 @@ struct Before {
   bool operator()(int32_t a, int32_t b) const { return w[a] > w[b] || (w[a] == w[b] && a < b); }
 };
 
-double block_sum(const float* w, int64_t begin, int64_t end) {
-  double lanes[kLanes] = {};
-  int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) lanes[l] += w[i + l];
-  }
-  for (; i < end; ++i) lanes[0] += w[i];
-  double s = 0.0;
-  for (double x : lanes) s += x;
-  return s;
-}
-
-double total_weight(const float* w, int64_t n) {
-  double total = 0.0;
-  for (int64_t b = 0; b < n; b += kSumBlock) total += block_sum(w, b, std::min(n, b + kSumBlock));
-  return total;
+// The kept mass of ids [begin, end) (weights of dropped ids are 0).
+uint64_t mass_of(const float* w, int64_t begin, int64_t end) {
+  uint64_t mass = 0;
+  for (int64_t i = begin; i < end; ++i) mass += fixed_weight(w[i]);
+  return mass;
 }
 
 // The last id kept by top-k and top-p (a prefix of the Before order), or -1 when they keep all.
@@ -74,11 +62,11 @@ double total_weight(const float* w, int64_t n) {
 // heavier bin precedes it.
 int32_t last_kept(const float* w, int64_t vocab, int64_t k, float top_p, int32_t* idx) {
   uint32_t count[kBins] = {};
-  double mass[kBins] = {};
+  uint64_t mass[kBins] = {};
   for (int64_t i = 0; i < vocab; ++i) {
     const uint32_t b = bin_of(w[i]);
     ++count[b];
-    mass[b] += w[i];
+    mass[b] += fixed_weight(w[i]);
   }
   auto sort_bin = [&](int bin) {
     int64_t n = 0;
@@ -88,32 +76,34 @@ int32_t last_kept(const float* w, int64_t vocab, int64_t k, float top_p, int32_t
     std::sort(idx, idx + n, Before{w});
     return n;
   };
-  // The id at which the running weight (cum, over bins from the heaviest, then in order within
-  // a bin) first reaches target, searching bins down to `floor` and the first `floor_len` ids
-  // of the floor bin (already sorted in idx when floor_len > 0).
-  auto reach = [&](double target, int floor, int64_t floor_len) {
-    double cum = 0.0;
+  // The id at which the running mass (cum, over bins from the heaviest, then in order within a
+  // bin) first reaches target, searching bins down to `floor` and the first `floor_len` ids of
+  // the floor bin (already sorted in idx when floor_len > 0). Sums are exact, and target is at
+  // most the mass searched, so it is reached.
+  auto reach = [&](uint64_t target, int floor, int64_t floor_len) {
+    uint64_t cum = 0;
     int bin = kBins - 1;
     for (; bin > floor; --bin) {
-      if (count[bin] > 0 && cum + mass[bin] >= target) break;
+      if (cum + mass[bin] >= target) break;
       cum += mass[bin];
     }
     const int64_t n = bin == floor && floor_len > 0 ? floor_len : sort_bin(bin);
-    for (int64_t i = 0; i < n; ++i) {
-      cum += w[idx[i]];
-      if (cum >= target) return idx[i];
+    int64_t i = 0;
+    for (; i + 1 < n; ++i) {
+      cum += fixed_weight(w[idx[i]]);
+      if (cum >= target) break;
     }
-    return idx[n - 1];  // rounding: the sum of the bin fell short of its mass
+    return idx[i];
   };
 
   if (k == vocab) {
-    double total = 0.0;
-    for (double m : mass) total += m;
-    return reach(static_cast<double>(top_p) * total, 0, 0);
+    uint64_t total = 0;
+    for (uint64_t m : mass) total += m;
+    return reach(top_p_target(top_p, total), 0, 0);
   }
   int cut = kBins - 1;
   int64_t above = 0;
-  double above_mass = 0.0;
+  uint64_t above_mass = 0;
   for (; above + count[cut] < k; --cut) {
     above += count[cut];
     above_mass += mass[cut];
@@ -121,19 +111,19 @@ int32_t last_kept(const float* w, int64_t vocab, int64_t k, float top_p, int32_t
   const int64_t in_cut = k - above;  // the top k end this many ids into bin `cut`
   sort_bin(cut);
   if (top_p >= 1.0f) return idx[in_cut - 1];
-  double in_k = above_mass;
-  for (int64_t i = 0; i < in_cut; ++i) in_k += w[idx[i]];
-  return reach(static_cast<double>(top_p) * in_k, cut, in_cut);
+  uint64_t in_k = above_mass;
+  for (int64_t i = 0; i < in_cut; ++i) in_k += fixed_weight(w[idx[i]]);
+  return reach(top_p_target(top_p, in_k), cut, in_cut);
 }
 
 int32_t sample_row(const float* logits, int64_t vocab, const SampleParams& p, float* w,
                    int32_t* idx) {
-  if (p.temperature <= 0.0f || p.top_k == 1) return argmax(logits, vocab);
-  const float max_logit = logits[argmax(logits, vocab)];
+  const int32_t best = argmax(logits, vocab);
+  if (p.temperature <= 0.0f || p.top_k == 1) return best;
+  const float max_logit = logits[best];
+  if (!std::isfinite(max_logit)) return best;
   const float inv_t = 1.0f / p.temperature;
-  // Weights relative to the most likely token (whose weight is exactly 1): probabilities up to
-  // a common factor, so min_p compares against them directly.
-  for (int64_t i = 0; i < vocab; ++i) w[i] = exp_fast((logits[i] - max_logit) * inv_t);
+  for (int64_t i = 0; i < vocab; ++i) w[i] = sample_weight(logits[i], max_logit, inv_t);
 
   const int64_t k = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
   const int32_t last = k < vocab || p.top_p < 1.0f ? last_kept(w, vocab, k, p.top_p, idx) : -1;
@@ -145,35 +135,29 @@ int32_t sample_row(const float* logits, int64_t vocab, const SampleParams& p, fl
     }
   }
 
-  // The draw walks ids in order whatever path found the kept set: the same (seed, counter) and
-  // the same kept weights give the same token. Block sums are recomputed, not stored: the same
-  // code on the same data gives the same doubles.
-  const double target = philox_uniform(p.seed, p.counter) * total_weight(w, vocab);
-  double cum = 0.0;
-  for (int64_t b = 0; b < vocab; b += kSumBlock) {
-    const int64_t end = std::min(vocab, b + kSumBlock);
-    const double s = block_sum(w, b, end);
-    if (cum + s <= target && end < vocab) {
-      cum += s;
-      continue;
-    }
-    int32_t chosen = -1;
-    for (int64_t i = b; i < end; ++i) {
-      if (w[i] == 0.0f) continue;  // never drawn, even when target is 0
-      chosen = static_cast<int32_t>(i);
-      cum += w[i];
-      if (cum > target) break;
-    }
-    if (chosen >= 0) return chosen;  // (rounding can leave cum <= target: the block's last id)
-    break;
+  // The draw walks ids in order, a block of kSumBlock at a time.
+  const uint64_t total = mass_of(w, 0, vocab);
+  if (total == 0) return best;  // nothing kept: only for invalid params (min_p > 1)
+  const uint64_t target = draw_target(philox_bits53(p.seed, p.counter), total);
+  uint64_t cum = 0;
+  int64_t b = 0;
+  for (;; b += kSumBlock) {
+    const uint64_t s = mass_of(w, b, std::min(vocab, b + kSumBlock));
+    if (cum + s > target) break;
+    cum += s;
   }
-  return argmax(logits, vocab);  // nothing kept: only for invalid params (min_p > 1)
+  for (int64_t i = b;; ++i) {
+    cum += fixed_weight(w[i]);
+    if (cum > target) return static_cast<int32_t>(i);
+  }
 }
 
 }  // namespace
 
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
             int32_t* out, void* scratch, ThreadPool& pool) {
+  if (rows <= 0) return;
+  check_sample_vocab(vocab);
   pool.run(rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* w = static_cast<float*>(scratch) + r * vocab * 2;

@@ -1,6 +1,6 @@
 #include <algorithm>
 
-#include "fast_exp.h"
+#include "../fast_exp.h"
 #include "kernels.h"
 #include "work_split.h"
 
