@@ -4,8 +4,8 @@
 #include <limits>
 #include <utility>
 
-#include "bf16.h"
 #include "../fast_exp.h"
+#include "bf16.h"
 #include "kernels.h"
 #include "simd.h"
 #include "slimrt/error.h"
