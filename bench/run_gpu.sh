@@ -17,8 +17,10 @@
 # reused (both are written atomically), so a second call on a warm machine skips those minutes.
 # Its knobs: WEIGHTS_8B (bf16,df11), BATCHES_8B (1,16,64), PROMPT_8B (128), NEW_8B (128),
 # SAMPLING_8B (greedy; also sampled, nucleus), TRANSFORMERS_8B (default,static), BUDGET_GIB_8B
-# (24). The comparison is cut off DEADLINE_S (570) seconds after the start; its JSON keeps every
-# row measured until then.
+# (24), SKIP_DECODE_8B (1: no compare_gpu_generate). The comparison is cut off DEADLINE_S (570)
+# seconds after the start; its JSON keeps every row measured until then. PREFILL_8B (prompt
+# lengths, e.g. 512,4096,16384) first runs bench/compare_gpu_prefill.py on WEIGHTS_8B (default
+# bf16 there), with transformers too when PREFILL_TRANSFORMERS=1.
 set -uo pipefail
 out=${OUT:-gpu-out}
 logs=$out/logs
@@ -74,8 +76,16 @@ if [ -z "${SKIP_8B:-}" ]; then
   else
     run compress_8b python3 -m slimrt compress "$m8b" "$m8b-df11" --threads "$(nproc)" --no-progress
   fi
+  if [ -n "${PREFILL_8B:-}" ]; then
+    left=$((${DEADLINE_S:-570} - SECONDS))
+    tail_lines=20 run prefill_8b timeout "$left" python3 bench/compare_gpu_prefill.py "$m8b" \
+      --df11-model "$m8b-df11" --weights "${WEIGHTS_8B:-bf16}" --lengths "$PREFILL_8B" \
+      ${PREFILL_TRANSFORMERS:+--transformers} --json "$out/compare_gpu_prefill.json"
+  fi
   left=$((${DEADLINE_S:-570} - SECONDS))
-  if [ "$left" -lt 60 ]; then
+  if [ -n "${SKIP_DECODE_8B:-}" ]; then
+    echo "== compare_8b: skipped" | tee -a "$out/summary.md"
+  elif [ "$left" -lt 60 ]; then
     echo "!! compare_8b skipped: only $left s left before DEADLINE_S" | tee -a "$out/summary.md"
     status=1
   else
