@@ -53,7 +53,9 @@ def median_seconds(run: Callable[[], None], reps: int) -> float:
     return statistics.median(times)
 
 
-def slimrt_rows(fmt: str, args: argparse.Namespace, lengths: list[int]) -> list[dict[str, Any]]:
+def slimrt_rows(
+    fmt: str, args: argparse.Namespace, lengths: list[int], add: Callable[[dict[str, Any]], None]
+) -> None:
     loaded, _ = load_weights(fmt, args.model, args.df11_model)
     longest = max(lengths)
     engine = new_engine(
@@ -66,15 +68,12 @@ def slimrt_rows(fmt: str, args: argparse.Namespace, lengths: list[int]) -> list[
         },
     )
     vocab = loaded.config["vocab_size"]
-    rows = []
     for length in lengths:
         prompt = np.random.default_rng(length).integers(0, vocab, length).astype(np.int32)
         seconds = median_seconds(functools.partial(slimrt_prefill, engine, prompt), args.reps)
-        rows.append({"engine": "slimrt", "weights": fmt, "length": length, "seconds": seconds})
-        log(f"slimrt {fmt} prefill {length}: {seconds * 1e3:.1f} ms")
+        add({"engine": "slimrt", "weights": fmt, "length": length, "seconds": seconds})
     engine = loaded = None
     release_gpu_memory(True)
-    return rows
 
 
 def slimrt_prefill(engine: Any, prompt: np.ndarray) -> None:
@@ -91,24 +90,22 @@ def transformers_prefill(model: Any, ids: torch.Tensor) -> None:
     torch.cuda.synchronize()
 
 
-def transformers_rows(args: argparse.Namespace, lengths: list[int]) -> list[dict[str, Any]]:
+def transformers_rows(
+    args: argparse.Namespace, lengths: list[int], add: Callable[[dict[str, Any]], None]
+) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16)
     model = model.to("cuda").eval()
-    rows = []
     for length in lengths:
         generator = torch.Generator(device="cpu").manual_seed(length)
         ids = torch.randint(0, model.config.vocab_size, (1, length), generator=generator)
         ids = ids.to("cuda")
         seconds = median_seconds(functools.partial(transformers_prefill, model, ids), args.reps)
-        row = {"engine": "transformers", "weights": "bf16", "length": length, "seconds": seconds}
-        rows.append(row)
-        log(f"transformers prefill {length}: {seconds * 1e3:.1f} ms")
+        add({"engine": "transformers", "weights": "bf16", "length": length, "seconds": seconds})
         release_gpu_memory(True)
     model = None
     release_gpu_memory(True)
-    return rows
 
 
 def main() -> None:
@@ -135,24 +132,27 @@ def main() -> None:
     }
     rows: list[dict[str, Any]] = []
 
-    def save() -> None:
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if "error" in row:
+            log(f"{row['engine']} {row['weights']}: {row['error']}")
+        else:
+            log(f"{row['engine']} {row['weights']} prefill {row['length']}: {row['seconds']:.4f} s")
         if args.json:
             args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
     for fmt in split_list(args.weights, WEIGHT_FORMATS):
         try:
-            rows += slimrt_rows(fmt, args, lengths)
+            slimrt_rows(fmt, args, lengths, add)
         except Exception as e:  # one failing engine must not lose the other results
             traceback.print_exc()
-            rows.append({"engine": "slimrt", "weights": fmt, "error": error_text(e)})
-        save()
+            add({"engine": "slimrt", "weights": fmt, "error": error_text(e)})
     if args.transformers:
         try:
-            rows += transformers_rows(args, lengths)
+            transformers_rows(args, lengths, add)
         except Exception as e:
             traceback.print_exc()
-            rows.append({"engine": "transformers", "weights": "bf16", "error": error_text(e)})
-        save()
+            add({"engine": "transformers", "weights": "bf16", "error": error_text(e)})
 
     print(
         f"{meta['model']}: prefill of one prompt; {meta['device']}; slimrt {meta['commit']}; "

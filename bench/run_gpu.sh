@@ -73,6 +73,8 @@ if [ -z "${SKIP_8B:-}" ]; then
   fi
   if [ -f "$m8b-df11/config.json" ]; then
     echo "== compress_8b: $m8b-df11 exists, reused" | tee -a "$out/summary.md"
+  elif [[ "${WEIGHTS_8B:-bf16,df11}" != *df11* ]]; then
+    echo "== compress_8b: skipped (WEIGHTS_8B has no df11)" | tee -a "$out/summary.md"
   else
     run compress_8b python3 -m slimrt compress "$m8b" "$m8b-df11" --threads "$(nproc)" --no-progress
   fi
