@@ -1,4 +1,4 @@
-"""Decode attention on one GPU: slimrt's paged kernel against torch SDPA on contiguous K/V.
+"""Decode and prefill attention on one GPU: slimrt's paged kernels against torch SDPA.
 
 For each case (batch x context, 32 query heads, 8 KV heads, head_dim 128, BF16), SDPA runs on
 q [B, 32, 1, 128] and contiguous K/V [B, 8, L, 128] (enable_gqa=True), and slimrt on the same
@@ -12,6 +12,11 @@ copy's K/V would fit in L2. Run it on a CUDA machine with torch and slimrt (buil
 The markdown table goes to stdout, progress to stderr. GB/s counts the K/V bytes each kernel
 must read (B * L * 8 * 128 * 2 bytes, for K and for V) over its median time; "% of copy" relates
 that to a device-to-device copy's read+write bandwidth. Exit code 1 when a check failed.
+
+`--prefill-cases BATCHxLENGTH,...` (default 1x4096,1x16384,16x512) adds causal prefill: B prompts
+of L tokens each, all of a prompt's tokens querying its own L positions (SDPA: is_causal=True on
+q [B, 32, L, 128]; slimrt: its tensor-core prefill kernel, q in FP32 as the engine passes it).
+TFLOP/s counts the causal work, 4 * B * 32 * 128 * L(L + 1)/2 flops, over the median time.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ KV_HEADS = 8
 HEAD_DIM = 128
 PAGE_SIZE = 16
 DEFAULT_CASES = "1x32768,32x4096,64x8192"
+DEFAULT_PREFILL_CASES = "1x4096,1x16384,16x512"
 L2_BYTES = 50 * 1024 * 1024
 MAX_INPUT_SETS = 4
 
@@ -47,11 +53,13 @@ def log(message: str) -> None:
 class Inputs:
     """One input set: q, contiguous K/V for SDPA, and the same K/V as scattered pages."""
 
-    def __init__(self, batch: int, context: int, seed: int, device: torch.device) -> None:
+    def __init__(
+        self, batch: int, context: int, seed: int, device: torch.device, queries: int = 1
+    ) -> None:
         g = torch.Generator(device=device).manual_seed(seed)
         shape = (batch, KV_HEADS, context, HEAD_DIM)
         self.q = torch.randn(
-            (batch, HEADS, 1, HEAD_DIM), generator=g, device=device, dtype=torch.bfloat16
+            (batch, HEADS, queries, HEAD_DIM), generator=g, device=device, dtype=torch.bfloat16
         )
         self.k = torch.randn(shape, generator=g, device=device, dtype=torch.bfloat16)
         self.v = torch.randn(shape, generator=g, device=device, dtype=torch.bfloat16)
@@ -65,8 +73,12 @@ class Inputs:
         self.context_lens = torch.full((batch,), context, device=device, dtype=torch.int32)
         self.k_pages = self._paged(self.k, pages, pages_per_seq)
         self.v_pages = self._paged(self.v, pages, pages_per_seq)
-        self.q_flat = self.q.reshape(batch, HEADS, HEAD_DIM).contiguous()
+        # [tokens][heads][head_dim], tokens sequence-major: the engine's layout.
+        self.q_flat = self.q.transpose(1, 2).reshape(batch * queries, HEADS, HEAD_DIM).contiguous()
         self.out = torch.empty_like(self.q_flat)
+        self.q_indptr = torch.arange(
+            0, batch * queries + 1, queries, device=device, dtype=torch.int32
+        )
 
     def _paged(self, kv: torch.Tensor, pages: int, pages_per_seq: int) -> torch.Tensor:
         batch, _, context, _ = kv.shape
@@ -170,6 +182,65 @@ def run_case(core: Any, batch: int, context: int, args: argparse.Namespace) -> d
     }
 
 
+def run_prefill_case(
+    core: Any, batch: int, length: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    device = torch.device("cuda")
+    log(f"prefill {batch}x{length}: building the inputs")
+    x = Inputs(batch, length, 2000 + length, device, queries=length)
+    q_f32 = x.q_flat.float()
+    scale = 1.0 / math.sqrt(HEAD_DIM)
+    stream = torch.cuda.Stream()
+
+    def slimrt_launch() -> None:
+        core.paged_prefill_attention_cuda(
+            q_f32.data_ptr(),
+            x.k_pages.data_ptr(),
+            x.v_pages.data_ptr(),
+            x.q_indptr.data_ptr(),
+            x.page_indptr.data_ptr(),
+            x.page_indices.data_ptr(),
+            x.context_lens.data_ptr(),
+            x.out.data_ptr(),
+            scale,
+            num_seqs=batch,
+            heads=HEADS,
+            kv_heads=KV_HEADS,
+            head_dim=HEAD_DIM,
+            page_size=PAGE_SIZE,
+            max_query_tokens=length,
+            stream=torch.cuda.current_stream().cuda_stream,
+        )
+
+    def sdpa_launch() -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            x.q, x.k, x.v, scale=scale, is_causal=True, enable_gqa=True
+        )
+
+    x.out.fill_(float("nan"))
+    slimrt_launch()
+    ref = sdpa_launch().transpose(1, 2).reshape(batch * length, HEADS, HEAD_DIM).float()
+    rel = (x.out.float() - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
+    worst = float(rel.nan_to_num(float("inf")).max())
+    ok = worst < 1e-2
+    log(f"  max relative L2 error vs SDPA: {worst:.2e} ({'ok' if ok else 'FAILED'})")
+    sdpa_med = statistics.median(time_cuda(sdpa_launch, stream, args.warmup, args.reps, 50.0))
+    slimrt_med = statistics.median(time_cuda(slimrt_launch, stream, args.warmup, args.reps, 50.0))
+    flops = 4 * batch * HEADS * HEAD_DIM * length * (length + 1) / 2
+    return {
+        "case": f"{batch}x{length}",
+        "batch": batch,
+        "length": length,
+        "max_rel_err": worst,
+        "ok": ok,
+        "sdpa_us": sdpa_med,
+        "slimrt_us": slimrt_med,
+        "ratio": slimrt_med / sdpa_med,
+        "sdpa_tflops": flops / (sdpa_med * 1e-6) / 1e12,
+        "slimrt_tflops": flops / (slimrt_med * 1e-6) / 1e12,
+    }
+
+
 def copy_gbps(args: argparse.Namespace) -> float:
     n = 512 * 1024 * 1024
     src = torch.empty(n, dtype=torch.uint8, device="cuda")
@@ -181,6 +252,9 @@ def copy_gbps(args: argparse.Namespace) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", default=DEFAULT_CASES, help="BATCHxCONTEXT,...")
+    parser.add_argument(
+        "--prefill-cases", default=DEFAULT_PREFILL_CASES, help="BATCHxLENGTH,... or none"
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -188,13 +262,20 @@ def main() -> int:
 
     from slimrt import _core as core
 
-    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
+    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",") if c != "none"]
+    prefill_cases = [
+        tuple(int(v) for v in c.split("x")) for c in args.prefill_cases.split(",") if c != "none"
+    ]
     copy = copy_gbps(args)
     log(f"device-to-device copy: {copy:.0f} GB/s read+write")
     rows = []
     for b, ctx in cases:
         rows.append(run_case(core, b, ctx, args))
         torch.cuda.empty_cache()  # the case's inputs are gone; give their memory back
+    prefill_rows = []
+    for b, length in prefill_cases:
+        prefill_rows.append(run_prefill_case(core, b, length, args))
+        torch.cuda.empty_cache()
 
     gpu = torch.cuda.get_device_name()
     commit = source_commit()
@@ -216,6 +297,22 @@ def main() -> int:
             f"| {100 * r['slimrt_gbps'] / copy:.1f} | {r['splits']} "
             f"| {r['max_rel_err']:.1e}{'' if r['ok'] else ' FAILED'} |"
         )
+    if prefill_rows:
+        print(
+            f"\nprefill attention (causal), {HEADS} q / {KV_HEADS} kv heads, d={HEAD_DIM}, BF16 "
+            f"K/V, page {PAGE_SIZE}; median of {args.reps}\n"
+        )
+        print(
+            "| case | SDPA us | slimrt us | slimrt/SDPA | SDPA TFLOP/s | slimrt TFLOP/s "
+            "| max rel err |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for r in prefill_rows:
+            print(
+                f"| {r['case']} | {r['sdpa_us']:.1f} | {r['slimrt_us']:.1f} | {r['ratio']:.3f} "
+                f"| {r['sdpa_tflops']:.0f} | {r['slimrt_tflops']:.0f} "
+                f"| {r['max_rel_err']:.1e}{'' if r['ok'] else ' FAILED'} |"
+            )
     if args.json:
         report = {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -226,9 +323,10 @@ def main() -> int:
             "reps": args.reps,
             "warmup": args.warmup,
             "cases": rows,
+            "prefill_cases": prefill_rows,
         }
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    return 0 if all(r["ok"] for r in rows) else 1
+    return 0 if all(r["ok"] for r in rows + prefill_rows) else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 // (add_rms_norm_input, silu_mul_input, paged_attention), as in every BF16 inference engine, so
 // results differ from the CPU backend's FP32 activations by BF16 rounding (~1e-2 relative), not by
 // more. Decode steps (one query token per sequence, BF16 KV) use the split-K paged decode attention
-// kernel (paged_decode_attention.cu); other steps a simple kernel with one warp per query token.
+// kernel (paged_decode_attention.cu), other steps with BF16 KV the tensor-core prefill kernel
+// (paged_prefill_attention.cu); the rest (FP32 KV, other head sizes) a simple kernel with one warp
+// per query token.
 // Sampling runs on the GPU (sample.cu), drawing the CPU sampler's ids from the same logits.
 // run_graph() records a body as a CUDA graph the second time its key is seen, then replays it.
 // decode_df11_ahead() runs on a second stream, ordered against the first by fork_ahead() and
@@ -543,6 +545,27 @@ class CudaDevice final : public Device {
     if (batch.num_seqs <= 0) return {input_scratch, 0, width};
     if (batch.max_query_tokens == 1 && scratch != nullptr && decode_kernel_fits(kv, heads)) {
       return {decode_attention(q, kv, batch, heads, scale, scratch), batch.num_seqs, width};
+    }
+    if (kv.dtype == KvDtype::kBf16 &&
+        paged_prefill_attention_fits(heads, kv.kv_heads, kv.head_dim, kv.page_size)) {
+      PagedPrefillArgs args;
+      args.q = q;
+      args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
+      args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
+      args.q_indptr = batch.q_indptr;
+      args.page_indptr = batch.page_indptr;
+      args.page_indices = batch.page_indices;
+      args.context_lens = batch.context_lens;
+      args.out = static_cast<uint16_t*>(input_scratch);
+      args.scale = scale;
+      args.num_seqs = batch.num_seqs;
+      args.heads = heads;
+      args.kv_heads = kv.kv_heads;
+      args.head_dim = kv.head_dim;
+      args.page_size = kv.page_size;
+      args.max_query_tokens = batch.max_query_tokens;
+      paged_prefill_attention_cuda(args, stream_);
+      return {input_scratch, batch.num_tokens, width};
     }
     constexpr unsigned kSplits = 8;  // blocks per (sequence, head): 32 query tokens at a time
     const dim3 grid(static_cast<unsigned>(batch.num_seqs), static_cast<unsigned>(heads), kSplits);

@@ -34,4 +34,10 @@ void paged_decode_attention_cuda(const PagedDecodePlan&, const PagedDecodeArgs&,
   SLIMRT_NO_CUDA("running decode attention on the GPU");
 }
 
+bool paged_prefill_attention_fits(int64_t, int64_t, int64_t, int64_t) { return false; }
+
+void paged_prefill_attention_cuda(const PagedPrefillArgs&, void*) {
+  SLIMRT_NO_CUDA("running prefill attention on the GPU");
+}
+
 }  // namespace slimrt

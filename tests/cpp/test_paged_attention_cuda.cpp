@@ -1,7 +1,9 @@
 // CUDA decode attention against the CPU reference (cpu::paged_attention) on the same BF16 data:
 // random q/K/V, page indices shuffled through a pool larger than the batch needs, ragged contexts,
 // GQA and plain multi-head, head_dim 128 and 64, page sizes 16 and 1, with and without splits.
-// The output is poisoned before every run. Without a CUDA device every test is skipped.
+// Prefill attention the same way, over ragged query counts: whole prompts and chunks after a
+// prefix. The output is poisoned before every run. Without a CUDA device the comparisons are
+// skipped.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +31,7 @@ namespace {
 using slimrt::PagedDecodeArgs;
 using slimrt::PagedDecodePlan;
 using slimrt::PagedDecodeShape;
+using slimrt::PagedPrefillArgs;
 
 #ifdef SLIMRT_WITH_CUDA
 void cuda_or_throw(cudaError_t status, const char* call) {
@@ -65,6 +68,72 @@ class Device {
   T* ptr_ = nullptr;
   size_t n_;
 };
+
+// Seeded random data: BF16 (or FP32) normal values times a scale.
+struct Random {
+  std::mt19937 engine{1234};
+  std::normal_distribution<float> normal{0.0f, 1.0f};
+
+  std::vector<float> f32(size_t n, float scale) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = normal(engine) * scale;
+    return v;
+  }
+  std::vector<uint16_t> bf16(size_t n, float scale) {
+    std::vector<uint16_t> v(n);
+    for (auto& x : v) x = slimrt::cpu::f32_to_bf16(normal(engine) * scale);
+    return v;
+  }
+};
+
+// Page table: each sequence owns ceil(ctx / page_size) pages drawn from a shuffled pool with
+// some pages left over, so that page order and page identity are both exercised.
+struct PageTable {
+  std::vector<int32_t> indptr{0};
+  std::vector<int32_t> indices;
+  int64_t pool_pages = 0;
+};
+
+PageTable shuffled_pages(const std::vector<int32_t>& contexts, int64_t page_size,
+                         std::mt19937& rng) {
+  PageTable table;
+  for (int32_t ctx : contexts) {
+    table.indptr.push_back(table.indptr.back() +
+                           static_cast<int32_t>((ctx + page_size - 1) / page_size));
+  }
+  const int64_t used = table.indptr.back();
+  table.pool_pages = used + used / 8 + 3;
+  std::vector<int32_t> perm(table.pool_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  table.indices.assign(perm.begin(), perm.begin() + used);
+  return table;
+}
+
+// The CPU reference's view of a BF16 page pool.
+slimrt::cpu::PagedKv bf16_pool(const std::vector<uint16_t>& k, const std::vector<uint16_t>& v,
+                               int64_t page_size, int64_t kv_heads, int64_t head_dim) {
+  slimrt::cpu::PagedKv kv;
+  kv.k_pages = const_cast<uint16_t*>(k.data());
+  kv.v_pages = const_cast<uint16_t*>(v.data());
+  kv.dtype = slimrt::cpu::KvDtype::kBf16;
+  kv.page_size = page_size;
+  kv.kv_heads = kv_heads;
+  kv.head_dim = head_dim;
+  return kv;
+}
+
+// Relative L2 error of one head_dim row of BF16 results against the FP32 reference.
+double relative_error(const uint16_t* got, const float* expected, int64_t n) {
+  double err = 0.0, norm = 0.0;
+  for (int64_t d = 0; d < n; ++d) {
+    const double e = expected[d];
+    const double g = slimrt::cpu::bf16_to_f32(got[d]);
+    err += (g - e) * (g - e);
+    norm += e * e;
+  }
+  return std::sqrt(err / std::max(norm, 1e-30));
+}
 #endif
 
 struct Case {
@@ -89,36 +158,18 @@ void check_against_cpu(const Case& c) {
 #ifdef SLIMRT_WITH_CUDA
   SCOPED_TRACE(describe(c));
   using slimrt::cpu::bf16_to_f32;
-  using slimrt::cpu::f32_to_bf16;
   const int64_t seqs = static_cast<int64_t>(c.contexts.size());
   const int64_t hd = c.head_dim;
-  std::mt19937 rng(1234);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  auto random_bf16 = [&](size_t n, float scale) {
-    std::vector<uint16_t> v(n);
-    for (auto& x : v) x = f32_to_bf16(normal(rng) * scale);
-    return v;
-  };
+  Random rng;
+  const PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+  const std::vector<int32_t>& page_indptr = table.indptr;
+  const std::vector<int32_t>& page_indices = table.indices;
 
-  // Page table: each sequence owns ceil(ctx / page_size) pages drawn from a shuffled pool with
-  // some pages left over, so that page order and page identity are both exercised.
-  std::vector<int32_t> page_indptr{0};
-  for (int32_t ctx : c.contexts) {
-    page_indptr.push_back(page_indptr.back() +
-                          static_cast<int32_t>((ctx + c.page_size - 1) / c.page_size));
-  }
-  const int64_t used = page_indptr.back();
-  const int64_t pool_pages = used + used / 8 + 3;
-  std::vector<int32_t> perm(pool_pages);
-  std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), rng);
-  const std::vector<int32_t> page_indices(perm.begin(), perm.begin() + used);
-
-  const size_t pool_elems = static_cast<size_t>(pool_pages * c.page_size * c.kv_heads * hd);
+  const size_t pool_elems = static_cast<size_t>(table.pool_pages * c.page_size * c.kv_heads * hd);
   // q scaled up so that the softmax is far from uniform: a wrong position or page shows.
-  const std::vector<uint16_t> q = random_bf16(seqs * c.heads * hd, 2.0f);
-  const std::vector<uint16_t> k = random_bf16(pool_elems, 1.0f);
-  const std::vector<uint16_t> v = random_bf16(pool_elems, 1.0f);
+  const std::vector<uint16_t> q = rng.bf16(seqs * c.heads * hd, 2.0f);
+  const std::vector<uint16_t> k = rng.bf16(pool_elems, 1.0f);
+  const std::vector<uint16_t> v = rng.bf16(pool_elems, 1.0f);
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // CPU reference on the same values: q widened to FP32, pages as BF16.
@@ -126,13 +177,7 @@ void check_against_cpu(const Case& c) {
   for (size_t i = 0; i < q.size(); ++i) q32[i] = bf16_to_f32(q[i]);
   std::vector<int32_t> q_indptr(seqs + 1);
   std::iota(q_indptr.begin(), q_indptr.end(), 0);
-  slimrt::cpu::PagedKv kv;
-  kv.k_pages = const_cast<uint16_t*>(k.data());
-  kv.v_pages = const_cast<uint16_t*>(v.data());
-  kv.dtype = slimrt::cpu::KvDtype::kBf16;
-  kv.page_size = c.page_size;
-  kv.kv_heads = c.kv_heads;
-  kv.head_dim = hd;
+  const slimrt::cpu::PagedKv kv = bf16_pool(k, v, c.page_size, c.kv_heads, hd);
   slimrt::cpu::PagedBatch batch;
   batch.q_indptr = q_indptr.data();
   batch.page_indptr = page_indptr.data();
@@ -172,15 +217,8 @@ void check_against_cpu(const Case& c) {
     const std::vector<uint16_t> got = dout.download();
     for (int64_t s = 0; s < seqs; ++s) {
       for (int64_t h = 0; h < c.heads; ++h) {
-        double err = 0.0, norm = 0.0;
-        for (int64_t d = 0; d < hd; ++d) {
-          const size_t i = static_cast<size_t>((s * c.heads + h) * hd + d);
-          const double e = expected[i];
-          const double g = bf16_to_f32(got[i]);
-          err += (g - e) * (g - e);
-          norm += e * e;
-        }
-        const double rel = std::sqrt(err / std::max(norm, 1e-30));
+        const size_t i = static_cast<size_t>((s * c.heads + h) * hd);
+        const double rel = relative_error(&got[i], &expected[i], hd);
         ASSERT_LT(rel, 1e-2) << "sequence " << s << " (context " << c.contexts[s] << ") head " << h
                              << " poison " << poison;
       }
@@ -258,6 +296,204 @@ TEST(PagedDecodeAttentionCuda, RejectsUnsupportedShapes) {
   const auto plan = slimrt::paged_decode_attention_plan({1, 32, 8, 128, 16}, 32768, 4);
   PagedDecodeArgs args;  // null pointers
   EXPECT_THROW(slimrt::paged_decode_attention_cuda(plan, args, nullptr, 0, nullptr), slimrt::Error);
+}
+
+// ---- prefill ------------------------------------------------------------------------------------
+
+struct PrefillCase {
+  int64_t heads;
+  int64_t kv_heads;
+  int64_t head_dim;
+  int64_t page_size;
+  std::vector<int32_t> queries;   // query tokens of each sequence
+  std::vector<int32_t> contexts;  // its context_lens entry (>= its query tokens)
+};
+
+std::string describe(const PrefillCase& c) {
+  std::string s = "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " d " +
+                  std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) +
+                  " queries/contexts";
+  for (size_t i = 0; i < c.queries.size(); ++i) {
+    s += " " + std::to_string(c.queries[i]) + "/" + std::to_string(c.contexts[i]);
+  }
+  return s;
+}
+
+// Runs one prefill case on both backends: the relative L2 error of every (token, head) of every
+// sequence, and the output of tokens that no sequence owns left as poisoned.
+void check_prefill_against_cpu(const PrefillCase& c) {
+#ifdef SLIMRT_WITH_CUDA
+  SCOPED_TRACE(describe(c));
+  using slimrt::cpu::bf16_to_f32;
+  using slimrt::cpu::f32_to_bf16;
+  const int64_t seqs = static_cast<int64_t>(c.queries.size());
+  const int64_t hd = c.head_dim;
+  const int64_t row = c.heads * hd;  // elements of one token in q and out
+  Random rng;
+  const PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+
+  // The sequences own tokens [kLead, q_indptr[seqs]); the kLead before and kTrail after belong
+  // to none.
+  constexpr int32_t kLead = 3;
+  constexpr int32_t kTrail = 2;
+  std::vector<int32_t> q_indptr{kLead};
+  for (int32_t n : c.queries) q_indptr.push_back(q_indptr.back() + n);
+  const int64_t tokens = q_indptr.back() + kTrail;
+  const int32_t max_queries = *std::max_element(c.queries.begin(), c.queries.end());
+  const int32_t max_context = *std::max_element(c.contexts.begin(), c.contexts.end());
+
+  const size_t pool_elems = static_cast<size_t>(table.pool_pages * c.page_size * c.kv_heads * hd);
+  // q in FP32, which the kernel rounds to BF16 itself; scaled up so that the softmax is far from
+  // uniform: a wrong position or page shows.
+  const std::vector<float> q = rng.f32(tokens * row, 2.0f);
+  const std::vector<uint16_t> k = rng.bf16(pool_elems, 1.0f);
+  const std::vector<uint16_t> v = rng.bf16(pool_elems, 1.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  // The reference sees q as the kernel's tensor cores do: rounded to BF16.
+  std::vector<float> q_ref(q.size());
+  for (size_t i = 0; i < q.size(); ++i) q_ref[i] = bf16_to_f32(f32_to_bf16(q[i]));
+  const slimrt::cpu::PagedKv kv = bf16_pool(k, v, c.page_size, c.kv_heads, hd);
+  slimrt::cpu::PagedBatch batch;
+  batch.q_indptr = q_indptr.data();
+  batch.page_indptr = table.indptr.data();
+  batch.page_indices = table.indices.data();
+  batch.context_lens = c.contexts.data();
+  batch.num_seqs = seqs;
+  batch.num_tokens = q_indptr.back() - kLead;
+  batch.max_query_tokens = max_queries;
+  batch.max_context = max_context;
+  std::vector<float> expected(tokens * row);
+  slimrt::ThreadPool pool(8);
+  slimrt::cpu::paged_attention(q_ref.data(), kv, batch, c.heads, scale, expected.data(), pool);
+
+  Device<float> dq(q);
+  Device<uint16_t> dk(k), dv(v);
+  Device<int32_t> dq_indptr(q_indptr), dindptr(table.indptr), dindices(table.indices),
+      dctx(c.contexts);
+  Device<uint16_t> dout(static_cast<size_t>(tokens * row));
+  PagedPrefillArgs args;
+  args.q = dq.get();
+  args.k_pages = dk.get();
+  args.v_pages = dv.get();
+  args.q_indptr = dq_indptr.get();
+  args.page_indptr = dindptr.get();
+  args.page_indices = dindices.get();
+  args.context_lens = dctx.get();
+  args.out = dout.get();
+  args.scale = scale;
+  args.num_seqs = seqs;
+  args.heads = c.heads;
+  args.kv_heads = c.kv_heads;
+  args.head_dim = hd;
+  args.page_size = c.page_size;
+  args.max_query_tokens = max_queries;
+
+  for (int poison : {0xFF, 0x5A}) {  // 0xFFFF is a NaN, 0x5A5A a plausible value
+    dout.fill_bytes(poison);
+    slimrt::paged_prefill_attention_cuda(args, nullptr);
+    TEST_CUDA(cudaDeviceSynchronize());
+    const std::vector<uint16_t> got = dout.download();
+    for (int64_t s = 0; s < seqs; ++s) {
+      for (int64_t i = 0; i < c.queries[s]; ++i) {
+        for (int64_t h = 0; h < c.heads; ++h) {
+          const size_t at = static_cast<size_t>((q_indptr[s] + i) * row + h * hd);
+          ASSERT_LT(relative_error(&got[at], &expected[at], hd), 1e-2)
+              << "sequence " << s << " (" << c.queries[s] << " queries, context " << c.contexts[s]
+              << ") query " << i << " head " << h << " poison " << poison;
+        }
+      }
+    }
+    const uint16_t poisoned = static_cast<uint16_t>(poison * 0x0101);
+    for (int64_t token = 0; token < tokens; ++token) {
+      if (token >= kLead && token < q_indptr.back()) continue;
+      for (int64_t e = 0; e < row; ++e) {
+        ASSERT_EQ(got[static_cast<size_t>(token * row + e)], poisoned)
+            << "token " << token << " belongs to no sequence";
+      }
+    }
+  }
+#else
+  (void)c;
+#endif
+}
+
+// Whole prompts (queries == context) and chunks after an earlier prefix (context > queries),
+// among them a sequence with no query tokens and one with nothing at all.
+const std::vector<int32_t> kQueries = {1, 17, 64, 200, 0, 1, 17, 64, 200, 0};
+const std::vector<int32_t> kContexts = {1, 17, 64, 200, 90, 700, 81, 1000, 333, 0};
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReference) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({32, 8, 128, 16, kQueries, kContexts});
+}
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForGroupsOf1And8) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({8, 8, 128, 16, kQueries, kContexts});
+  check_prefill_against_cpu({64, 8, 128, 16, kQueries, kContexts});
+}
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForHeadDim64) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({32, 8, 64, 16, kQueries, kContexts});
+  check_prefill_against_cpu({8, 8, 64, 16, kQueries, kContexts});
+}
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForPageSizeOne) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({32, 8, 128, 1, kQueries, kContexts});
+  check_prefill_against_cpu({64, 8, 64, 1, kQueries, kContexts});
+}
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForOtherGroupSizes) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({24, 8, 64, 32, kQueries, kContexts});   // 3: one head per block
+  check_prefill_against_cpu({16, 8, 128, 4, kQueries, kContexts});   // 2
+  check_prefill_against_cpu({32, 2, 128, 16, kQueries, kContexts});  // 16: two blocks per group
+}
+
+TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForALongPromptAndALongChunk) {
+  SKIP_WITHOUT_CUDA();
+  check_prefill_against_cpu({32, 8, 128, 16, {1500, 300}, {1500, 3000}});
+}
+
+TEST(PagedPrefillAttentionCuda, FitsHeadDim64Or128WholeGroupsAndPowerOfTwoPages) {
+  using slimrt::paged_prefill_attention_fits;
+#ifdef SLIMRT_WITH_CUDA
+  EXPECT_TRUE(paged_prefill_attention_fits(32, 8, 128, 16));
+  EXPECT_TRUE(paged_prefill_attention_fits(8, 8, 64, 1));
+  EXPECT_TRUE(paged_prefill_attention_fits(24, 8, 128, 16));
+  EXPECT_TRUE(paged_prefill_attention_fits(32, 2, 64, 256));
+#else
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 128, 16));
+#endif
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 96, 16));
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 256, 16));
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 128, 12));
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 128, 0));
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 8, 128, -16));
+  EXPECT_FALSE(paged_prefill_attention_fits(30, 8, 128, 16));
+  EXPECT_FALSE(paged_prefill_attention_fits(32, 0, 128, 16));
+  EXPECT_FALSE(paged_prefill_attention_fits(0, 8, 128, 16));
+}
+
+TEST(PagedPrefillAttentionCuda, RejectsUnsupportedShapesAndNullPointers) {
+  PagedPrefillArgs args;
+  args.num_seqs = 1;
+  args.heads = 32;
+  args.kv_heads = 8;
+  args.head_dim = 96;
+  args.page_size = 16;
+  args.max_query_tokens = 10;
+  args.scale = 0.1f;
+  EXPECT_THROW(slimrt::paged_prefill_attention_cuda(args, nullptr), slimrt::Error);
+  args.head_dim = 128;  // a shape that fits, but null pointers
+  EXPECT_THROW(slimrt::paged_prefill_attention_cuda(args, nullptr), slimrt::Error);
+#ifdef SLIMRT_WITH_CUDA
+  args.num_seqs = 0;  // an empty batch launches nothing, so needs no pointers
+  EXPECT_NO_THROW(slimrt::paged_prefill_attention_cuda(args, nullptr));
+#endif
 }
 
 }  // namespace

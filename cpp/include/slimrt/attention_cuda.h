@@ -1,7 +1,8 @@
-// Decode attention on a CUDA GPU: one query token per sequence over a paged BF16 KV cache, with
-// the cache layout and batch arrays of cpu::paged_attention (cpu/kernels.h). The header needs no
-// CUDA headers: streams travel as void*. In a build without CUDA every function here throws
-// slimrt::Error("... built without CUDA").
+// Attention on a CUDA GPU over a paged BF16 KV cache, with the cache layout and batch arrays of
+// cpu::paged_attention (cpu/kernels.h): decode (one query token per sequence) and, further down,
+// prefill (many). The header needs no CUDA headers: streams travel as void*. In a build without
+// CUDA every function here throws slimrt::Error("... built without CUDA") (the fits() query
+// answers false).
 //
 // Plan once per step (host only, no device memory touched), run once per layer:
 //
@@ -72,5 +73,52 @@ struct PagedDecodeArgs {
 // `workspace` holds at least plan.workspace_bytes (nullptr allowed when that is 0).
 void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeArgs& args,
                                  void* workspace, int64_t workspace_bytes, void* stream);
+
+// ---- prefill: many query tokens per sequence ----------------------------------------------------
+//
+// Causal attention for the query tokens of a prefill step (a whole prompt, or a chunk of one
+// after an earlier prefix) on tensor cores (FlashAttention-2 style), with the semantics of
+// cpu::paged_attention:
+//
+//   if (slimrt::paged_prefill_attention_fits(heads, kv_heads, head_dim, page_size)) {
+//     slimrt::PagedPrefillArgs args;  // device pointers, sizes, scale, max_query_tokens
+//     slimrt::paged_prefill_attention_cuda(args, stream);
+//   }
+//
+// Needs no plan and no workspace; allocates and synchronises nothing (CUDA-graph safe).
+
+// Whether the prefill kernel takes these sizes: head_dim 64 or 128, heads a positive multiple of
+// kv_heads (any group size; groups divisible by 2, 4 or 8 share K/V tiles between heads),
+// heads <= 65536, page_size a power of two <= 2^30. Always false in a build without CUDA.
+bool paged_prefill_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                  int64_t page_size);
+
+// Device pointers and sizes of one call. Sequence s owns query tokens [q_indptr[s],
+// q_indptr[s+1]); with n of them, its i-th sits at position context_lens[s] - n + i and attends to
+// cache positions [0, that position] (the cache already holds the new tokens' K/V). Query head h
+// reads KV head h / (heads / kv_heads). q, the pages and out must be 16-byte aligned. Not checked
+// (the arrays live on the device): n <= context_lens[s], n <= max_query_tokens (later tokens are
+// not computed), at least ceil(context_lens[s] / page_size) pages per sequence, every page index
+// in the pool. A sequence with no query tokens writes nothing, and out rows of tokens that no
+// sequence owns are left alone.
+struct PagedPrefillArgs {
+  const float* q = nullptr;               // [num_tokens][heads][head_dim] FP32, RoPE applied
+  const uint16_t* k_pages = nullptr;      // [pages][page_size][kv_heads][head_dim] BF16 bits
+  const uint16_t* v_pages = nullptr;      // same layout
+  const int32_t* q_indptr = nullptr;      // num_seqs + 1
+  const int32_t* page_indptr = nullptr;   // num_seqs + 1
+  const int32_t* page_indices = nullptr;  // page_indptr[num_seqs]
+  const int32_t* context_lens = nullptr;  // num_seqs
+  uint16_t* out = nullptr;                // [num_tokens][heads][head_dim] BF16 bits
+  float scale = 0.0f;                     // usually 1 / sqrt(head_dim)
+  int64_t num_seqs = 0, heads = 0, kv_heads = 0, head_dim = 0, page_size = 0;
+  int64_t max_query_tokens = 0;  // host-side upper bound of q_indptr[s+1] - q_indptr[s]
+};
+
+// out = softmax(q·Kᵀ * scale) · V per query token and head, causal; q rounded to BF16 and the
+// probabilities to BF16 for the tensor-core products, softmax and accumulation in FP32 (online),
+// out rounded to nearest even. Asynchronous on `stream` (a cudaStream_t, nullptr = default).
+// Throws slimrt::Error for sizes that do not fit, null or misaligned pointers, a non-finite scale.
+void paged_prefill_attention_cuda(const PagedPrefillArgs& args, void* stream);
 
 }  // namespace slimrt
