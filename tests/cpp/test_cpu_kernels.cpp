@@ -926,6 +926,23 @@ TEST(CpuSample, DrawsFollowTheRulesExactly) {
   }
 }
 
+// Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
+// refused before any logit is read.
+TEST(CpuSample, RefusesAVocabularyTooLargeForTheFixedPointSums) {
+  ThreadPool pool(1);
+  float logit = 0.0f;
+  cpu::SampleParams p;
+  int32_t id = -1;
+  uint64_t scratch = 0;
+  try {
+    cpu::sample(&logit, 1, (int64_t{1} << 23) + 1, &p, &id, &scratch, pool);
+    FAIL() << "no error";
+  } catch (const slimrt::Error& e) {
+    EXPECT_EQ(e.message(), "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
+  }
+  EXPECT_EQ(id, -1);
+}
+
 TEST(CpuSample, TemperatureZeroIsArgmaxWithTiesToLowestId) {
   ThreadPool pool(2);
   std::mt19937_64 rng(20);
