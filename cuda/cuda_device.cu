@@ -17,8 +17,7 @@
 // - one decoding table per DF11 tensor (keyed by its `lengths` pointer, shared by df11_groups
 //   sub-views), built by prepare_df11() at load (or on first use); deallocate() drops them all,
 //   since a freed arena may hand the same address to another tensor;
-// - the recorded graphs (at most kMaxGraphs, all dropped when that many exist);
-// - a host buffer for embed_df11's ids.
+// - the recorded graphs (at most kMaxGraphs, all dropped when that many exist).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -85,11 +84,6 @@ int grid_for(int64_t n) {
       std::max<int64_t>(1, std::min(kMaxBlocks, (n + kThreads - 1) / kThreads)));
 }
 
-// Groups one embedding row can touch: its own span plus one when it straddles a boundary.
-int64_t groups_per_row(int64_t hidden) {
-  return (hidden + df11::kGroupElements - 1) / df11::kGroupElements + 1;
-}
-
 __device__ __forceinline__ float bf16_to_f32(uint16_t b) {
   return __uint_as_float(static_cast<uint32_t>(b) << 16);
 }
@@ -109,13 +103,6 @@ __global__ void embed_kernel(const int32_t* ids, int64_t tokens, const uint16_t*
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / hidden, c = i % hidden;
     out[i] = bf16_to_f32(table[int64_t{ids[t]} * hidden + c]);
-  }
-}
-
-__global__ void widen_kernel(const uint16_t* in, int64_t n, float* out) {
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
-       i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = bf16_to_f32(in[i]);
   }
 }
 
@@ -408,25 +395,15 @@ class CudaDevice final : public Device {
 
   // Decodes each token's groups into the one scratch slot, then widens its row: two launches a
   // token, ordered by the stream. The ids are read back to the host to find the groups.
+  // One kernel decodes just the groups each row touches, straight to FP32: no host round trip of
+  // the ids, so decode steps capture it in their graph. No scratch.
   void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table, int64_t hidden,
-                  float* out, uint16_t* scratch) override {
+                  float* out, uint16_t* /*scratch*/) override {
     if (tokens <= 0 || hidden <= 0) return;
-    if (static_cast<int64_t>(host_ids_.size()) < tokens) host_ids_.resize(tokens);
-    copy_to_host(host_ids_.data(), ids, tokens * static_cast<int64_t>(sizeof(int32_t)));
-    for (int64_t t = 0; t < tokens; ++t) {
-      const int64_t first = int64_t{host_ids_[t]} * hidden;
-      const int64_t g0 = first / df11::kGroupElements;
-      const int64_t g1 = (first + hidden - 1) / df11::kGroupElements + 1;
-      decode_df11(df11_groups(table, g0, g1), scratch);
-      widen_kernel<<<grid_for(hidden), kThreads, 0, stream_>>>(
-          scratch + (first - g0 * df11::kGroupElements), hidden, out + t * hidden);
-      SLIMRT_CUDA_CHECK(cudaGetLastError());
-    }
+    df11_gather_rows_cuda(device_view(table), ids, tokens, hidden, out, stream_);
   }
 
-  int64_t embed_df11_scratch_elements(int64_t hidden) const override {
-    return groups_per_row(hidden) * df11::kGroupElements;
-  }
+  int64_t embed_df11_scratch_elements(int64_t) const override { return 0; }
 
   void prepare_df11(const Df11View& view) override { table_for(view.lengths); }
 
@@ -637,8 +614,7 @@ class CudaDevice final : public Device {
   }
 
  private:
-  void decode_on(const Df11View& view, uint16_t* out, cudaStream_t stream) {
-    if (view.numel <= 0) return;
+  Df11DeviceView device_view(const Df11View& view) {
     const DeviceTable& table = table_for(view.lengths);
     Df11DeviceView d;
     d.bitstream = view.bitstream;
@@ -647,7 +623,12 @@ class CudaDevice final : public Device {
     d.table = table.entries;
     d.table_bits = table.bits;
     d.numel = view.numel;
-    df11_decode_cuda(d, out, stream);
+    return d;
+  }
+
+  void decode_on(const Df11View& view, uint16_t* out, cudaStream_t stream) {
+    if (view.numel <= 0) return;
+    df11_decode_cuda(device_view(view), out, stream);
   }
 
   // paged_attention for decode steps: q to BF16, the split-K decode kernel; returns its BF16
@@ -747,7 +728,6 @@ class CudaDevice final : public Device {
   mutable int64_t attention_q_bytes_ = 0;
   mutable int64_t attention_workspace_bytes_ = 0;
   std::map<const uint8_t*, DeviceTable> tables_;
-  std::vector<int32_t> host_ids_;
 };
 
 }  // namespace

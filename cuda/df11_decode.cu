@@ -322,6 +322,61 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   }
 }
 
+// The elements [lo, hi) of one group (hi <= the group's valid elements) as FP32, element e to
+// out[e]. A lane decodes its codes in order from the group's start, so it decodes up to its last
+// element below hi, storing only those in the window.
+__device__ __forceinline__ void decode_group_window(LaneBits& bits, const uint16_t* table_s,
+                                                    uint32_t shift, const uint8_t* signmant, int lo,
+                                                    int hi, float* out, uint32_t lane) {
+#pragma unroll 1
+  for (int j = 0; j < df11::kSteps; ++j) {
+    const int first = (j * df11::kLanes + static_cast<int>(lane)) * df11::kVector;
+    if (first >= hi) break;
+    uint32_t entries[df11::kVector];
+#pragma unroll
+    for (int k = 0; k < df11::kVector; k += 2) {
+      decode_two(bits, table_s, shift, entries[k], entries[k + 1]);
+    }
+#pragma unroll
+    for (int k = 0; k < df11::kVector; ++k) {
+      const int e = first + k;
+      if (e >= lo && e < hi) {
+        out[e] = __uint_as_float(static_cast<uint32_t>(merge_one(signmant[e], entries[k])) << 16);
+      }
+    }
+  }
+}
+
+// Rows ids[t] of a [rows][width] matrix, widened to FP32 into out[t] (an embedding lookup): one
+// warp per (token, group its row touches); `spans` groups at most per row.
+__global__ void __launch_bounds__(kThreads)
+    df11_gather_rows_kernel(const DecodeParams p, const int32_t* ids, int64_t tokens, int64_t width,
+                            int64_t spans, float* out) {
+  __shared__ alignas(16) uint16_t table_s[kMaxTableEntries];
+  const int entries = 1 << p.table_bits;
+  TableCopy copy;
+  copy.load(p.table, entries);
+  copy.store(p.table, entries, table_s);
+  __syncthreads();
+
+  const uint32_t lane = threadIdx.x % df11::kLanes;
+  const uint32_t shift = 32 - p.table_bits;
+  const int64_t stride = int64_t{gridDim.x} * kWarpsPerBlock;
+  for (int64_t v = int64_t{blockIdx.x} * kWarpsPerBlock + threadIdx.x / df11::kLanes;
+       v < tokens * spans; v += stride) {
+    const int64_t t = v / spans;
+    const int64_t first = int64_t{ids[t]} * width;  // the row's first element
+    const int64_t g = first / df11::kGroupElements + v % spans;
+    const int64_t base = g * df11::kGroupElements;
+    if (base >= first + width) continue;  // the row ends in an earlier group
+    const int64_t valid = min(p.numel - base, int64_t{df11::kGroupElements});
+    LaneBits bits = start_group(p, g, lane);
+    decode_group_window(
+        bits, table_s, shift, p.signmant + base, static_cast<int>(max(first - base, int64_t{0})),
+        static_cast<int>(min(first + width - base, valid)), out + t * width + (base - first), lane);
+  }
+}
+
 // Blocks that fit on the current device at once (all SMs), per kernel variant; cached because the
 // query costs more than the launch.
 template <bool kVectorIo>
@@ -361,6 +416,40 @@ bool cuda_available() {
     return false;
   }
   return count > 0;
+}
+
+void df11_gather_rows_cuda(const Df11DeviceView& view, const int32_t* ids, int64_t tokens,
+                           int64_t width, float* out, void* stream) {
+  SLIMRT_CHECK(tokens >= 0 && width > 0 && view.numel % width == 0,
+               "df11_gather_rows_cuda: " << tokens << " rows of width " << width << " from "
+                                         << view.numel << " elements");
+  if (tokens == 0) return;
+  SLIMRT_CHECK(ids != nullptr && out != nullptr && view.bitstream != nullptr &&
+                   view.index != nullptr && view.signmant != nullptr && view.table != nullptr,
+               "df11_gather_rows_cuda: a null pointer");
+  SLIMRT_CHECK(view.table_bits >= 1 && view.table_bits <= df11::kMaxCodeLength,
+               "df11_gather_rows_cuda: table_bits " << view.table_bits << " is outside 1.."
+                                                    << df11::kMaxCodeLength);
+  DecodeParams p;
+  p.bitstream = view.bitstream;
+  p.index = view.index;
+  p.signmant = view.signmant;
+  p.table = view.table;
+  p.out = nullptr;
+  p.numel = view.numel;
+  p.groups = (view.numel + df11::kGroupElements - 1) / df11::kGroupElements;
+  p.table_bits = view.table_bits;
+  // A row of `width` elements touches at most this many groups.
+  const int64_t spans = (width + df11::kGroupElements - 1) / df11::kGroupElements + 1;
+  const int64_t warps = tokens * spans;
+  int sms = 0, device = 0;
+  SLIMRT_CUDA_CHECK(cudaGetDevice(&device));
+  SLIMRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t blocks = std::min<int64_t>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock,
+                                           int64_t{sms} * kMinBlocksPerSm);
+  df11_gather_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
+                            static_cast<cudaStream_t>(stream)>>>(p, ids, tokens, width, spans, out);
+  SLIMRT_CUDA_CHECK(cudaGetLastError());
 }
 
 void df11_decode_cuda(const Df11DeviceView& view, uint16_t* out, void* stream) {

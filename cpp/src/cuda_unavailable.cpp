@@ -15,6 +15,10 @@ void df11_decode_cuda(const Df11DeviceView&, uint16_t*, void*) {
   SLIMRT_NO_CUDA("decoding a DF11 tensor on the GPU");
 }
 
+void df11_gather_rows_cuda(const Df11DeviceView&, const int32_t*, int64_t, int64_t, float*, void*) {
+  SLIMRT_NO_CUDA("gathering DF11 rows on the GPU");
+}
+
 Df11DeviceTensor::Df11DeviceTensor(const Df11View&) {
   SLIMRT_NO_CUDA("uploading a DF11 tensor to the GPU");
 }

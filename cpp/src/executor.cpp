@@ -187,13 +187,6 @@ void Executor::forward() {
   const int64_t longest = *std::max_element(t.context_lens, t.context_lens + B);
   max_context_ = context_bucket(longest);
 
-  const int64_t H = config_.hidden_size;
-  const Matrix& embedding = weights_.embedding();
-  if (embedding.is_df11) {
-    device_.embed_df11(token_ids_, T, embedding.df11, H, x_, embed_slot_);
-  } else {
-    device_.embed(token_ids_, T, embedding.dense, H, x_);
-  }
   if (T == B) {
     // A decode step (one token per sequence): the same launches for every step of this batch
     // size and context bucket.
@@ -205,9 +198,16 @@ void Executor::forward() {
 }
 
 void Executor::run_model() {
+  const int64_t T = tables_.tokens;
   const int64_t B = tables_.batch;
   const int64_t H = config_.hidden_size;
   const int64_t L = weights_.num_layers();
+  const Matrix& embedding = weights_.embedding();
+  if (embedding.is_df11) {
+    device_.embed_df11(token_ids_, T, embedding.df11, H, x_, embed_slot_);
+  } else {
+    device_.embed(token_ids_, T, embedding.dense, H, x_);
+  }
   if (decode_ahead_) {
     // Layer l + 1 decodes on the ahead lane while layer l computes; the fork before each decode
     // makes it wait for layer l - 1, the last reader of its half of the scratch.

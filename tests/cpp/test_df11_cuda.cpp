@@ -358,4 +358,49 @@ TEST_F(Df11Cuda, DeviceTensorHoldsEveryArrayInItsAllocation) {
   EXPECT_EQ(reinterpret_cast<uintptr_t>(device.view().table) % 256, 0u);
 }
 
+// Rows gathered by id (the embedding lookup) are the input rows widened to FP32, bit for bit:
+// widths below, at and above a group, rows that straddle groups, the first and last rows, repeats.
+// Output rows are poisoned first; every float of every row must be written.
+TEST_F(Df11Cuda, GatherRowsIsTheInputRowsWidened) {
+#ifdef SLIMRT_WITH_CUDA
+  for (const int64_t width : {int64_t{64}, int64_t{3000}, int64_t{4096}, int64_t{5000}}) {
+    SCOPED_TRACE("width " + std::to_string(width));
+    const int64_t rows = 37;
+    const std::vector<uint16_t> values = normal_bf16(rows * width, 0.02f, 10 + width);
+    const Df11Tensor tensor = slimrt::df11_compress(values.data(), rows * width, {});
+    const Df11DeviceTensor device(tensor.view());
+    std::vector<int32_t> ids = {0, 36, 5, 5, 17, 36, 1, 0, 23};
+    const auto tokens = static_cast<int64_t>(ids.size());
+    DeviceBuffer ids_d(ids.size() * sizeof(int32_t));
+    ids_d.upload(ids.data(), ids.size() * sizeof(int32_t));
+    DeviceBuffer out(tokens * width * sizeof(float));
+    std::vector<uint32_t> host(tokens * width, 0x7FC0DEADu);  // a NaN no row holds
+    out.upload(host.data(), host.size() * sizeof(uint32_t));
+    slimrt::df11_gather_rows_cuda(device.view(), ids_d.as<int32_t>(), tokens, width,
+                                  out.as<float>(), nullptr);
+    synchronize_device();
+    out.download(host.data(), host.size() * sizeof(uint32_t));
+    int64_t wrong = 0;
+    for (int64_t t = 0; t < tokens; ++t) {
+      for (int64_t c = 0; c < width; ++c) {
+        const uint32_t want = uint32_t{values[ids[t] * width + c]} << 16;
+        if (host[t * width + c] != want && wrong++ < 5) {
+          ADD_FAILURE() << "token " << t << " (row " << ids[t] << ") column " << c << ": 0x"
+                        << std::hex << host[t * width + c] << ", want 0x" << want;
+        }
+      }
+    }
+    EXPECT_EQ(wrong, 0);
+  }
+#endif
+}
+
+TEST_F(Df11Cuda, GatherRowsRejectsAWidthThatDoesNotDivideTheTensor) {
+  const std::vector<uint16_t> values = normal_bf16(3 * 100, 0.02f, 11);
+  const Df11Tensor tensor = slimrt::df11_compress(values.data(), values.size(), {});
+  const Df11DeviceTensor device(tensor.view());
+  EXPECT_THROW(slimrt::df11_gather_rows_cuda(device.view(), nullptr, 1, 7, nullptr, nullptr),
+               slimrt::Error);
+}
+
 }  // namespace

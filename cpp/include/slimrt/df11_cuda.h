@@ -28,6 +28,13 @@ struct Df11DeviceView {
 // `out` is device memory for numel uint16; any alignment works, 16 bytes is the fast path.
 void df11_decode_cuda(const Df11DeviceView& view, uint16_t* out, void* stream);
 
+// Rows ids[0 .. tokens) of the view as a [numel / width][width] matrix, each widened to FP32 into
+// out[t][0 .. width) (an embedding lookup), on `stream`; ids and out are device memory, every id
+// a row of the matrix (not checked: the ids live on the device). Decodes only the groups the rows
+// touch; reads no host memory, so it can be captured in a CUDA graph.
+void df11_gather_rows_cuda(const Df11DeviceView& view, const int32_t* ids, int64_t tokens,
+                           int64_t width, float* out, void* stream);
+
 // Owns device copies of a DF11 tensor's arrays and table.
 class Df11DeviceTensor {
  public:
