@@ -407,6 +407,32 @@ void launch(const DecodeParams& p, cudaStream_t stream) {
   SLIMRT_CUDA_CHECK(cudaGetLastError());
 }
 
+// The kernels' parameters for `view`, after checking what they rely on; `what` names the caller
+// in the messages.
+DecodeParams checked_params(const Df11DeviceView& view, uint16_t* out, const char* what) {
+  SLIMRT_CHECK(view.bitstream != nullptr && view.index != nullptr && view.signmant != nullptr &&
+                   view.table != nullptr,
+               what << ": the device view has a null array");
+  SLIMRT_CHECK(
+      view.table_bits >= 1 && view.table_bits <= df11::kMaxCodeLength,
+      what << ": table_bits " << view.table_bits << " is outside 1.." << df11::kMaxCodeLength);
+  SLIMRT_CHECK(reinterpret_cast<uintptr_t>(view.bitstream) % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(view.index) % 4 == 0 &&
+                   reinterpret_cast<uintptr_t>(view.table) % 2 == 0 &&
+                   reinterpret_cast<uintptr_t>(out) % 2 == 0,
+               what << ": bitstream/index, table or output not aligned to their element");
+  DecodeParams p;
+  p.bitstream = view.bitstream;
+  p.index = view.index;
+  p.signmant = view.signmant;
+  p.table = view.table;
+  p.out = out;
+  p.numel = view.numel;
+  p.groups = (view.numel + df11::kGroupElements - 1) / df11::kGroupElements;
+  p.table_bits = view.table_bits;
+  return p;
+}
+
 }  // namespace
 
 bool cuda_available() {
@@ -424,21 +450,8 @@ void df11_gather_rows_cuda(const Df11DeviceView& view, const int32_t* ids, int64
                "df11_gather_rows_cuda: " << tokens << " rows of width " << width << " from "
                                          << view.numel << " elements");
   if (tokens == 0) return;
-  SLIMRT_CHECK(ids != nullptr && out != nullptr && view.bitstream != nullptr &&
-                   view.index != nullptr && view.signmant != nullptr && view.table != nullptr,
-               "df11_gather_rows_cuda: a null pointer");
-  SLIMRT_CHECK(view.table_bits >= 1 && view.table_bits <= df11::kMaxCodeLength,
-               "df11_gather_rows_cuda: table_bits " << view.table_bits << " is outside 1.."
-                                                    << df11::kMaxCodeLength);
-  DecodeParams p;
-  p.bitstream = view.bitstream;
-  p.index = view.index;
-  p.signmant = view.signmant;
-  p.table = view.table;
-  p.out = nullptr;
-  p.numel = view.numel;
-  p.groups = (view.numel + df11::kGroupElements - 1) / df11::kGroupElements;
-  p.table_bits = view.table_bits;
+  SLIMRT_CHECK(ids != nullptr && out != nullptr, "df11_gather_rows_cuda: a null pointer");
+  const DecodeParams p = checked_params(view, nullptr, "df11_gather_rows_cuda");
   // A row of `width` elements touches at most this many groups.
   const int64_t spans = (width + df11::kGroupElements - 1) / df11::kGroupElements + 1;
   const int64_t warps = tokens * spans;
@@ -456,27 +469,7 @@ void df11_decode_cuda(const Df11DeviceView& view, uint16_t* out, void* stream) {
   SLIMRT_CHECK(view.numel >= 0, "negative element count " << view.numel);
   if (view.numel == 0) return;
   SLIMRT_CHECK(out != nullptr, "df11_decode_cuda: output pointer is null");
-  SLIMRT_CHECK(view.bitstream != nullptr && view.index != nullptr && view.signmant != nullptr &&
-                   view.table != nullptr,
-               "df11_decode_cuda: the device view has a null array");
-  SLIMRT_CHECK(view.table_bits >= 1 && view.table_bits <= df11::kMaxCodeLength,
-               "df11_decode_cuda: table_bits " << view.table_bits << " is outside 1.."
-                                               << df11::kMaxCodeLength);
-  SLIMRT_CHECK(reinterpret_cast<uintptr_t>(view.bitstream) % 4 == 0 &&
-                   reinterpret_cast<uintptr_t>(view.index) % 4 == 0 &&
-                   reinterpret_cast<uintptr_t>(view.table) % 2 == 0 &&
-                   reinterpret_cast<uintptr_t>(out) % 2 == 0,
-               "df11_decode_cuda: bitstream/index, table or output not aligned to their element");
-
-  DecodeParams p;
-  p.bitstream = view.bitstream;
-  p.index = view.index;
-  p.signmant = view.signmant;
-  p.table = view.table;
-  p.out = out;
-  p.numel = view.numel;
-  p.groups = (view.numel + df11::kGroupElements - 1) / df11::kGroupElements;
-  p.table_bits = view.table_bits;
+  const DecodeParams p = checked_params(view, out, "df11_decode_cuda");
 
   const auto s = static_cast<cudaStream_t>(stream);
   const bool vector_io = reinterpret_cast<uintptr_t>(out) % 16 == 0 &&

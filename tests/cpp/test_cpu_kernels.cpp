@@ -478,12 +478,16 @@ TEST(CpuStridedRows, RopeSiluMulAndKvWriteMatchTheirContiguousResults) {
     EXPECT_EQ(strided[t * stride], wide[t * stride]);  // outside the slice: untouched
   }
 
+  // gate|up rows: 2 * width wide, with a gap to the next row.
+  const int64_t gate_up_stride = 2 * width + 5;
+  const auto gate_up = random_floats(rng, tokens * gate_up_stride);
   std::vector<float> got(tokens * width, kNaN), want(tokens * width, kNaN);
-  cpu::silu_mul(wide.data(), wide.data() + width, stride, tokens, width, got.data(), pool);
+  cpu::silu_mul(gate_up.data(), gate_up.data() + width, gate_up_stride, tokens, width, got.data(),
+                pool);
   std::vector<float> gate(tokens * width), up(tokens * width);
   for (int64_t t = 0; t < tokens; ++t) {
-    std::copy_n(wide.begin() + t * stride, width, gate.begin() + t * width);
-    std::copy_n(wide.begin() + t * stride + width, width, up.begin() + t * width);
+    std::copy_n(gate_up.begin() + t * gate_up_stride, width, gate.begin() + t * width);
+    std::copy_n(gate_up.begin() + t * gate_up_stride + width, width, up.begin() + t * width);
   }
   cpu::silu_mul(gate.data(), up.data(), width, tokens, width, want.data(), pool);
   EXPECT_EQ(got, want);
