@@ -27,9 +27,10 @@ SLIMRT_HOST_DEVICE inline float select(bool c, float a, float b) {
   return f;
 }
 
-// 2^n for integral n in [-126, 127].
+// 2^n for integral n in [-126, 127]. (A NaN input reaches here with n out of range: the shift is
+// unsigned so that it wraps instead of being undefined; the NaN carries through p anyway.)
 SLIMRT_HOST_DEVICE inline float pow2i(int32_t n) {
-  const int32_t bits = (n + 127) << 23;
+  const uint32_t bits = static_cast<uint32_t>(n + 127) << 23;
   float f;
   std::memcpy(&f, &bits, sizeof f);
   return f;
