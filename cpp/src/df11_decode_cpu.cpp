@@ -9,6 +9,9 @@ namespace {
 
 using namespace df11;
 
+constexpr int kInterleave = 4;  // lanes decoded side by side (the initialiser below lists 4)
+static_assert(kLanes % kInterleave == 0, "lanes split evenly");
+
 // MSB-first reader over the bitstream. The format's tail padding makes its look-ahead safe.
 class BitReader {
  public:
@@ -54,12 +57,34 @@ inline uint16_t join(uint8_t exponent, uint8_t signmant) {
     const uint32_t* index = index_words + g * kIndexWords;
     const int64_t first = g * kGroupElements;
     const bool full = first + kGroupElements <= n;
+    const uint64_t group_bit = uint64_t{index[0]} * 32;
+    if (full) {
+      // A lane's codes are one serial chain (lookup, shift, lookup...): kInterleave lanes
+      // decoded side by side keep that many chains in flight. Their vectors of a step are
+      // adjacent in the output.
+      for (int lane = 0; lane < kLanes; lane += kInterleave) {
+        BitReader readers[kInterleave] = {
+            BitReader(bitstream, group_bit + lane_offset(index, lane)),
+            BitReader(bitstream, group_bit + lane_offset(index, lane + 1)),
+            BitReader(bitstream, group_bit + lane_offset(index, lane + 2)),
+            BitReader(bitstream, group_bit + lane_offset(index, lane + 3))};
+        for (int step = 0; step < kSteps; ++step) {
+          const int64_t start = first + vector_start(step, lane);
+          for (int k = 0; k < kVector; ++k) {
+            for (int j = 0; j < kInterleave; ++j) {
+              const int64_t at = start + j * kVector + k;
+              out[at] = join(readers[j].decode(entries, bits), signmant[at]);
+            }
+          }
+        }
+      }
+      continue;
+    }
     for (int lane = 0; lane < kLanes; ++lane) {
-      BitReader reader(bitstream, uint64_t{index[0]} * 32 + lane_offset(index, lane));
+      BitReader reader(bitstream, group_bit + lane_offset(index, lane));
       for (int step = 0; step < kSteps; ++step) {
         const int64_t start = first + vector_start(step, lane);
-        const int count =
-            full ? kVector : static_cast<int>(std::clamp<int64_t>(n - start, 0, kVector));
+        const int count = static_cast<int>(std::clamp<int64_t>(n - start, 0, kVector));
         for (int k = 0; k < count; ++k) {
           out[start + k] = join(reader.decode(entries, bits), signmant[start + k]);
         }
