@@ -393,8 +393,6 @@ class CudaDevice final : public Device {
     SLIMRT_CUDA_CHECK(cudaGetLastError());
   }
 
-  // Decodes each token's groups into the one scratch slot, then widens its row: two launches a
-  // token, ordered by the stream. The ids are read back to the host to find the groups.
   // One kernel decodes just the groups each row touches, straight to FP32: no host round trip of
   // the ids, so decode steps capture it in their graph. No scratch.
   void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table, int64_t hidden,

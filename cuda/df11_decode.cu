@@ -228,6 +228,10 @@ __device__ __forceinline__ uint32_t merge_pair(uint32_t signmant_word, uint32_t 
   return select_bits<0x807F807Fu>(__byte_perm(signmant_word, 0, kSelector), exponents);
 }
 
+__device__ __forceinline__ float bf16_as_float(uint16_t v) {
+  return __uint_as_float(static_cast<uint32_t>(v) << 16);
+}
+
 __device__ __forceinline__ uint16_t merge_one(uint32_t signmant, uint32_t entry) {
   return static_cast<uint16_t>(((signmant & 0x80u) << 8) | (entry & 0x7F80u) | (signmant & 0x7Fu));
 }
@@ -261,16 +265,17 @@ __device__ __forceinline__ void decode_full_group(LaneBits& bits, const uint16_t
   }
 }
 
-// The careful path: the partial last group, or any group when `out` or `signmant` is misaligned.
-// Lanes decode whole vectors (codes past the end are garbage but stay inside the over-read margin)
-// and store only the elements that exist, one at a time.
-__device__ __forceinline__ void decode_group_elementwise(LaneBits& bits, const uint16_t* table_s,
-                                                         uint32_t shift, const uint8_t* signmant,
-                                                         uint16_t* out, int valid, uint32_t lane) {
+// Elements [lo, hi) of one group (hi <= the elements the group holds), one at a time: store(e,
+// bits) for each. Lanes decode whole vectors from the group's start (codes past the end are
+// garbage but stay inside the over-read margin), up to their last vector below hi.
+template <class Store>
+__device__ __forceinline__ void decode_group_elements(LaneBits& bits, const uint16_t* table_s,
+                                                      uint32_t shift, const uint8_t* signmant,
+                                                      int lo, int hi, uint32_t lane, Store store) {
 #pragma unroll 1
   for (int j = 0; j < df11::kSteps; ++j) {
     const int first = (j * df11::kLanes + static_cast<int>(lane)) * df11::kVector;
-    if (first >= valid) break;  // the lane's later elements do not exist either
+    if (first >= hi) break;  // the lane's later elements are past the range too
     uint32_t entries[df11::kVector];
 #pragma unroll
     for (int k = 0; k < df11::kVector; k += 2) {
@@ -278,9 +283,18 @@ __device__ __forceinline__ void decode_group_elementwise(LaneBits& bits, const u
     }
 #pragma unroll
     for (int k = 0; k < df11::kVector; ++k) {
-      if (first + k < valid) out[first + k] = merge_one(signmant[first + k], entries[k]);
+      const int e = first + k;
+      if (e >= lo && e < hi) store(e, merge_one(signmant[e], entries[k]));
     }
   }
+}
+
+// The careful path: the partial last group, or any group when `out` or `signmant` is misaligned.
+__device__ __forceinline__ void decode_group_elementwise(LaneBits& bits, const uint16_t* table_s,
+                                                         uint32_t shift, const uint8_t* signmant,
+                                                         uint16_t* out, int valid, uint32_t lane) {
+  decode_group_elements(bits, table_s, shift, signmant, 0, valid, lane,
+                        [out](int e, uint16_t v) { out[e] = v; });
 }
 
 __device__ __forceinline__ LaneBits start_group(const DecodeParams& p, int64_t g, uint32_t lane) {
@@ -322,31 +336,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   }
 }
 
-// The elements [lo, hi) of one group (hi <= the group's valid elements) as FP32, element e to
-// out[e]. A lane decodes its codes in order from the group's start, so it decodes up to its last
-// element below hi, storing only those in the window.
-__device__ __forceinline__ void decode_group_window(LaneBits& bits, const uint16_t* table_s,
-                                                    uint32_t shift, const uint8_t* signmant, int lo,
-                                                    int hi, float* out, uint32_t lane) {
-#pragma unroll 1
-  for (int j = 0; j < df11::kSteps; ++j) {
-    const int first = (j * df11::kLanes + static_cast<int>(lane)) * df11::kVector;
-    if (first >= hi) break;
-    uint32_t entries[df11::kVector];
-#pragma unroll
-    for (int k = 0; k < df11::kVector; k += 2) {
-      decode_two(bits, table_s, shift, entries[k], entries[k + 1]);
-    }
-#pragma unroll
-    for (int k = 0; k < df11::kVector; ++k) {
-      const int e = first + k;
-      if (e >= lo && e < hi) {
-        out[e] = __uint_as_float(static_cast<uint32_t>(merge_one(signmant[e], entries[k])) << 16);
-      }
-    }
-  }
-}
-
 // Rows ids[t] of a [rows][width] matrix, widened to FP32 into out[t] (an embedding lookup): one
 // warp per (token, group its row touches); `spans` groups at most per row.
 __global__ void __launch_bounds__(kThreads)
@@ -371,9 +360,12 @@ __global__ void __launch_bounds__(kThreads)
     if (base >= first + width) continue;  // the row ends in an earlier group
     const int64_t valid = min(p.numel - base, int64_t{df11::kGroupElements});
     LaneBits bits = start_group(p, g, lane);
-    decode_group_window(
-        bits, table_s, shift, p.signmant + base, static_cast<int>(max(first - base, int64_t{0})),
-        static_cast<int>(min(first + width - base, valid)), out + t * width + (base - first), lane);
+    // Group element e is row element base - first + e: the window is the row's part.
+    float* row = out + t * width + (base - first);
+    decode_group_elements(bits, table_s, shift, p.signmant + base,
+                          static_cast<int>(max(first - base, int64_t{0})),
+                          static_cast<int>(min(first + width - base, valid)), lane,
+                          [row](int e, uint16_t v) { row[e] = bf16_as_float(v); });
   }
 }
 
@@ -455,11 +447,10 @@ void df11_gather_rows_cuda(const Df11DeviceView& view, const int32_t* ids, int64
   // A row of `width` elements touches at most this many groups.
   const int64_t spans = (width + df11::kGroupElements - 1) / df11::kGroupElements + 1;
   const int64_t warps = tokens * spans;
-  int sms = 0, device = 0;
-  SLIMRT_CUDA_CHECK(cudaGetDevice(&device));
-  SLIMRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t blocks = std::min<int64_t>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock,
-                                           int64_t{sms} * kMinBlocksPerSm);
+  // Persistent like the decode kernel (same block size and shared table): at most its resident
+  // blocks, whose count is cached.
+  const int64_t blocks =
+      std::min<int64_t>((warps + kWarpsPerBlock - 1) / kWarpsPerBlock, resident_blocks<true>());
   df11_gather_rows_kernel<<<static_cast<unsigned>(blocks), kThreads, 0,
                             static_cast<cudaStream_t>(stream)>>>(p, ids, tokens, width, spans, out);
   SLIMRT_CUDA_CHECK(cudaGetLastError());

@@ -204,14 +204,18 @@ __device__ Prefix find_prefix(const float* w, int64_t vocab, const Prefix& withi
   return {high, last};
 }
 
+// Token i's fixed-point mass if it is in `kept` with weight >= min_p, else 0.
+__device__ __forceinline__ U64 kept_weight(const float* w, int64_t i, const Prefix& kept,
+                                           float min_p) {
+  const float x = w[i];
+  return in_prefix(kept, __float_as_uint(x), i) && x >= min_p ? fixed_weight(x) : 0;
+}
+
 // The fixed-point mass of `kept` with weight >= min_p, in every thread.
 __device__ U64 kept_mass(const float* w, int64_t vocab, const Prefix& kept, float min_p,
                          Shared& sh) {
   U64 mine = 0;
-  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    const float x = w[i];
-    if (in_prefix(kept, __float_as_uint(x), i) && x >= min_p) mine += fixed_weight(x);
-  }
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) mine += kept_weight(w, i, kept, min_p);
   const U64 total = ReduceU64(sh.cub.reduce).Sum(mine);
   if (threadIdx.x == 0) sh.value = total;
   __syncthreads();
@@ -223,17 +227,14 @@ __device__ U64 kept_mass(const float* w, int64_t vocab, const Prefix& kept, floa
 // The first id whose running kept mass, in id order, exceeds target (< the kept mass).
 __device__ int64_t draw(const float* w, int64_t vocab, const Prefix& kept, float min_p, U64 target,
                         Shared& sh) {
-  auto mass_at = [&](int64_t i) -> U64 {
-    if (i >= vocab) return 0;
-    const float x = w[i];
-    return in_prefix(kept, __float_as_uint(x), i) && x >= min_p ? fixed_weight(x) : 0;
-  };
   U64 cum = 0;
   for (int64_t base = 0; base < vocab; base += int64_t{kThreads} * kTile) {
     const int64_t first = base + int64_t{threadIdx.x} * kTile;
     U64 m[kTile];
     U64 mine = 0;
-    for (int e = 0; e < kTile; ++e) mine += m[e] = mass_at(first + e);
+    for (int e = 0; e < kTile; ++e) {
+      mine += m[e] = first + e < vocab ? kept_weight(w, first + e, kept, min_p) : 0;
+    }
     U64 before = 0, tile = 0;
     ScanU64(sh.cub.scan).ExclusiveSum(mine, before, tile);
     U64 running = cum + before;
