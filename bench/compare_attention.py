@@ -97,6 +97,23 @@ class Inputs:
         return pool
 
 
+def max_relative_error(got: torch.Tensor, ref: torch.Tensor) -> float:
+    """The largest relative L2 error of a head_dim row (a NaN or inf counts as infinite)."""
+    got, ref = got.float(), ref.float()
+    rel = (got - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
+    return float(rel.nan_to_num(float("inf")).max())
+
+
+def parse_cases(text: str) -> list[tuple[int, int]]:
+    """'AxB,CxD' as [(A, B), (C, D)]; 'none' is no case."""
+    cases = []
+    for case in text.split(","):
+        if case != "none":
+            a, b = case.split("x")
+            cases.append((int(a), int(b)))
+    return cases
+
+
 def sdpa(x: Inputs, scale: float) -> torch.Tensor:
     return F.scaled_dot_product_attention(x.q, x.k, x.v, scale=scale, enable_gqa=True)
 
@@ -138,10 +155,8 @@ def run_case(core: Any, batch: int, context: int, args: argparse.Namespace) -> d
     for x in inputs:
         x.out.fill_(float("nan"))
         slimrt_launch(x)
-        ref = sdpa(x, scale).reshape(batch, HEADS, HEAD_DIM).float()
-        got = x.out.float()
-        rel = (got - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
-        worst = max(worst, float(rel.nan_to_num(float("inf")).max()))
+        ref = sdpa(x, scale).reshape(batch, HEADS, HEAD_DIM)
+        worst = max(worst, max_relative_error(x.out, ref))
     ok = worst < 1e-2
     log(f"  max relative L2 error vs SDPA: {worst:.2e} ({'ok' if ok else 'FAILED'})")
 
@@ -219,9 +234,8 @@ def run_prefill_case(
 
     x.out.fill_(float("nan"))
     slimrt_launch()
-    ref = sdpa_launch().transpose(1, 2).reshape(batch * length, HEADS, HEAD_DIM).float()
-    rel = (x.out.float() - ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
-    worst = float(rel.nan_to_num(float("inf")).max())
+    ref = sdpa_launch().transpose(1, 2).reshape(batch * length, HEADS, HEAD_DIM)
+    worst = max_relative_error(x.out, ref)
     ok = worst < 1e-2
     log(f"  max relative L2 error vs SDPA: {worst:.2e} ({'ok' if ok else 'FAILED'})")
     sdpa_med = statistics.median(time_cuda(sdpa_launch, stream, args.warmup, args.reps, 50.0))
@@ -262,10 +276,8 @@ def main() -> int:
 
     from slimrt import _core as core
 
-    cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",") if c != "none"]
-    prefill_cases = [
-        tuple(int(v) for v in c.split("x")) for c in args.prefill_cases.split(",") if c != "none"
-    ]
+    cases = parse_cases(args.cases)
+    prefill_cases = parse_cases(args.prefill_cases)
     copy = copy_gbps(args)
     log(f"device-to-device copy: {copy:.0f} GB/s read+write")
     rows = []
