@@ -1,6 +1,6 @@
 #include "bench_cuda.h"
 
-#include "slimrt/error.h"
+#include "check.h"
 
 #ifdef SLIMRT_WITH_CUDA
 #include <cuda_runtime_api.h>

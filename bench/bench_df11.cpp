@@ -18,10 +18,10 @@
 
 #include "bench.h"
 #include "bench_cuda.h"
-#include "slimrt/crc32.h"
+#include "crc32.h"
+#include "df11_cuda.h"
+#include "parallel.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/parallel.h"
 
 namespace slimrt_bench {
 namespace {

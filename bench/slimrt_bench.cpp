@@ -17,7 +17,7 @@
 #include <utility>
 
 #include "bench.h"
-#include "slimrt/error.h"
+#include "check.h"
 
 // The generated header holds the commit read at build time (see bench/CMakeLists.txt); a
 // build without it may still pass -DSLIMRT_GIT_COMMIT="...".

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-#include "slimrt/attention_cuda.h"
+#include "attention_cuda.h"
 
 namespace py = pybind11;
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt::bindings {
 

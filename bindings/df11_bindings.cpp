@@ -5,11 +5,12 @@
 #include <string>
 
 #include "buffer_span.h"
+#include "check.h"
+#include "crc32.h"
+#include "df11_cuda.h"
 #include "dlpack_abi.h"
-#include "slimrt/crc32.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/error.h"
+#include "slimrt/version.h"
 
 namespace py = pybind11;
 

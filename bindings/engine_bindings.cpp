@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "buffer_span.h"
+#include "check.h"
 #include "slimrt/df11.h"
 #include "slimrt/engine.h"
-#include "slimrt/error.h"
 
 namespace py = pybind11;
 
@@ -302,6 +302,8 @@ void bind_engine(py::module_& m) {
       .def("add_sequence", &Engine::add_sequence)
       .def("release_sequence", &Engine::release_sequence, py::arg("seq_id"))
       .def("sequence_length", &Engine::sequence_length, py::arg("seq_id"))
+      .def("pages_needed", &Engine::pages_needed, py::arg("seq_id"), py::arg("new_tokens"),
+           "KV pages the pool must supply for seq_id to grow by new_tokens tokens.")
       .def("step", &step, py::arg("seq_ids"), py::arg("tokens"), py::arg("counts"),
            py::arg("sampling") = py::none(),
            "Appends counts[b] tokens to sequence seq_ids[b] and runs the model: float32[B, "

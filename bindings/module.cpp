@@ -1,7 +1,7 @@
 // slimrt._core: thin pybind11 bindings over the C++ core. No logic lives here.
 #include <pybind11/pybind11.h>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace py = pybind11;
 

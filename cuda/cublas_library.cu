@@ -2,8 +2,8 @@
 
 #include <string>
 
+#include "check.h"
 #include "cublas_library.h"
-#include "slimrt/error.h"
 
 #ifndef SLIMRT_CUBLAS_DIR
 #define SLIMRT_CUBLAS_DIR ""

@@ -7,7 +7,7 @@
 
 #include <cuda_runtime.h>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 #define SLIMRT_CUDA_CHECK(call)                                                        \
   do {                                                                                 \

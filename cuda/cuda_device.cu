@@ -28,15 +28,15 @@
 #include <string>
 #include <vector>
 
-#include "../cpp/src/cuda_device.h"
-#include "../cpp/src/df11_groups.h"
+#include "attention_cuda.h"
+#include "check.h"
 #include "cublas_library.h"
 #include "cuda_check.h"
+#include "cuda_device.h"
+#include "df11_cuda.h"
+#include "df11_groups.h"
 #include "sample.h"
-#include "slimrt/attention_cuda.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 namespace {

@@ -21,8 +21,8 @@
 #include <cstdint>
 
 #include "cuda_check.h"
+#include "df11_cuda.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
 
 // Tuning knobs, meant to be overridden with -D while measuring.
 #ifndef SLIMRT_DF11_WARPS_PER_BLOCK
@@ -426,15 +426,6 @@ DecodeParams checked_params(const Df11DeviceView& view, uint16_t* out, const cha
 }
 
 }  // namespace
-
-bool cuda_available() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // leave no error behind for the caller's next check
-    return false;
-  }
-  return count > 0;
-}
 
 void df11_gather_rows_cuda(const Df11DeviceView& view, const int32_t* ids, int64_t tokens,
                            int64_t width, float* out, void* stream) {

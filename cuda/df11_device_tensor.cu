@@ -4,8 +4,8 @@
 #include <cstdint>
 
 #include "cuda_check.h"
+#include "df11_cuda.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
 
 namespace slimrt {
 namespace {

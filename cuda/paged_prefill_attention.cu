@@ -36,8 +36,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attention_cuda.h"
 #include "cuda_check.h"
-#include "slimrt/attention_cuda.h"
 
 namespace slimrt {
 namespace {

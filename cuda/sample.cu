@@ -16,10 +16,10 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
-#include "../cpp/src/philox.h"
-#include "../cpp/src/sample_rules.h"
 #include "cuda_check.h"
+#include "philox.h"
 #include "sample.h"
+#include "sample_rules.h"
 
 namespace slimrt {
 namespace {

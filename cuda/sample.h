@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "../cpp/src/kernel_args.h"
+#include "kernel_args.h"
 
 namespace slimrt {
 

@@ -7,8 +7,8 @@
 #include <fstream>
 #include <utility>
 
+#include "check.h"
 #include "device.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt {
 

@@ -5,10 +5,10 @@
 #include <cstring>
 
 #include "arena.h"
+#include "check.h"
 #include "cpu/bf16.h"
 #include "cpu/kernels.h"
 #include "df11_groups.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 namespace {

@@ -7,7 +7,7 @@
 #include <map>
 
 #include "device.h"
-#include "slimrt/thread_pool.h"
+#include "thread_pool.h"
 
 namespace slimrt {
 

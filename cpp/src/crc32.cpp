@@ -1,11 +1,11 @@
-#include "slimrt/crc32.h"
+#include "crc32.h"
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <vector>
 
-#include "slimrt/parallel.h"
+#include "parallel.h"
 
 namespace slimrt {
 namespace {

@@ -1,15 +1,18 @@
-// The CUDA entry points in a build without CUDA: cuda_available() says no, everything else throws
-// a slimrt::Error that says why, so that callers can fall back to the CPU decoder.
-#include "slimrt/attention_cuda.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/error.h"
+// The CUDA entry points in a build without CUDA: cuda_unavailable_reason() says why not, everything
+// else throws a slimrt::Error that says why, so that callers can fall back to the CPU decoder.
+#include "attention_cuda.h"
+#include "check.h"
+#include "df11_cuda.h"
+#include "slimrt/version.h"
 
 #define SLIMRT_NO_CUDA(what) \
   SLIMRT_CHECK(false, "slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc found): " << what)
 
 namespace slimrt {
 
-bool cuda_available() { return false; }
+const char* cuda_unavailable_reason() {
+  return "slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc found)";
+}
 
 void df11_decode_cuda(const Df11DeviceView&, uint16_t*, void*) {
   SLIMRT_NO_CUDA("decoding a DF11 tensor on the GPU");

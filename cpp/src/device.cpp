@@ -3,8 +3,8 @@
 #include <memory>
 #include <string>
 
+#include "check.h"
 #include "cpu_device.h"
-#include "slimrt/error.h"
 #ifdef SLIMRT_WITH_CUDA
 #include "cuda_device.h"
 #endif

@@ -1,12 +1,12 @@
 #include <algorithm>
 #include <vector>
 
+#include "check.h"
+#include "crc32.h"
 #include "df11_layout.h"
 #include "huffman.h"
-#include "slimrt/crc32.h"
+#include "parallel.h"
 #include "slimrt/df11.h"
-#include "slimrt/error.h"
-#include "slimrt/parallel.h"
 
 namespace slimrt {
 namespace {

@@ -1,8 +1,8 @@
 #include <algorithm>
 
 #include "df11_layout.h"
+#include "parallel.h"
 #include "slimrt/df11.h"
-#include "slimrt/parallel.h"
 
 namespace slimrt {
 namespace {

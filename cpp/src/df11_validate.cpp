@@ -1,8 +1,8 @@
 #include <algorithm>
 
+#include "check.h"
 #include "df11_layout.h"
 #include "slimrt/df11.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 

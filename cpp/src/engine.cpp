@@ -11,10 +11,10 @@
 
 #include "arena.h"
 #include "block_table.h"
+#include "check.h"
 #include "device.h"
 #include "executor.h"
 #include "kv_pool.h"
-#include "slimrt/error.h"
 #include "weights.h"
 
 namespace slimrt {
@@ -247,6 +247,12 @@ void Engine::release_sequence(int64_t seq_id) {
 int64_t Engine::sequence_length(int64_t seq_id) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->sequence(seq_id).length();
+}
+
+int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
+  SLIMRT_CHECK(new_tokens >= 0, "pages_needed: new_tokens must be >= 0, got " << new_tokens);
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->sequence(seq_id).pages_needed(new_tokens, impl_->options.page_size);
 }
 
 void Engine::step(const StepInput& input, float* logits) {

@@ -5,8 +5,8 @@
 #include <numeric>
 #include <type_traits>
 
+#include "check.h"
 #include "df11_groups.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 namespace {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <limits>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt {
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt {
 namespace {

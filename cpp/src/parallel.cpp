@@ -1,4 +1,4 @@
-#include "slimrt/parallel.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <exception>

@@ -23,9 +23,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include "check.h"
 #include "fast_exp.h"
 #include "host_device.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 

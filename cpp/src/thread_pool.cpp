@@ -1,4 +1,4 @@
-#include "slimrt/thread_pool.h"
+#include "thread_pool.h"
 
 #include <algorithm>
 #include <atomic>
@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "slimrt/error.h"
+#include "check.h"
 
 namespace slimrt {
 namespace {

@@ -3,8 +3,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "check.h"
 #include "cpu/bf16.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 namespace {

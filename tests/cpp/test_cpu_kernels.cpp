@@ -19,13 +19,13 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
 #include "cpu/isa.h"
 #include "cpu/kernels.h"
 #include "philox.h"
 #include "sample_rules.h"
 #include "sample_test_rows.h"
-#include "slimrt/error.h"
-#include "slimrt/thread_pool.h"
+#include "thread_pool.h"
 
 namespace {
 

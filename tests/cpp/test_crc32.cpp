@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "slimrt/crc32.h"
+#include "crc32.h"
 
 namespace {
 

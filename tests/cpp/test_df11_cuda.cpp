@@ -15,9 +15,10 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
+#include "df11_cuda.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/error.h"
+#include "slimrt/version.h"
 
 #ifdef SLIMRT_WITH_CUDA
 #include <cuda_runtime.h>

@@ -3,10 +3,10 @@
 #include <algorithm>
 #include <vector>
 
+#include "check.h"
+#include "crc32.h"
 #include "df11_test_data.h"
-#include "slimrt/crc32.h"
 #include "slimrt/df11.h"
-#include "slimrt/error.h"
 
 namespace {
 

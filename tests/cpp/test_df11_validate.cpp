@@ -3,9 +3,9 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
-#include "slimrt/error.h"
 
 namespace {
 

@@ -19,11 +19,12 @@
 #include <vector>
 
 #include "arena.h"
+#include "check.h"
+#include "df11_cuda.h"
 #include "df11_test_data.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
 #include "slimrt/engine.h"
-#include "slimrt/error.h"
+#include "slimrt/version.h"
 #include "tiny_engine_model.h"
 
 // Every heap allocation in this test binary is counted, so a test can prove that a step makes
@@ -529,6 +530,20 @@ TEST(Engine, ReleasingASequenceReturnsItsPages) {
   EXPECT_EQ(engine.free_pages(), 64 - 1);
   EXPECT_EQ(message([&] { engine.sequence_length(a); }), "unknown sequence id 0");
   EXPECT_NE(engine.add_sequence(), a);  // ids are never reused
+}
+
+TEST(Engine, PagesNeededCountsOnlyThePagesAStepWouldTake) {
+  const TinyModel m = make_model(Variant::kLlama);
+  Engine engine(m.config, m.weights(), test_options());  // page_size 4
+  const int64_t a = engine.add_sequence();
+  EXPECT_EQ(engine.pages_needed(a, 0), 0);
+  EXPECT_EQ(engine.pages_needed(a, 9), 3);
+  run_step(engine, {a}, {random_tokens(9, 97, 1)});
+  EXPECT_EQ(engine.pages_needed(a, 3), 0);  // the third page has room for 3 more
+  EXPECT_EQ(engine.pages_needed(a, 4), 1);
+  EXPECT_EQ(message([&] { engine.pages_needed(a, -1); }),
+            "pages_needed: new_tokens must be >= 0, got -1");
+  EXPECT_EQ(message([&] { engine.pages_needed(7, 1); }), "unknown sequence id 7");
 }
 
 TEST(Engine, BadWeightsGiveTheContractMessages) {

@@ -16,15 +16,16 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu/kernels.h"
 #include "device.h"
+#include "df11_cuda.h"
 #include "df11_test_data.h"
 #include "sample_test_rows.h"
 #include "slimrt/df11.h"
-#include "slimrt/df11_cuda.h"
 #include "slimrt/engine.h"
-#include "slimrt/error.h"
-#include "slimrt/thread_pool.h"
+#include "slimrt/version.h"
+#include "thread_pool.h"
 #include "tiny_engine_model.h"
 
 namespace slimrt {

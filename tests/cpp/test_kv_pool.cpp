@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "block_table.h"
+#include "check.h"
 #include "cpu_device.h"
 #include "kv_pool.h"
-#include "slimrt/error.h"
 
 namespace slimrt {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "slimrt/error.h"
+#include "check.h"
 #include "slimrt/model_config.h"
 
 namespace slimrt {

@@ -15,12 +15,13 @@
 #include <string>
 #include <vector>
 
+#include "attention_cuda.h"
+#include "check.h"
 #include "cpu/bf16.h"
 #include "cpu/kernels.h"
-#include "slimrt/attention_cuda.h"
-#include "slimrt/df11_cuda.h"
-#include "slimrt/error.h"
-#include "slimrt/thread_pool.h"
+#include "df11_cuda.h"
+#include "slimrt/version.h"
+#include "thread_pool.h"
 
 #ifdef SLIMRT_WITH_CUDA
 #include <cuda_runtime.h>

@@ -107,6 +107,9 @@ class Engine {
   int64_t add_sequence();                 // a new, empty sequence; ids are never reused
   void release_sequence(int64_t seq_id);  // returns its pages to the pool
   int64_t sequence_length(int64_t seq_id) const;
+  // KV pages the pool must hand sequence seq_id for it to grow by new_tokens (0 when its last
+  // page has room): what a scheduler compares with free_pages() before it plans a step.
+  int64_t pages_needed(int64_t seq_id, int64_t new_tokens) const;
 
   // Runs one step and writes the logits of each sequence's last new token: [batch][vocab].
   void step(const StepInput& input, float* logits);

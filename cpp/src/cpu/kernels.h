@@ -8,7 +8,7 @@
 #include <cstdint>
 
 #include "../kernel_args.h"
-#include "slimrt/thread_pool.h"
+#include "thread_pool.h"
 
 namespace slimrt::cpu {
 

@@ -2,10 +2,10 @@
 #include <utility>
 
 #include "bf16.h"
+#include "check.h"
 #include "isa.h"
 #include "kernels.h"
 #include "simd.h"
-#include "slimrt/error.h"
 
 namespace slimrt::cpu {
 namespace {

@@ -6,9 +6,9 @@
 
 #include "../fast_exp.h"
 #include "bf16.h"
+#include "check.h"
 #include "kernels.h"
 #include "simd.h"
-#include "slimrt/error.h"
 
 namespace slimrt::cpu {
 namespace {

@@ -1,7 +1,7 @@
 #include <cmath>
 
+#include "check.h"
 #include "kernels.h"
-#include "slimrt/error.h"
 #include "work_split.h"
 
 namespace slimrt::cpu {

@@ -8,7 +8,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "slimrt/thread_pool.h"
+#include "thread_pool.h"
 
 namespace slimrt::cpu {
 

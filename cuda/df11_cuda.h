@@ -11,9 +11,6 @@
 
 namespace slimrt {
 
-// True when slimrt was built with CUDA and at least one device is usable.
-bool cuda_available();
-
 // Device pointers to one DF11 tensor plus its decoding table (see df11_build_table()).
 struct Df11DeviceView {
   const uint32_t* bitstream = nullptr;
