@@ -1,5 +1,12 @@
 // slimrt._core: thin pybind11 bindings over the C++ core. No logic lives here.
+//
+// slimrt::Error reaches Python as the exception class registered for its category
+// (slimrt.errors registers its classes at import: set_error_class), or as _core.Error before
+// that; str() is the message, .place where in the C++ sources it was raised.
 #include <pybind11/pybind11.h>
+
+#include <map>
+#include <string>
 
 #include "check.h"
 
@@ -7,21 +14,48 @@ namespace py = pybind11;
 
 namespace slimrt::bindings {
 void bind_df11(py::module_& m);
+void bind_model(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_attention(py::module_& m);
+
+namespace {
+
+// Keyed by error_category_name(); leaked on purpose: exception classes must outlive the
+// interpreter's teardown of this module.
+std::map<std::string, py::object>& error_classes() {
+  static auto* classes = new std::map<std::string, py::object>();
+  return *classes;
+}
+
+}  // namespace
 }  // namespace slimrt::bindings
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "slimrt core (C++): DF11 codec, CPU and CUDA kernels";
+  using slimrt::bindings::error_classes;
+  m.doc() = "slimrt core (C++): model loading, engine, DF11 codec, CPU and CUDA kernels";
   static py::exception<slimrt::Error> error(m, "Error", PyExc_RuntimeError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const slimrt::Error& e) {
-      py::set_error(error, e.what());
+      const auto it = error_classes().find(slimrt::error_category_name(e.category()));
+      const py::object cls = it != error_classes().end() ? it->second : py::object(error);
+      py::object instance = cls(e.message());
+      instance.attr("category") = slimrt::error_category_name(e.category());
+      const std::string what = e.what();
+      instance.attr("place") = what.size() > e.message().size() ? what.substr(e.message().size())
+                                                                 : std::string();
+      PyErr_SetObject(cls.ptr(), instance.ptr());
     }
   });
+  m.def(
+      "set_error_class",
+      [](const std::string& category, const py::object& cls) { error_classes()[category] = cls; },
+      py::arg("category"), py::arg("cls"),
+      "Raise `cls(message)` for C++ errors of `category` (\"invalid argument\", \"model file\", "
+      "\"unsupported\", \"out of memory\", \"I/O\", \"internal\").");
   slimrt::bindings::bind_df11(m);
+  slimrt::bindings::bind_model(m);
   slimrt::bindings::bind_engine(m);
   slimrt::bindings::bind_attention(m);
 }

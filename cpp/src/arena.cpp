@@ -72,13 +72,18 @@ std::string format_gib(int64_t bytes) {
 }
 
 void check_memory_budget(const MemoryPlan& plan, int64_t available) {
-  SLIMRT_CHECK(plan.total() <= available,
-               "not enough memory: weights "
-                   << format_gib(plan.weights) << " GiB + DF11 scratch "
-                   << format_gib(plan.df11_scratch) << " GiB + KV pool of " << plan.kv_tokens
-                   << " tokens " << format_gib(plan.kv_pool) << " GiB + activations "
-                   << format_gib(plan.activations) << " GiB = " << format_gib(plan.total())
-                   << " GiB, but only " << format_gib(available) << " GiB is available");
+  if (plan.total() <= available) return;
+  // The weights always; the engine's arenas once there is an engine to plan.
+  std::string terms = "weights " + format_gib(plan.weights) + " GiB";
+  if (plan.df11_scratch + plan.kv_pool + plan.activations > 0) {
+    terms += " + DF11 scratch " + format_gib(plan.df11_scratch) + " GiB + KV pool of " +
+             std::to_string(plan.kv_tokens) + " tokens " + format_gib(plan.kv_pool) +
+             " GiB + activations " + format_gib(plan.activations) + " GiB = " +
+             format_gib(plan.total()) + " GiB";
+  }
+  SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, false,
+                  "not enough memory: " << terms << ", but only " << format_gib(available)
+                                        << " GiB is available");
 }
 
 int64_t available_host_memory() {

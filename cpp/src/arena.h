@@ -76,8 +76,9 @@ struct MemoryPlan {
 // below 0.01 GiB so tiny test budgets still show a meaningful figure.
 std::string format_gib(int64_t bytes);
 
-// Throws "not enough memory: weights X GiB + ... = X GiB, but only X GiB is available" when
-// the plan does not fit in `available` bytes.
+// Throws "not enough memory: weights X GiB + ... = X GiB, but only X GiB is available"
+// (kOutOfMemory) when the plan does not fit in `available` bytes; a plan of weights alone (a
+// model being loaded) names only them.
 void check_memory_budget(const MemoryPlan& plan, int64_t available);
 
 // MemAvailable of /proc/meminfo (free + reclaimable), or free physical pages where that file

@@ -15,6 +15,7 @@
 #include "device.h"
 #include "executor.h"
 #include "kv_pool.h"
+#include "model_impl.h"
 #include "weights.h"
 
 namespace slimrt {
@@ -30,7 +31,6 @@ EngineOptions resolve_options(const EngineOptions& in, const ModelConfig& config
   SLIMRT_CHECK(o.max_step_tokens >= 1,
                "options: max_step_tokens must be >= 1, got " << o.max_step_tokens);
   SLIMRT_CHECK(o.kv_tokens >= 0, "options: kv_tokens must be >= 0, got " << o.kv_tokens);
-  SLIMRT_CHECK(o.num_threads >= 0, "options: num_threads must be >= 0, got " << o.num_threads);
   SLIMRT_CHECK(o.memory_limit_bytes >= 0,
                "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
   SLIMRT_CHECK(o.kv_dtype == "bf16" || o.kv_dtype == "f32",
@@ -46,6 +46,11 @@ EngineOptions resolve_options(const EngineOptions& in, const ModelConfig& config
   return o;
 }
 
+std::shared_ptr<const Model> non_null(std::shared_ptr<const Model> model) {
+  SLIMRT_CHECK(model != nullptr, "Engine: null model");
+  return model;
+}
+
 }  // namespace
 
 void SamplingParams::validate() const {
@@ -57,11 +62,12 @@ void SamplingParams::validate() const {
 }
 
 struct Engine::Impl {
-  ModelConfig config;
-  EngineOptions options;
   // Declared before everything that holds device memory, so it is destroyed after them.
-  std::unique_ptr<Device> device;
-  std::unique_ptr<Weights> weights;
+  std::shared_ptr<const Model> model;
+  const ModelConfig& config;
+  Device& device;
+  const Weights& weights;
+  EngineOptions options;
   std::unique_ptr<KvPool> kv_pool;
   std::unique_ptr<Executor> executor;
   MemoryUsage memory;
@@ -74,7 +80,7 @@ struct Engine::Impl {
   std::vector<int64_t> pages_before;
   mutable std::mutex mutex;
 
-  Impl(const ModelConfig& model, const WeightMap& inputs, const EngineOptions& requested);
+  Impl(std::shared_ptr<const Model> model, const EngineOptions& requested);
 
   BlockTable& sequence(int64_t seq_id);
   void check_step(const StepInput& in, const SamplingParams* sampling);
@@ -82,13 +88,12 @@ struct Engine::Impl {
                 int32_t* token_ids);
 };
 
-Engine::Impl::Impl(const ModelConfig& model, const WeightMap& inputs,
-                   const EngineOptions& requested)
-    : config(model) {
-  config.validate();
+Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& requested)
+    : model(std::move(shared)),
+      config(model->config()),
+      device(*model->impl().device),
+      weights(*model->impl().weights) {
   options = resolve_options(requested, config);
-  device = make_device(options.device, options.num_threads);
-  weights = std::make_unique<Weights>(config, inputs);
 
   KvPool::Shape shape;
   shape.layers = config.num_layers;
@@ -108,21 +113,23 @@ Engine::Impl::Impl(const ModelConfig& model, const WeightMap& inputs,
   limits.kv.head_dim = shape.head_dim;
 
   // Every arena is measured, and the sum checked, before the first byte is reserved.
-  const Executor::Sizes sizes = Executor::measure(config, *weights, *device, limits);
+  const Executor::Sizes sizes = Executor::measure(config, weights, device, limits);
   MemoryPlan plan;
-  plan.weights = weights->bytes_needed();
+  plan.weights = weights.bytes();
   plan.df11_scratch = sizes.df11_scratch;
   plan.kv_pool = KvPool::bytes_needed(shape);
   plan.kv_tokens = options.kv_tokens;
   plan.activations = sizes.activations;
-  check_memory_budget(plan, options.memory_limit_bytes > 0 ? options.memory_limit_bytes
-                                                           : device->available_memory());
+  // The weights are already reserved: what the device has left plus them is what the plan,
+  // which counts them, may take.
+  check_memory_budget(plan, options.memory_limit_bytes > 0
+                                ? options.memory_limit_bytes
+                                : device.available_memory() + weights.bytes());
 
-  weights->load(*device);
-  kv_pool = std::make_unique<KvPool>(*device, shape);
-  executor = std::make_unique<Executor>(config, *weights, *kv_pool, *device, limits);
+  kv_pool = std::make_unique<KvPool>(device, shape);
+  executor = std::make_unique<Executor>(config, weights, *kv_pool, device, limits);
   const Executor::Sizes reserved = executor->sizes();
-  memory.weights = weights->bytes();
+  memory.weights = weights.bytes();
   memory.df11_scratch = reserved.df11_scratch;
   memory.kv_pool = kv_pool->bytes();
   memory.activations = reserved.activations;
@@ -191,6 +198,7 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
 void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
                             int32_t* token_ids) {
   std::lock_guard<std::mutex> lock(mutex);
+  std::lock_guard<std::mutex> device_lock(model->impl().step_mutex);
   check_step(in, sampling);
   const int64_t B = in.batch;
   for (int64_t b = 0; b < B; ++b) pages_before[b] = step_tables[b]->num_pages();
@@ -226,8 +234,8 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
   for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
 }
 
-Engine::Engine(const ModelConfig& config, const WeightMap& weights, const EngineOptions& options)
-    : impl_(std::make_unique<Impl>(config, weights, options)) {}
+Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
+    : impl_(std::make_unique<Impl>(non_null(std::move(model)), options)) {}
 
 Engine::~Engine() = default;
 
@@ -273,7 +281,9 @@ int64_t Engine::total_pages() const { return impl_->kv_pool->total_pages(); }
 int64_t Engine::page_size() const { return impl_->options.page_size; }
 int64_t Engine::vocab_size() const { return impl_->config.vocab_size; }
 int64_t Engine::max_position_embeddings() const { return impl_->config.max_position_embeddings; }
+int64_t Engine::kv_tokens() const { return impl_->options.kv_tokens; }
 MemoryUsage Engine::memory() const { return impl_->memory; }
 const ModelConfig& Engine::config() const { return impl_->config; }
+const Model& Engine::model() const { return *impl_->model; }
 
 }  // namespace slimrt

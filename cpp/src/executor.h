@@ -33,7 +33,7 @@
 #include "block_table.h"
 #include "device.h"
 #include "kv_pool.h"
-#include "slimrt/model_config.h"
+#include "slimrt/model.h"
 #include "weights.h"
 
 namespace slimrt {

@@ -45,7 +45,7 @@ void KvPool::lay_out(Arena& arena) {
 }
 
 void KvPool::check_available(int64_t count) const {
-  SLIMRT_CHECK(count <= free_pages(), "KV cache out of pages: this step needs "
+  SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, count <= free_pages(), "KV cache out of pages: this step needs "
                                           << count << " more pages, " << free_pages()
                                           << " are free (kv_tokens=" << capacity_tokens()
                                           << ", page_size=" << shape_.page_size << ")");

@@ -1,131 +1,154 @@
-#include "slimrt/model_config.h"
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "check.h"
+#include "config_json.h"
+#include "slimrt/model.h"
 
 namespace slimrt {
 namespace {
 
-using Kind = ConfigValue::Kind;
+using nlohmann::json;
 
-const char* kind_name(Kind kind) {
-  switch (kind) {
-    case Kind::kNull:
+// Raises a config error: a value that cannot describe a model is a bad file (kModelFile);
+// a variant slimrt does not implement is kUnsupported.
+#define CONFIG_CHECK(cond, msg) SLIMRT_CHECK_AS(ErrorCategory::kModelFile, cond, msg)
+#define CONFIG_SUPPORTED(cond, msg) SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, cond, msg)
+
+std::string describe(const json& value) {
+  switch (value.type()) {
+    case json::value_t::null:
       return "null";
-    case Kind::kBool:
+    case json::value_t::boolean:
       return "bool";
-    case Kind::kInt:
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
       return "int";
-    case Kind::kFloat:
+    case json::value_t::number_float:
       return "float";
-    case Kind::kString:
+    case json::value_t::string:
       return "string";
-    case Kind::kStringList:
+    case json::value_t::array:
       return "list";
-    case Kind::kObject:
+    case json::value_t::object:
       return "object";
-    case Kind::kOther:
+    default:
       return "other";
   }
-  return "?";
 }
 
-std::string describe(const ConfigValue& value) {
-  return value.kind == Kind::kOther ? value.text : kind_name(value.kind);
-}
-
-// Typed reads of config.json keys. A key whose value is null counts as absent, as in HF's
-// config classes (Mistral's "head_dim": null means "derive it").
+// Typed reads of config.json keys; "a.b" reads member b of object a. A key whose value is null
+// counts as absent, as in HF's config classes (Mistral's "head_dim": null means "derive it").
 class Reader {
  public:
-  explicit Reader(const ConfigMap& map) : map_(map) {}
+  explicit Reader(const json& root) : root_(root) {}
 
-  const ConfigValue* find(const std::string& key) const {
-    const auto it = map_.find(key);
-    return it == map_.end() || it->second.kind == Kind::kNull ? nullptr : &it->second;
+  const json* find(const std::string& key) const {
+    const json* node = &root_;
+    size_t start = 0;
+    while (true) {
+      const size_t dot = key.find('.', start);
+      const std::string part = key.substr(start, dot == std::string::npos ? dot : dot - start);
+      if (!node->is_object()) return nullptr;
+      const auto it = node->find(part);
+      if (it == node->end()) return nullptr;
+      node = &*it;
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    return node->is_null() ? nullptr : node;
   }
 
   int64_t integer(const std::string& key) const {
-    const ConfigValue* value = find(key);
-    SLIMRT_CHECK(value != nullptr, "config: missing required key " << key);
+    const json* value = find(key);
+    CONFIG_CHECK(value != nullptr, "config: missing required key " << key);
     return as_integer(key, *value);
   }
   int64_t integer(const std::string& key, int64_t fallback) const {
-    const ConfigValue* value = find(key);
+    const json* value = find(key);
     return value ? as_integer(key, *value) : fallback;
   }
   double number(const std::string& key) const {
-    const ConfigValue* value = find(key);
-    SLIMRT_CHECK(value != nullptr, "config: missing required key " << key);
+    const json* value = find(key);
+    CONFIG_CHECK(value != nullptr, "config: missing required key " << key);
     return as_number(key, *value);
   }
   double number(const std::string& key, double fallback) const {
-    const ConfigValue* value = find(key);
+    const json* value = find(key);
     return value ? as_number(key, *value) : fallback;
   }
   bool flag(const std::string& key, bool fallback) const {
-    const ConfigValue* value = find(key);
+    const json* value = find(key);
     if (!value) return fallback;
-    SLIMRT_CHECK(value->kind == Kind::kBool,
+    CONFIG_CHECK(value->is_boolean(),
                  "config: " << key << " must be true or false, got " << describe(*value));
-    return value->boolean;
+    return value->get<bool>();
   }
   const std::string* text(const std::string& key) const {
-    const ConfigValue* value = find(key);
+    const json* value = find(key);
     if (!value) return nullptr;
-    SLIMRT_CHECK(value->kind == Kind::kString,
+    CONFIG_CHECK(value->is_string(),
                  "config: " << key << " must be a string, got " << describe(*value));
-    return &value->text;
+    return value->get_ptr<const std::string*>();
   }
 
  private:
-  static int64_t as_integer(const std::string& key, const ConfigValue& value) {
-    if (value.kind == Kind::kInt) return value.integer;
-    // JSON writers sometimes print integral sizes as 4096.0; accept those exactly.
-    if (value.kind == Kind::kFloat && std::isfinite(value.number) &&
-        value.number == std::floor(value.number) && std::fabs(value.number) < 9.0e15) {
-      return static_cast<int64_t>(value.number);
+  static int64_t as_integer(const std::string& key, const json& value) {
+    if (value.is_number_integer()) {
+      // number_unsigned above int64 max does not fit the sizes read here.
+      CONFIG_CHECK(!value.is_number_unsigned() ||
+                       value.get<uint64_t>() <=
+                           static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+                   "config: " << key << " is too large: " << value.dump());
+      return value.get<int64_t>();
     }
-    SLIMRT_CHECK(false, "config: " << key << " must be an integer, got " << describe(value));
+    // JSON writers sometimes print integral sizes as 4096.0; accept those exactly.
+    if (value.is_number_float()) {
+      const double number = value.get<double>();
+      if (std::isfinite(number) && number == std::floor(number) && std::fabs(number) < 9.0e15) {
+        return static_cast<int64_t>(number);
+      }
+    }
+    CONFIG_CHECK(false, "config: " << key << " must be an integer, got " << describe(value));
   }
-  static double as_number(const std::string& key, const ConfigValue& value) {
-    if (value.kind == Kind::kInt) return static_cast<double>(value.integer);
-    SLIMRT_CHECK(value.kind == Kind::kFloat,
+  static double as_number(const std::string& key, const json& value) {
+    CONFIG_CHECK(value.is_number(),
                  "config: " << key << " must be a number, got " << describe(value));
-    return value.number;
+    return value.get<double>();
   }
 
-  const ConfigMap& map_;
+  const json& root_;
 };
 
 Architecture parse_architecture(const Reader& reader) {
-  const ConfigValue* value = reader.find("architectures");
-  SLIMRT_CHECK(value != nullptr, "config: missing required key architectures");
-  SLIMRT_CHECK(value->kind == Kind::kStringList && !value->strings.empty(),
+  const json* value = reader.find("architectures");
+  CONFIG_CHECK(value != nullptr, "config: missing required key architectures");
+  CONFIG_CHECK(value->is_array() && !value->empty() && value->front().is_string(),
                "config: architectures must be a non-empty list of strings");
-  const std::string& name = value->strings.front();
+  const std::string& name = value->front().get_ref<const std::string&>();
   if (name == "LlamaForCausalLM") return Architecture::kLlama;
   if (name == "MistralForCausalLM") return Architecture::kMistral;
   if (name == "Qwen2ForCausalLM") return Architecture::kQwen2;
-  SLIMRT_CHECK(false, "unsupported architecture "
-                          << name
-                          << "; supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM");
+  CONFIG_SUPPORTED(false, "unsupported architecture "
+                              << name
+                              << "; supported: LlamaForCausalLM, MistralForCausalLM, "
+                                 "Qwen2ForCausalLM");
 }
 
 // rope_theta and rope_scaling, from the classic keys or from the `rope_parameters` object that
 // transformers v5 writes instead.
 void parse_rope(const Reader& reader, ModelConfig& config) {
-  const ConfigValue* scaling = reader.find("rope_scaling");
-  const ConfigValue* parameters = reader.find("rope_parameters");
-  SLIMRT_CHECK(scaling == nullptr || scaling->kind == Kind::kObject,
+  const json* scaling = reader.find("rope_scaling");
+  const json* parameters = reader.find("rope_parameters");
+  CONFIG_CHECK(scaling == nullptr || scaling->is_object(),
                "config: rope_scaling must be an object or null, got " << describe(*scaling));
   std::string prefix;
   if (scaling != nullptr) {
     prefix = "rope_scaling.";
-  } else if (parameters != nullptr && parameters->kind == Kind::kObject) {
+  } else if (parameters != nullptr && parameters->is_object()) {
     prefix = "rope_parameters.";
   }
   config.rope_theta =
@@ -137,9 +160,9 @@ void parse_rope(const Reader& reader, ModelConfig& config) {
   // Older configs spell rope_type as "type"; HF reads either.
   const std::string* type = reader.text(prefix + "rope_type");
   if (type == nullptr) type = reader.text(prefix + "type");
-  SLIMRT_CHECK(type != nullptr, "config: " << prefix << "rope_type is missing");
+  CONFIG_CHECK(type != nullptr, "config: " << prefix << "rope_type is missing");
   if (*type == "default") return;
-  SLIMRT_CHECK(*type == "llama3", "unsupported rope_scaling type " << *type);
+  CONFIG_SUPPORTED(*type == "llama3", "unsupported rope_scaling type " << *type);
   RopeScaling& s = config.rope_scaling;
   s.llama3 = true;
   s.factor = reader.number(prefix + "factor");
@@ -157,48 +180,6 @@ void check_size(const char* key, int64_t value) {
 
 }  // namespace
 
-ConfigValue ConfigValue::of_bool(bool value) {
-  ConfigValue v;
-  v.kind = Kind::kBool;
-  v.boolean = value;
-  return v;
-}
-ConfigValue ConfigValue::of_int(int64_t value) {
-  ConfigValue v;
-  v.kind = Kind::kInt;
-  v.integer = value;
-  return v;
-}
-ConfigValue ConfigValue::of_float(double value) {
-  ConfigValue v;
-  v.kind = Kind::kFloat;
-  v.number = value;
-  return v;
-}
-ConfigValue ConfigValue::of_string(std::string value) {
-  ConfigValue v;
-  v.kind = Kind::kString;
-  v.text = std::move(value);
-  return v;
-}
-ConfigValue ConfigValue::of_strings(std::vector<std::string> value) {
-  ConfigValue v;
-  v.kind = Kind::kStringList;
-  v.strings = std::move(value);
-  return v;
-}
-ConfigValue ConfigValue::object() {
-  ConfigValue v;
-  v.kind = Kind::kObject;
-  return v;
-}
-ConfigValue ConfigValue::other(std::string type_name) {
-  ConfigValue v;
-  v.kind = Kind::kOther;
-  v.text = std::move(type_name);
-  return v;
-}
-
 const char* architecture_name(Architecture architecture) {
   switch (architecture) {
     case Architecture::kLlama:
@@ -211,8 +192,9 @@ const char* architecture_name(Architecture architecture) {
   return "?";
 }
 
-ModelConfig ModelConfig::parse(const ConfigMap& map) {
-  const Reader reader(map);
+ModelConfig config_from_json(const json& root) {
+  CONFIG_CHECK(root.is_object(), "config: not a JSON object");
+  const Reader reader(root);
   ModelConfig c;
   c.architecture = parse_architecture(reader);
   c.vocab_size = reader.integer("vocab_size");
@@ -221,7 +203,7 @@ ModelConfig ModelConfig::parse(const ConfigMap& map) {
   c.num_layers = reader.integer("num_hidden_layers");
   c.num_heads = reader.integer("num_attention_heads");
   c.num_kv_heads = reader.integer("num_key_value_heads", c.num_heads);
-  SLIMRT_CHECK(c.num_heads > 0,
+  CONFIG_CHECK(c.num_heads > 0,
                "config: num_attention_heads must be positive, got " << c.num_heads);
   c.head_dim = reader.integer("head_dim", c.hidden_size / c.num_heads);
   c.rms_norm_eps = reader.number("rms_norm_eps");
@@ -242,14 +224,35 @@ ModelConfig ModelConfig::parse(const ConfigMap& map) {
 
   // Variants this runtime does not implement must fail here, never run silently wrong.
   const std::string* act = reader.text("hidden_act");
-  SLIMRT_CHECK(act == nullptr || *act == "silu",
+  CONFIG_SUPPORTED(act == nullptr || *act == "silu",
                "config: hidden_act " << *act << " is not supported (Llama-family models use silu)");
-  SLIMRT_CHECK(!reader.flag("mlp_bias", false), "config: mlp_bias=true is not supported");
+  CONFIG_SUPPORTED(!reader.flag("mlp_bias", false), "config: mlp_bias=true is not supported");
   const double partial = reader.number("partial_rotary_factor", 1.0);
-  SLIMRT_CHECK(partial == 1.0, "config: partial_rotary_factor " << partial << " is not supported");
+  CONFIG_SUPPORTED(partial == 1.0,
+                   "config: partial_rotary_factor " << partial << " is not supported");
 
   c.validate();
   return c;
+}
+
+ModelConfig ModelConfig::from_json(const std::string& json_text, const std::string& where) {
+  json root;
+  try {
+    root = json::parse(json_text);
+  } catch (const json::parse_error& e) {
+    SLIMRT_CHECK_AS(ErrorCategory::kModelFile, false,
+                    where << ": not valid JSON (at byte " << (e.byte > 0 ? e.byte - 1 : 0)
+                          << ")");  // nlohmann counts from 1
+  }
+  try {
+    return config_from_json(root);
+  } catch (const Error& e) {
+    // validate() reports bad values as invalid arguments; read from a file, they are the file's.
+    const ErrorCategory category = e.category() == ErrorCategory::kInvalidArgument
+                                       ? ErrorCategory::kModelFile
+                                       : e.category();
+    throw Error(category, where + ": " + e.message());
+  }
 }
 
 void ModelConfig::validate() const {

@@ -32,6 +32,14 @@ const WeightTensor& find_tensor(const WeightMap& inputs, const std::string& name
 
 }  // namespace
 
+void validate_df11_tensor(const Df11View& view, const std::string& name) {
+  try {
+    df11_validate(view);
+  } catch (const Error& e) {
+    SLIMRT_CHECK_AS(e.category(), false, "tensor " << name << ": " << e.message());
+  }
+}
+
 WeightTensor WeightTensor::bf16(const uint16_t* bits, std::vector<int64_t> shape) {
   WeightTensor t;
   t.kind = Kind::kBf16;
@@ -66,46 +74,80 @@ WeightTensor WeightTensor::unsupported(std::string dtype, std::vector<int64_t> s
 
 Weights::Weights(const ModelConfig& config, const WeightMap& inputs)
     : tied_(config.tie_word_embeddings), arena_("weights") {
-  const int64_t hidden = config.hidden_size;
-  const int64_t inter = config.intermediate_size;
-  const int64_t q = config.q_width();
-  const int64_t kv = config.kv_width();
+  check_tensor_count(config, static_cast<int64_t>(inputs.size()), "weights");
   layers_.resize(config.num_layers);  // sized once: entries_ point into it
-
-  // The order of docs/ENGINE_API.md's table, so the first problem reported is the first there.
-  add_matrix(inputs, "model.embed_tokens.weight", config.vocab_size, hidden, embedding_);
-  for (int64_t i = 0; i < config.num_layers; ++i) {
-    LayerWeights& l = layers_[i];
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    add_vector(inputs, p + "input_layernorm.weight", hidden, l.input_norm);
-    add_matrix(inputs, p + "self_attn.q_proj.weight", q, hidden, l.q);
-    add_matrix(inputs, p + "self_attn.k_proj.weight", kv, hidden, l.k);
-    add_matrix(inputs, p + "self_attn.v_proj.weight", kv, hidden, l.v);
-    if (config.attention_bias) {
-      add_vector(inputs, p + "self_attn.q_proj.bias", q, l.q_bias);
-      add_vector(inputs, p + "self_attn.k_proj.bias", kv, l.k_bias);
-      add_vector(inputs, p + "self_attn.v_proj.bias", kv, l.v_bias);
+  for (const TensorSpec& spec : model_tensors(config)) {
+    LayerWeights* l = spec.layer >= 0 ? &layers_[spec.layer] : nullptr;
+    switch (spec.role) {
+      case TensorRole::kEmbedding:
+        add_matrix(inputs, spec, embedding_);
+        break;
+      case TensorRole::kLmHead:
+        add_matrix(inputs, spec, lm_head_);
+        break;
+      case TensorRole::kFinalNorm:
+        add_vector(inputs, spec, final_norm_);
+        break;
+      case TensorRole::kInputNorm:
+        add_vector(inputs, spec, l->input_norm);
+        break;
+      case TensorRole::kPostNorm:
+        add_vector(inputs, spec, l->post_norm);
+        break;
+      case TensorRole::kQ:
+        add_matrix(inputs, spec, l->q);
+        break;
+      case TensorRole::kK:
+        add_matrix(inputs, spec, l->k);
+        break;
+      case TensorRole::kV:
+        add_matrix(inputs, spec, l->v);
+        break;
+      case TensorRole::kO:
+        add_matrix(inputs, spec, l->o);
+        break;
+      case TensorRole::kGate:
+        add_matrix(inputs, spec, l->gate);
+        break;
+      case TensorRole::kUp:
+        add_matrix(inputs, spec, l->up);
+        break;
+      case TensorRole::kDown:
+        add_matrix(inputs, spec, l->down);
+        break;
+      case TensorRole::kQBias:
+        add_vector(inputs, spec, l->q_bias);
+        break;
+      case TensorRole::kKBias:
+        add_vector(inputs, spec, l->k_bias);
+        break;
+      case TensorRole::kVBias:
+        add_vector(inputs, spec, l->v_bias);
+        break;
+      case TensorRole::kOBias:
+        add_vector(inputs, spec, l->o_bias);
+        break;
     }
-    add_matrix(inputs, p + "self_attn.o_proj.weight", hidden, q, l.o);
-    if (config.o_proj_bias) add_vector(inputs, p + "self_attn.o_proj.bias", hidden, l.o_bias);
-    add_vector(inputs, p + "post_attention_layernorm.weight", hidden, l.post_norm);
-    add_matrix(inputs, p + "mlp.gate_proj.weight", inter, hidden, l.gate);
-    add_matrix(inputs, p + "mlp.up_proj.weight", inter, hidden, l.up);
-    add_matrix(inputs, p + "mlp.down_proj.weight", hidden, inter, l.down);
   }
-  add_vector(inputs, "model.norm.weight", hidden, final_norm_);
-  // A tied checkpoint may still carry lm_head.weight (a copy): the embedding is what HF uses.
-  if (!tied_) add_matrix(inputs, "lm_head.weight", config.vocab_size, hidden, lm_head_);
-
   lay_out(nullptr);
 }
 
-void Weights::add_matrix(const WeightMap& inputs, const std::string& name, int64_t rows,
-                         int64_t cols, Matrix& matrix) {
-  // A named shape: GCC 13 warns (-Wdangling-reference) when a temporary is passed to a
-  // function returning a reference, although the reference points into `inputs`.
-  const std::vector<int64_t> shape{rows, cols};
-  const WeightTensor& t = find_tensor(inputs, name, shape);
+const Matrix* Weights::find_matrix(const std::string& name) const {
+  const auto it = matrices_by_name_.find(name);
+  if (it != matrices_by_name_.end()) return it->second;
+  return tied_ && name == "lm_head.weight" ? &embedding_ : nullptr;
+}
+
+std::pair<const float*, int64_t> Weights::find_vector(const std::string& name) const {
+  const auto it = vectors_by_name_.find(name);
+  if (it == vectors_by_name_.end()) return {nullptr, 0};
+  return {*it->second.first, it->second.second};
+}
+
+void Weights::add_matrix(const WeightMap& inputs, const TensorSpec& spec, Matrix& matrix) {
+  const std::string& name = spec.name;
+  const int64_t rows = spec.shape[0], cols = spec.shape[1];
+  const WeightTensor& t = find_tensor(inputs, name, spec.shape);
   SLIMRT_CHECK(t.kind != WeightTensor::Kind::kF32,
                "tensor " << name << ": float32 matrices are not accepted; cast to BF16 first");
   matrix.rows = rows;
@@ -118,25 +160,21 @@ void Weights::add_matrix(const WeightMap& inputs, const std::string& name, int64
                                                       << cols << "] has " << rows * cols);
     SLIMRT_CHECK(view.lengths && view.bitstream && view.index && view.signmant,
                  "tensor " << name << ": DF11 view has a null array");
-    try {
-      df11_validate(view);
-    } catch (const Error& e) {
-      SLIMRT_CHECK(false, "tensor " << name << ": " << e.what());
-    }
   } else {
     SLIMRT_CHECK(t.data != nullptr, "tensor " << name << ": null data");
   }
   entries_.push_back({&t, &matrix, nullptr});
+  matrices_by_name_[name] = &matrix;
 }
 
-void Weights::add_vector(const WeightMap& inputs, const std::string& name, int64_t size,
-                         const float*& vector) {
-  const std::vector<int64_t> shape{size};  // named, as in add_matrix
-  const WeightTensor& t = find_tensor(inputs, name, shape);
+void Weights::add_vector(const WeightMap& inputs, const TensorSpec& spec, const float*& vector) {
+  const std::string& name = spec.name;
+  const WeightTensor& t = find_tensor(inputs, name, spec.shape);
   SLIMRT_CHECK(t.kind != WeightTensor::Kind::kDf11,
                "tensor " << name << ": DF11 is accepted for matrices only");
   SLIMRT_CHECK(t.data != nullptr, "tensor " << name << ": null data");
   entries_.push_back({&t, nullptr, &vector});
+  vectors_by_name_[name] = {&vector, spec.shape[0]};
 }
 
 void Weights::load(Device& device) {

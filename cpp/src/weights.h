@@ -9,12 +9,15 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
 #include "arena.h"
 #include "device.h"
-#include "slimrt/engine.h"
+#include "slimrt/model.h"
+#include "tensor_table.h"
 
 namespace slimrt {
 
@@ -38,9 +41,15 @@ struct LayerWeights {
   const float* o_bias = nullptr;  // null unless o_proj_bias
 };
 
+// df11_validate with the tensor's name in the message. DF11 arrays are checked once, where they
+// enter (a file's container reader, Model::from_tensors): decoding cannot read out of bounds
+// after it, and nothing downstream checks them again.
+void validate_df11_tensor(const Df11View& view, const std::string& name);
+
 class Weights {
  public:
   // Throws the docs/ENGINE_API.md error for the first tensor that is missing or does not fit.
+  // DF11 views must have passed df11_validate().
   // Keeps pointers into `inputs` until load(): they must stay alive until then.
   Weights(const ModelConfig& config, const WeightMap& inputs);
   Weights(const Weights&) = delete;
@@ -55,6 +64,10 @@ class Weights {
   const LayerWeights& layer(int64_t index) const { return layers_[index]; }
   int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
   int64_t bytes() const { return arena_.capacity(); }
+  // The matrix or vector a tensor name (docs/ENGINE_API.md) was loaded into; null if unknown.
+  const Matrix* find_matrix(const std::string& name) const;
+  // A vector and its length; {nullptr, 0} if unknown.
+  std::pair<const float*, int64_t> find_vector(const std::string& name) const;
 
  private:
   // One tensor to place: where it comes from and which field receives its arena address.
@@ -64,10 +77,8 @@ class Weights {
     const float** vector = nullptr;  // a 1-D FP32 tensor
   };
 
-  void add_matrix(const WeightMap& inputs, const std::string& name, int64_t rows, int64_t cols,
-                  Matrix& matrix);
-  void add_vector(const WeightMap& inputs, const std::string& name, int64_t size,
-                  const float*& vector);
+  void add_matrix(const WeightMap& inputs, const TensorSpec& spec, Matrix& matrix);
+  void add_vector(const WeightMap& inputs, const TensorSpec& spec, const float*& vector);
   void lay_out(Device* device);  // device null: measure only
 
   bool tied_ = false;
@@ -76,6 +87,8 @@ class Weights {
   const float* final_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
   std::vector<Entry> entries_;  // cleared by load()
+  std::map<std::string, Matrix*> matrices_by_name_;
+  std::map<std::string, std::pair<const float**, int64_t>> vectors_by_name_;
   Arena arena_;
 };
 

@@ -1,17 +1,25 @@
 """The exceptions slimrt raises for bad input, so callers (and the CLI) can tell them from bugs.
 
-Every message about a file starts with the file or directory it is about ("model.safetensors:
-truncated: ..."); messages about a request name the value at fault ("top_p must be ...").
+Every message about a file starts with the file or directory it is about ("model.gguf:
+truncated at byte 24: ..."); messages about a request name the value at fault ("top_p must be
+..."). Errors raised by the C++ core arrive as these classes too, by their category (the core's
+slimrt::ErrorCategory): their str() is the message; .place says where in the C++ sources.
 """
 
 from __future__ import annotations
 
+from slimrt import _core
+
 __all__ = [
     "ChecksumError",
     "ConversionError",
+    "FileAccessError",
     "FormatError",
+    "InternalError",
+    "InvalidArgumentError",
     "LossyCastWarning",
     "ModelError",
+    "OutOfMemoryError",
     "RequestError",
     "SlimrtError",
 ]
@@ -21,8 +29,18 @@ class SlimrtError(Exception):
     """Base of the errors about input the user gave; the CLI prints these in one line."""
 
 
+class InvalidArgumentError(SlimrtError, ValueError):
+    """A value passed to slimrt is out of its range: an option, a sampling value, a step."""
+
+
+class RequestError(InvalidArgumentError):
+    """A generation request slimrt cannot serve as asked: invalid sampling values, an empty
+    prompt, a prompt that does not fit the context, a chat without a template."""
+
+
 class FormatError(SlimrtError, ValueError):
-    """A file does not follow its format (safetensors container, DF11 arrays or description)."""
+    """A file does not follow its format (safetensors, GGUF, config.json, DF11 arrays): it is
+    truncated, corrupt or inconsistent."""
 
 
 class ChecksumError(FormatError):
@@ -34,14 +52,34 @@ class ConversionError(SlimrtError, ValueError):
 
 
 class ModelError(SlimrtError, ValueError):
-    """A model slimrt cannot run: unsupported architecture or GGUF tensor type, missing or
-    misshapen tensors, no tokenizer, the default model not installed."""
+    """A well-formed model slimrt cannot run: an unsupported architecture, GGUF tensor type or
+    tokenizer, a bias it does not implement, the default model not installed."""
 
 
-class RequestError(SlimrtError, ValueError):
-    """A generation request slimrt cannot serve as asked: invalid sampling values, an empty
-    prompt, a prompt that does not fit the context, a chat without a template."""
+class OutOfMemoryError(SlimrtError, MemoryError):
+    """A memory budget does not fit: the weights or the engine's arenas at load, the KV cache's
+    pages in a step."""
+
+
+class FileAccessError(SlimrtError, OSError):
+    """The operating system refused a file (open, map, read)."""
+
+
+class InternalError(SlimrtError, RuntimeError):
+    """A broken invariant inside slimrt: a bug to report, with its .place."""
 
 
 class LossyCastWarning(UserWarning):
     """Weights were rounded to BF16 on the way in: the result is not the original model."""
+
+
+# The core raises these classes directly (slimrt::ErrorCategory names -> classes).
+for _category, _cls in {
+    "invalid argument": InvalidArgumentError,
+    "model file": FormatError,
+    "unsupported": ModelError,
+    "out of memory": OutOfMemoryError,
+    "I/O": FileAccessError,
+    "internal": InternalError,
+}.items():
+    _core.set_error_class(_category, _cls)

@@ -34,8 +34,18 @@ _DIGITS_PRE = ("smollm", "starcoder", "refact", "codeshell", "exaone", "minerva"
 _LLAMA3_PRE = ("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx")
 
 
+def strings(value: object) -> list[str] | None:
+    """A string array of the core's GGUF metadata ((UTF-8 blob, offsets): one object for the
+    whole array) as a list of str; None when absent."""
+    if value is None:
+        return None
+    blob, offsets = value  # type: ignore[misc]
+    ends = offsets.tolist()
+    return [blob[ends[i] : ends[i + 1]].decode("utf-8", "replace") for i in range(len(ends) - 1)]
+
+
 def gguf_tokenizer(metadata: Mapping[str, Any], *, where: str) -> Tokenizer:
-    """The Tokenizer of a GGUF file, from its metadata (field name -> value)."""
+    """The Tokenizer of a GGUF file, from its metadata (the core's Model.metadata())."""
     from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, processors
     from tokenizers import Tokenizer as Backend
 
@@ -45,8 +55,8 @@ def gguf_tokenizer(metadata: Mapping[str, Any], *, where: str) -> Tokenizer:
             f"{where}: GGUF tokenizer {kind!r} is not supported; slimrt reads 'gpt2' "
             "(byte-level BPE) tokenizers"
         )
-    tokens = metadata.get("tokenizer.ggml.tokens")
-    merges = metadata.get("tokenizer.ggml.merges")
+    tokens = strings(metadata.get("tokenizer.ggml.tokens"))
+    merges = strings(metadata.get("tokenizer.ggml.merges"))
     if not tokens or merges is None:
         raise ModelError(f"{where}: GGUF has no tokenizer.ggml.tokens / tokenizer.ggml.merges")
     pairs = []
@@ -93,7 +103,8 @@ def gguf_tokenizer(metadata: Mapping[str, Any], *, where: str) -> Tokenizer:
     backend.pre_tokenizer = pre_tokenizer
     backend.decoder = decoders.ByteLevel()
 
-    types = metadata.get("tokenizer.ggml.token_type") or []
+    token_types = metadata.get("tokenizer.ggml.token_type")
+    types = [] if token_types is None else token_types.tolist()
     special = [
         AddedToken(tokens[i], special=True, normalized=False)
         for i, t in enumerate(types)

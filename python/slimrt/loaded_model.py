@@ -1,8 +1,9 @@
-"""A model ready for the engine: what every loader (HF directory, slimrt directory, GGUF) makes.
+"""A model ready for engines: the core's Model (weights in the device's arena), its tokenizer
+and chat template.
 
-model = load_model("llama-dir")            # slimrt.model_loader
-engine = _core.Engine(model.config, model.weights, options)
-model.tokenizer.encode("Hello")
+    loaded = load_model("llama-dir")           # slimrt.model_loader
+    engine = _core.Engine(loaded.model, {"max_batch": 16})
+    loaded.tokenizer.encode("Hello")
 """
 
 from __future__ import annotations
@@ -17,20 +18,16 @@ __all__ = ["LoadedModel"]
 
 @dataclass
 class LoadedModel:
-    config: dict[str, Any]  # Hugging Face config.json keys, normalized (slimrt.model_config)
-    weights: dict[str, Any]  # ENGINE_API.md names -> uint16 BF16 / float32 / _core.Df11Weight
+    model: Any  # _core.Model
     tokenizer: Tokenizer
     chat_template: str | None  # Jinja source; None when the model has none
-    source: str  # one line saying what was loaded and how, for logs and --stats
 
     @property
-    def bos_token_id(self) -> int | None:
-        return self.tokenizer.bos_token_id
+    def config(self) -> Any:
+        """The normalised _core.ModelConfig."""
+        return self.model.config
 
     @property
-    def eos_token_ids(self) -> tuple[int, ...]:
-        return self.tokenizer.eos_token_ids
-
-    @property
-    def architecture(self) -> str:
-        return self.config["architectures"][0]
+    def source(self) -> str:
+        """One line saying what was loaded and how, for logs and --stats."""
+        return self.model.summary

@@ -47,6 +47,7 @@ using test::make_model;
 using test::random_tokens;
 using test::run_step;
 using test::test_options;
+using test::tiny_model;
 using test::TinyModel;
 using test::to_bf16;
 using test::Variant;
@@ -191,7 +192,7 @@ constexpr double kBf16KvTolerance = 1e-3;
 
 void expect_matches_reference(Variant variant, const std::string& kv_dtype, double tolerance) {
   TinyModel m = make_model(variant);
-  Engine engine(m.config, m.weights(), test_options(kv_dtype));
+  Engine engine(tiny_model(m.config, m.weights()), test_options(kv_dtype));
   const int64_t V = m.config.vocab_size;
   const std::vector<int64_t> lengths = {1, 7, 23};
   std::vector<int64_t> ids;
@@ -295,7 +296,7 @@ std::vector<std::vector<std::vector<float>>> run_schedule(Engine& engine, const 
 TEST(Engine, MixedBatchesOfChunksAndDecodesMatchEachPromptRunAlone) {
   const TinyModel m = make_model(Variant::kLlama);
   const Schedule s = mixed_schedule(m.config.vocab_size);
-  Engine batched(m.config, m.weights(), test_options("bf16"));
+  Engine batched(tiny_model(m.config, m.weights()), test_options("bf16"));
   const auto together = run_schedule(batched, s);
 
   // Alone: the same chunks of one sequence, in its own engine.
@@ -306,7 +307,7 @@ TEST(Engine, MixedBatchesOfChunksAndDecodesMatchEachPromptRunAlone) {
     for (const auto& step : s.steps)
       for (const auto& [q, count] : step)
         if (q == static_cast<int>(seq)) alone.steps.push_back({{0, count}});
-    Engine single(m.config, m.weights(), test_options("bf16"));
+    Engine single(tiny_model(m.config, m.weights()), test_options("bf16"));
     const auto by_itself = run_schedule(single, alone)[0];
     ASSERT_EQ(by_itself.size(), together[seq].size());
     for (size_t i = 0; i < by_itself.size(); ++i)
@@ -321,12 +322,12 @@ TEST(Engine, Df11WeightsGiveBitIdenticalLogits) {
   for (Variant variant : {Variant::kLlama, Variant::kQwen2}) {
     TinyModel m = make_model(variant);
     const Schedule s = mixed_schedule(m.config.vocab_size);
-    Engine dense(m.config, m.weights(), test_options("bf16"));
+    Engine dense(tiny_model(m.config, m.weights()), test_options("bf16"));
     const auto expected = run_schedule(dense, s);
 
     // Every matrix, the embedding (tied or not) and lm_head included.
     m.compress([](const std::string&) { return true; });
-    Engine compressed(m.config, m.weights(), test_options("bf16"));
+    Engine compressed(tiny_model(m.config, m.weights()), test_options("bf16"));
     EXPECT_GT(compressed.memory().df11_scratch, 0);
     EXPECT_LT(compressed.memory().weights, dense.memory().weights);
     EXPECT_EQ(run_schedule(compressed, s), expected);
@@ -337,7 +338,7 @@ TEST(Engine, Df11WeightsGiveBitIdenticalLogits) {
       return name.rfind("model.layers.1.mlp", 0) == 0 ||
              name == "model.layers.1.self_attn.k_proj.weight";
     });
-    Engine mixed(m.config, m.weights(), test_options("bf16"));
+    Engine mixed(tiny_model(m.config, m.weights()), test_options("bf16"));
     const int64_t H = m.config.hidden_size, I = m.config.intermediate_size;
     const int64_t kv = m.config.kv_width();
     auto aligned = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
@@ -369,11 +370,11 @@ TEST(Engine, LargeDf11LmHeadIsAppliedInChunksOfBoundedScratch) {
   Schedule single;  // batch 1 writes chunks straight into the logits; larger batches copy
   single.prompts = {random_tokens(7, 97, 11)};
   single.steps = {{{0, 6}}, {{0, 1}}};
-  Engine dense(m.config, m.weights(), test_options("bf16"));
+  Engine dense(tiny_model(m.config, m.weights()), test_options("bf16"));
   const auto expected = run_schedule(dense, mixed_schedule(97));
   const auto expected_single = run_schedule(dense, single);
   m.compress([](const std::string& name) { return name == "lm_head.weight"; });
-  Engine compressed(m.config, m.weights(), test_options("bf16"));
+  Engine compressed(tiny_model(m.config, m.weights()), test_options("bf16"));
   EXPECT_EQ(compressed.memory().df11_scratch, 65536 * 64 * 2);
   EXPECT_EQ(run_schedule(compressed, mixed_schedule(97)), expected);
   EXPECT_EQ(run_schedule(compressed, single), expected_single);
@@ -384,13 +385,13 @@ TEST(Engine, GreedySamplingIsTheArgmaxAndSeededSamplingIgnoresTheBatch) {
   const int64_t V = m.config.vocab_size;
   const std::vector<int32_t> prompt = random_tokens(9, V, 3), other = random_tokens(6, V, 4);
 
-  Engine engine(m.config, m.weights(), test_options("bf16"));
+  Engine engine(tiny_model(m.config, m.weights()), test_options("bf16"));
   const int64_t a = engine.add_sequence();
   const std::vector<float> logits = run_step(engine, {a}, {prompt});
   const int32_t argmax =
       static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
 
-  Engine sampler(m.config, m.weights(), test_options("bf16"));
+  Engine sampler(tiny_model(m.config, m.weights()), test_options("bf16"));
   const int64_t a2 = sampler.add_sequence();
   StepInput in;
   const int32_t count = static_cast<int32_t>(prompt.size());
@@ -412,7 +413,7 @@ TEST(Engine, GreedySamplingIsTheArgmaxAndSeededSamplingIgnoresTheBatch) {
   seeded.top_p = 0.95f;
   seeded.seed = 77;
   auto sample_prompt = [&](bool with_other) {
-    Engine e(m.config, m.weights(), test_options("bf16"));
+    Engine e(tiny_model(m.config, m.weights()), test_options("bf16"));
     const int64_t x = e.add_sequence(), y = e.add_sequence();
     std::vector<int64_t> ids = {x};
     std::vector<int32_t> tokens = prompt, counts = {count};
@@ -440,7 +441,7 @@ TEST(Engine, BadStepsGiveTheContractMessagesAndChangeNothing) {
   const TinyModel m = make_model(Variant::kLlama);
   EngineOptions options = test_options("bf16");
   options.kv_tokens = 32;  // 8 pages of 4
-  Engine engine(m.config, m.weights(), options);
+  Engine engine(tiny_model(m.config, m.weights()), options);
   const int64_t a = engine.add_sequence(), b = engine.add_sequence();
   run_step(engine, {a}, {random_tokens(10, 97, 1)});  // 3 pages
   const int64_t free_before = engine.free_pages();
@@ -489,7 +490,7 @@ TEST(Engine, BadStepsGiveTheContractMessagesAndChangeNothing) {
   // The engine still gives the logits an untouched one gives.
   const std::vector<int32_t> next = {4, 5};
   const std::vector<float> after = run_step(engine, {a}, {next});
-  Engine fresh(m.config, m.weights(), options);
+  Engine fresh(tiny_model(m.config, m.weights()), options);
   const int64_t f = fresh.add_sequence();
   run_step(fresh, {f}, {random_tokens(10, 97, 1)});
   EXPECT_EQ(run_step(fresh, {f}, {next}), after);
@@ -499,7 +500,7 @@ TEST(Engine, SequencesCannotOutgrowTheModel) {
   TinyModel m = make_model(Variant::kLlama);
   m.config.max_position_embeddings = 12;
   EngineOptions options = test_options();
-  Engine engine(m.config, m.weights(), options);
+  Engine engine(tiny_model(m.config, m.weights()), options);
   const int64_t a = engine.add_sequence();
   run_step(engine, {a}, {random_tokens(10, 97, 2)});
   EXPECT_EQ(message([&] {
@@ -511,7 +512,7 @@ TEST(Engine, SequencesCannotOutgrowTheModel) {
   m.config.architecture = Architecture::kMistral;
   m.config.max_position_embeddings = 256;
   m.config.sliding_window = 8;
-  Engine mistral(m.config, m.weights(), options);
+  Engine mistral(tiny_model(m.config, m.weights()), options);
   const int64_t b = mistral.add_sequence();
   EXPECT_EQ(message([&] { run_step(mistral, {b}, {random_tokens(9, 97, 2)}); }),
             "context length 9 exceeds the sliding window of 8 tokens (sliding-window attention "
@@ -520,7 +521,7 @@ TEST(Engine, SequencesCannotOutgrowTheModel) {
 
 TEST(Engine, ReleasingASequenceReturnsItsPages) {
   const TinyModel m = make_model(Variant::kLlama);
-  Engine engine(m.config, m.weights(), test_options());
+  Engine engine(tiny_model(m.config, m.weights()), test_options());
   EXPECT_EQ(engine.total_pages(), 64);
   EXPECT_EQ(engine.page_size(), 4);
   const int64_t a = engine.add_sequence(), b = engine.add_sequence();
@@ -534,7 +535,7 @@ TEST(Engine, ReleasingASequenceReturnsItsPages) {
 
 TEST(Engine, PagesNeededCountsOnlyThePagesAStepWouldTake) {
   const TinyModel m = make_model(Variant::kLlama);
-  Engine engine(m.config, m.weights(), test_options());  // page_size 4
+  Engine engine(tiny_model(m.config, m.weights()), test_options());  // page_size 4
   const int64_t a = engine.add_sequence();
   EXPECT_EQ(engine.pages_needed(a, 0), 0);
   EXPECT_EQ(engine.pages_needed(a, 9), 3);
@@ -551,7 +552,7 @@ TEST(Engine, BadWeightsGiveTheContractMessages) {
   auto build = [&](const std::function<void(WeightMap&)>& edit) {
     WeightMap w = m.weights();
     edit(w);
-    return message([&] { Engine engine(m.config, w, test_options()); });
+    return message([&] { Engine engine(tiny_model(m.config, w), test_options()); });
   };
   EXPECT_EQ(build([](WeightMap& w) { w.erase("model.layers.1.mlp.up_proj.weight"); }),
             "missing tensor model.layers.1.mlp.up_proj.weight");
@@ -582,32 +583,48 @@ TEST(Engine, BadWeightsGiveTheContractMessages) {
 
 TEST(Engine, BadOptionsAndCudaGiveClearErrors) {
   const TinyModel m = make_model(Variant::kLlama);
-  EngineOptions o = test_options();
-  o.device = "cuda";
 #ifdef SLIMRT_WITH_CUDA
-  // The CUDA backend is built: where no GPU is usable, the engine says so.
+  // The CUDA backend is built: where no GPU is usable, the model says so.
   if (!cuda_available()) {
     EXPECT_EQ(message([&] {
-                Engine e(m.config, m.weights(), o);
+                tiny_model(m.config, m.weights(), "cuda");
               }).rfind("options: device \"cuda\": no usable CUDA device (", 0),
               0u);
   }
-  o.device = "tpu";
-  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
+  EXPECT_EQ(message([&] { tiny_model(m.config, m.weights(), "tpu"); }),
             "options: unknown device \"tpu\"; supported: cpu, cuda");
 #else
-  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
+  EXPECT_EQ(message([&] { tiny_model(m.config, m.weights(), "cuda"); }),
             "options: device \"cuda\": slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc "
             "found); use device \"cpu\"");
 #endif
-  o = test_options();
+  const std::shared_ptr<const Model> model = tiny_model(m.config, m.weights());
+  EngineOptions o = test_options();
   o.kv_dtype = "fp8";
-  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
+  EXPECT_EQ(message([&] { Engine e(model, o); }),
             "options: kv_dtype must be \"bf16\" or \"f32\", got \"fp8\"");
   o = test_options();
   o.max_batch = 0;
-  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
-            "options: max_batch must be >= 1, got 0");
+  EXPECT_EQ(message([&] { Engine e(model, o); }), "options: max_batch must be >= 1, got 0");
+  EXPECT_EQ(message([&] { Engine e(nullptr, test_options()); }), "Engine: null model");
+  ModelOptions bad;
+  bad.weights = "int4";
+  EXPECT_EQ(message([&] { Model::from_tensors(m.config, m.weights(), bad); }),
+            "options: weights must be \"bf16\", \"df11\" or \"stored\", got \"int4\"");
+}
+
+TEST(Engine, TwoEnginesShareOneModelAndGiveTheSameLogits) {
+  const TinyModel m = make_model(Variant::kLlama);
+  const std::shared_ptr<const Model> model = tiny_model(m.config, m.weights());
+  EngineOptions small = test_options();
+  small.kv_tokens = 64;
+  Engine a(model, small), b(model, test_options());
+  EXPECT_NE(a.total_pages(), b.total_pages());
+  const std::vector<int32_t> prompt = random_tokens(11, 97, 3);
+  const std::vector<float> from_a = run_step(a, {a.add_sequence()}, {prompt});
+  EXPECT_EQ(run_step(b, {b.add_sequence()}, {prompt}), from_a);
+  EXPECT_EQ(&a.model(), model.get());
+  EXPECT_EQ(a.memory().weights, model->weight_bytes());
 }
 
 TEST(Engine, BudgetMessagesPrintGibWithTwoDecimalsOrThreeDigits) {
@@ -620,7 +637,7 @@ TEST(Engine, BudgetMessagesPrintGibWithTwoDecimalsOrThreeDigits) {
 TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
   const TinyModel m = make_model(Variant::kLlama);
   EngineOptions o = test_options("bf16");
-  Engine engine(m.config, m.weights(), o);
+  Engine engine(tiny_model(m.config, m.weights()), o);
   const MemoryUsage u = engine.memory();
   // 2 layers x (K, V) x 256 tokens x 2 kv heads x 16 dims x 2 bytes.
   EXPECT_EQ(u.kv_pool, 2 * 2 * 256 * 2 * 16 * 2);
@@ -630,7 +647,7 @@ TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
   EXPECT_EQ(u.total(), u.weights + u.df11_scratch + u.kv_pool + u.activations);
 
   o.memory_limit_bytes = u.total() - 1;
-  EXPECT_EQ(message([&] { Engine e(m.config, m.weights(), o); }),
+  EXPECT_EQ(message([&] { Engine e(tiny_model(m.config, m.weights()), o); }),
             "not enough memory: weights " + format_gib(u.weights) +
                 " GiB + DF11 scratch 0.00 GiB + KV "
                 "pool of 256 tokens " +
@@ -638,13 +655,13 @@ TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
                 " GiB = " + format_gib(u.total()) + " GiB, but only " + format_gib(u.total() - 1) +
                 " GiB is available");
   o.memory_limit_bytes = u.total();
-  EXPECT_NO_THROW(Engine e(m.config, m.weights(), o));
+  EXPECT_NO_THROW(Engine e(tiny_model(m.config, m.weights()), o));
   o.memory_limit_bytes = 0;  // what the machine has: a tiny model fits
-  EXPECT_NO_THROW(Engine e(m.config, m.weights(), o));
+  EXPECT_NO_THROW(Engine e(tiny_model(m.config, m.weights()), o));
 }
 
 void expect_steps_allocate_nothing(const TinyModel& m) {
-  Engine engine(m.config, m.weights(), test_options("bf16"));
+  Engine engine(tiny_model(m.config, m.weights()), test_options("bf16"));
   const int64_t a = engine.add_sequence(), b = engine.add_sequence();
   const std::vector<int32_t> prompt = random_tokens(30, 97, 5);
   const std::vector<int64_t> ids = {a, b};

@@ -35,6 +35,7 @@ using test::make_model;
 using test::random_tokens;
 using test::run_step;
 using test::test_options;
+using test::tiny_model;
 using test::TinyModel;
 using test::to_bf16;
 using test::Variant;
@@ -90,18 +91,12 @@ std::vector<std::vector<float>> run_steps(Engine& engine, const Steps& s) {
   return out;
 }
 
-EngineOptions options_for(const std::string& device, const std::string& kv_dtype) {
-  EngineOptions o = test_options(kv_dtype);
-  o.device = device;
-  return o;
-}
-
 void expect_cuda_matches_cpu(const TinyModel& m, const std::string& kv_dtype,
                              const std::string& what) {
   SCOPED_TRACE(what + ", kv_dtype " + kv_dtype);
   const Steps s = two_sequences(m.config.vocab_size);
-  Engine cpu(m.config, m.weights(), options_for("cpu", kv_dtype));
-  Engine cuda(m.config, m.weights(), options_for("cuda", kv_dtype));
+  Engine cpu(tiny_model(m.config, m.weights(), "cpu"), test_options(kv_dtype));
+  Engine cuda(tiny_model(m.config, m.weights(), "cuda"), test_options(kv_dtype));
   EXPECT_EQ(cuda.memory().df11_scratch > 0, cpu.memory().df11_scratch > 0);
   const auto want = run_steps(cpu, s);
   const auto got = run_steps(cuda, s);
@@ -146,10 +141,10 @@ TEST(EngineCuda, Df11LogitsAreTheDenseLogits) {
   SKIP_WITHOUT_CUDA();
   TinyModel m = make_model(Variant::kQwen2);
   const Steps s = two_sequences(m.config.vocab_size);
-  Engine dense(m.config, m.weights(), options_for("cuda", "bf16"));
+  Engine dense(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
   const auto expected = run_steps(dense, s);
   m.compress([](const std::string&) { return true; });
-  Engine compressed(m.config, m.weights(), options_for("cuda", "bf16"));
+  Engine compressed(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
   EXPECT_EQ(run_steps(compressed, s), expected);
 }
 
@@ -192,8 +187,8 @@ TEST(EngineCuda, SamplingDrawsWhatTheCpuSamplerDrawsFromTheSameLogits) {
   ThreadPool pool(1);
   for (const bool greedy : {true, false}) {
     SCOPED_TRACE(greedy ? "greedy" : "seeded");
-    Engine logits_engine(m.config, m.weights(), options_for("cuda", "bf16"));
-    Engine cuda(m.config, m.weights(), options_for("cuda", "bf16"));
+    Engine logits_engine(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
+    Engine cuda(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
     std::vector<std::vector<int32_t>> next = {random_tokens(11, V, 21), random_tokens(4, V, 22)};
     std::vector<int64_t> ids_l, ids_g;
     for (int i = 0; i < 2; ++i) {
@@ -247,9 +242,9 @@ TEST(EngineCuda, SamplingDrawsWhatTheCpuSamplerDrawsFromTheSameLogits) {
 TEST(EngineCuda, ReportsItsDeviceMemory) {
   SKIP_WITHOUT_CUDA();
   const TinyModel m = make_model(Variant::kLlama);
-  EngineOptions o = options_for("cuda", "bf16");
+  EngineOptions o = test_options("bf16");
   o.memory_limit_bytes = 0;  // what the GPU has free
-  Engine engine(m.config, m.weights(), o);
+  Engine engine(tiny_model(m.config, m.weights(), "cuda"), o);
   EXPECT_GT(engine.memory().total(), 0);
   const int64_t seq = engine.add_sequence();
   const std::vector<float> logits = run_step(engine, {seq}, {random_tokens(5, 97, 5)});

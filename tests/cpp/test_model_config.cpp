@@ -2,6 +2,8 @@
 // docs/ENGINE_API.md, and RoPE inverse frequencies (llama3 scaling) against transformers.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -9,23 +11,25 @@
 #include <vector>
 
 #include "check.h"
-#include "slimrt/model_config.h"
+#include "slimrt/model.h"
 
 namespace slimrt {
 namespace {
 
-ConfigMap llama_map() {
-  ConfigMap m;
-  m["architectures"] = ConfigValue::of_strings({"LlamaForCausalLM"});
-  m["vocab_size"] = ConfigValue::of_int(32000);
-  m["hidden_size"] = ConfigValue::of_int(4096);
-  m["intermediate_size"] = ConfigValue::of_int(11008);
-  m["num_hidden_layers"] = ConfigValue::of_int(32);
-  m["num_attention_heads"] = ConfigValue::of_int(32);
-  m["rms_norm_eps"] = ConfigValue::of_float(1e-5);
-  m["max_position_embeddings"] = ConfigValue::of_int(4096);
-  m["torch_dtype"] = ConfigValue::of_string("bfloat16");  // unknown keys are ignored
-  m["eos_token_id"] = ConfigValue::other("list");
+using nlohmann::json;
+
+json llama_map() {
+  json m;
+  m["architectures"] = json::array({"LlamaForCausalLM"});
+  m["vocab_size"] = 32000;
+  m["hidden_size"] = 4096;
+  m["intermediate_size"] = 11008;
+  m["num_hidden_layers"] = 32;
+  m["num_attention_heads"] = 32;
+  m["rms_norm_eps"] = 1e-5;
+  m["max_position_embeddings"] = 4096;
+  m["torch_dtype"] = "bfloat16";  // unknown keys are ignored
+  m["eos_token_id"] = json::array({2, 3});
   return m;
 }
 
@@ -38,8 +42,10 @@ std::string error_of(const std::function<void()>& fn) {
   return "<no error>";
 }
 
-std::string parse_error(const ConfigMap& m) {
-  return error_of([&] { ModelConfig::parse(m); });
+ModelConfig parse(const json& m) { return ModelConfig::from_json(m.dump(), "config.json"); }
+
+std::string parse_error(const json& m) {
+  return error_of([&] { parse(m); });
 }
 
 uint32_t bits_of(float f) {
@@ -90,7 +96,7 @@ void expect_within_one_ulp(const std::vector<float>& got, const uint32_t (&want)
 }
 
 TEST(ModelConfig, FillsHuggingFaceDefaults) {
-  const ModelConfig c = ModelConfig::parse(llama_map());
+  const ModelConfig c = parse(llama_map());
   EXPECT_EQ(c.architecture, Architecture::kLlama);
   EXPECT_EQ(c.num_kv_heads, 32);
   EXPECT_EQ(c.head_dim, 128);
@@ -105,91 +111,91 @@ TEST(ModelConfig, FillsHuggingFaceDefaults) {
 }
 
 TEST(ModelConfig, NullMeansAbsentAndIntegralFloatsAreIntegers) {
-  ConfigMap m = llama_map();
-  m["head_dim"] = ConfigValue::null();  // Mistral configs write this
-  m["num_key_value_heads"] = ConfigValue::of_float(8.0);
-  m["rope_scaling"] = ConfigValue::null();
-  const ModelConfig c = ModelConfig::parse(m);
+  json m = llama_map();
+  m["head_dim"] = nullptr;  // Mistral configs write this
+  m["num_key_value_heads"] = 8.0;
+  m["rope_scaling"] = nullptr;
+  const ModelConfig c = parse(m);
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.num_kv_heads, 8);
   EXPECT_FALSE(c.rope_scaling.llama3);
 }
 
 TEST(ModelConfig, Qwen2HasQkvBiasesByDefaultButNoOProjBias) {
-  ConfigMap m = llama_map();
-  m["architectures"] = ConfigValue::of_strings({"Qwen2ForCausalLM"});
-  m["sliding_window"] = ConfigValue::of_int(4096);  // ignored without use_sliding_window
-  ModelConfig c = ModelConfig::parse(m);
+  json m = llama_map();
+  m["architectures"] = json::array({"Qwen2ForCausalLM"});
+  m["sliding_window"] = 4096;  // ignored without use_sliding_window
+  ModelConfig c = parse(m);
   EXPECT_TRUE(c.attention_bias);
   EXPECT_FALSE(c.o_proj_bias);
   EXPECT_EQ(c.sliding_window, 0);
-  m["use_sliding_window"] = ConfigValue::of_bool(true);
-  c = ModelConfig::parse(m);
+  m["use_sliding_window"] = true;
+  c = parse(m);
   EXPECT_EQ(c.sliding_window, 4096);
 }
 
 TEST(ModelConfig, LlamaAttentionBiasAlsoBiasesOProj) {
-  ConfigMap m = llama_map();
-  m["attention_bias"] = ConfigValue::of_bool(true);
-  const ModelConfig c = ModelConfig::parse(m);
+  json m = llama_map();
+  m["attention_bias"] = true;
+  const ModelConfig c = parse(m);
   EXPECT_TRUE(c.attention_bias);
   EXPECT_TRUE(c.o_proj_bias);
 }
 
 TEST(ModelConfig, MistralSlidingWindowLimitsTheContext) {
-  ConfigMap m = llama_map();
-  m["architectures"] = ConfigValue::of_strings({"MistralForCausalLM"});
-  m["max_position_embeddings"] = ConfigValue::of_int(32768);
-  m["sliding_window"] = ConfigValue::of_int(4096);
-  EXPECT_EQ(ModelConfig::parse(m).max_context(), 4096);
-  m["sliding_window"] = ConfigValue::null();
-  EXPECT_EQ(ModelConfig::parse(m).max_context(), 32768);
+  json m = llama_map();
+  m["architectures"] = json::array({"MistralForCausalLM"});
+  m["max_position_embeddings"] = 32768;
+  m["sliding_window"] = 4096;
+  EXPECT_EQ(parse(m).max_context(), 4096);
+  m["sliding_window"] = nullptr;
+  EXPECT_EQ(parse(m).max_context(), 32768);
 }
 
 TEST(ModelConfig, ErrorsUseTheContractMessages) {
-  ConfigMap m = llama_map();
-  m["architectures"] = ConfigValue::of_strings({"GPT2LMHeadModel"});
+  json m = llama_map();
+  m["architectures"] = json::array({"GPT2LMHeadModel"});
   EXPECT_EQ(parse_error(m),
-            "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
+            "config.json: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
             "MistralForCausalLM, Qwen2ForCausalLM");
 
   m = llama_map();
   m.erase("hidden_size");
-  EXPECT_EQ(parse_error(m), "config: missing required key hidden_size");
+  EXPECT_EQ(parse_error(m), "config.json: config: missing required key hidden_size");
 
   m = llama_map();
-  m["intermediate_size"] = ConfigValue::of_int(0);
-  EXPECT_EQ(parse_error(m), "config: intermediate_size must be positive, got 0");
+  m["intermediate_size"] = 0;
+  EXPECT_EQ(parse_error(m), "config.json: config: intermediate_size must be positive, got 0");
 
   m = llama_map();
-  m["vocab_size"] = ConfigValue::of_string("32000");
-  EXPECT_EQ(parse_error(m), "config: vocab_size must be an integer, got string");
+  m["vocab_size"] = "32000";
+  EXPECT_EQ(parse_error(m), "config.json: config: vocab_size must be an integer, got string");
 
   m = llama_map();
-  m["num_key_value_heads"] = ConfigValue::of_int(5);
+  m["num_key_value_heads"] = 5;
   EXPECT_EQ(parse_error(m),
-            "config: num_attention_heads (32) must be a multiple of num_key_value_heads (5)");
+            "config.json: config: num_attention_heads (32) must be a multiple of num_key_value_heads (5)");
 
   m = llama_map();
-  m["rope_scaling"] = ConfigValue::object();
-  m["rope_scaling.rope_type"] = ConfigValue::of_string("yarn");
-  m["rope_scaling.factor"] = ConfigValue::of_float(4.0);
-  EXPECT_EQ(parse_error(m), "unsupported rope_scaling type yarn");
+  m["rope_scaling"] = json::object();
+  m["rope_scaling"]["rope_type"] = "yarn";
+  m["rope_scaling"]["factor"] = 4.0;
+  EXPECT_EQ(parse_error(m), "config.json: unsupported rope_scaling type yarn");
 
   m = llama_map();
-  m["rope_scaling"] = ConfigValue::object();
-  m["rope_scaling.rope_type"] = ConfigValue::of_string("llama3");
-  m["rope_scaling.factor"] = ConfigValue::of_float(8.0);
-  EXPECT_EQ(parse_error(m), "config: missing required key rope_scaling.low_freq_factor");
+  m["rope_scaling"] = json::object();
+  m["rope_scaling"]["rope_type"] = "llama3";
+  m["rope_scaling"]["factor"] = 8.0;
+  EXPECT_EQ(parse_error(m), "config.json: config: missing required key rope_scaling.low_freq_factor");
 
   m = llama_map();
-  m["hidden_act"] = ConfigValue::of_string("gelu");
+  m["hidden_act"] = "gelu";
   EXPECT_EQ(parse_error(m),
-            "config: hidden_act gelu is not supported (Llama-family models use silu)");
+            "config.json: config: hidden_act gelu is not supported (Llama-family models use silu)");
 
   m = llama_map();
-  m["architectures"] = ConfigValue::other("list");
-  EXPECT_EQ(parse_error(m), "config: architectures must be a non-empty list of strings");
+  m["architectures"] = json::array({1, 2});
+  EXPECT_EQ(parse_error(m), "config.json: config: architectures must be a non-empty list of strings");
 }
 
 TEST(ModelConfig, FilledDirectlyIsValidatedToo) {
@@ -208,19 +214,19 @@ TEST(ModelConfig, FilledDirectlyIsValidatedToo) {
 }
 
 TEST(ModelConfig, Llama3RopeFrequenciesMatchTransformers) {
-  ConfigMap m = llama_map();
-  m["rope_theta"] = ConfigValue::of_float(500000.0);
-  m["rope_scaling"] = ConfigValue::object();
-  m["rope_scaling.rope_type"] = ConfigValue::of_string("llama3");
-  m["rope_scaling.factor"] = ConfigValue::of_float(8.0);
-  m["rope_scaling.low_freq_factor"] = ConfigValue::of_float(1.0);
-  m["rope_scaling.high_freq_factor"] = ConfigValue::of_float(4.0);
-  m["rope_scaling.original_max_position_embeddings"] = ConfigValue::of_int(8192);
-  expect_within_one_ulp(ModelConfig::parse(m).rope_inv_freq(), kLlama31);
+  json m = llama_map();
+  m["rope_theta"] = 500000.0;
+  m["rope_scaling"] = json::object();
+  m["rope_scaling"]["rope_type"] = "llama3";
+  m["rope_scaling"]["factor"] = 8.0;
+  m["rope_scaling"]["low_freq_factor"] = 1.0;
+  m["rope_scaling"]["high_freq_factor"] = 4.0;
+  m["rope_scaling"]["original_max_position_embeddings"] = 8192;
+  expect_within_one_ulp(parse(m).rope_inv_freq(), kLlama31);
 }
 
 TEST(ModelConfig, Llama3SmoothBandMatchesTransformers) {
-  ModelConfig c = ModelConfig::parse(llama_map());
+  ModelConfig c = parse(llama_map());
   c.head_dim = 16;
   c.rope_scaling.llama3 = true;
   c.rope_scaling.factor = 4.0;
@@ -231,21 +237,21 @@ TEST(ModelConfig, Llama3SmoothBandMatchesTransformers) {
 }
 
 TEST(ModelConfig, PlainRopeFrequenciesMatchTransformers) {
-  ConfigMap m = llama_map();
-  m["hidden_size"] = ConfigValue::of_int(64 * 32);
-  expect_within_one_ulp(ModelConfig::parse(m).rope_inv_freq(), kPlain);
+  json m = llama_map();
+  m["hidden_size"] = 64 * 32;
+  expect_within_one_ulp(parse(m).rope_inv_freq(), kPlain);
 }
 
 TEST(ModelConfig, RopeParametersOfTransformersV5AreRead) {
-  ConfigMap m = llama_map();
-  m["rope_parameters"] = ConfigValue::object();
-  m["rope_parameters.rope_type"] = ConfigValue::of_string("llama3");
-  m["rope_parameters.rope_theta"] = ConfigValue::of_float(500000.0);
-  m["rope_parameters.factor"] = ConfigValue::of_float(8.0);
-  m["rope_parameters.low_freq_factor"] = ConfigValue::of_float(1.0);
-  m["rope_parameters.high_freq_factor"] = ConfigValue::of_float(4.0);
-  m["rope_parameters.original_max_position_embeddings"] = ConfigValue::of_int(8192);
-  const ModelConfig c = ModelConfig::parse(m);
+  json m = llama_map();
+  m["rope_parameters"] = json::object();
+  m["rope_parameters"]["rope_type"] = "llama3";
+  m["rope_parameters"]["rope_theta"] = 500000.0;
+  m["rope_parameters"]["factor"] = 8.0;
+  m["rope_parameters"]["low_freq_factor"] = 1.0;
+  m["rope_parameters"]["high_freq_factor"] = 4.0;
+  m["rope_parameters"]["original_max_position_embeddings"] = 8192;
+  const ModelConfig c = parse(m);
   EXPECT_EQ(c.rope_theta, 500000.0);
   EXPECT_TRUE(c.rope_scaling.llama3);
   expect_within_one_ulp(c.rope_inv_freq(), kLlama31);

@@ -156,9 +156,20 @@ inline EngineOptions test_options(const std::string& kv_dtype = "f32") {
   o.page_size = 4;  // small pages: every prompt spans several, scattered by interleaving
   o.max_step_tokens = 64;
   o.kv_dtype = kv_dtype;
-  o.num_threads = 2;
   o.memory_limit_bytes = int64_t{1} << 30;
   return o;
+}
+
+// The tensors as a Model on `device`, each matrix as given (BF16 or DF11), with the CPU
+// kernels on 2 threads.
+inline std::shared_ptr<const Model> tiny_model(const ModelConfig& config, const WeightMap& weights,
+                                               const std::string& device = "cpu") {
+  ModelOptions o;
+  o.device = device;
+  o.weights = "stored";
+  o.num_threads = 2;
+  o.memory_limit_bytes = int64_t{1} << 30;
+  return Model::from_tensors(config, weights, o);
 }
 
 // One step: sequence ids[b] gets chunks[b]. Returns [B][vocab] logits.

@@ -1,13 +1,10 @@
-// Engine: runs a Llama-family model one step at a time over a batch of sequences, with a paged
-// KV cache, in memory reserved once at construction. docs/ENGINE_API.md is the contract (this
-// is its C++ side; the Python `slimrt._core.Engine` is a thin wrapper over it).
+// Engine: runs a model one step at a time over a batch of sequences, with a paged KV cache, in
+// memory reserved once at construction (as llama.cpp's llama_context on a llama_model).
+// docs/ENGINE_API.md is the contract; the Python `slimrt._core.Engine` is a thin wrapper.
 //
-//   slimrt::ModelConfig config = slimrt::ModelConfig::parse(map);  // or fill it directly
-//   slimrt::WeightMap weights;                                     // borrowed, copied in
-//   weights["model.embed_tokens.weight"] = slimrt::WeightTensor::bf16(bits, {vocab, hidden});
-//   ...
-//   slimrt::EngineOptions options;        // defaults: cpu, max_batch 8, page_size 16, ...
-//   slimrt::Engine engine(config, weights, options);  // weights may be dropped after this
+//   auto model = slimrt::Model::load("SmolLM2.gguf");      // slimrt/model.h
+//   slimrt::EngineOptions options;                          // defaults: max_batch 8, page 16, ...
+//   slimrt::Engine engine(model, options);                  // keeps the model alive
 //
 //   int64_t seq = engine.add_sequence();
 //   slimrt::StepInput in;                 // one prefill chunk of 5 tokens for `seq`
@@ -16,7 +13,8 @@
 //   engine.step(in, logits.data());       // logits of the chunk's last token
 //
 // A step either completes or changes nothing (all checks run before any work). Calls are
-// serialized by an internal mutex: one engine serves one step at a time.
+// serialized: one engine serves one step at a time, and engines on one model take turns on
+// its device.
 #pragma once
 
 #include <cstdint>
@@ -25,42 +23,21 @@
 #include <string>
 #include <vector>
 
-#include "slimrt/df11.h"
-#include "slimrt/model_config.h"
+#include "slimrt/model.h"
 
 namespace slimrt {
-
-// One tensor handed to the Engine, borrowed only for the duration of the constructor: the
-// engine copies what it needs into its own arenas.
-struct WeightTensor {
-  enum class Kind { kBf16, kF32, kDf11, kUnsupported };
-  Kind kind = Kind::kUnsupported;
-  std::vector<int64_t> shape;
-  const void* data = nullptr;  // kBf16: uint16 BF16 bit patterns; kF32: float; row-major
-  Df11View df11;               // kDf11: the four arrays (docs/FORMAT.md)
-  std::string dtype;           // kUnsupported: the dtype's name, for the error message
-
-  static WeightTensor bf16(const uint16_t* bits, std::vector<int64_t> shape);
-  static WeightTensor f32(const float* values, std::vector<int64_t> shape);
-  static WeightTensor compressed(const Df11View& view, std::vector<int64_t> shape);
-  static WeightTensor unsupported(std::string dtype, std::vector<int64_t> shape);
-};
-
-// Hugging Face tensor names -> tensors. Names the model does not use are ignored.
-using WeightMap = std::map<std::string, WeightTensor>;
 
 // Construction options, with the defaults of docs/ENGINE_API.md (like llama.cpp's
 // llama_context_default_params(): a default-constructed struct is a working configuration).
 struct EngineOptions {
-  std::string device = "cpu";      // "cpu"; "cuda" in builds with the CUDA backend
   int64_t max_batch = 8;           // sequences per step
   int64_t kv_tokens = 0;           // KV pool capacity in tokens over all sequences; 0 =
                                    // min(max_position_embeddings, 32768); rounded up to pages
   int64_t page_size = 16;          // tokens per KV page
   int64_t max_step_tokens = 512;   // tokens per step (the prefill chunk budget)
   std::string kv_dtype = "bf16";   // "bf16" or "f32"
-  int num_threads = 0;             // 0 = all hardware threads
-  int64_t memory_limit_bytes = 0;  // 0 = what the machine has available
+  int64_t memory_limit_bytes = 0;  // the model's weights and this engine's arenas together;
+                                   // 0 = what the device has available
 };
 
 // How the next token of a sequence is drawn. temperature 0 is greedy. The draw is keyed by
@@ -98,8 +75,8 @@ struct MemoryUsage {
 
 class Engine {
  public:
-  // Validates everything, checks the memory budget, reserves the arenas and copies the weights.
-  Engine(const ModelConfig& config, const WeightMap& weights, const EngineOptions& options = {});
+  // Checks the options and the memory budget, then reserves the arenas on the model's device.
+  explicit Engine(std::shared_ptr<const Model> model, const EngineOptions& options = {});
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -121,8 +98,10 @@ class Engine {
   int64_t page_size() const;
   int64_t vocab_size() const;
   int64_t max_position_embeddings() const;
+  int64_t kv_tokens() const;  // the pool's capacity in tokens (options.kv_tokens, rounded up)
   MemoryUsage memory() const;
   const ModelConfig& config() const;
+  const Model& model() const;
 
  private:
   struct Impl;
