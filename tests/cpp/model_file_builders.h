@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -31,9 +33,9 @@ void expect_error(const Parse& parse, ErrorCategory category, const std::string&
 
 template <class T>
 void append_le(Bytes& out, T value) {
-  uint8_t bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));
-  out.insert(out.end(), bytes, bytes + sizeof(T));
+  const size_t at = out.size();
+  out.resize(at + sizeof(T));
+  std::memcpy(out.data() + at, &value, sizeof(T));
 }
 
 // A safetensors file: 8-byte length (`length` or the header's size), header, `data_bytes` bytes
@@ -44,6 +46,32 @@ inline Bytes safetensors_bytes(const std::string& header, size_t data_bytes,
   append_le<uint64_t>(out, length == UINT64_MAX ? header.size() : length);
   out.insert(out.end(), header.begin(), header.end());
   for (size_t i = 0; i < data_bytes; ++i) out.push_back(static_cast<uint8_t>(i % 251));
+  return out;
+}
+
+struct StoredTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  Bytes data;
+};
+
+// A safetensors file of these tensors, stored in the order given (so a test controls their
+// alignment), the header padded with spaces to a multiple of 8 bytes as slimrt's writer does.
+inline Bytes safetensors_file(const std::vector<StoredTensor>& tensors,
+                              const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const StoredTensor& t : tensors) {
+    header[t.name] = {
+        {"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
+    offset += t.data.size();
+  }
+  std::string text = header.dump();
+  text.resize((text.size() + 7) / 8 * 8, ' ');
+  Bytes out = safetensors_bytes(text, 0);
+  for (const StoredTensor& t : tensors) out.insert(out.end(), t.data.begin(), t.data.end());
   return out;
 }
 
@@ -106,7 +134,8 @@ class GgufBuilder {
     return u32("general.alignment", a);
   }
 
-  Bytes bytes() const {
+  // The file; without `data`, only the header, key-values and tensor infos (no padding either).
+  Bytes bytes(bool data = true) const {
     Bytes out;
     append_le<uint32_t>(out, 0x46554747);
     append_le<uint32_t>(out, version_);
@@ -114,6 +143,7 @@ class GgufBuilder {
     append_le<uint64_t>(out, kvs_);
     out.insert(out.end(), kv_.begin(), kv_.end());
     out.insert(out.end(), ti_.begin(), ti_.end());
+    if (!data) return out;
     while (out.size() % alignment_) out.push_back(0);
     for (uint64_t i = 0; i < data_size_; ++i) out.push_back(static_cast<uint8_t>(i * 7 + 1));
     return out;
