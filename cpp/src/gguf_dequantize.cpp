@@ -23,16 +23,19 @@ inline float bits_to_f32(uint32_t bits) {
 
 // IEEE half -> float, exact. NaN payloads are shifted up unchanged and signalling NaNs stay
 // signalling, as numpy's float16 -> float32 cast does (a hardware vcvtph2ps would quiet them).
+// Masks, not branches, so that loops over it vectorize.
 inline float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
   const uint32_t rest = h & 0x7FFF;
-  if (rest >= 0x7C00) return bits_to_f32(sign | 0x7F800000 | (rest & 0x3FF) << 13);
-  if (rest >= 0x0400) return bits_to_f32(sign | ((rest << 13) + 0x38000000));  // rebias 15->127
+  const uint32_t special = 0u - static_cast<uint32_t>(rest >= 0x7C00);  // infinities and NaNs
+  const uint32_t normal = 0u - static_cast<uint32_t>(rest >= 0x0400);
+  // Rebias the exponent from 15 to 127 (from 31 to 255 for the special values).
+  const uint32_t widened = (rest << 13) + 0x38000000u + (special & 0x38000000u);
   // Zero or subnormal: rest * 2^-24, exact in float.
-  const float magnitude = static_cast<float>(rest) * 0x1p-24f;
-  uint32_t bits;
-  std::memcpy(&bits, &magnitude, sizeof bits);
-  return bits_to_f32(sign | bits);
+  const float small = static_cast<float>(rest) * 0x1p-24f;
+  uint32_t small_bits;
+  std::memcpy(&small_bits, &small, sizeof small_bits);
+  return bits_to_f32(sign | (widened & normal) | (small_bits & ~normal));
 }
 
 inline uint16_t load_u16(const uint8_t* p) {
@@ -48,53 +51,52 @@ inline uint32_t load_u32(const uint8_t* p) {
 }
 
 // One block of 32 elements each; the nibble layout is ggml's: byte j holds element j in its low
-// half and element j + 16 in its high half.
-void q4_0_block(const uint8_t* b, float* out) {
+// half and element j + 16 in its high half. __restrict: the output could otherwise alias the
+// bytes (uint8_t aliases anything), and the compiler would keep the loops scalar.
+void q4_0_block(const uint8_t* __restrict b, float* __restrict out) {
   const float d = f16_to_f32(load_u16(b));
   const uint8_t* qs = b + 2;
-  for (int j = 0; j < 16; ++j) {
-    out[j] = d * static_cast<float>((qs[j] & 0x0F) - 8);
-    out[j + 16] = d * static_cast<float>((qs[j] >> 4) - 8);
-  }
+  for (int j = 0; j < 16; ++j) out[j] = d * static_cast<float>((qs[j] & 0x0F) - 8);
+  for (int j = 0; j < 16; ++j) out[j + 16] = d * static_cast<float>((qs[j] >> 4) - 8);
 }
 
-void q4_1_block(const uint8_t* b, float* out) {
+void q4_1_block(const uint8_t* __restrict b, float* __restrict out) {
   const float d = f16_to_f32(load_u16(b));
   const float m = f16_to_f32(load_u16(b + 2));
   const uint8_t* qs = b + 4;
-  for (int j = 0; j < 16; ++j) {
-    out[j] = d * static_cast<float>(qs[j] & 0x0F) + m;
-    out[j + 16] = d * static_cast<float>(qs[j] >> 4) + m;
-  }
+  for (int j = 0; j < 16; ++j) out[j] = d * static_cast<float>(qs[j] & 0x0F) + m;
+  for (int j = 0; j < 16; ++j) out[j + 16] = d * static_cast<float>(qs[j] >> 4) + m;
 }
 
 // Q5: the fifth bit of element j is bit j of a 32-bit word before the nibbles.
-void q5_0_block(const uint8_t* b, float* out) {
+inline int high_bit(uint32_t qh, int j) { return static_cast<int>((qh >> j) & 1) << 4; }
+
+void q5_0_block(const uint8_t* __restrict b, float* __restrict out) {
   const float d = f16_to_f32(load_u16(b));
   const uint32_t qh = load_u32(b + 2);
   const uint8_t* qs = b + 6;
   for (int j = 0; j < 16; ++j) {
-    const int low = (qs[j] & 0x0F) | ((qh >> j) & 1) << 4;
-    const int high = (qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-    out[j] = d * static_cast<float>(low - 16);
-    out[j + 16] = d * static_cast<float>(high - 16);
+    out[j] = d * static_cast<float>(((qs[j] & 0x0F) | high_bit(qh, j)) - 16);
+  }
+  for (int j = 0; j < 16; ++j) {
+    out[j + 16] = d * static_cast<float>(((qs[j] >> 4) | high_bit(qh, j + 16)) - 16);
   }
 }
 
-void q5_1_block(const uint8_t* b, float* out) {
+void q5_1_block(const uint8_t* __restrict b, float* __restrict out) {
   const float d = f16_to_f32(load_u16(b));
   const float m = f16_to_f32(load_u16(b + 2));
   const uint32_t qh = load_u32(b + 4);
   const uint8_t* qs = b + 8;
   for (int j = 0; j < 16; ++j) {
-    const int low = (qs[j] & 0x0F) | ((qh >> j) & 1) << 4;
-    const int high = (qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-    out[j] = d * static_cast<float>(low) + m;
-    out[j + 16] = d * static_cast<float>(high) + m;
+    out[j] = d * static_cast<float>((qs[j] & 0x0F) | high_bit(qh, j)) + m;
+  }
+  for (int j = 0; j < 16; ++j) {
+    out[j + 16] = d * static_cast<float>((qs[j] >> 4) | high_bit(qh, j + 16)) + m;
   }
 }
 
-void q8_0_block(const uint8_t* b, float* out) {
+void q8_0_block(const uint8_t* __restrict b, float* __restrict out) {
   const float d = f16_to_f32(load_u16(b));
   const auto* qs = reinterpret_cast<const int8_t*>(b + 2);
   for (int j = 0; j < 32; ++j) out[j] = static_cast<float>(qs[j]) * d;
