@@ -33,4 +33,10 @@ std::string quote(std::string_view text) {
   return out;
 }
 
+std::string list_repr(const std::vector<int64_t>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
+  return out + "]";
+}
+
 }  // namespace slimrt

@@ -27,13 +27,6 @@ constexpr Dtype kDtypes[] = {
     {"F64", 8},  {"F8_E4M3", 1}, {"F8_E5M2", 1}, {"F8_E8M0", 1},
 };
 
-// "[2, 3]": shapes as Python prints a list of ints.
-std::string list_repr(const std::vector<int64_t>& values) {
-  std::string out = "[";
-  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + std::to_string(values[i]);
-  return out + "]";
-}
-
 SafetensorsTensor parse_entry(const std::string& path, const std::string& name, const Json& entry) {
   const std::string where = path + ": tensor " + quote(name);
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, entry.is_object(),
