@@ -14,6 +14,7 @@ __all__ = [
     "ModelError",
     "RequestError",
     "SlimrtError",
+    "from_core_error",
 ]
 
 
@@ -45,3 +46,19 @@ class RequestError(SlimrtError, ValueError):
 
 class LossyCastWarning(UserWarning):
     """Weights were rounded to BF16 on the way in: the result is not the original model."""
+
+
+def from_core_error(error: Exception) -> Exception:
+    """The exception to raise for an error of the C++ core (slimrt._core.Error).
+
+    A malformed file becomes FormatError and unsupported input ModelError, with the core's
+    message alone (no " [function, file:line]"); any other error (a bug, an OS failure) is
+    returned as it is. Use it as `raise from_core_error(e) from None`.
+    """
+    category = getattr(error, "category", None)
+    message = getattr(error, "message", str(error))
+    if category == "model file":
+        return FormatError(message)
+    if category == "unsupported":
+        return ModelError(message)
+    return error
