@@ -171,9 +171,11 @@ void append_scalars(const Cursor& cursor, const std::string& key, uint32_t type,
       case kBool:
         // The GGUF specification: 0 is false, 1 is true, anything else is invalid.
         SLIMRT_CHECK_AS(ErrorCategory::kModelFile, *p <= 1,
-                        cursor.where()
-                            << ": key " << quote(key) << ": element " << v.ints.size()
-                            << " is a BOOL of value " << int{*p} << " (only 0 and 1 are booleans)");
+                        cursor.where() << ": key " << quote(key) << ": "
+                                       << (v.kind == GgufValue::Kind::kArray
+                                               ? "element " + std::to_string(v.ints.size()) + ": "
+                                               : std::string())
+                                       << "BOOL value " << int{*p} << " is neither 0 nor 1");
         v.ints.push_back(*p);
         break;
     }
@@ -262,7 +264,7 @@ GgufValue read_value(Cursor& cursor, const std::string& key, uint32_t type) {
   const uint64_t size = scalar_bytes(type);
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, size > 0,
                   cursor.where() << ": key " << quote(key) << " has unknown value type " << type);
-  GgufValue elements;  // the scalar decoded as a one-element array: one decoder for both
+  GgufValue elements;  // the scalar decoded as a one-element list: one decoder for both
   append_scalars(cursor, key, type,
                  cursor.take(size, [&] { return "the value of key " + quote(key); }), 1, elements);
   if (type == kFloat32 || type == kFloat64) {

@@ -91,8 +91,8 @@ Json parse_json(const char* text, size_t size, const std::string& where, const c
 
 namespace {
 
-// Messages quote values from untrusted files: bounded in length and depth (a shape nested a
-// million arrays deep must give a short message, not a stack overflow).
+// Messages quote values from untrusted files: bounded in length and depth, so that a message
+// stays short whatever a file holds (a shape of a million numbers, arrays nested 60 deep).
 constexpr size_t kMaxReprChars = 200;
 constexpr int kMaxReprDepth = 16;
 

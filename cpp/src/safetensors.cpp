@@ -1,7 +1,6 @@
 #include "safetensors.h"
 
 #include <algorithm>
-#include <cstring>
 #include <limits>
 
 #include "check.h"

@@ -240,9 +240,9 @@ TEST(Gguf, RefusesUnknownValueTypesAndBadBooleans) {
   expect_bad(GgufBuilder().raw("k", kArray, concat({le<uint32_t>(99), le<uint64_t>(0)})).bytes(),
              "key 'k': unknown array element type 99");
   expect_bad(GgufBuilder().raw("k", kBool, {2}).bytes(),
-             "key 'k': element 0 is a BOOL of value 2 (only 0 and 1 are booleans)");
+             "key 'k': BOOL value 2 is neither 0 nor 1");
   expect_bad(GgufBuilder().array<uint8_t>("k", kBool, {1, 0, 7}).bytes(),
-             "key 'k': element 2 is a BOOL of value 7 (only 0 and 1 are booleans)");
+             "key 'k': element 2: BOOL value 7 is neither 0 nor 1");
 }
 
 TEST(Gguf, RefusesDuplicateKeysAndTensorNames) {
