@@ -17,6 +17,7 @@ void bind_df11(py::module_& m);
 void bind_model(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_attention(py::module_& m);
+void bind_model_files(py::module_& m);
 
 namespace {
 
@@ -58,4 +59,5 @@ PYBIND11_MODULE(_core, m) {
   slimrt::bindings::bind_model(m);
   slimrt::bindings::bind_engine(m);
   slimrt::bindings::bind_attention(m);
+  slimrt::bindings::bind_model_files(m);
 }

@@ -26,7 +26,7 @@ import numpy as np
 
 from slimrt import _core
 from slimrt.errors import ChecksumError, FormatError
-from slimrt.safetensors_file import SafetensorsFile, read_safetensors, write_safetensors
+from slimrt.safetensors_file import read_safetensors, write_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,6 @@ VERSION = 1
 LANES = 32
 LANE_ELEMENTS = 128
 GROUP_ELEMENTS = LANES * LANE_ELEMENTS
-INDEX_WORDS = 1 + LANES // 2
 MAX_CODE_LENGTH = 12
 METADATA_PREFIX = "slimrt.df11:"
 # Array name suffix -> safetensors dtype, in the order FORMAT.md lists them.
@@ -124,31 +123,11 @@ class Df11Tensor:
     def validate(self) -> None:
         """Checks the arrays against the shape and the format (so decoding cannot read out of
         bounds); raises FormatError."""
-        expected = {
-            "lengths": (256,),
-            "index": (_groups(self._numel), INDEX_WORDS),
-            "signmant": (self._numel,),
-        }
         for suffix, dtype in ARRAYS.items():
             array = getattr(self, suffix)
             if array.dtype != DTYPE_OF[dtype]:
                 raise FormatError(f"DF11 array {suffix} is {array.dtype}, expected {dtype}")
-            want = expected.get(suffix)
-            if want is None and array.ndim != 1:
-                raise FormatError(
-                    f"DF11 array {suffix} has shape {list(array.shape)}, expected 1-D"
-                )
-            if want is not None and array.shape != want:
-                raise FormatError(
-                    f"DF11 array {suffix} has shape {list(array.shape)}, expected {list(want)} "
-                    f"for shape {list(self.shape)}"
-                )
-        try:
-            _core.df11_validate(
-                self.lengths, self.bitstream, self.index, self.signmant, self._numel
-            )
-        except _core.Error as e:
-            raise FormatError(str(e)) from e
+        _core.df11_validate(self.lengths, self.bitstream, self.index, self.signmant, self._numel)
 
     def decompress(
         self, device: str = "cpu", *, verify: bool | None = None, num_threads: int = 0
@@ -221,10 +200,6 @@ class Df11Tensor:
 
 
 DTYPE_OF = {"U8": np.dtype(np.uint8), "U32": np.dtype(np.uint32)}
-
-
-def _groups(numel: int) -> int:
-    return -(-numel // GROUP_ELEMENTS)
 
 
 def compress(
@@ -364,42 +339,26 @@ class Df11File:
 
 
 def read(path: str | os.PathLike[str]) -> Df11File:
-    """Reads and validates a file; every defect raises FormatError naming file and tensor."""
-    file = read_safetensors(path)
-    descriptions = {
-        key[len(METADATA_PREFIX) :]: value
-        for key, value in file.metadata.items()
-        if key.startswith(METADATA_PREFIX)
-    }
-    parts: dict[str, dict[str, str]] = {name: {} for name in descriptions}
-    for key in file.tensors:
-        base, sep, suffix = key.rpartition(".df11.")
-        if sep and base in descriptions:
-            if suffix not in ARRAYS:
-                raise FormatError(
-                    f"{file.path}: tensor {base!r}: unexpected DF11 array {key!r} "
-                    f"(version {VERSION} has {', '.join(ARRAYS)})"
-                )
-            parts[base][suffix] = key
-        elif sep and suffix in ARRAYS:
-            raise FormatError(
-                f"{file.path}: DF11 array {key!r} has no description "
-                f"(no __metadata__ entry {METADATA_PREFIX + base!r})"
-            )
+    """Reads and validates a file; every defect raises FormatError naming file and tensor.
 
+    The container's rules (descriptions, arrays, validation) live in the C++ core
+    (cpp/src/df11_container.cpp); this reassembles what it accepted as views of the mapping.
+    """
+    file = read_safetensors(path)
+    found = _core.read_df11_tensors(file.buffer, str(file.path))
+    described = {name: (shape, crc32) for name, shape, crc32 in found}
+    owner = {f"{name}.df11.{suffix}": name for name in described for suffix in ARRAYS}
     tensors: dict[str, Df11Tensor | np.ndarray] = {}
     dtypes: dict[str, str] = {}
-    owner = {key: name for name, keys in parts.items() for key in keys.values()}
     # Logical order: each tensor where its first stored array sits in the file.
-    names = [owner.get(key, key) for key in file.tensors] + list(descriptions)
-    for name in dict.fromkeys(names):
-        if name not in descriptions:
+    for name in dict.fromkeys(owner.get(key, key) for key in file.tensors):
+        if name not in described:
             tensors[name] = file.array(name)
             dtypes[name] = file.tensors[name].dtype
             continue
-        if name in file.tensors:
-            raise FormatError(f"{file.path}: tensor {name!r} is stored both plain and as DF11")
-        tensors[name] = _assemble(file, name, descriptions[name], parts[name])
+        shape, crc32 = described[name]
+        arrays = {suffix: file.array(f"{name}.df11.{suffix}") for suffix in ARRAYS}
+        tensors[name] = Df11Tensor(shape=shape, crc32=crc32, **arrays)
         dtypes[name] = "BF16"
     metadata = {k: v for k, v in file.metadata.items() if not k.startswith(METADATA_PREFIX)}
     return Df11File(file.path, tensors, dtypes, metadata)
@@ -408,63 +367,3 @@ def read(path: str | os.PathLike[str]) -> Df11File:
 def load(path: str | os.PathLike[str]) -> dict[str, Df11Tensor | np.ndarray]:
     """{name: Df11Tensor or numpy array} of a safetensors file (BF16 plain tensors as uint16)."""
     return read(path).tensors
-
-
-def _assemble(file: SafetensorsFile, name: str, text: str, keys: dict[str, str]) -> Df11Tensor:
-    where = f"{file.path}: tensor {name!r}"
-    shape, crc32 = _parse_description(where, text)
-    missing = [f"{name}.df11.{suffix}" for suffix in ARRAYS if suffix not in keys]
-    if missing:
-        raise FormatError(f"{where}: missing DF11 array {', '.join(map(repr, missing))}")
-    for suffix, dtype in ARRAYS.items():
-        stored = file.tensors[keys[suffix]].dtype
-        if stored != dtype:
-            raise FormatError(f"{where}: DF11 array {keys[suffix]!r} is {stored}, expected {dtype}")
-    tensor = Df11Tensor(
-        shape=shape,
-        lengths=file.array(keys["lengths"]),
-        bitstream=file.array(keys["bitstream"]),
-        index=file.array(keys["index"]),
-        signmant=file.array(keys["signmant"]),
-        crc32=crc32,
-    )
-    try:
-        tensor.validate()
-    except FormatError as e:
-        raise FormatError(f"{where}: {e}") from e
-    return tensor
-
-
-def _parse_description(where: str, text: str) -> tuple[tuple[int, ...], int]:
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{where}: DF11 description is not valid JSON: {e.msg}") from e
-    if not isinstance(d, dict):
-        raise FormatError(f"{where}: DF11 description is not a JSON object")
-    if d.get("format") != FORMAT:
-        raise FormatError(f"{where}: unknown format {d.get('format')!r} (expected {FORMAT!r})")
-    version = d.get("version")
-    if type(version) is not int:
-        raise FormatError(f"{where}: DF11 version {version!r} is not an integer")
-    if version != VERSION:
-        raise FormatError(
-            f"{where}: DF11 version {version} is not supported (this slimrt reads version "
-            f"{VERSION}); upgrade slimrt"
-        )
-    if d.get("dtype") != "bfloat16":
-        raise FormatError(
-            f"{where}: DF11 dtype {d.get('dtype')!r} is not supported (only 'bfloat16')"
-        )
-    for key, expected in (("lanes", LANES), ("lane_elements", LANE_ELEMENTS)):
-        if d.get(key) != expected or type(d.get(key)) is not int:
-            raise FormatError(
-                f"{where}: DF11 layout {key}={d.get(key)!r}, this reader knows {key}={expected}"
-            )
-    shape = d.get("shape")
-    if not isinstance(shape, list) or not all(type(x) is int and x >= 0 for x in shape):
-        raise FormatError(f"{where}: DF11 shape {shape!r} is not a list of non-negative integers")
-    crc32 = d.get("crc32")
-    if type(crc32) is not int or not 0 <= crc32 < 1 << 32:
-        raise FormatError(f"{where}: DF11 crc32 {crc32!r} is not a 32-bit unsigned integer")
-    return tuple(shape), crc32

@@ -9,8 +9,9 @@ relative to the data section) plus an optional "__metadata__" map of strings.
     write_safetensors("out.safetensors", {"w": bits}, {"k": "v"}, dtypes={"w": "BF16"})
 
 We do not depend on the `safetensors` package: the reader must turn every malformed file into a
-FormatError that names the file and the problem, and the writer must control tensor order and
-header padding (docs/FORMAT.md relies on both for alignment).
+FormatError that names the file and the problem (the C++ core parses the header: slimrt has one
+parser), and the writer must control tensor order and header padding (docs/FORMAT.md relies on
+both for alignment).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slimrt.errors import FormatError
+from slimrt import _core
 
 __all__ = [
     "DTYPES",
@@ -72,9 +73,6 @@ _NAME_OF_NUMPY = {
     ("f", 8): "F64",
 }
 
-# The official implementation's limit; a larger length means the file is not safetensors.
-MAX_HEADER_BYTES = 100_000_000
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -104,13 +102,18 @@ class SafetensorsFile:
         tensors: dict[str, TensorInfo],
         metadata: dict[str, str],
         data_start: int,
-        buffer: mmap.mmap,
+        buffer: mmap.mmap | bytes,
     ) -> None:
         self.path = path
         self.tensors = tensors  # in data order
         self.metadata = metadata
         self.data_start = data_start
         self._buffer = buffer
+
+    @property
+    def buffer(self) -> mmap.mmap | bytes:
+        """The whole file's bytes (the read-only mapping)."""
+        return self._buffer
 
     def __contains__(self, name: object) -> bool:
         return name in self.tensors
@@ -137,122 +140,22 @@ def dtype_name(array: np.ndarray) -> str:
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> SafetensorsFile:
-    """Opens and validates a safetensors file; every defect raises FormatError naming the file."""
+    """Opens and validates a safetensors file; every defect raises FormatError naming the file.
+
+    The rules (and their messages) live in the C++ core (cpp/src/safetensors.cpp): sizes checked
+    against the file, duplicate keys refused, the tensors tiling the data section exactly as the
+    official reader demands.
+    """
     path = Path(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < 8:
-            raise FormatError(
-                f"{path}: truncated: file is {size} bytes, too short for the 8-byte header length"
-            )
-        header_len = int.from_bytes(f.read(8), "little")
-        if header_len > MAX_HEADER_BYTES:
-            raise FormatError(
-                f"{path}: header length {header_len} exceeds the {MAX_HEADER_BYTES}-byte limit "
-                "(not a safetensors file?)"
-            )
-        if 8 + header_len > size:
-            raise FormatError(
-                f"{path}: truncated: header length is {header_len} bytes but only "
-                f"{size - 8} bytes follow it"
-            )
-        raw = f.read(header_len)
-        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    data_size = size - 8 - header_len
-    tensors, metadata = _parse_header(path, raw, data_size)
-    return SafetensorsFile(path, tensors, metadata, 8 + header_len, buffer)
-
-
-def _parse_header(
-    path: Path, raw: bytes, data_size: int
-) -> tuple[dict[str, TensorInfo], dict[str, str]]:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise FormatError(f"{path}: header is not UTF-8 text ({e.reason} at byte {e.start})") from e
-
-    def reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        result: dict[str, object] = {}
-        for key, value in pairs:
-            if key in result:
-                raise FormatError(f"{path}: header lists {key!r} twice")
-            result[key] = value
-        return result
-
-    try:
-        header = json.loads(text, object_pairs_hook=reject_duplicates)
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}: header is not valid JSON: {e.msg} at byte {e.pos}") from e
-    if not isinstance(header, dict):
-        raise FormatError(f"{path}: header is not a JSON object")
-
-    metadata = header.pop("__metadata__", {})
-    if not isinstance(metadata, dict):
-        raise FormatError(f"{path}: __metadata__ is not a JSON object")
-    for key, value in metadata.items():
-        if not isinstance(value, str):
-            raise FormatError(
-                f"{path}: __metadata__ must map strings to strings; {key!r} maps to "
-                f"{type(value).__name__}"
-            )
-
-    infos = [_parse_entry(path, name, entry) for name, entry in header.items()]
-    if infos:
-        last = max(infos, key=lambda info: info.end)
-        if last.end > data_size:
-            raise FormatError(
-                f"{path}: truncated: header says {last.end} bytes of data, file has {data_size}"
-            )
-    infos.sort(key=lambda info: (info.begin, info.end))
-    previous: TensorInfo | None = None
-    for info in infos:
-        if info.nbytes == 0:
-            continue
-        if previous is not None and info.begin < previous.end:
-            raise FormatError(
-                f"{path}: tensor {info.name!r} (bytes {info.begin}..{info.end}) overlaps tensor "
-                f"{previous.name!r} (bytes {previous.begin}..{previous.end})"
-            )
-        previous = info
-    return {info.name: info for info in infos}, metadata
-
-
-def _parse_entry(path: Path, name: str, entry: object) -> TensorInfo:
-    where = f"{path}: tensor {name!r}"
-    if not isinstance(entry, dict):
-        raise FormatError(f"{where}: entry is not a JSON object")
-    missing = [key for key in ("dtype", "shape", "data_offsets") if key not in entry]
-    if missing:
-        raise FormatError(f"{where}: entry lacks {', '.join(missing)}")
-    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise FormatError(f"{where}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-        raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
-    if (
-        not isinstance(offsets, list)
-        or len(offsets) != 2
-        or not all(_is_count(o) for o in offsets)
-        or offsets[0] > offsets[1]
-    ):
-        raise FormatError(
-            f"{where}: data_offsets {offsets!r} are not [begin, end] with begin <= end"
-        )
-    numel = 1
-    for d in shape:
-        numel *= d
-    expected = numel * DTYPES[dtype].itemsize
-    if offsets[1] - offsets[0] != expected:
-        raise FormatError(
-            f"{where}: shape {shape} of {dtype} needs {expected} bytes but data_offsets "
-            f"{offsets} span {offsets[1] - offsets[0]}"
-        )
-    return TensorInfo(name, dtype, tuple(shape), offsets[0], offsets[1])
-
-
-def _is_count(value: object) -> bool:
-    # JSON true/false arrive as bool, a subclass of int; they are no counts.
-    return type(value) is int and value >= 0
+        buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    data_start, entries, metadata = _core.parse_safetensors_header(buffer, str(path))
+    tensors = {
+        name: TensorInfo(name, dtype, shape, begin - data_start, end - data_start)
+        for name, dtype, shape, begin, end in entries
+    }
+    return SafetensorsFile(path, tensors, metadata, data_start, buffer)
 
 
 def write_safetensors(

@@ -188,6 +188,18 @@ def test_we_read_files_of_the_official_writer(tmp_path: Path) -> None:
             ),
             "header lists 'a' twice",
         ),
+        (
+            lambda p: raw_file(
+                p, {"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, bytes(3)
+            ),
+            "1 trailing bytes after the last tensor's data: the data section has 3 bytes",
+        ),
+        (
+            lambda p: raw_file(
+                p, {"a": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]}}, bytes(3)
+            ),
+            "1 unused bytes before tensor 'a' (bytes 1..3)",
+        ),
     ],
     ids=[
         "shorter-than-length-field",
@@ -206,6 +218,8 @@ def test_we_read_files_of_the_official_writer(tmp_path: Path) -> None:
         "metadata-not-str",
         "metadata-not-object",
         "duplicate-name",
+        "trailing-bytes",
+        "gap",
     ],
 )
 def test_malformed_file_raises_format_error_naming_file_and_problem(
@@ -217,6 +231,22 @@ def test_malformed_file_raises_format_error_naming_file_and_problem(
         read_safetensors(path)
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
+    assert not str(info.value).endswith("]")  # the C++ core's " [function, file:line]" is off
+
+
+@pytest.mark.parametrize(
+    ("data_offsets", "data"), [([0, 2], 3), ([1, 3], 3)], ids=["trailing-bytes", "gap"]
+)
+def test_official_reader_refuses_the_uncovered_bytes_we_refuse(
+    tmp_path: Path, data_offsets: list[int], data: int
+) -> None:
+    numpy_io = pytest.importorskip("safetensors.numpy")
+    header = {"a": {"dtype": "U8", "shape": [2], "data_offsets": data_offsets}}
+    path = raw_file(tmp_path / "model.safetensors", header, bytes(data))
+    with pytest.raises(Exception, match=r"not fully covered|invalid offset"):
+        numpy_io.load_file(path)
+    with pytest.raises(FormatError):
+        read_safetensors(path)
 
 
 def test_file_cut_short_by_one_byte_is_truncated(tmp_path: Path) -> None:
