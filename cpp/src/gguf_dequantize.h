@@ -1,5 +1,7 @@
 // Dequantization of GGUF tensor data to float32 or BF16, bit-identical to gguf-py's
-// gguf.quants.dequantize (and so to what the Python loader produced before).
+// gguf.quants.dequantize (and so to what the Python loader produced before). One exception: in a
+// Q4_1/Q5_1 block whose scale and minimum are both NaN, d * q + m is a NaN whose payload may be
+// either's (which operand wins is the compiler's choice, in numpy too).
 //
 //   const GgufTensorInfo& t = ...;                        // from parse_gguf
 //   std::vector<uint16_t> w(t.numel);

@@ -74,7 +74,11 @@ TEST(GgufDequantize, QuantizedBlocksMatchTheirFormulaBitForBit) {
   for (const uint32_t type : {kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0}) {
     const int64_t bytes = slimrt::ggml_type_info(type)->type_size;
     const int64_t blocks = 300;  // random scales: NaNs, infinities and subnormals among them
-    const auto src = random_bytes(blocks * bytes, type);
+    auto src = random_bytes(blocks * bytes, type);
+    if (type == kQ4_1 || type == kQ5_1) {
+      // A finite minimum: NaN + NaN gives either payload, as the compiler orders the operands.
+      for (int64_t i = 0; i < blocks; ++i) src[i * bytes + 3] &= 0xBF;
+    }
     std::vector<float> want(blocks * 32);
     for (int64_t i = 0; i < blocks; ++i) {
       for (int j = 0; j < 32; ++j) want[i * 32 + j] = reference(type, src.data() + i * bytes, j);

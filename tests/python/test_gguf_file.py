@@ -75,7 +75,7 @@ def test_every_supported_type_dequantizes_like_gguf_py(type_name: str) -> None:
     rng = np.random.default_rng(int(qtype))
     raw = rng.integers(0, 256, (rows, blocks * size), dtype=np.uint8)
     if type_name not in ("F32", "F16", "BF16"):
-        # Finite scales: NaN * NaN keeps either operand's payload, as the compiler orders them.
+        # Finite scales and minimums: NaN + NaN gives either payload, as the compiler orders them.
         scales = rng.standard_normal((rows, blocks, 2)).astype(np.float16).view(np.uint8)
         blocks_of = raw.reshape(rows, blocks, size)
         blocks_of[..., :2] = scales[..., :2]
