@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import reference_core
 import slimrt.llm
+import slimrt.llm_engine
 from slimrt import LLM, RequestError, SamplingParams, _core
 
 ENGINES = ["slimrt", "reference"]
@@ -37,6 +38,7 @@ def make_llm(request: pytest.FixtureRequest, tiny_model_dir) -> Callable[..., LL
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "reference":
             patch.setattr(slimrt.llm, "_core", reference_core)
+            patch.setattr(slimrt.llm_engine, "_core", reference_core)
 
         def make(**options: object) -> LLM:
             key = tuple(sorted(options.items()))
@@ -88,13 +90,20 @@ def test_a_small_kv_cache_admits_requests_as_pages_free_up(make_llm, alone) -> N
     assert llm.engine.total_pages == 5
     assert [c.token_ids for c in llm.generate(PROMPTS, GREEDY)] == alone
     assert llm.engine.free_pages == 5
+
+
+def test_a_request_too_long_for_the_whole_kv_cache_names_its_capacity(make_llm) -> None:
+    llm = make_llm(kv_tokens=80)
     with pytest.raises(RequestError) as info:
-        llm.generate("Hello", SamplingParams(max_tokens=100))
+        llm.generate("Hello", SamplingParams(max_tokens=100, ignore_eos=True))
     n = len(llm.tokenizer.encode("Hello"))
+    # It runs until it holds all 80 tokens of the cache and refuses the 81st.
     assert str(info.value) == (
-        f"prompt of {n} tokens + max_tokens=100 needs {-(-(n + 100) // 16)} KV pages of 16 "
-        "tokens, but the KV cache has 5; raise kv_tokens or lower max_tokens"
+        f"prompt of {n} tokens + max_tokens=100 does not fit the KV cache: at 81 tokens it "
+        "needs more than the 5 pages of 16 tokens the cache has, with no other request holding "
+        "any; raise kv_tokens or lower max_tokens"
     )
+    assert llm.engine.free_pages == llm.engine.total_pages
 
 
 def test_max_tokens_ends_with_length_and_eos_ends_with_stop(make_llm, alone) -> None:
