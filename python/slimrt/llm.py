@@ -312,13 +312,16 @@ class TextStream(Iterator[str]):
     def __next__(self) -> str:
         sequence = self._sequence
         while not self._closed:
-            piece = sequence.take_text()
-            if piece:
-                return piece
             if sequence.error is not None:
                 self._closed = True
                 raise sequence.error
-            if sequence.finished:
+            # Another thread's step may finish the request in between: its last text is
+            # taken in the next round.
+            finished = sequence.finished
+            piece = sequence.take_text()
+            if piece:
+                return piece
+            if finished:
                 self.completion = sequence.completion()
                 self._closed = True
                 break

@@ -14,6 +14,7 @@ uninterrupted run would have sampled next (the engine draws by seed and position
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence as Ids
 
@@ -40,6 +41,9 @@ class Sequence:
         self.finish_reason: str | None = None
         self.error: BaseException | None = None  # why the request failed (it then has no text)
         self._emitted = 0  # characters of text given out by take_text
+        # The thread stepping the engine extends and cuts the text while the thread reading a
+        # stream takes it: a half-made update could hand out part of a stop string.
+        self._text_lock = threading.Lock()
         self._detokenizer = tokenizer.detokenizer(self.prompt_ids)
         self._stop_ids = set(params.stop_token_ids)
         if not params.ignore_eos:
@@ -75,7 +79,8 @@ class Sequence:
         self.fed += count
         if self.fed < len(self.prompt_ids) + len(self.output_ids):
             return False
-        self._append(int(sampled))
+        with self._text_lock:
+            self._append(int(sampled))
         return True
 
     def rewind(self) -> None:
@@ -122,13 +127,15 @@ class Sequence:
         return True
 
     def take_text(self) -> str:
-        """Text not given out yet, less any tail that could still become a stop string."""
-        end = len(self.text)
-        if not self.finished:
-            end -= self._stop_prefix_length()
-        piece = self.text[self._emitted : end]
-        self._emitted = max(self._emitted, end)
-        return piece
+        """Text not given out yet, less any tail that could still become a stop string. Read
+        `finished` before it: text is complete once finished is true."""
+        with self._text_lock:
+            end = len(self.text)
+            if not self.finished:
+                end -= self._stop_prefix_length()
+            piece = self.text[self._emitted : end]
+            self._emitted = max(self._emitted, end)
+            return piece
 
     def _stop_prefix_length(self) -> int:
         longest = 0
