@@ -8,12 +8,12 @@
 
 All requests go through one LLMEngine (slimrt.llm_engine), whose scheduler batches them: the
 requests of concurrent generate() and stream() calls from several threads share its steps.
-No background thread runs the engine: a caller whose requests are unfinished takes its turn
-(a FIFO lock) and runs one step for everyone, or waits while another thread does; a request
-another caller's step finished is seen when its own caller's turn comes, after at most one
-step per thread ahead of it. A stream closed early, or a call interrupted by an exception,
-aborts its requests (their KV pages go back at once); an error inside a step reaches the
-callers whose requests were in it, and the others carry on.
+No background thread runs the engine: a caller whose requests are unfinished waits for its
+turn (a FIFO lock, so it comes after at most one turn of each thread ahead of it) and runs one
+step for everyone, unless another thread's step has finished its requests meanwhile; nobody
+spins. A stream closed early, or a call interrupted by an exception, aborts its requests
+(their KV pages go back at once); an error inside a step reaches the callers whose requests
+were in it, and the others carry on.
 """
 
 from __future__ import annotations

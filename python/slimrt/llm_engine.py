@@ -78,8 +78,9 @@ class LLMEngine:
 
     def step(self) -> list[StepOutput]:
         """Runs one engine step; returns an output per request in it or refused while planning
-        it (empty when nothing is left to run). An interrupt (KeyboardInterrupt, SystemExit)
-        during the step fails its requests too, then propagates."""
+        it (empty when nothing is left to run). An error the engine raises ends the step's
+        requests with it (request.error) and is not raised here; an interrupt
+        (KeyboardInterrupt, SystemExit) ends them too, then propagates."""
         plan = self.scheduler.schedule()
         outputs = [StepOutput(r, [], True) for r in plan.refused]
         if not plan.chunks:
@@ -92,7 +93,8 @@ class LLMEngine:
                 [s.sampling for s, _ in plan.chunks],
             ).tolist()
         except BaseException as error:
-            # What the engine holds of these sequences is unknown to us now: drop them.
+            # A contract error names one request but not which; anything else leaves their
+            # engine sequences in a state nobody tracks. All of them end, released.
             for request, _ in plan.chunks:
                 request.error = error
                 self.scheduler.abort(request)

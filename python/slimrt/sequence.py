@@ -39,7 +39,7 @@ class Sequence:
         self.output_ids: list[int] = []
         self.text = ""
         self.finish_reason: str | None = None
-        self.error: BaseException | None = None  # why the request failed (it then has no text)
+        self.error: BaseException | None = None  # why it failed, for its caller to raise
         self._emitted = 0  # characters of text given out by take_text
         # The thread stepping the engine extends and cuts the text while the thread reading a
         # stream takes it: a half-made update could hand out part of a stop string.
@@ -84,7 +84,8 @@ class Sequence:
         return True
 
     def rewind(self) -> None:
-        """The engine dropped this sequence (preemption by recompute): nothing is fed any more."""
+        """The engine released this sequence (preemption by recompute): none of its tokens
+        are fed any more."""
         self.seq_id = None
         self.fed = 0
 

@@ -62,13 +62,10 @@ def submit(llm: LLM, engine: LLMEngine, requests: list[tuple[str, SamplingParams
     return [engine.add_request(llm.tokenizer.encode(p), params) for p, params in requests]
 
 
-def run(engine: LLMEngine, watch: Callable[[list[StepOutput]], None] = lambda _: None) -> int:
-    """Steps until nothing is left; watch(outputs) after every step. Returns the step count."""
-    steps = 0
+def run(engine: LLMEngine, watch: Callable[[list[StepOutput]], None] = lambda _: None) -> None:
+    """Steps until nothing is left; watch(outputs) after every step."""
     while engine.has_unfinished():
         watch(engine.step())
-        steps += 1
-    return steps
 
 
 @pytest.mark.parametrize(("pages", "together"), [(3, 1), (4, 2)])
