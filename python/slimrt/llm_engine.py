@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence as Ids
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,8 +30,7 @@ from slimrt.tokenizer import Tokenizer
 __all__ = ["LLMEngine", "StepOutput"]
 
 
-@dataclass(frozen=True)
-class StepOutput:
+class StepOutput(NamedTuple):
     """What one step did for one request: token_ids holds the token it generated (none for a
     prefill chunk short of the prompt's end, or a failed request); finished says it is done
     (request.finish_reason, or request.error when it failed)."""

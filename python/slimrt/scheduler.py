@@ -72,8 +72,8 @@ class Scheduler:
         """The next step's plan; empty chunks when there is nothing left to run."""
         plan = StepPlan()
         while True:
-            preempted = self._make_room_for_decoding(plan)
-            self._plan_step(plan, admit=not preempted)
+            decoding, free, preempted = self._make_room_for_decoding(plan)
+            self._plan_step(plan, decoding, free, admit=not preempted)
             if plan.chunks or not self.has_unfinished():
                 return plan
             # Nothing fits: every running request waits for pages that only a preemption frees.
@@ -84,35 +84,32 @@ class Scheduler:
             else:
                 self._refuse(self.waiting[0], self.max_step_tokens, plan)
 
-    def _decoding(self) -> list[Sequence]:
-        """The running sequences past their prompt that this step's token budget holds."""
-        return [s for s in self.running if not s.prefilling][: self.max_step_tokens]
-
-    def _make_room_for_decoding(self, plan: StepPlan) -> bool:
-        """Preempts the newest requests until the decode tokens' pages are free; returns whether
-        it preempted any. A request that cannot grow on its own is refused."""
+    def _make_room_for_decoding(self, plan: StepPlan) -> tuple[list[Sequence], int, bool]:
+        """Preempts the newest requests until the pages the decode tokens need are free (a
+        request that cannot grow on its own is refused). Returns the decoding sequences this
+        step's token budget holds, the pages free after their tokens, and whether it preempted
+        any."""
         preempted = False
         while True:
-            decoding = self._decoding()
-            need = sum(self.engine.pages_needed(s.seq_id, 1) for s in decoding)
-            if need <= self.engine.free_pages:
-                return preempted
+            decoding = [s for s in self.running if not s.prefilling][: self.max_step_tokens]
+            free = self.engine.free_pages
+            free -= sum(self.engine.pages_needed(s.seq_id, 1) for s in decoding)
+            if free >= 0:
+                return decoding, free, preempted
             if len(self.running) == 1:
                 self._refuse(self.running[0], 1, plan)
             else:
                 self._preempt(self.running[-1])
                 preempted = True
 
-    def _plan_step(self, plan: StepPlan, *, admit: bool) -> None:
+    def _plan_step(
+        self, plan: StepPlan, decoding: list[Sequence], free: int, *, admit: bool
+    ) -> None:
         """Fills plan.chunks: decode tokens, prefill chunks of running requests oldest first
         (stopping at the first that does not fit, so no newer request overtakes it), then newly
-        admitted requests. A step that had to preempt admits none: the pages it freed are for
-        the running requests to grow into."""
-        decoding = self._decoding()
-        free = self.engine.free_pages
-        for sequence in decoding:
-            free -= self.engine.pages_needed(sequence.seq_id, 1)
-            plan.chunks.append((sequence, sequence.next_tokens(1)))
+        admitted requests, within `free` pages. A step that had to preempt admits none: the
+        pages it freed are for the running requests to grow into."""
+        plan.chunks.extend((sequence, sequence.next_tokens(1)) for sequence in decoding)
         budget = self.max_step_tokens - len(decoding)
         for sequence in self.running:
             if budget == 0:
