@@ -6,30 +6,32 @@
         print(piece, end="", flush=True)
     llm.chat([{"role": "user", "content": "Hi!"}]).text
 
-The decoding loop lives here and calls the engine once per step (docs/ENGINE_API.md): each
-step carries one decode token for every sequence past its prompt and, in the rest of the
-step's token budget, prefill chunks of the others. Sampling happens in the engine; only the
-sampled ids come back. Sequences finish on their own (EOS, stop ids, stop strings,
-max_tokens) and give their KV pages back at once, letting waiting requests in.
+All requests go through one LLMEngine (slimrt.llm_engine), whose scheduler batches them: the
+requests of concurrent generate() and stream() calls from several threads share its steps.
+No background thread runs the engine: a caller whose requests are unfinished waits for its
+turn (a FIFO lock, so it comes after at most one turn of each thread ahead of it) and runs one
+step for everyone, unless another thread's step has finished its requests meanwhile; nobody
+spins. A stream closed early, or a call interrupted by an exception, aborts its requests
+(their KV pages go back at once); an error inside a step reaches the callers whose requests
+were in it, and the others carry on.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 import sys
-from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as Seq
+from contextlib import contextmanager
 from typing import Any
-
-import numpy as np
 
 from slimrt import _core
 from slimrt.chat_template import ChatTemplate
 from slimrt.completion import Completion
 from slimrt.engine_weights import check_weight_format
 from slimrt.errors import RequestError, SlimrtError
+from slimrt.fifo_lock import FifoLock
+from slimrt.llm_engine import LLMEngine
 from slimrt.model_config import context_length
 from slimrt.model_loader import load_model
 from slimrt.sampling_params import SamplingParams
@@ -60,7 +62,9 @@ class LLM:
     weights: "bf16" or "df11" (matrices kept compressed, decoded per layer: less memory).
     max_batch: sequences per engine step; more requests wait for a free slot.
     kv_tokens: KV cache capacity in tokens over all sequences (None: the engine's default,
-    the model's context length capped at 32768).
+    the model's context length capped at 32768). Requests wait for free pages; when running
+    ones outgrow the cache the newest is preempted and later recomputed (same tokens), and a
+    request that does not fit even alone fails with a RequestError.
     num_threads: CPU threads (0: all cores).
     kv_dtype: "bf16" (default) or "f32" KV cache entries.
     max_step_tokens: tokens per engine step, the prefill chunk budget.
@@ -122,7 +126,13 @@ class LLM:
             if loaded.chat_template
             else None
         )
-        self._reserved_pages = 0  # pages promised to running requests, over all generations
+        self.llm_engine = LLMEngine(
+            self.engine, self.tokenizer, max_batch=max_batch, max_step_tokens=max_step_tokens
+        )
+        self._turn_lock = FifoLock()  # held by the thread using llm_engine
+        # Requests of streams dropped unfinished: aborted by whoever takes the next turn (a
+        # finalizer must not wait for a turn, it may run inside one).
+        self._abandoned: list[Sequence] = []
 
     # -- requests ------------------------------------------------------------------------
 
@@ -131,7 +141,8 @@ class LLM:
         prompts: str | Seq[str],
         params: SamplingParams | Seq[SamplingParams] | None = None,
     ) -> list[Completion]:
-        """Completes every prompt, all in one batch; one Completion per prompt, in order.
+        """Completes every prompt, batched with each other and with other threads' requests;
+        one Completion per prompt, in order.
 
         params: one SamplingParams for all prompts, or one per prompt (None: greedy, 256
         tokens). BOS is added as the tokenizer says; use chat() for chat models.
@@ -141,33 +152,25 @@ class LLM:
         # Every prompt is encoded (and checked) before any is fitted to the context, so an
         # empty prompt is reported as that, whatever else is wrong.
         encoded = [self._encode(text, i, len(texts)) for i, text in enumerate(texts)]
-        sequences = [self._sequence(ids, p) for ids, p in zip(encoded, param_list, strict=True)]
-        for _ in self._run(sequences):
-            pass
-        return [s.completion() for s in sequences]
+        return self._complete(list(zip(encoded, param_list, strict=True)))
 
     def stream(self, prompt: str, params: SamplingParams | None = None) -> TextStream:
         """Generates for one prompt, yielding text as it comes (whole characters, never a
         part of a stop string). The Completion is on the stream's .completion at the end."""
-        sequence = self._sequence(self._encode(prompt, 0, 1), params or SamplingParams())
-        return TextStream(self._run([sequence]), sequence)
+        return TextStream(self, self._submit([(self._encode(prompt, 0, 1), params)])[0])
 
     def chat(
         self, messages: Seq[Mapping[str, str]], params: SamplingParams | None = None
     ) -> Completion:
         """The assistant's reply to `messages` ({"role", "content"} dicts), rendered with the
         model's chat template."""
-        sequence = self._sequence(self._chat_ids(messages), params or SamplingParams())
-        for _ in self._run([sequence]):
-            pass
-        return sequence.completion()
+        return self._complete([(self._chat_ids(messages), params)])[0]
 
     def chat_stream(
         self, messages: Seq[Mapping[str, str]], params: SamplingParams | None = None
     ) -> TextStream:
         """chat(), streamed as stream() streams."""
-        sequence = self._sequence(self._chat_ids(messages), params or SamplingParams())
-        return TextStream(self._run([sequence]), sequence)
+        return TextStream(self, self._submit([(self._chat_ids(messages), params)])[0])
 
     def memory(self) -> dict[str, int]:
         """Bytes the engine reserved (weights, df11_scratch, kv_pool, activations, total), and
@@ -217,7 +220,7 @@ class LLM:
         # The template writes BOS and the turn markers itself.
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def _sequence(self, prompt_ids: list[int], params: SamplingParams) -> Sequence:
+    def _check_context(self, prompt_ids: list[int], params: SamplingParams) -> None:
         length = len(prompt_ids) + params.max_tokens
         sliding = self.context_length < self.config["max_position_embeddings"]
         window = " (its sliding window)" if sliding else ""
@@ -232,126 +235,116 @@ class LLM:
                 f"the model's context of {self.context_length} tokens{window}; lower max_tokens "
                 f"to at most {self.context_length - len(prompt_ids)}"
             )
-        page_size = self.engine.page_size
-        pages = -(-length // page_size)
-        if pages > self.engine.total_pages:
-            raise RequestError(
-                f"prompt of {len(prompt_ids)} tokens + max_tokens={params.max_tokens} needs "
-                f"{pages} KV pages of {page_size} tokens, but the KV cache has "
-                f"{self.engine.total_pages}; raise kv_tokens or lower max_tokens"
-            )
-        seed = params.seed
-        if seed is None:
-            seed = secrets.randbits(63) if params.temperature > 0 else 0
-        sampling = _core.SamplingParams(
-            temperature=params.temperature,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            seed=seed,
-        )
-        sequence = Sequence(prompt_ids, params, self.tokenizer, sampling)
-        sequence.pages = pages
-        return sequence
 
-    # -- the loop ------------------------------------------------------------------------
+    # -- running requests ----------------------------------------------------------------
 
-    def _run(self, sequences: list[Sequence]) -> Iterator[list[Sequence]]:
-        """Runs `sequences` to the end, one engine step per iteration; yields after each step
-        the sequences that generated a token in it. Closing the generator early (a stream
-        left unread) releases the engine's sequences."""
-        waiting = deque(sequences)
-        running: list[Sequence] = []
+    def _submit(self, requests: list[tuple[list[int], SamplingParams | None]]) -> list[Sequence]:
+        """Checks every request against the context, then queues them all."""
+        requests = [(ids, params or SamplingParams()) for ids, params in requests]
+        for ids, params in requests:
+            self._check_context(ids, params)
+        with self._turn():
+            return [self.llm_engine.add_request(ids, params) for ids, params in requests]
+
+    def _complete(
+        self, requests: list[tuple[list[int], SamplingParams | None]]
+    ) -> list[Completion]:
+        """Runs requests to the end; raises the error of the first that fails, aborting the
+        others."""
+        sequences = self._submit(requests)
         try:
-            while waiting or running:
-                self._admit(waiting, running)
-                batch = self._plan_step(running)
-                sampled = self.engine.step(
-                    np.array([s.seq_id for s, _ in batch], dtype=np.int64),
-                    np.array([t for _, chunk in batch for t in chunk], dtype=np.int32),
-                    np.array([len(chunk) for _, chunk in batch], dtype=np.int32),
-                    [s.sampling for s, _ in batch],
-                )
-                generated = []
-                for (sequence, chunk), token in zip(batch, sampled.tolist(), strict=True):
-                    if sequence.advance(len(chunk), token):
-                        generated.append(sequence)
-                    if sequence.finished:
-                        self._release(sequence)
-                        running.remove(sequence)
-                yield generated
+            self._step_until(
+                lambda: all(s.finished for s in sequences) or _failure(sequences) is not None
+            )
         finally:
-            for sequence in running:
-                self._release(sequence)
+            self._abort([s for s in sequences if not s.finished])
+        error = _failure(sequences)
+        if error is not None:
+            raise error
+        return [s.completion() for s in sequences]
 
-    def _admit(self, waiting: deque[Sequence], running: list[Sequence]) -> None:
-        # A request starts only when its whole length fits in pages nobody else was promised,
-        # so a running sequence can never run out of KV pages half-way.
-        while waiting and len(running) < self.max_batch:
-            sequence = waiting[0]
-            if self._reserved_pages + sequence.pages > self.engine.total_pages:
-                if running:
+    def _step_until(self, done: Callable[[], bool]) -> None:
+        """Takes turns until done(): each turn runs one engine step for every caller's
+        requests, unless another thread's step already made done() true."""
+        while not done():
+            with self._turn():
+                if done():
                     return
-                raise RequestError(
-                    f"the KV cache has {self.engine.total_pages} pages and other generations "
-                    f"hold {self._reserved_pages}; this request needs {sequence.pages}"
-                )
-            waiting.popleft()
-            sequence.seq_id = self.engine.add_sequence()
-            self._reserved_pages += sequence.pages
-            running.append(sequence)
+                if not self.llm_engine.has_unfinished():
+                    raise RuntimeError("the engine has nothing left to run, yet a request waits")
+                self.llm_engine.step()
 
-    def _plan_step(self, running: list[Sequence]) -> list[tuple[Sequence, list[int]]]:
-        # Decode tokens first: each is one token and keeps a sequence moving; prefill chunks
-        # fill the rest of the budget, oldest request first.
-        budget = self.max_step_tokens
-        batch = []
-        for sequence in running:
-            if not sequence.prefilling and budget > 0:
-                batch.append((sequence, sequence.next_tokens(1)))
-                budget -= 1
-        for sequence in running:
-            if sequence.prefilling and budget > 0:
-                chunk = sequence.next_tokens(budget)
-                batch.append((sequence, chunk))
-                budget -= len(chunk)
-        return batch
+    def _abort(self, sequences: list[Sequence]) -> None:
+        if sequences:
+            with self._turn():
+                for sequence in sequences:
+                    self.llm_engine.abort(sequence)
 
-    def _release(self, sequence: Sequence) -> None:
-        if sequence.seq_id is not None:
-            self.engine.release_sequence(sequence.seq_id)
-            sequence.seq_id = None
-            self._reserved_pages -= sequence.pages
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """This thread's use of llm_engine: the FIFO lock, held; the requests of abandoned
+        streams are aborted first."""
+        with self._turn_lock:
+            while self._abandoned:
+                self.llm_engine.abort(self._abandoned.pop())
+            yield
+
+
+def _failure(sequences: list[Sequence]) -> BaseException | None:
+    return next((s.error for s in sequences if s.error is not None), None)
 
 
 class TextStream(Iterator[str]):
     """The text of one request as it is generated. After the last piece, .completion holds
-    the Completion (with timings); close() stops the generation early."""
+    the Completion (with timings); close() stops the generation early and frees its pages
+    (dropping an unfinished stream does too, at the LLM's next turn). A failed request
+    raises its error once; the stream is then closed."""
 
-    def __init__(self, run: Iterator[list[Sequence]], sequence: Sequence) -> None:
-        self._run = run
+    def __init__(self, llm: LLM, sequence: Sequence) -> None:
+        self._llm = llm
         self._sequence = sequence
+        self._closed = False
         self.completion: Completion | None = None
 
     def __iter__(self) -> TextStream:
         return self
 
     def __next__(self) -> str:
-        while True:
-            piece = self._sequence.take_text()
+        sequence = self._sequence
+        while not self._closed:
+            if sequence.error is not None:
+                self._closed = True
+                raise sequence.error
+            # Another thread's step may finish the request in between: its last text is
+            # taken in the next round.
+            finished = sequence.finished
+            piece = sequence.take_text()
             if piece:
                 return piece
-            if self._sequence.finished:
-                self.completion = self._sequence.completion()
-                raise StopIteration
+            if finished:
+                self.completion = sequence.completion()
+                self._closed = True
+                break
             try:
-                next(self._run)
-            except StopIteration:
-                if not self._sequence.finished:  # the loop ended without finishing it: a bug
-                    raise RuntimeError("generation ended before its sequence finished") from None
+                self._wait_for_token()
+            except BaseException:
+                self.close()
+                raise
+        raise StopIteration
+
+    def _wait_for_token(self) -> None:
+        sequence = self._sequence
+        generated = len(sequence.output_ids)
+        self._llm._step_until(lambda: sequence.finished or len(sequence.output_ids) > generated)
 
     def close(self) -> None:
-        self._run.close()
+        if not self._closed and not self._sequence.finished:
+            self._llm._abort([self._sequence])
+        self._closed = True
+
+    def __del__(self) -> None:
+        if not self._closed and not self._sequence.finished:
+            self._llm._abandoned.append(self._sequence)
 
 
 def _check_count(name: str, value: object, *, minimum: int) -> None:

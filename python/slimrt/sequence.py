@@ -5,10 +5,16 @@ rules that end it.
     chunk = seq.next_tokens(budget)        # a prefill chunk, or the last token for a decode step
     seq.advance(len(chunk), sampled_id)    # after the engine step
     seq.take_text()                        # new text that no stop string can take back
+    seq.rewind()                           # preempted: its KV is gone, feed everything again
+
+A preempted request keeps its generated tokens; after rewind() its next chunks are its prompt
+and those tokens again, and the step that feeds the last of them samples the token an
+uninterrupted run would have sampled next (the engine draws by seed and position).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence as Ids
 
@@ -20,6 +26,8 @@ __all__ = ["Sequence"]
 
 
 class Sequence:
+    """A request's state, from submission to its end; LLMEngine.add_request makes one."""
+
     def __init__(
         self, prompt_ids: Ids[int], params: SamplingParams, tokenizer: Tokenizer, sampling: object
     ) -> None:
@@ -27,12 +35,15 @@ class Sequence:
         self.params = params
         self.sampling = sampling  # the engine's _core.SamplingParams for this request
         self.seq_id: int | None = None  # the engine's id while it holds the sequence
-        self.pages = 0  # KV pages reserved for the whole request (prompt + max_tokens)
         self.fed = 0  # tokens the engine has appended to the sequence
         self.output_ids: list[int] = []
         self.text = ""
         self.finish_reason: str | None = None
+        self.error: BaseException | None = None  # why it failed, for its caller to raise
         self._emitted = 0  # characters of text given out by take_text
+        # The thread stepping the engine extends and cuts the text while the thread reading a
+        # stream takes it: a half-made update could hand out part of a stop string.
+        self._text_lock = threading.Lock()
         self._detokenizer = tokenizer.detokenizer(self.prompt_ids)
         self._stop_ids = set(params.stop_token_ids)
         if not params.ignore_eos:
@@ -41,29 +52,42 @@ class Sequence:
 
     @property
     def finished(self) -> bool:
-        return self.finish_reason is not None
+        """Done: ended by its stop rules, or failed (see error)."""
+        return self.finish_reason is not None or self.error is not None
 
     @property
     def prefilling(self) -> bool:
-        return self.fed < len(self.prompt_ids)
+        """Whether the next step feeds known tokens (a prompt; after a preemption, the prompt
+        and the output again) rather than one decode token, the newest sampled one."""
+        return not self.output_ids or self.fed < len(self.prompt_ids) + len(self.output_ids) - 1
 
     def next_tokens(self, budget: int) -> list[int]:
-        """What the next step appends: up to `budget` prompt tokens, or the last generated one."""
+        """What the next step appends: up to `budget` of the tokens not fed yet (prompt, then
+        output); for a decoding sequence that is its last generated token."""
         if not self._started:
             self._started = time.perf_counter()
-        if self.prefilling:
-            return self.prompt_ids[self.fed : self.fed + budget]
-        return [self.output_ids[-1]]
+        prompt = len(self.prompt_ids)
+        if self.fed >= prompt:
+            return self.output_ids[self.fed - prompt : self.fed - prompt + budget]
+        chunk = self.prompt_ids[self.fed : self.fed + budget]
+        return chunk + self.output_ids[: budget - len(chunk)]
 
     def advance(self, count: int, sampled: int) -> bool:
         """Records a step that appended `count` tokens and sampled `sampled` after them; returns
-        whether a token was generated (a prefill chunk short of the prompt's end generates none:
+        whether a token was generated (a chunk short of the known tokens' end generates none:
         its sample is dropped)."""
         self.fed += count
-        if self.prefilling:
+        if self.fed < len(self.prompt_ids) + len(self.output_ids):
             return False
-        self._append(int(sampled))
+        with self._text_lock:
+            self._append(int(sampled))
         return True
+
+    def rewind(self) -> None:
+        """The engine released this sequence (preemption by recompute): none of its tokens
+        are fed any more."""
+        self.seq_id = None
+        self.fed = 0
 
     def _append(self, token_id: int) -> None:
         now = time.perf_counter()
@@ -104,13 +128,15 @@ class Sequence:
         return True
 
     def take_text(self) -> str:
-        """Text not given out yet, less any tail that could still become a stop string."""
-        end = len(self.text)
-        if not self.finished:
-            end -= self._stop_prefix_length()
-        piece = self.text[self._emitted : end]
-        self._emitted = max(self._emitted, end)
-        return piece
+        """Text not given out yet, less any tail that could still become a stop string. Read
+        `finished` before it: text is complete once finished is true."""
+        with self._text_lock:
+            end = len(self.text)
+            if not self.finished:
+                end -= self._stop_prefix_length()
+            piece = self.text[self._emitted : end]
+            self._emitted = max(self._emitted, end)
+            return piece
 
     def _stop_prefix_length(self) -> int:
         longest = 0

@@ -7,6 +7,7 @@ is not there yet. It follows the contract's checks and messages; it is slow (no 
 DynamicCache per sequence) and is no reference for speed or memory.
 
     monkeypatch.setattr(slimrt.llm, "_core", reference_core)
+    monkeypatch.setattr(slimrt.llm_engine, "_core", reference_core)
 """
 
 from __future__ import annotations
@@ -132,6 +133,14 @@ class Engine:
 
     def sequence_length(self, seq_id: int) -> int:
         return len(self._tokens[seq_id])
+
+    def pages_needed(self, seq_id: int, new_tokens: int) -> int:
+        if new_tokens < 0:
+            raise Error(f"pages_needed: new_tokens must be >= 0, got {new_tokens}")
+        if seq_id not in self._tokens:
+            raise Error(f"unknown sequence id {seq_id}")
+        held = len(self._tokens[seq_id])
+        return -(-(held + new_tokens) // self.page_size) - -(-held // self.page_size)
 
     def memory(self) -> dict[str, int]:
         weights = sum(p.numel() * 2 for p in self.model.parameters())

@@ -1,5 +1,5 @@
 """slimrt.LLM's decoding loop: batching, chunked prefill, page budgets, stop rules, streaming,
-sampling and request errors.
+sampling, request errors, and callers in several threads sharing the engine's steps.
 
 Every test runs twice: on the real engine (slimrt._core.Engine) and on reference_core (the
 contract computed by transformers), so the loop is tested even where the engine is not built,
@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import reference_core
 import slimrt.llm
+import slimrt.llm_engine
 from slimrt import LLM, RequestError, SamplingParams, _core
 
 ENGINES = ["slimrt", "reference"]
@@ -37,6 +40,7 @@ def make_llm(request: pytest.FixtureRequest, tiny_model_dir) -> Callable[..., LL
     with pytest.MonkeyPatch.context() as patch:
         if request.param == "reference":
             patch.setattr(slimrt.llm, "_core", reference_core)
+            patch.setattr(slimrt.llm_engine, "_core", reference_core)
 
         def make(**options: object) -> LLM:
             key = tuple(sorted(options.items()))
@@ -88,13 +92,20 @@ def test_a_small_kv_cache_admits_requests_as_pages_free_up(make_llm, alone) -> N
     assert llm.engine.total_pages == 5
     assert [c.token_ids for c in llm.generate(PROMPTS, GREEDY)] == alone
     assert llm.engine.free_pages == 5
+
+
+def test_a_request_too_long_for_the_whole_kv_cache_names_its_capacity(make_llm) -> None:
+    llm = make_llm(kv_tokens=80)
     with pytest.raises(RequestError) as info:
-        llm.generate("Hello", SamplingParams(max_tokens=100))
+        llm.generate("Hello", SamplingParams(max_tokens=100, ignore_eos=True))
     n = len(llm.tokenizer.encode("Hello"))
+    # It runs until it holds all 80 tokens of the cache and refuses the 81st.
     assert str(info.value) == (
-        f"prompt of {n} tokens + max_tokens=100 needs {-(-(n + 100) // 16)} KV pages of 16 "
-        "tokens, but the KV cache has 5; raise kv_tokens or lower max_tokens"
+        f"prompt of {n} tokens + max_tokens=100 does not fit the KV cache: at 81 tokens it "
+        "needs more than the 5 pages of 16 tokens the cache has, with no other request holding "
+        "any; raise kv_tokens or lower max_tokens"
     )
+    assert llm.engine.free_pages == llm.engine.total_pages
 
 
 def test_max_tokens_ends_with_length_and_eos_ends_with_stop(make_llm, alone) -> None:
@@ -241,3 +252,157 @@ def test_memory_reports_the_engine_arenas_and_peak_rss(make_llm) -> None:
     memory = make_llm().memory()
     assert {"weights", "df11_scratch", "kv_pool", "activations", "total", "peak_rss"} <= set(memory)
     assert memory["weights"] > 0 and memory["peak_rss"] > memory["weights"]
+
+
+def counting_steps(llm: LLM, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Wraps llm's LLMEngine.step for this test; returns the list of the batch size (requests
+    the step served) of every step from now on."""
+    sizes: list[int] = []
+    step = llm.llm_engine.step
+
+    def counted() -> list:
+        outputs = step()
+        sizes.append(len(outputs))
+        return outputs
+
+    monkeypatch.setattr(llm.llm_engine, "step", counted)
+    return sizes
+
+
+def in_threads(calls: list[Callable[[], object]], timeout: float = 120) -> list[object]:
+    """Runs each call in its own thread, all released at once; their results in order. A
+    thread still running after `timeout` seconds (a deadlock) fails the test."""
+    start = threading.Barrier(len(calls))
+    results: list[object] = [None] * len(calls)
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = calls[i]()
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    assert not any(thread.is_alive() for thread in threads), "a caller never returned"
+    if errors:
+        raise errors[0]
+    return results
+
+
+def test_concurrent_callers_share_steps_and_get_the_tokens_of_sequential_calls(
+    make_llm, monkeypatch
+) -> None:
+    llm = make_llm()
+    seeded = SamplingParams(temperature=1.0, seed=7, max_tokens=24, ignore_eos=True)
+    asked = [(PROMPTS[0], GREEDY), (PROMPTS[1], seeded), (PROMPTS[2], GREEDY), (PROMPTS[1], GREEDY)]
+    sequential = [llm.generate(prompt, params)[0].token_ids for prompt, params in asked]
+    # No step runs until every caller has submitted (or 10 s have passed): on a busy machine
+    # one caller could otherwise finish before the next one starts.
+    submitted: list[None] = []
+    add_request, step = llm.llm_engine.add_request, llm.llm_engine.step
+    deadline = time.monotonic() + 10
+    sizes: list[int] = []
+
+    def counted_add(*args: object) -> object:
+        submitted.append(None)
+        return add_request(*args)
+
+    def gated_step() -> list:
+        if len(submitted) < len(asked) and time.monotonic() < deadline:
+            time.sleep(0.001)
+            return []
+        outputs = step()
+        sizes.append(len(outputs))
+        return outputs
+
+    monkeypatch.setattr(llm.llm_engine, "add_request", counted_add)
+    monkeypatch.setattr(llm.llm_engine, "step", gated_step)
+
+    def generate(prompt: str, params: SamplingParams) -> list[int]:
+        return llm.generate(prompt, params)[0].token_ids
+
+    def stream(prompt: str, params: SamplingParams) -> list[int]:
+        pieces = llm.stream(prompt, params)
+        assert "".join(pieces) == llm.tokenizer.decode(pieces.completion.token_ids)
+        return pieces.completion.token_ids
+
+    calls = [generate, stream, generate, stream]
+    concurrent = in_threads([lambda c=c, a=a: c(*a) for c, a in zip(calls, asked, strict=True)])
+    assert concurrent == sequential
+    # Each caller has one request: all four callers' requests went into the same steps, 24 of
+    # them in all (a prompt chunk each, then 23 decode tokens), not 4 x 24.
+    assert sizes == [4] * 24
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_a_short_call_returns_while_another_thread_streams_a_long_one(make_llm) -> None:
+    llm = make_llm()
+    long = llm.stream(PROMPTS[0], SamplingParams(max_tokens=200, ignore_eos=True))
+    short_done = threading.Event()
+
+    def short() -> None:
+        llm.generate(PROMPTS[2], SamplingParams(max_tokens=4, ignore_eos=True))
+        short_done.set()
+
+    thread = threading.Thread(target=short, daemon=True)
+    thread.start()
+    for _ in long:
+        if short_done.is_set():
+            break
+        time.sleep(0.001)  # a reader of the stream, printing it
+    assert short_done.is_set(), "the short call waited for the whole long stream"
+    long.close()
+    thread.join(60)
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_a_stream_dropped_unfinished_is_aborted_before_the_next_step(make_llm, monkeypatch) -> None:
+    llm = make_llm()
+    for _ in llm.stream(PROMPTS[1], SamplingParams(max_tokens=50, ignore_eos=True)):
+        break  # the stream is dropped here, neither closed nor finished
+    sizes = counting_steps(llm, monkeypatch)
+    llm.generate(PROMPTS[0], GREEDY)
+    assert set(sizes) == {1}  # the dropped request was in none of them
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_an_interrupted_call_aborts_its_requests(make_llm, alone, monkeypatch) -> None:
+    llm = make_llm()
+    step = llm.llm_engine.step
+    steps: list[None] = []
+
+    def interrupted() -> list:
+        if len(steps) == 3:
+            raise Interrupt
+        steps.append(None)
+        return step()
+
+    monkeypatch.setattr(llm.llm_engine, "step", interrupted)
+    with pytest.raises(Interrupt):
+        llm.generate(PROMPTS, GREEDY)
+    assert llm.engine.free_pages == llm.engine.total_pages
+    assert not llm.llm_engine.has_unfinished()
+    monkeypatch.undo()
+    assert [c.token_ids for c in llm.generate(PROMPTS, GREEDY)] == alone
+
+
+def test_an_engine_error_in_a_step_reaches_the_caller_whose_request_was_in_it(
+    make_llm, alone
+) -> None:
+    llm = make_llm()
+    # A request no prompt can make: a token outside the vocabulary, refused by engine.step.
+    bad = llm.llm_engine.add_request([llm.engine.vocab_size + 5], GREEDY)
+    with pytest.raises(RuntimeError, match="outside") as info:
+        llm.generate(PROMPTS[0], GREEDY)
+    assert info.value is bad.error
+    assert llm.engine.free_pages == llm.engine.total_pages
+    assert llm.generate(PROMPTS[0], GREEDY)[0].token_ids == alone[0]
