@@ -101,12 +101,21 @@ void bind_engine(py::module_& m) {
 
   py::class_<EngineOptions>(m, "EngineOptions")
       .def(py::init<>())
+      .def_static(
+          "from_dict",
+          [](const py::dict& fields) {
+            EngineOptions o = options_from_dict<EngineOptions>(fields);
+            o.validate();
+            return o;
+          },
+          py::arg("fields"), "The options named in `fields` (ENGINE_OPTIONS), checked.")
       .def_readwrite("max_batch", &EngineOptions::max_batch)
       .def_readwrite("kv_tokens", &EngineOptions::kv_tokens)
       .def_readwrite("page_size", &EngineOptions::page_size)
       .def_readwrite("max_step_tokens", &EngineOptions::max_step_tokens)
       .def_readwrite("kv_dtype", &EngineOptions::kv_dtype)
-      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes);
+      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes)
+      .def("validate", &EngineOptions::validate);
   m.attr("ENGINE_OPTIONS") = bound_fields(m.attr("EngineOptions"));
 
   py::class_<Engine>(m, "Engine")

@@ -164,12 +164,21 @@ void bind_model(py::module_& m) {
 
   py::class_<ModelOptions>(m, "ModelOptions")
       .def(py::init<>())
+      .def_static(
+          "from_dict",
+          [](const py::dict& fields) {
+            ModelOptions o = options_from_dict<ModelOptions>(fields);
+            o.validate();
+            return o;
+          },
+          py::arg("fields"), "The options named in `fields` (MODEL_OPTIONS), checked.")
       .def_readwrite("device", &ModelOptions::device)
       .def_readwrite("weights", &ModelOptions::weights)
       .def_readwrite("verify", &ModelOptions::verify)
       .def_readwrite("num_threads", &ModelOptions::num_threads)
       .def_readwrite("memory_limit_bytes", &ModelOptions::memory_limit_bytes)
-      .def_readwrite("progress", &ModelOptions::progress);
+      .def_readwrite("progress", &ModelOptions::progress)
+      .def("validate", &ModelOptions::validate);
   m.attr("MODEL_OPTIONS") = bound_fields(m.attr("ModelOptions"));
 
   py::class_<RopeScaling>(m, "RopeScaling")

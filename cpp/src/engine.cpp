@@ -25,19 +25,9 @@ constexpr int64_t kDefaultKvTokensCap = 32768;
 
 // Checks the options and fills in the defaults that depend on the model.
 EngineOptions resolve_options(const EngineOptions& in, const ModelConfig& config) {
+  in.validate();
   EngineOptions o = in;
-  SLIMRT_CHECK(o.max_batch >= 1, "options: max_batch must be >= 1, got " << o.max_batch);
-  SLIMRT_CHECK(o.page_size >= 1, "options: page_size must be >= 1, got " << o.page_size);
-  SLIMRT_CHECK(o.max_step_tokens >= 1,
-               "options: max_step_tokens must be >= 1, got " << o.max_step_tokens);
-  SLIMRT_CHECK(o.kv_tokens >= 0, "options: kv_tokens must be >= 0, got " << o.kv_tokens);
-  SLIMRT_CHECK(o.memory_limit_bytes >= 0,
-               "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
-  SLIMRT_CHECK(o.kv_dtype == "bf16" || o.kv_dtype == "f32",
-               "options: kv_dtype must be \"bf16\" or \"f32\", got \"" << o.kv_dtype << "\"");
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
-  SLIMRT_CHECK(o.max_step_tokens <= kInt32Max && o.max_batch <= kInt32Max,
-               "options: max_step_tokens and max_batch must fit in 32 bits");
   if (o.kv_tokens == 0) o.kv_tokens = std::min(config.max_position_embeddings, kDefaultKvTokensCap);
   SLIMRT_CHECK(o.kv_tokens <= kInt32Max - o.page_size,
                "options: kv_tokens " << o.kv_tokens << " exceeds the 2^31 slots kernels address");
@@ -52,6 +42,22 @@ std::shared_ptr<const Model> non_null(std::shared_ptr<const Model> model) {
 }
 
 }  // namespace
+
+void EngineOptions::validate() const {
+  const EngineOptions& o = *this;
+  SLIMRT_CHECK(o.max_batch >= 1, "options: max_batch must be >= 1, got " << o.max_batch);
+  SLIMRT_CHECK(o.page_size >= 1, "options: page_size must be >= 1, got " << o.page_size);
+  SLIMRT_CHECK(o.max_step_tokens >= 1,
+               "options: max_step_tokens must be >= 1, got " << o.max_step_tokens);
+  SLIMRT_CHECK(o.kv_tokens >= 0, "options: kv_tokens must be >= 0, got " << o.kv_tokens);
+  SLIMRT_CHECK(o.memory_limit_bytes >= 0,
+               "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
+  SLIMRT_CHECK(o.kv_dtype == "bf16" || o.kv_dtype == "f32",
+               "options: kv_dtype must be \"bf16\" or \"f32\", got \"" << o.kv_dtype << "\"");
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  SLIMRT_CHECK(o.max_step_tokens <= kInt32Max && o.max_batch <= kInt32Max,
+               "options: max_step_tokens and max_batch must fit in 32 bits");
+}
 
 void SamplingParams::validate() const {
   SLIMRT_CHECK(std::isfinite(temperature) && temperature >= 0.0f,

@@ -14,8 +14,8 @@
 
 namespace slimrt {
 
-ModelOptions resolve_model_options(const ModelOptions& in) {
-  ModelOptions o = in;
+void ModelOptions::validate() const {
+  const ModelOptions& o = *this;
   SLIMRT_CHECK(o.weights == "bf16" || o.weights == "df11" || o.weights == "stored",
                "options: weights must be \"bf16\", \"df11\" or \"stored\", got \""
                    << o.weights << "\"");
@@ -23,6 +23,11 @@ ModelOptions resolve_model_options(const ModelOptions& in) {
                "options: num_threads must be >= 0, got " << o.num_threads);
   SLIMRT_CHECK(o.memory_limit_bytes >= 0,
                "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
+}
+
+ModelOptions resolve_model_options(const ModelOptions& in) {
+  in.validate();
+  ModelOptions o = in;
   if (o.device == "auto") o.device = cuda_available() ? "cuda" : "cpu";
   return o;
 }

@@ -23,35 +23,18 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as Seq
 from contextlib import contextmanager
-from typing import Any
 
 from slimrt import _core
 from slimrt.chat_template import ChatTemplate
 from slimrt.completion import Completion
-from slimrt.engine_weights import check_weight_format
-from slimrt.errors import RequestError, SlimrtError
+from slimrt.errors import RequestError
 from slimrt.fifo_lock import FifoLock
 from slimrt.llm_engine import LLMEngine
-from slimrt.model_config import context_length
 from slimrt.model_loader import load_model
 from slimrt.sampling_params import SamplingParams
 from slimrt.sequence import Sequence
 
 __all__ = ["LLM", "TextStream"]
-
-DEVICES = ("auto", "cpu", "cuda")
-KV_DTYPES = ("bf16", "f32")
-
-
-def _create_engine(config: dict, weights: dict, options: dict) -> Any:
-    """The engine, or a clear error from a build of _core that has none (a DF11-only build)."""
-    if not hasattr(_core, "Engine"):
-        raise SlimrtError(
-            "this build of slimrt has no inference engine (slimrt._core.Engine); rebuild it "
-            "from a source tree that has one: pip install -e ."
-        )
-    return _core.Engine(config, weights, options)
-
 
 class LLM:
     """A loaded model and its engine.
@@ -81,42 +64,36 @@ class LLM:
         *,
         kv_dtype: str = "bf16",
         max_step_tokens: int = 512,
+        verify: bool = True,
         progress: bool = True,
     ) -> None:
-        if device not in DEVICES:
-            raise RequestError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-        check_weight_format(weights, RequestError)
-        if kv_dtype not in KV_DTYPES:
-            raise RequestError(f"kv_dtype must be one of {', '.join(KV_DTYPES)}, got {kv_dtype!r}")
-        _check_count("max_batch", max_batch, minimum=1)
-        _check_count("max_step_tokens", max_step_tokens, minimum=1)
-        _check_count("num_threads", num_threads, minimum=0)
-        if kv_tokens is not None:
-            _check_count("kv_tokens", kv_tokens, minimum=1)
-        if device == "auto":
-            device = "cuda" if _core.cuda_available() else "cpu"
-        self.device = device
-        self.max_batch = max_batch
-        self.max_step_tokens = max_step_tokens
-
-        loaded = load_model(model, weights=weights, progress=progress, num_threads=num_threads)
+        # The engine's options are checked before the model loads (seconds, for a large one);
+        # the core owns every rule (one spelling, one check).
+        engine_options = _core.EngineOptions.from_dict(
+            {
+                "max_batch": max_batch,
+                "max_step_tokens": max_step_tokens,
+                "kv_dtype": kv_dtype,
+                "kv_tokens": kv_tokens,
+            }
+        )
+        loaded = load_model(
+            model,
+            device=device,
+            weights=weights,
+            verify=verify,
+            progress=progress,
+            num_threads=num_threads,
+        )
+        self.model = loaded.model
         self.config = loaded.config
+        self.device = self.model.device
         self.tokenizer = loaded.tokenizer
         self.source = loaded.source
-        options: dict[str, Any] = {
-            "device": device,
-            "max_batch": max_batch,
-            "max_step_tokens": max_step_tokens,
-            "kv_dtype": kv_dtype,
-            "num_threads": num_threads,
-        }
-        if kv_tokens is not None:
-            options["kv_tokens"] = kv_tokens
-        self.engine = _create_engine(loaded.config, loaded.weights, options)
-        # The engine copied the weights into its arena; dropping ours frees the dequantized
-        # or decoded arrays (and lets the safetensors mmaps close).
-        loaded.weights.clear()
-        self.context_length = context_length(loaded.config)
+        self.max_batch = max_batch
+        self.max_step_tokens = max_step_tokens
+        self.engine = _core.Engine(self.model, engine_options)
+        self.context_length = self.config.max_context
         self.chat_template = (
             ChatTemplate(
                 loaded.chat_template,
@@ -222,7 +199,7 @@ class LLM:
 
     def _check_context(self, prompt_ids: list[int], params: SamplingParams) -> None:
         length = len(prompt_ids) + params.max_tokens
-        sliding = self.context_length < self.config["max_position_embeddings"]
+        sliding = self.context_length < self.config.max_position_embeddings
         window = " (its sliding window)" if sliding else ""
         if len(prompt_ids) > self.context_length:
             raise RequestError(
@@ -346,7 +323,3 @@ class TextStream(Iterator[str]):
         if not self._closed and not self._sequence.finished:
             self._llm._abandoned.append(self._sequence)
 
-
-def _check_count(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise RequestError(f"{name} must be an integer >= {minimum}, got {value!r}")

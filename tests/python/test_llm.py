@@ -20,6 +20,7 @@ import reference_core
 import slimrt.llm
 import slimrt.llm_engine
 from slimrt import LLM, RequestError, SamplingParams, _core
+from slimrt.errors import InvalidArgumentError
 
 ENGINES = ["slimrt", "reference"]
 PROMPTS = [
@@ -401,7 +402,7 @@ def test_an_engine_error_in_a_step_reaches_the_caller_whose_request_was_in_it(
     llm = make_llm()
     # A request no prompt can make: a token outside the vocabulary, refused by engine.step.
     bad = llm.llm_engine.add_request([llm.engine.vocab_size + 5], GREEDY)
-    with pytest.raises(RuntimeError, match="outside") as info:
+    with pytest.raises(InvalidArgumentError, match="outside") as info:
         llm.generate(PROMPTS[0], GREEDY)
     assert info.value is bad.error
     assert llm.engine.free_pages == llm.engine.total_pages

@@ -38,6 +38,10 @@ struct EngineOptions {
   std::string kv_dtype = "bf16";   // "bf16" or "f32"
   int64_t memory_limit_bytes = 0;  // the model's weights and this engine's arenas together;
                                    // 0 = what the device has available
+
+  // Throws "options: ..." naming the first value out of range (Engine's constructor calls it;
+  // an application may call it before loading a model, to fail early).
+  void validate() const;
 };
 
 // How the next token of a sequence is drawn. temperature 0 is greedy. The draw is keyed by

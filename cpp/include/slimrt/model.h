@@ -123,6 +123,9 @@ struct ModelOptions {
   int num_threads = 0;           // 0 = all hardware threads (loading and the CPU kernels)
   int64_t memory_limit_bytes = 0;  // 0 = what the device has available
   ProgressCallback progress;       // called from the loading thread; may be empty
+
+  // Throws "options: ..." naming the first value out of range (load() calls it).
+  void validate() const;
 };
 
 // One tensor handed to Model::from_tensors, borrowed only for the duration of the call.
