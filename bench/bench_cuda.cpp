@@ -110,7 +110,8 @@ std::vector<double> time_cuda(const std::function<void(void* stream)>& launch,
 
 namespace {
 [[noreturn]] void no_cuda(const char* what) {
-  slimrt::throw_error(what, __FILE__, __LINE__, "slimrt-bench was built without CUDA");
+  slimrt::throw_error(slimrt::ErrorCategory::kUnsupported, what, __FILE__, __LINE__,
+                      "slimrt-bench was built without CUDA");
 }
 }  // namespace
 
