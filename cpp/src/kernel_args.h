@@ -51,8 +51,8 @@ struct QkvRows {
   int64_t kv_stride = 0;
 };
 
-// The left operand of Device::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
-// (Device::matmul_input): FP32 on the CPU, BF16 bits on CUDA.
+// The left operand of ops::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
+// (ops/matmul_bf16.h): FP32 on the CPU, BF16 bits on CUDA.
 struct MatmulInput {
   const void* data = nullptr;
   int64_t rows = 0;

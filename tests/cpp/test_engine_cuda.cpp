@@ -21,6 +21,7 @@
 #include "device.h"
 #include "df11_cuda.h"
 #include "df11_test_data.h"
+#include "ops/sample.h"
 #include "sample_test_rows.h"
 #include "slimrt/df11.h"
 #include "slimrt/engine.h"
@@ -296,7 +297,7 @@ TEST(CudaDevice, SamplingDrawsTheCpuSamplersIds) {
     auto* ids = static_cast<int32_t*>(device->allocate(rows * sizeof(int32_t)));
     device->copy_to_device(on_device, logits.data(), logit_bytes);
     device->copy_to_device(params_on_device, params.data(), param_bytes);
-    device->sample(on_device, rows, vocab, params_on_device, ids, nullptr);
+    ops::sample(*device, on_device, rows, vocab, params_on_device, ids, nullptr);
     std::vector<int32_t> got(rows, -1), want(rows, -2);
     device->copy_to_host(got.data(), ids, rows * static_cast<int64_t>(sizeof(int32_t)));
     device->deallocate(ids);

@@ -1,13 +1,17 @@
 // CPU kernels of the runtime: the reference every other backend is tested against, and what
-// runs a model on a laptop. Activations are FP32 row-major; weights are BF16 bit patterns
-// (uint16) row-major [out_features][in_features]; accumulation is FP32. Every kernel that
-// takes a ThreadPool splits its work over it and returns when all of it is done. No kernel
-// allocates memory: callers pass every buffer (the runtime owns them in arenas).
+// runs a model on a laptop. The ops (ops/) call them on a CpuDevice. Activations are FP32
+// row-major; weights are BF16 bit patterns (uint16) row-major [out_features][in_features];
+// accumulation is FP32. Every kernel that takes a ThreadPool splits its work over it and returns
+// when all of it is done. No kernel allocates memory: callers pass every buffer (the runtime owns
+// them in arenas).
+//
+//   cpu::embed(ids, tokens, table, hidden, out, pool);   // one file per kernel: cpu/embed.cpp
 #pragma once
 
 #include <cstdint>
 
-#include "../kernel_args.h"
+#include "kernel_args.h"
+#include "slimrt/df11.h"
 #include "thread_pool.h"
 
 namespace slimrt::cpu {
@@ -20,6 +24,25 @@ using slimrt::SampleParams;
 // out[t][:] = table[ids[t]][:] widened to FP32. ids must be in [0, vocab) (checked by caller).
 void embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden, float* out,
            ThreadPool& pool);
+
+// embed() from a DF11 table ([numel / hidden][hidden], `decoding` its df11_build_table), decoding
+// only the groups that hold the requested rows, into `scratch`
+// (embed_df11_scratch_elements(hidden, pool) uint16 elements: a slot per thread).
+void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table,
+                const Df11Table& decoding, int64_t hidden, float* out, uint16_t* scratch,
+                ThreadPool& pool);
+int64_t embed_df11_scratch_elements(int64_t hidden, const ThreadPool& pool);
+
+// Decodes a whole DF11 tensor (validated at load; `table` its df11_build_table) into BF16 bits,
+// bit-exact, its groups split over the pool (cpu/df11_decode.cpp, beside df11_decode_cpu()).
+void decode_df11(const Df11View& view, const Df11Table& table, uint16_t* out, ThreadPool& pool);
+
+// dst[i][:] = src[rows[i]][:], rows `width` floats wide.
+void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width, float* dst);
+
+// dst[r][0, cols) = src[r][0, cols) for r < rows, rows `*_stride` floats apart.
+void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+                int64_t cols);
 
 // out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * weight[:]. out may equal x.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
