@@ -19,7 +19,7 @@
 namespace slimrt::cuda {
 namespace {
 
-constexpr int kMaxHeadDim = 256;
+constexpr int kMaxHeadDim = kMaxAttentionHeadDim;
 constexpr int kAttentionWarps = 4;  // warps per block; each warp handles one query token
 
 int64_t align256(int64_t bytes) { return (bytes + 255) / 256 * 256; }

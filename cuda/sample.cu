@@ -302,7 +302,6 @@ namespace cuda {
 void sample(CudaDevice& device, float* logits, int64_t rows, int64_t vocab,
             const SampleParams* params, int32_t* out) {
   if (rows <= 0) return;
-  check_sample_vocab(vocab);
   SLIMRT_CHECK(rows <= 0x7FFFFFFF, "sample: too many rows " << rows);
   sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, device.stream()>>>(logits, vocab,
                                                                                params, out);

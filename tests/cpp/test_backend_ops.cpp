@@ -37,6 +37,7 @@
 #include "ops/rope_and_cache.h"
 #include "ops/sample.h"
 #include "ops/silu_mul.h"
+#include "sample_rules.h"
 #include "sample_test_rows.h"
 #include "slimrt/df11.h"
 #include "slimrt/version.h"
@@ -887,6 +888,10 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   EXPECT_EQ(
       error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), nullptr); }),
       "rope_and_cache: a null pointer");
+  kv.head_dim = 3;
+  EXPECT_EQ(error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), x); }),
+            "rope: head_dim must be even, got 3");
+  kv.head_dim = 8;
   PagedBatch batch;
   batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
   batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
@@ -900,6 +905,11 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   SampleParams params;
   EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
             "sample: a null pointer");
+  // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
+  // refused before any logit is read.
+  EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, kMaxSampleVocab + 1, &params, ids.data(), x); }),
+            "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
+  EXPECT_EQ(ids, std::vector<int32_t>(4, 0));
   EXPECT_EQ(f, std::vector<float>(64, 7.0f));
 }
 

@@ -279,14 +279,6 @@ TEST(CpuRope, MatchesHuggingFaceRotateHalf) {
   }
 }
 
-TEST(CpuRope, RejectsOddHeadDim) {
-  ThreadPool pool(1);
-  float x[3] = {};
-  const int32_t pos = 0;
-  const float inv = 1.0f;
-  EXPECT_THROW(cpu::rope(x, 3, &pos, 1, 1, 3, &inv, pool), slimrt::Error);
-}
-
 TEST(CpuSiluMul, MatchesDoubleReference) {
   std::mt19937_64 rng(14);
   ThreadPool pool(2);
@@ -613,9 +605,6 @@ TEST(CpuPagedAttention, RejectsInconsistentShapes) {
   EXPECT_THROW(cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool), slimrt::Error);
   ctx[0] = 0;  // one query token but an empty context
   EXPECT_THROW(cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool), slimrt::Error);
-  ctx[0] = 10;
-  kv.kv_heads = 2;  // 3 query heads do not divide into 2 KV heads
-  EXPECT_THROW(cpu::paged_attention(q, kv, b, 3, 1.0f, out, pool), slimrt::Error);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -727,23 +716,6 @@ TEST(CpuSample, DrawsFollowTheRulesExactly) {
         << "row " << r << ": temperature " << p.temperature << " top_k " << p.top_k << " top_p "
         << p.top_p << " min_p " << p.min_p;
   }
-}
-
-// Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
-// refused before any logit is read.
-TEST(CpuSample, RefusesAVocabularyTooLargeForTheFixedPointSums) {
-  ThreadPool pool(1);
-  float logit = 0.0f;
-  cpu::SampleParams p;
-  int32_t id = -1;
-  uint64_t scratch = 0;
-  try {
-    cpu::sample(&logit, 1, (int64_t{1} << 23) + 1, &p, &id, &scratch, pool);
-    FAIL() << "no error";
-  } catch (const slimrt::Error& e) {
-    EXPECT_EQ(e.message(), "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
-  }
-  EXPECT_EQ(id, -1);
 }
 
 TEST(CpuSample, TemperatureZeroIsArgmaxWithTiesToLowestId) {

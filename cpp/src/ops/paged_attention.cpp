@@ -13,10 +13,12 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
   SLIMRT_CHECK(kv.kv_heads > 0 && heads > 0 && heads % kv.kv_heads == 0,
                "paged_attention: " << heads << " query heads do not divide into " << kv.kv_heads
                                    << " KV heads");
-  SLIMRT_CHECK(heads / kv.kv_heads <= 128,
-               "paged_attention: at most 128 query heads per KV head, got " << heads / kv.kv_heads);
-  SLIMRT_CHECK(kv.head_dim > 0 && kv.head_dim <= 256,
-               "paged_attention: head_dim " << kv.head_dim << " outside [1, 256]");
+  SLIMRT_CHECK(heads / kv.kv_heads <= kMaxAttentionGroup,
+               "paged_attention: at most " << kMaxAttentionGroup << " query heads per KV head, got "
+                                           << heads / kv.kv_heads);
+  SLIMRT_CHECK(kv.head_dim > 0 && kv.head_dim <= kMaxAttentionHeadDim,
+               "paged_attention: head_dim " << kv.head_dim << " outside [1, "
+                                            << kMaxAttentionHeadDim << "]");
   SLIMRT_CHECK(kv.page_size > 0, "paged_attention: page_size " << kv.page_size);
   const int64_t width = heads * kv.head_dim;
   SLIMRT_CHECK(

@@ -16,9 +16,10 @@ namespace slimrt::ops {
 
 // Attention of q [batch.num_tokens][heads][head_dim] over the cache (cpu::paged_attention: GQA,
 // causal, FP32 softmax), as a matmul input (matmul_bf16.h: FP32 into `out`, or on CUDA BF16 in
-// `scratch` or `input_scratch`). heads must be a multiple of kv.kv_heads, at most 128 per KV
-// head; head_dim at most 256. scratch: attention_scratch_bytes() bytes for batches within the
-// bounds given there; input_scratch: matmul_input_bytes(num_tokens, heads * head_dim).
+// `scratch` or `input_scratch`). heads must be a multiple of kv.kv_heads, at most
+// kMaxAttentionGroup per KV head; head_dim at most kMaxAttentionHeadDim. scratch:
+// attention_scratch_bytes() bytes for batches within the bounds given there; input_scratch:
+// matmul_input_bytes(num_tokens, heads * head_dim).
 MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
                             void* scratch, void* input_scratch);

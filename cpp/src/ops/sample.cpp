@@ -3,12 +3,14 @@
 #include "backend.h"
 #include "check.h"
 #include "cpu/kernels.h"
+#include "sample_rules.h"
 
 namespace slimrt::ops {
 
 void sample(Device& device, float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
             int32_t* out, void* scratch) {
   SLIMRT_CHECK(rows >= 0, "sample: " << rows << " rows");
+  check_sample_vocab(vocab);
   SLIMRT_CHECK(
       rows == 0 || (logits != nullptr && params != nullptr && out != nullptr &&
                     (scratch != nullptr || sample_scratch_bytes(device, rows, vocab) == 0)),

@@ -11,8 +11,9 @@
 
 namespace slimrt::ops {
 
-// One id per row of logits [rows][vocab] (cpu::sample). params: device memory, one per row.
-// logits may be overwritten. scratch: sample_scratch_bytes(rows, vocab) bytes.
+// One id per row of logits [rows][vocab] (cpu::sample), vocab at most kMaxSampleVocab (whose
+// fixed-point sums fit 64 bits). params: device memory, one per row. logits may be overwritten.
+// scratch: sample_scratch_bytes(rows, vocab) bytes.
 void sample(Device& device, float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
             int32_t* out, void* scratch);
 int64_t sample_scratch_bytes(Device& device, int64_t rows, int64_t vocab);
