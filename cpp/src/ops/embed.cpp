@@ -50,7 +50,7 @@ void embed_df11(Device& device, const int32_t* ids, int64_t tokens, const Df11Vi
 int64_t embed_df11_scratch_elements(Device& device, int64_t hidden) {
   return device.backend() == Backend::kCpu
              ? cpu::embed_df11_scratch_elements(hidden, cpu_device(device).pool())
-             : 0;  // CUDA decodes rows in registers
+             : 0;  // CUDA's kernel needs none
 }
 
 }  // namespace slimrt::ops

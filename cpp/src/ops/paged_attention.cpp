@@ -39,7 +39,7 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
       return SLIMRT_CUDA(cuda::paged_attention(cuda_device(device), q, kv, batch, heads, scale, out,
                                                scratch, input_scratch));
   }
-  return {out, batch.num_tokens, width};
+  return {out, batch.num_tokens, width};  // the CPU's matmul reads the FP32 output itself
 }
 
 int64_t attention_scratch_bytes(Device& device, int64_t max_seqs, int64_t heads, const PagedKv& kv,

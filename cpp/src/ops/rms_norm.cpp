@@ -24,7 +24,7 @@ MatmulInput add_rms_norm_input(Device& device, float* x, const float* residual, 
       return SLIMRT_CUDA(cuda::add_rms_norm_input(cuda_device(device), x, residual, weight, rows,
                                                   cols, eps, scratch));
   }
-  return {out, rows, cols};
+  return {out, rows, cols};  // the CPU's matmul reads the FP32 output itself
 }
 
 }  // namespace slimrt::ops

@@ -24,7 +24,7 @@ MatmulInput silu_mul_input(Device& device, const float* gate, const float* up, i
       return SLIMRT_CUDA(
           cuda::silu_mul_input(cuda_device(device), gate, up, row_stride, tokens, width, scratch));
   }
-  return {out, tokens, width};
+  return {out, tokens, width};  // the CPU's matmul reads the FP32 output itself
 }
 
 }  // namespace slimrt::ops
