@@ -4,7 +4,7 @@
 // the resident size of `import slimrt._core`).
 //
 //   const CublasLibrary& cublas = cublas_library();  // throws slimrt::Error if not found
-//   cublas.create(&handle);
+//   SLIMRT_CUBLAS_CHECK(cublas.create(&handle));      // a failure throws, naming the status
 //
 // Search order: the cuBLAS major version slimrt was compiled against, by soname (so
 // LD_LIBRARY_PATH and the RUNPATH of the module that holds slimrt apply: the nvidia-cublas wheel
@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cublas_v2.h>
+
+#include "check.h"
 
 namespace slimrt {
 
@@ -34,3 +36,13 @@ struct CublasLibrary {
 const CublasLibrary& cublas_library();
 
 }  // namespace slimrt
+
+// A checked cuBLAS call: a failure throws slimrt::Error naming the call and cuBLAS's status.
+#define SLIMRT_CUBLAS_CHECK(call)                                                                 \
+  do {                                                                                            \
+    const cublasStatus_t slimrt_cublas_status_ = (call);                                          \
+    SLIMRT_CHECK(                                                                                 \
+        slimrt_cublas_status_ == CUBLAS_STATUS_SUCCESS,                                           \
+        #call << " failed: " << ::slimrt::cublas_library().status_name(slimrt_cublas_status_)     \
+              << " (" << ::slimrt::cublas_library().status_string(slimrt_cublas_status_) << ")"); \
+  } while (0)

@@ -1,5 +1,6 @@
 // DF11 decoding on the GPU (docs/FORMAT.md, version 1): one warp per 4096-element group, one lane
-// per 128-element lane chunk, each lane starting at its own stored bit offset.
+// per 128-element lane chunk, each lane starting at its own stored bit offset. At the end, the
+// CUDA kernel of ops::decode_df11 (on a CudaDevice, with the table it keeps).
 //
 // Why the kernel looks the way it does:
 // - It is meant to be memory-bound (about 1.35 bytes read and 2 bytes written per element), so
@@ -20,7 +21,9 @@
 #include <atomic>
 #include <cstdint>
 
+#include "cuda_backend.h"
 #include "cuda_check.h"
+#include "cuda_device.h"
 #include "df11_cuda.h"
 #include "slimrt/df11.h"
 
@@ -463,4 +466,17 @@ void df11_decode_cuda(const Df11DeviceView& view, uint16_t* out, void* stream) {
   }
 }
 
+namespace cuda {
+
+void decode_df11(CudaDevice& device, const Df11View& view, uint16_t* out) {
+  if (view.numel <= 0) return;
+  df11_decode_cuda(device.df11_view(view), out, device.stream());
+}
+
+void decode_df11_ahead(CudaDevice& device, const Df11View& view, uint16_t* out) {
+  if (view.numel <= 0) return;
+  df11_decode_cuda(device.df11_view(view), out, device.ahead_stream());
+}
+
+}  // namespace cuda
 }  // namespace slimrt

@@ -16,9 +16,10 @@
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
+#include "cuda_backend.h"
 #include "cuda_check.h"
+#include "cuda_device.h"
 #include "philox.h"
-#include "sample.h"
 #include "sample_rules.h"
 
 namespace slimrt {
@@ -296,13 +297,16 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void sample_cuda(float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
-                 int32_t* out, cudaStream_t stream) {
+namespace cuda {
+
+void sample(CudaDevice& device, float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, int32_t* out) {
   if (rows <= 0) return;
-  check_sample_vocab(vocab);
   SLIMRT_CHECK(rows <= 0x7FFFFFFF, "sample: too many rows " << rows);
-  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, vocab, params, out);
+  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, device.stream()>>>(logits, vocab,
+                                                                               params, out);
   SLIMRT_CUDA_CHECK(cudaGetLastError());
 }
 
+}  // namespace cuda
 }  // namespace slimrt

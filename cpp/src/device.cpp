@@ -6,7 +6,7 @@
 #include "check.h"
 #include "cpu_device.h"
 #ifdef SLIMRT_WITH_CUDA
-#include "cuda_device.h"
+#include "cuda_backend.h"
 #endif
 
 namespace slimrt {

@@ -7,6 +7,15 @@
 
 #include "check.h"
 #include "df11_groups.h"
+#include "ops/copy_rows.h"
+#include "ops/df11_decode.h"
+#include "ops/embed.h"
+#include "ops/matmul_bf16.h"
+#include "ops/paged_attention.h"
+#include "ops/rms_norm.h"
+#include "ops/rope_and_cache.h"
+#include "ops/sample.h"
+#include "ops/silu_mul.h"
 
 namespace slimrt {
 namespace {
@@ -103,9 +112,10 @@ void Executor::lay_out() {
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
   const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
-  matmul_in_ = activations_.allocate_bytes(device_.matmul_input_bytes(std::max(T, B), widest));
-  attention_scratch_ = activations_.allocate_bytes(device_.attention_scratch_bytes(
-      B, config_.num_heads, limits_.kv, context_bucket(limits_.max_context)));
+  matmul_in_ =
+      activations_.allocate_bytes(ops::matmul_input_bytes(device_, std::max(T, B), widest));
+  attention_scratch_ = activations_.allocate_bytes(ops::attention_scratch_bytes(
+      device_, B, config_.num_heads, limits_.kv, context_bucket(limits_.max_context)));
 
   // One region, three phases that never overlap in time.
   const int64_t phase = activations_.offset();
@@ -119,7 +129,7 @@ void Executor::lay_out() {
   last_ = activations_.allocate<float>(B * H);
   last_h_ = activations_.allocate<float>(B * H);
   logits_ = activations_.allocate<float>(B * V);
-  sample_scratch_ = activations_.allocate_bytes(device_.sample_scratch_bytes(B, V));
+  sample_scratch_ = activations_.allocate_bytes(ops::sample_scratch_bytes(device_, B, V));
   sampled_ = activations_.allocate<int32_t>(B);
 
   // DF11 scratch: every use starts at offset 0 (one layer at a time, then the head), or, when
@@ -154,7 +164,7 @@ void Executor::lay_out() {
   }
   scratch_.rewind(0);
   embed_slot_ = weights_.embedding().is_df11
-                    ? scratch_.allocate<uint16_t>(device_.embed_df11_scratch_elements(H))
+                    ? scratch_.allocate<uint16_t>(ops::embed_df11_scratch_elements(device_, H))
                     : nullptr;
 }
 
@@ -168,9 +178,9 @@ void Executor::decode_layer(int64_t index) {
   for (int m = 0; m < kMatrices; ++m) {
     if (!matrices[m]->is_df11) continue;
     if (decode_ahead_) {
-      device_.decode_df11_ahead(matrices[m]->df11, layer_slots_[index][m]);
+      ops::decode_df11_ahead(device_, matrices[m]->df11, layer_slots_[index][m]);
     } else {
-      device_.decode_df11(matrices[m]->df11, layer_slots_[index][m]);
+      ops::decode_df11(device_, matrices[m]->df11, layer_slots_[index][m]);
     }
   }
 }
@@ -204,9 +214,9 @@ void Executor::run_model() {
   const int64_t L = weights_.num_layers();
   const Matrix& embedding = weights_.embedding();
   if (embedding.is_df11) {
-    device_.embed_df11(token_ids_, T, embedding.df11, H, x_, embed_slot_);
+    ops::embed_df11(device_, token_ids_, T, embedding.df11, H, x_, embed_slot_);
   } else {
-    device_.embed(token_ids_, T, embedding.dense, H, x_);
+    ops::embed(device_, token_ids_, T, embedding.dense, H, x_);
   }
   if (decode_ahead_) {
     // Layer l + 1 decodes on the ahead lane while layer l computes; the fork before each decode
@@ -230,15 +240,15 @@ void Executor::run_model() {
   // Only each sequence's last new token needs the head: the last residual update, the norm and
   // lm_head on B rows, not T.
   const float eps = static_cast<float>(config_.rms_norm_eps);
-  device_.gather_rows(x_, last_rows_, B, H, last_);
-  device_.gather_rows(h_, last_rows_, B, H, last_h_);
-  const MatmulInput in = device_.add_rms_norm_input(last_, last_h_, weights_.final_norm(), B, H,
-                                                    eps, last_, matmul_in_);
+  ops::gather_rows(device_, x_, last_rows_, B, H, last_);
+  ops::gather_rows(device_, h_, last_rows_, B, H, last_h_);
+  const MatmulInput in = ops::add_rms_norm_input(device_, last_, last_h_, weights_.final_norm(), B,
+                                                 H, eps, last_, matmul_in_);
   const Matrix& head = weights_.lm_head();
   if (head.is_df11) {
     apply_df11_head(head, in);
   } else {
-    device_.matmul_bf16(in, head.dense, config_.vocab_size, nullptr, logits_);
+    ops::matmul_bf16(device_, in, head.dense, config_.vocab_size, nullptr, logits_);
   }
 }
 
@@ -251,12 +261,12 @@ void Executor::apply_df11_head(const Matrix& head, const MatmulInput& in) {
     const int64_t first_group = start * H / df11::kGroupElements;
     const int64_t end_group =
         ((start + rows) * H + df11::kGroupElements - 1) / df11::kGroupElements;
-    device_.decode_df11(df11_groups(head.df11, first_group, end_group), lm_head_slot_);
+    ops::decode_df11(device_, df11_groups(head.df11, first_group, end_group), lm_head_slot_);
     if (batch == 1) {
-      device_.matmul_bf16(in, lm_head_slot_, rows, nullptr, logits_ + start);
+      ops::matmul_bf16(device_, in, lm_head_slot_, rows, nullptr, logits_ + start);
     } else {
-      device_.matmul_bf16(in, lm_head_slot_, rows, nullptr, head_chunk_out_);
-      device_.copy_block(head_chunk_out_, rows, logits_ + start, V, batch, rows);
+      ops::matmul_bf16(device_, in, lm_head_slot_, rows, nullptr, head_chunk_out_);
+      ops::copy_block(device_, head_chunk_out_, rows, logits_ + start, V, batch, rows);
     }
   }
 }
@@ -282,24 +292,24 @@ void Executor::run_layer(int64_t index) {
   const float eps = static_cast<float>(config_.rms_norm_eps);
 
   // The previous layer's MLP output (in h) joins the residual stream first.
-  const MatmulInput normed = device_.add_rms_norm_input(x_, index == 0 ? nullptr : h_, w.input_norm,
-                                                        T, H, eps, h_, matmul_in_);
+  const MatmulInput normed = ops::add_rms_norm_input(device_, x_, index == 0 ? nullptr : h_,
+                                                     w.input_norm, T, H, eps, h_, matmul_in_);
   // q, k and v (and their biases) lie back to back in their arena (or DF11 scratch) whenever
   // their sizes keep the arena's alignment: then one matmul makes all three.
   QkvRows rows;
   if (wk == wq + Q * H && wv == wk + KV * H &&
       (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
-    device_.matmul_bf16(normed, wq, Q + 2 * KV, w.q_bias, qkv_);
+    ops::matmul_bf16(device_, normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
     float* v = qkv_ + T * (Q + KV);
     rows = {qkv_, qkv_ + T * Q, v, Q, KV};
-    device_.matmul_bf16(normed, wq, Q, w.q_bias, rows.q);
-    device_.matmul_bf16(normed, wk, KV, w.k_bias, rows.k);
-    device_.matmul_bf16(normed, wv, KV, w.v_bias, v);
+    ops::matmul_bf16(device_, normed, wq, Q, w.q_bias, rows.q);
+    ops::matmul_bf16(device_, normed, wk, KV, w.k_bias, rows.k);
+    ops::matmul_bf16(device_, normed, wv, KV, w.v_bias, v);
   }
   const PagedKv kv = kv_pool_->layer(index);
-  device_.rope_and_cache(rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
+  ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
   PagedBatch batch;
   batch.q_indptr = q_indptr_;
   batch.page_indptr = page_indptr_;
@@ -310,23 +320,23 @@ void Executor::run_layer(int64_t index) {
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each
   batch.max_context = max_context_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  const MatmulInput attended = device_.paged_attention(q_, kv, batch, config_.num_heads, scale,
-                                                       attn_, attention_scratch_, matmul_in_);
-  device_.matmul_bf16(attended, wo, H, w.o_bias, h_);
+  const MatmulInput attended = ops::paged_attention(device_, q_, kv, batch, config_.num_heads,
+                                                    scale, attn_, attention_scratch_, matmul_in_);
+  ops::matmul_bf16(device_, attended, wo, H, w.o_bias, h_);
 
   const MatmulInput normed_mlp =
-      device_.add_rms_norm_input(x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
+      ops::add_rms_norm_input(device_, x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
   MatmulInput activated;
   if (wu == wg + I * H) {  // gate and up back to back, as q, k and v above
-    device_.matmul_bf16(normed_mlp, wg, 2 * I, nullptr, gate_up_);
-    activated = device_.silu_mul_input(gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
+    ops::matmul_bf16(device_, normed_mlp, wg, 2 * I, nullptr, gate_up_);
+    activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
   } else {
-    device_.matmul_bf16(normed_mlp, wg, I, nullptr, gate_up_);
-    device_.matmul_bf16(normed_mlp, wu, I, nullptr, gate_up_ + T * I);
-    activated = device_.silu_mul_input(gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
+    ops::matmul_bf16(device_, normed_mlp, wg, I, nullptr, gate_up_);
+    ops::matmul_bf16(device_, normed_mlp, wu, I, nullptr, gate_up_ + T * I);
+    activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
   }
   // Its output joins the residual stream in the next layer's input norm (or the head's).
-  device_.matmul_bf16(activated, wd, H, nullptr, h_);
+  ops::matmul_bf16(device_, activated, wd, H, nullptr, h_);
 }
 
 void Executor::read_logits(float* host_out) {
@@ -335,8 +345,8 @@ void Executor::read_logits(float* host_out) {
 }
 
 void Executor::sample(int32_t* host_out) {
-  device_.sample(logits_, tables_.batch, config_.vocab_size, sample_params_device_, sampled_,
-                 sample_scratch_);
+  ops::sample(device_, logits_, tables_.batch, config_.vocab_size, sample_params_device_, sampled_,
+              sample_scratch_);
   device_.copy_to_host(host_out, sampled_, tables_.batch * static_cast<int64_t>(sizeof(int32_t)));
 }
 

@@ -13,8 +13,8 @@
 // x, fused with that norm); one "phase" region is shared by the attention block (q|k|v, rotated
 // q, attention output), the MLP block (gate|up, silu product) and the head (last-token rows,
 // logits, sampling scratch), which never live at the same time. Matrices that lie back to back
-// (q, k, v; gate, up) run as one matmul. The Device's matmul-input scratch holds each matmul's
-// left operand in the backend's form (BF16 on CUDA).
+// (q, k, v; gate, up) run as one matmul. The matmul-input scratch holds each matmul's
+// left operand in the backend's form (BF16 on CUDA: ops/matmul_bf16.h).
 //
 // DF11: a layer's compressed matrices are decoded into scratch just before the layer runs;
 // the scratch holds the largest layer's compressed matrices. On a device that overlaps decoding
@@ -112,8 +112,8 @@ class Executor {
   SampleParams* sample_params_device_ = nullptr;
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
-  void* matmul_in_ = nullptr;          // Device::matmul_input scratch
-  void* attention_scratch_ = nullptr;  // Device::paged_attention scratch
+  void* matmul_in_ = nullptr;          // ops::matmul_input_bytes() of scratch
+  void* attention_scratch_ = nullptr;  // ops::paged_attention scratch
   float* x_ = nullptr;
   float* h_ = nullptr;
   float* qkv_ = nullptr;  // [T][q | k | v] of one matmul, or q, k and v as three blocks

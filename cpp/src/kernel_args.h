@@ -20,6 +20,11 @@ struct PagedKv {
   int64_t head_dim = 0;
 };
 
+// The largest head_dim and GQA group (query heads per KV head) attention takes on every backend:
+// ops::paged_attention refuses more, and the kernels size their per-row buffers by them.
+constexpr int64_t kMaxAttentionHeadDim = 256;
+constexpr int64_t kMaxAttentionGroup = 128;
+
 // A ragged batch of sequences, as CSR arrays (FlashInfer's paged_kv_t):
 // - sequence s owns query tokens [q_indptr[s], q_indptr[s+1]) of q and out;
 // - its KV pages are page_indices[page_indptr[s] .. page_indptr[s+1]), in order;
@@ -51,8 +56,8 @@ struct QkvRows {
   int64_t kv_stride = 0;
 };
 
-// The left operand of Device::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
-// (Device::matmul_input): FP32 on the CPU, BF16 bits on CUDA.
+// The left operand of ops::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
+// (ops/matmul_bf16.h): FP32 on the CPU, BF16 bits on CUDA.
 struct MatmulInput {
   const void* data = nullptr;
   int64_t rows = 0;

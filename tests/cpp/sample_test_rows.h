@@ -1,6 +1,6 @@
 // Rows of logits and sampling parameters that stress the sampling rules (sample_rules.h): the
-// CPU sampler is checked against the rules on them (test_cpu_kernels.cpp) and the CUDA sampler
-// against the CPU one (test_engine_cuda.cpp).
+// CPU sampler is checked against the rules on them (test_cpu_kernels.cpp) and ops::sample on
+// every backend against the rules and the CPU backend (test_backend_ops.cpp).
 #pragma once
 
 #include <cmath>

@@ -10,7 +10,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <random>
 #include <string>
@@ -18,10 +17,8 @@
 
 #include "check.h"
 #include "cpu/kernels.h"
-#include "device.h"
 #include "df11_cuda.h"
 #include "df11_test_data.h"
-#include "sample_test_rows.h"
 #include "slimrt/df11.h"
 #include "slimrt/engine.h"
 #include "slimrt/version.h"
@@ -249,66 +246,6 @@ TEST(EngineCuda, ReportsItsDeviceMemory) {
   const int64_t seq = engine.add_sequence();
   const std::vector<float> logits = run_step(engine, {seq}, {random_tokens(5, 97, 5)});
   for (float v : logits) EXPECT_TRUE(std::isfinite(v));
-}
-
-// Device-level: the CUDA sampler draws the CPU sampler's ids from the same logits, greedy rows
-// included (ties to the lowest id, NaNs skipped, id 0 when no logit is a number), on the rows of
-// sample_test_rows.h and greedy rows planted with ties and NaNs, for vocabularies that take the
-// 16-byte path (a multiple of 4) and the scalar one, up to Llama-3's.
-TEST(CudaDevice, SamplingDrawsTheCpuSamplersIds) {
-  SKIP_WITHOUT_CUDA();
-  const std::unique_ptr<Device> device = make_device("cuda", 1);
-  ThreadPool pool(2);
-  std::mt19937 rng(5);
-  std::normal_distribution<float> normal(0.0f, 3.0f);
-  const float nan = std::numeric_limits<float>::quiet_NaN();
-  for (const int64_t vocab : {int64_t{97}, int64_t{128}, int64_t{3001}, int64_t{128256}}) {
-    SCOPED_TRACE("vocab " + std::to_string(vocab));
-    std::vector<float> logits;
-    std::vector<SampleParams> params;
-    test::sample_test_rows(vocab, 7 + vocab, logits, params);
-    const int64_t planted = static_cast<int64_t>(params.size());
-    for (int r = 0; r < 4; ++r) {
-      for (int64_t i = 0; i < vocab; ++i) logits.push_back(normal(rng));
-      params.emplace_back();
-      params.back().temperature = 0.0f;
-    }
-    float* row = logits.data() + planted * vocab;  // the maximum twice
-    row[vocab - 1] = row[vocab / 2] = 100.0f;
-    row += vocab;  // NaNs around a maximum at the last id
-    row[0] = row[vocab / 3] = nan;
-    row[vocab - 1] = 50.0f;
-    row += vocab;  // nothing but NaN and -inf: the first -inf (id 1) is the largest number
-    for (int64_t i = 0; i < vocab; ++i) row[i] = i % 2 ? -INFINITY : nan;
-    row += vocab;  // the maximum at id 0
-    row[0] = 1e30f;
-
-    const int64_t rows = static_cast<int64_t>(params.size());
-    const int64_t logit_bytes = rows * vocab * static_cast<int64_t>(sizeof(float));
-    const int64_t param_bytes = rows * static_cast<int64_t>(sizeof(SampleParams));
-    auto* on_device = static_cast<float*>(device->allocate(logit_bytes));
-    auto* params_on_device = static_cast<SampleParams*>(device->allocate(param_bytes));
-    auto* ids = static_cast<int32_t*>(device->allocate(rows * sizeof(int32_t)));
-    device->copy_to_device(on_device, logits.data(), logit_bytes);
-    device->copy_to_device(params_on_device, params.data(), param_bytes);
-    device->sample(on_device, rows, vocab, params_on_device, ids, nullptr);
-    std::vector<int32_t> got(rows, -1), want(rows, -2);
-    device->copy_to_host(got.data(), ids, rows * static_cast<int64_t>(sizeof(int32_t)));
-    device->deallocate(ids);
-    device->deallocate(params_on_device);
-    device->deallocate(on_device);
-    std::vector<uint64_t> scratch(rows * vocab);
-    cpu::sample(logits.data(), rows, vocab, params.data(), want.data(), scratch.data(), pool);
-    for (int64_t r = 0; r < rows; ++r) {
-      const SampleParams& p = params[r];
-      EXPECT_EQ(got[r], want[r]) << "row " << r << ": temperature " << p.temperature << " top_k "
-                                 << p.top_k << " top_p " << p.top_p << " min_p " << p.min_p;
-    }
-    EXPECT_EQ(got[planted], vocab / 2);
-    EXPECT_EQ(got[planted + 1], vocab - 1);
-    EXPECT_EQ(got[planted + 2], 1);
-    EXPECT_EQ(got[planted + 3], 0);
-  }
 }
 
 }  // namespace

@@ -1,13 +1,18 @@
 // CPU kernels of the runtime: the reference every other backend is tested against, and what
-// runs a model on a laptop. Activations are FP32 row-major; weights are BF16 bit patterns
-// (uint16) row-major [out_features][in_features]; accumulation is FP32. Every kernel that
-// takes a ThreadPool splits its work over it and returns when all of it is done. No kernel
-// allocates memory: callers pass every buffer (the runtime owns them in arenas).
+// runs a model on a laptop. The ops (ops/) call them on a CpuDevice. Activations are FP32
+// row-major; weights are BF16 bit patterns (uint16) row-major [out_features][in_features];
+// accumulation is FP32. Every kernel that takes a ThreadPool splits its work over it and returns
+// when all of it is done. No kernel allocates memory: callers pass every buffer (the runtime owns
+// them in arenas). Sizes and shapes are the caller's to check: the ops check them once per call,
+// for every backend (ops/<op>.cpp); a kernel checks only what it reads from its data.
+//
+//   cpu::embed(ids, tokens, table, hidden, out, pool);   // one file per kernel: cpu/embed.cpp
 #pragma once
 
 #include <cstdint>
 
-#include "../kernel_args.h"
+#include "kernel_args.h"
+#include "slimrt/df11.h"
 #include "thread_pool.h"
 
 namespace slimrt::cpu {
@@ -20,6 +25,25 @@ using slimrt::SampleParams;
 // out[t][:] = table[ids[t]][:] widened to FP32. ids must be in [0, vocab) (checked by caller).
 void embed(const int32_t* ids, int64_t tokens, const uint16_t* table, int64_t hidden, float* out,
            ThreadPool& pool);
+
+// embed() from a DF11 table ([numel / hidden][hidden], `decoding` its df11_build_table), decoding
+// only the groups that hold the requested rows, into `scratch`
+// (embed_df11_scratch_elements(hidden, pool) uint16 elements: a slot per thread).
+void embed_df11(const int32_t* ids, int64_t tokens, const Df11View& table,
+                const Df11Table& decoding, int64_t hidden, float* out, uint16_t* scratch,
+                ThreadPool& pool);
+int64_t embed_df11_scratch_elements(int64_t hidden, const ThreadPool& pool);
+
+// Decodes a whole DF11 tensor (validated at load; `table` its df11_build_table) into BF16 bits,
+// bit-exact, its groups split over the pool (cpu/df11_decode.cpp, beside df11_decode_cpu()).
+void decode_df11(const Df11View& view, const Df11Table& table, uint16_t* out, ThreadPool& pool);
+
+// dst[i][:] = src[rows[i]][:], rows `width` floats wide.
+void gather_rows(const float* src, const int32_t* rows, int64_t count, int64_t width, float* dst);
+
+// dst[r][0, cols) = src[r][0, cols) for r < rows, rows `*_stride` floats apart.
+void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+                int64_t cols);
 
 // out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * weight[:]. out may equal x.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
@@ -36,8 +60,7 @@ void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int
 // x is [tokens][heads][head_dim], token t's heads starting at x + t * row_stride (row_stride >=
 // heads * head_dim: a slice of a fused q|k|v row); token t is at position positions[t]; the angle
 // of pair i is positions[t] * inv_freq[i], i < head_dim/2 (inv_freq already includes any rope
-// scaling), rounded to FP32 as Hugging Face computes it. head_dim must be even (else
-// slimrt::Error).
+// scaling), rounded to FP32 as Hugging Face computes it. head_dim must be even.
 void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
           int64_t head_dim, const float* inv_freq, ThreadPool& pool);
 
@@ -59,8 +82,9 @@ void kv_write(const PagedKv& kv, const float* k, const float* v, int64_t row_str
 // Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
 // reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max
 // (numerically safe for any context length). out is [tokens][heads][head_dim].
-// Limits: head_dim <= 256, heads / kv_heads <= 128; a sequence with more query tokens than
-// context, or fewer pages than its context needs, throws slimrt::Error (checked per call, O(seqs)).
+// Limits: head_dim <= kMaxAttentionHeadDim, heads / kv_heads <= kMaxAttentionGroup; a sequence
+// with more query tokens than context, or fewer pages than its context needs, throws
+// slimrt::Error (checked per call, O(seqs)).
 // Uses up to ~100 KB of the calling thread's stack (split-context partial results).
 void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
                      float scale, float* out, ThreadPool& pool);
@@ -71,8 +95,8 @@ void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
 // row's result does not depend on the other rows of the batch. The exact rules, which the CUDA
 // sampler shares, are in sample_rules.h. `scratch` holds at least rows * vocab * 8 bytes.
 // Parameters are the caller's to validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1,
-// 0 <= min_p <= 1); a row without a finite logit draws its argmax. Throws slimrt::Error for a
-// vocabulary above kMaxSampleVocab.
+// 0 <= min_p <= 1); a row without a finite logit draws its argmax. The vocabulary is at most
+// kMaxSampleVocab (sample_rules.h).
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
             int32_t* out, void* scratch, ThreadPool& pool);
 

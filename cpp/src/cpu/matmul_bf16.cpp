@@ -2,7 +2,6 @@
 #include <utility>
 
 #include "bf16.h"
-#include "check.h"
 #include "isa.h"
 #include "kernels.h"
 #include "simd.h"
@@ -349,8 +348,6 @@ void matmul_block(const Variant& v, const float* x, int64_t r_begin, int64_t r_e
 
 void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
                  const float* bias, float* out, ThreadPool& pool) {
-  SLIMRT_CHECK(rows >= 0 && k >= 0 && n >= 0,
-               "matmul_bf16: negative size rows=" << rows << " k=" << k << " n=" << n);
   if (rows == 0 || n == 0) return;
   if (k == 0) {
     for (int64_t r = 0; r < rows; ++r) {

@@ -21,11 +21,11 @@ namespace {
 //
 // Online softmax runs over blocks of kBlock cache positions: one AVX-512 vector of scores.
 constexpr int kBlock = 16;
-constexpr int64_t kMaxHeadDim = 256;
+constexpr int64_t kMaxHeadDim = kMaxAttentionHeadDim;
 // Query rows (tokens x heads of a group) per unit: enough to reuse each K/V block, few enough
 // that a prefill chunk still makes many units.
 constexpr int64_t kTileRows = 64;
-constexpr int64_t kMaxGroup = 128;
+constexpr int64_t kMaxGroup = kMaxAttentionGroup;
 // Decode has few (sequence, KV head) pairs; when there are fewer units than 2x threads, long
 // contexts are cut into pieces of at least kMinPieceTokens, and the pieces' partial softmaxes are
 // merged afterwards (FlashDecoding). The partials live on the caller's stack, which bounds them.
@@ -495,16 +495,6 @@ void merge_pieces(const Problem& p) {
 
 void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,
                      float scale, float* out, ThreadPool& pool) {
-  SLIMRT_CHECK(kv.kv_heads > 0 && heads % kv.kv_heads == 0,
-               "paged_attention: " << heads << " query heads do not divide into " << kv.kv_heads
-                                   << " KV heads");
-  SLIMRT_CHECK(heads / kv.kv_heads <= kMaxGroup,
-               "paged_attention: at most " << kMaxGroup << " query heads per KV head, got "
-                                           << heads / kv.kv_heads);
-  SLIMRT_CHECK(kv.head_dim > 0 && kv.head_dim <= kMaxHeadDim, "paged_attention: head_dim "
-                                                                  << kv.head_dim << " outside [1, "
-                                                                  << kMaxHeadDim << "]");
-  SLIMRT_CHECK(kv.page_size > 0, "paged_attention: page_size " << kv.page_size);
   int64_t max_context = 0;
   int64_t max_queries = 0;
   for (int64_t s = 0; s < batch.num_seqs; ++s) {

@@ -1,6 +1,6 @@
+#include <algorithm>
 #include <cmath>
 
-#include "check.h"
 #include "kernels.h"
 #include "work_split.h"
 
@@ -8,7 +8,6 @@ namespace slimrt::cpu {
 
 void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
           int64_t head_dim, const float* inv_freq, ThreadPool& pool) {
-  SLIMRT_CHECK(head_dim % 2 == 0, "rope: head_dim must be even, got " << head_dim);
   const int64_t half = head_dim / 2;
   parallel_over(pool, tokens, 4 * heads * head_dim, [&](int64_t begin, int64_t end) {
     // cos/sin are computed once per token and pair, then applied to every head.

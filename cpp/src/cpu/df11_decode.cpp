@@ -1,6 +1,9 @@
+// The DF11 decoder on the CPU: the public df11_decode_cpu() and the kernel of ops::decode_df11.
 #include <algorithm>
 
+#include "df11_groups.h"
 #include "df11_layout.h"
+#include "kernels.h"
 #include "parallel.h"
 #include "slimrt/df11.h"
 
@@ -112,5 +115,17 @@ void df11_decode_cpu(const Df11View& v, const Df11Table& table, uint16_t* out, i
     });
   }
 }
+
+namespace cpu {
+
+void decode_df11(const Df11View& view, const Df11Table& table, uint16_t* out, ThreadPool& pool) {
+  // One df11_decode_cpu call per range of groups on the engine's pool (its own num_threads
+  // would start threads per call).
+  pool.run(view.groups(), [&](int64_t begin, int64_t end) {
+    df11_decode_cpu(df11_groups(view, begin, end), table, out + begin * df11::kGroupElements, 1);
+  });
+}
+
+}  // namespace cpu
 
 }  // namespace slimrt

@@ -1,0 +1,81 @@
+// The CUDA backend as plain C++ sees it (no CUDA headers, so cpp/src includes it in every
+// build): make_cuda_device() for make_device(), cuda_device() and the CUDA kernel of every op
+// for the ops (ops/, through backend.h). Each kernel is defined in the cuda/ file named after its
+// op (cuda/embed.cu, ...) and has the semantics of its op's header (ops/embed.h, ...); pointers
+// are device memory; work is enqueued on the device's stream in call order. Activations are FP32
+// between kernels; matmuls are cuBLAS BF16 GEMMs on activations rounded to BF16 by the producers
+// of matmul inputs, as in every BF16 inference engine, so results differ from the CPU backend's
+// FP32 activations by BF16 rounding (~1e-2 relative), not by more.
+//
+//   std::unique_ptr<Device> device = make_cuda_device();   // throws without a usable GPU
+//   cuda::embed(cuda_device(*device), ids, tokens, table, hidden, out);
+//
+// In a build without CUDA none of these is defined: device.cpp never asks for a CUDA device and
+// the ops reach the kernels through SLIMRT_CUDA only (backend.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "device.h"
+#include "kernel_args.h"
+#include "slimrt/df11.h"
+
+namespace slimrt {
+
+class CudaDevice;  // cuda/cuda_device.h
+
+// Throws slimrt::Error when no CUDA device is usable.
+std::unique_ptr<Device> make_cuda_device();
+
+// The CudaDevice that `device` is (device.backend() == Backend::kCuda).
+CudaDevice& cuda_device(Device& device);
+
+namespace cuda {
+
+void embed(CudaDevice& device, const int32_t* ids, int64_t tokens, const uint16_t* table,
+           int64_t hidden, float* out);
+// One kernel decodes just the groups each row touches, straight to FP32: no scratch.
+void embed_df11(CudaDevice& device, const int32_t* ids, int64_t tokens, const Df11View& table,
+                int64_t hidden, float* out);
+
+// On the device's stream, and on its second stream (the ahead lane).
+void decode_df11(CudaDevice& device, const Df11View& view, uint16_t* out);
+void decode_df11_ahead(CudaDevice& device, const Df11View& view, uint16_t* out);
+
+void gather_rows(CudaDevice& device, const float* src, const int32_t* rows, int64_t count,
+                 int64_t width, float* dst);
+void copy_block(CudaDevice& device, const float* src, int64_t src_stride, float* dst,
+                int64_t dst_stride, int64_t rows, int64_t cols);
+
+// The matmul-input producers write BF16 into `scratch` and return it.
+MatmulInput add_rms_norm_input(CudaDevice& device, float* x, const float* residual,
+                               const float* weight, int64_t rows, int64_t cols, float eps,
+                               void* scratch);
+MatmulInput silu_mul_input(CudaDevice& device, const float* gate, const float* up,
+                           int64_t row_stride, int64_t tokens, int64_t width, void* scratch);
+// A cuBLAS BF16 GEMM (tensor cores, FP32 accumulation and output), then the bias.
+void matmul_bf16(CudaDevice& device, const MatmulInput& x, const uint16_t* w, int64_t n,
+                 const float* bias, float* out);
+
+void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positions, int64_t tokens,
+                    int64_t heads, const float* inv_freq, const PagedKv& kv, const int32_t* slots,
+                    float* q_out);
+
+// Chooses between the split-K decode kernel (paged_decode_attention.cu), the tensor-core prefill
+// kernel (paged_prefill_attention.cu) and a simple kernel for the rest.
+MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& kv,
+                            const PagedBatch& batch, int64_t heads, float scale, float* out,
+                            void* scratch, void* input_scratch);
+// Also records the scratch layout in `device`, which paged_attention() then follows.
+int64_t attention_scratch_bytes(CudaDevice& device, int64_t max_seqs, int64_t heads,
+                                const PagedKv& kv, int64_t max_context);
+
+// Draws the ids cpu::sample draws from the same logits, greedy rows included (the largest
+// logit, ties to the lowest id, NaNs skipped, id 0 when no logit is a number). Rows that are not
+// greedy hold their weights afterwards. Allocates nothing and synchronises nothing.
+void sample(CudaDevice& device, float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, int32_t* out);
+
+}  // namespace cuda
+}  // namespace slimrt

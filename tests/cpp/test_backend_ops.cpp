@@ -1,0 +1,922 @@
+// Every op (cpp/src/ops/) on every backend, on the same seeded random inputs, as ggml's
+// test-backend-ops runs its ops: the CPU backend against a double-precision reference
+// (kernel_references.h), and the CUDA backend against the CPU backend, each output within the
+// tolerance kTolerances states for it. The cases cover ragged batches, GQA groups 1/2/4/8,
+// head_dim 64, 128 and 80, page sizes 1/4/16, BF16 and F32 KV, DF11 tensors from df11_compress
+// and sampling parameters of every mode; the paged attention cases reach each of the CUDA
+// kernels it chooses from (decode, prefill, the simple one). Outputs and scratch are poisoned
+// (NaN) before each run, so an element an op forgets to write fails. Without a usable GPU the
+// CUDA half is skipped, naming the reason.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <numeric>
+#include <ostream>
+#include <random>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "check.h"
+#include "device.h"
+#include "df11_groups.h"
+#include "df11_test_data.h"
+#include "kernel_references.h"
+#include "ops/copy_rows.h"
+#include "ops/df11_decode.h"
+#include "ops/embed.h"
+#include "ops/matmul_bf16.h"
+#include "ops/paged_attention.h"
+#include "ops/rms_norm.h"
+#include "ops/rope_and_cache.h"
+#include "ops/sample.h"
+#include "ops/silu_mul.h"
+#include "sample_rules.h"
+#include "sample_test_rows.h"
+#include "slimrt/df11.h"
+#include "slimrt/version.h"
+
+namespace slimrt {
+namespace {
+
+using test::from_bf16;
+using test::random_bf16;
+using test::random_floats;
+using test::rel_l2;
+using test::SeqSpec;
+using test::to_bf16;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// ---- tolerances ---------------------------------------------------------------------------
+
+// How close an output must come, as the relative L2 error over all of it (rel_l2: NaN where
+// the other side has NaN counts as equal); 0: every element equal.
+struct Tolerance {
+  const char* op;
+  const char* output;
+  double cpu;   // the CPU backend against the double-precision reference
+  double cuda;  // the CUDA backend against the CPU backend
+};
+
+const Tolerance kTolerances[] = {
+    // Copies, a widening of BF16 to FP32 (exact) and a lossless decoder: nothing to round.
+    {"embed", "out", 0, 0},
+    {"embed_df11", "out", 0, 0},
+    {"decode_df11", "bits", 0, 0},
+    {"gather_rows", "out", 0, 0},
+    {"copy_block", "dst", 0, 0},
+    // x + residual is one FP32 addition per element on every backend.
+    {"add_rms_norm_input", "x", 0, 0},
+    // The CPU sums squares in double and its polynomial exp is within 1e-6 of exp; CUDA rounds
+    // its output, a matmul input, to BF16: at most 2^-9 (2e-3) relative per element.
+    {"add_rms_norm_input", "input", 1e-6, 4e-3},
+    {"silu_mul_input", "input", 1e-6, 4e-3},
+    // FP32 accumulation against double; CUDA rounds x to BF16 first (2^-9 relative per element,
+    // averaging down over k to ~1e-3 in L2) and accumulates in another order.
+    {"matmul_bf16", "out", 1e-5, 1e-2},
+    // FP32 angles and cos/sin on both backends (CUDA's accurate sinf/cosf): only the last bits
+    // of q and of an F32 cache differ.
+    {"rope_and_cache", "q", 1e-6, 1e-5},
+    {"rope_and_cache", "k cache f32", 1e-6, 1e-5},
+    // A BF16 cache rounds the FP32 (reference: double) rotation: where two results straddle a
+    // rounding boundary they land one BF16 step (2^-8) apart, rare enough to stay below 1e-3.
+    {"rope_and_cache", "k cache bf16", 1e-3, 1e-3},
+    // v is stored as given (F32) or rounded to nearest even (BF16): the same bits everywhere.
+    {"rope_and_cache", "v cache", 0, 0},
+    // FP32 softmax with a running max against double; CUDA rounds its output to BF16 (2e-3) and,
+    // in its decode kernel q, in its prefill kernel the probabilities, to BF16 too
+    // (test_paged_attention_cuda.cpp holds each head of those kernels within 1e-2 of the CPU).
+    {"paged_attention", "out", 1e-5, 2e-2},
+    // sample_rules.h makes every backend compute the same weights bit for bit and sum them as
+    // integers: the same ids everywhere.
+    {"sample", "ids", 0, 0},
+};
+
+const Tolerance* tolerance_of(const std::string& op, const std::string& output) {
+  for (const Tolerance& t : kTolerances) {
+    if (op == t.op && output == t.output) return &t;
+  }
+  return nullptr;
+}
+
+// ---- outputs ------------------------------------------------------------------------------
+
+// One output of an op, widened to double exactly (FP32, BF16 and integer values all fit).
+struct Output {
+  std::string name;
+  std::vector<double> values;
+};
+using Outputs = std::vector<Output>;
+
+template <class T>
+std::vector<double> widened(const std::vector<T>& v) {
+  return std::vector<double>(v.begin(), v.end());
+}
+
+std::vector<double> bf16_values(const std::vector<uint16_t>& bits) {
+  std::vector<double> v(bits.size());
+  std::transform(bits.begin(), bits.end(), v.begin(), from_bf16);
+  return v;
+}
+
+bool same(double a, double b) { return a == b || (std::isnan(a) && std::isnan(b)); }
+
+void expect_within(const std::string& op, const Outputs& got, const Outputs& want,
+                   double Tolerance::*side) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t o = 0; o < got.size(); ++o) {
+    ASSERT_EQ(got[o].name, want[o].name);
+    const Tolerance* tolerance = tolerance_of(op, got[o].name);
+    ASSERT_NE(tolerance, nullptr) << "no tolerance for " << op << " " << got[o].name;
+    const std::vector<double>& g = got[o].values;
+    const std::vector<double>& w = want[o].values;
+    ASSERT_EQ(g.size(), w.size()) << got[o].name;
+    if (tolerance->*side > 0) {
+      EXPECT_LT(rel_l2(g, w), tolerance->*side) << got[o].name;
+      continue;
+    }
+    const auto differs = std::mismatch(g.begin(), g.end(), w.begin(), same);
+    EXPECT_TRUE(differs.first == g.end())
+        << got[o].name << " element " << differs.first - g.begin() << ": " << *differs.first
+        << " where " << *differs.second << " was expected";
+  }
+}
+
+// ---- device memory ------------------------------------------------------------------------
+
+// The device memory of one run, poisoned (0xFF bytes: NaN as FP32 and as BF16) until written,
+// freed when the run ends.
+class Memory {
+ public:
+  explicit Memory(Device& device) : device_(device) {}
+  ~Memory() {
+    for (void* block : blocks_) device_.deallocate(block);
+  }
+  Memory(const Memory&) = delete;
+  Memory& operator=(const Memory&) = delete;
+
+  template <class T>
+  T* copy(const std::vector<T>& host) {
+    T* at = static_cast<T*>(raw(static_cast<int64_t>(host.size() * sizeof(T))));
+    device_.copy_to_device(at, host.data(), static_cast<int64_t>(host.size() * sizeof(T)));
+    return at;
+  }
+  template <class T>
+  T* poisoned(size_t n) {
+    return static_cast<T*>(bytes(static_cast<int64_t>(n * sizeof(T))));
+  }
+  // Scratch of `n` bytes (null when n is 0, as an arena hands out).
+  void* bytes(int64_t n) {
+    if (n == 0) return nullptr;
+    void* at = raw(n);
+    const std::vector<uint8_t> poison(n, 0xFF);
+    device_.copy_to_device(at, poison.data(), n);
+    return at;
+  }
+  template <class T>
+  std::vector<T> read(const T* at, size_t n) {
+    std::vector<T> host(n);
+    device_.copy_to_host(host.data(), at, static_cast<int64_t>(n * sizeof(T)));
+    return host;
+  }
+  // A DF11 tensor's arrays in device memory, its table prepared (as Weights::load does).
+  Df11View copy(const Df11Tensor& tensor) {
+    Df11View view;
+    view.lengths = copy(std::vector<uint8_t>(tensor.lengths.begin(), tensor.lengths.end()));
+    view.bitstream = copy(tensor.bitstream);
+    view.bitstream_words = static_cast<int64_t>(tensor.bitstream.size());
+    view.index = copy(tensor.index);
+    view.signmant = copy(tensor.signmant);
+    view.numel = tensor.numel;
+    device_.prepare_df11(view);
+    return view;
+  }
+
+  // x[rows][k] in the form the device's matmul reads (ops/matmul_bf16.h), as its producer
+  // would have left it.
+  MatmulInput matmul_input(const std::vector<float>& x, int64_t rows, int64_t k) {
+    if (ops::matmul_input_bytes(device_, rows, k) == 0) return {copy(x), rows, k};
+    std::vector<uint16_t> bits(x.size());
+    std::transform(x.begin(), x.end(), bits.begin(), to_bf16);
+    return {copy(bits), rows, k};
+  }
+  std::vector<double> read(const MatmulInput& in) {
+    const size_t n = static_cast<size_t>(in.rows * in.k);
+    if (ops::matmul_input_bytes(device_, in.rows, in.k) == 0) {
+      return widened(read(static_cast<const float*>(in.data), n));
+    }
+    return bf16_values(read(static_cast<const uint16_t*>(in.data), n));
+  }
+
+ private:
+  void* raw(int64_t n) {
+    blocks_.push_back(device_.allocate(std::max<int64_t>(n, 1)));
+    return blocks_.back();
+  }
+
+  Device& device_;
+  std::vector<void*> blocks_;
+};
+
+// ---- the cases ----------------------------------------------------------------------------
+
+// One op on one set of inputs, made from a seed: the same inputs for every backend and for the
+// reference.
+class OpRun {
+ public:
+  virtual ~OpRun() = default;
+  virtual Outputs run(Device& device) const = 0;  // the op on `device`, outputs read back
+  virtual Outputs reference() const = 0;          // in double, from the op's contract
+};
+
+struct OpCase {
+  std::string op;     // as in kTolerances
+  std::string shape;  // what the case varies, as a test name: letters, digits, underscores
+  std::function<std::unique_ptr<OpRun>()> make;
+};
+
+void PrintTo(const OpCase& c, std::ostream* os) { *os << c.op << " " << c.shape; }
+
+std::vector<int32_t> random_ids(std::mt19937_64& rng, int64_t n, int64_t below) {
+  std::vector<int32_t> ids(n);
+  for (auto& id : ids) id = static_cast<int32_t>(rng() % below);
+  ids.front() = static_cast<int32_t>(below - 1);  // the last row, where an overrun would show
+  return ids;
+}
+
+// Rows ids[i] of table [][width], each element through `value`.
+template <class T, class Value>
+std::vector<double> rows_of(const std::vector<T>& table, const std::vector<int32_t>& ids,
+                            int64_t width, Value value) {
+  std::vector<double> rows;
+  for (int32_t id : ids) {
+    for (int64_t i = 0; i < width; ++i) rows.push_back(value(table[id * width + i]));
+  }
+  return rows;
+}
+
+// A lookup of rows by index: ops::embed (rows of a BF16 table, widened) and ops::gather_rows (of
+// FP32 rows).
+template <class T>
+class RowLookup final : public OpRun {
+ public:
+  RowLookup(int64_t count, int64_t width, int64_t table_rows, uint64_t seed)
+      : count_(count), width_(width) {
+    std::mt19937_64 rng(seed);
+    if constexpr (kEmbed) {
+      table_ = random_bf16(rng, table_rows * width);
+    } else {
+      table_ = random_floats(rng, table_rows * width);
+    }
+    ids_ = random_ids(rng, count, table_rows);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* out = m.poisoned<float>(count_ * width_);
+    if constexpr (kEmbed) {
+      ops::embed(device, m.copy(ids_), count_, m.copy(table_), width_, out);
+    } else {
+      ops::gather_rows(device, m.copy(table_), m.copy(ids_), count_, width_, out);
+    }
+    return {{"out", widened(m.read(out, count_ * width_))}};
+  }
+  Outputs reference() const override {
+    return {{"out", rows_of(table_, ids_, width_, [](T v) {
+               if constexpr (kEmbed) {
+                 return from_bf16(v);
+               } else {
+                 return double{v};
+               }
+             })}};
+  }
+
+ private:
+  static constexpr bool kEmbed = std::is_same_v<T, uint16_t>;
+  int64_t count_, width_;
+  std::vector<T> table_;
+  std::vector<int32_t> ids_;
+};
+
+class EmbedDf11 final : public OpRun {
+ public:
+  EmbedDf11(int64_t tokens, int64_t hidden, int64_t vocab, uint32_t seed)
+      : tokens_(tokens), hidden_(hidden), table_(test::normal_bf16(vocab * hidden, 0.02f, seed)) {
+    std::mt19937_64 rng(seed);
+    ids_ = random_ids(rng, tokens, vocab);
+    compressed_ = df11_compress(table_.data(), vocab * hidden, {});
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* out = m.poisoned<float>(tokens_ * hidden_);
+    auto* scratch = m.poisoned<uint16_t>(ops::embed_df11_scratch_elements(device, hidden_));
+    ops::embed_df11(device, m.copy(ids_), tokens_, m.copy(compressed_), hidden_, out, scratch);
+    return {{"out", widened(m.read(out, tokens_ * hidden_))}};
+  }
+  Outputs reference() const override {
+    return {{"out", rows_of(table_, ids_, hidden_, from_bf16)}};
+  }
+
+ private:
+  int64_t tokens_, hidden_;
+  std::vector<uint16_t> table_;
+  std::vector<int32_t> ids_;
+  Df11Tensor compressed_;
+};
+
+// Which part of a tensor a decode covers, and on which lane.
+enum class Decode { kWhole, kGroupsOneToThree, kAhead };
+
+class DecodeDf11 final : public OpRun {
+ public:
+  static constexpr int64_t kGuard = 64;  // elements after the output that must keep the poison
+
+  DecodeDf11(std::vector<uint16_t> values, Decode how)
+      : values_(std::move(values)),
+        how_(how),
+        compressed_(df11_compress(values_.data(), static_cast<int64_t>(values_.size()), {})) {}
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    Df11View view = m.copy(compressed_);
+    if (how_ == Decode::kGroupsOneToThree) view = df11_groups(view, 1, 3);
+    uint16_t* out = m.poisoned<uint16_t>(view.numel + kGuard);
+    if (how_ == Decode::kAhead) {
+      device.fork_ahead();
+      ops::decode_df11_ahead(device, view, out);
+      device.join_ahead();
+    } else {
+      ops::decode_df11(device, view, out);
+    }
+    return {{"bits", widened(m.read(out, view.numel + kGuard))}};
+  }
+  Outputs reference() const override {
+    const int64_t first = how_ == Decode::kGroupsOneToThree ? df11::kGroupElements : 0;
+    const int64_t last = how_ == Decode::kGroupsOneToThree
+                             ? std::min<int64_t>(values_.size(), 3 * df11::kGroupElements)
+                             : static_cast<int64_t>(values_.size());
+    std::vector<double> bits(values_.begin() + first, values_.begin() + last);
+    bits.resize(bits.size() + kGuard, 0xFFFF);
+    return {{"bits", bits}};
+  }
+
+ private:
+  std::vector<uint16_t> values_;
+  Decode how_;
+  Df11Tensor compressed_;
+};
+
+class CopyBlock final : public OpRun {
+ public:
+  CopyBlock(int64_t rows, int64_t cols, int64_t src_stride, int64_t dst_stride, uint64_t seed)
+      : rows_(rows), cols_(cols), src_stride_(src_stride), dst_stride_(dst_stride) {
+    std::mt19937_64 rng(seed);
+    src_ = random_floats(rng, rows * src_stride);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* dst = m.poisoned<float>(rows_ * dst_stride_);
+    ops::copy_block(device, m.copy(src_), src_stride_, dst, dst_stride_, rows_, cols_);
+    return {{"dst", widened(m.read(dst, rows_ * dst_stride_))}};
+  }
+  Outputs reference() const override {
+    std::vector<double> dst(rows_ * dst_stride_, kNaN);  // the gaps between rows keep the poison
+    for (int64_t r = 0; r < rows_; ++r) {
+      std::copy_n(src_.begin() + r * src_stride_, cols_, dst.begin() + r * dst_stride_);
+    }
+    return {{"dst", dst}};
+  }
+
+ private:
+  int64_t rows_, cols_, src_stride_, dst_stride_;
+  std::vector<float> src_;
+};
+
+class AddRmsNorm final : public OpRun {
+ public:
+  // in_place: out is x, which then holds the input on the CPU and x + residual on CUDA (where
+  // the input is BF16 scratch): only the input is compared.
+  AddRmsNorm(int64_t rows, int64_t cols, bool residual, bool in_place, uint64_t seed)
+      : rows_(rows), cols_(cols), in_place_(in_place) {
+    std::mt19937_64 rng(seed);
+    x_ = random_floats(rng, rows * cols, -3.0f, 3.0f);
+    if (residual) residual_ = random_floats(rng, rows * cols, -3.0f, 3.0f);
+    weight_ = random_floats(rng, cols, 0.5f, 1.5f);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* x = m.copy(x_);
+    float* out = in_place_ ? x : m.poisoned<float>(rows_ * cols_);
+    const MatmulInput in = ops::add_rms_norm_input(
+        device, x, residual_.empty() ? nullptr : m.copy(residual_), m.copy(weight_), rows_, cols_,
+        kEps, out, m.bytes(ops::matmul_input_bytes(device, rows_, cols_)));
+    Outputs outputs{{"input", m.read(in)}};
+    if (!in_place_) outputs.push_back({"x", widened(m.read(x, rows_ * cols_))});
+    return outputs;
+  }
+  Outputs reference() const override {
+    std::vector<float> x = x_;
+    for (size_t i = 0; i < residual_.size(); ++i) x[i] += residual_[i];
+    Outputs outputs{{"input", test::reference_rms_norm(x, weight_, rows_, cols_, kEps)}};
+    if (!in_place_) outputs.push_back({"x", widened(x)});
+    return outputs;
+  }
+
+ private:
+  static constexpr float kEps = 1e-5f;
+  int64_t rows_, cols_;
+  bool in_place_;
+  std::vector<float> x_, residual_, weight_;
+};
+
+class SiluMul final : public OpRun {
+ public:
+  // fused: gate and up halves of one [tokens][2 * width] matmul output; else two blocks.
+  SiluMul(int64_t tokens, int64_t width, bool fused, uint64_t seed)
+      : tokens_(tokens), width_(width), fused_(fused) {
+    std::mt19937_64 rng(seed);
+    gate_up_ = random_floats(rng, tokens * 2 * width, -20.0f, 20.0f);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    const float* gate_up = m.copy(gate_up_);
+    const float* up = gate_up + (fused_ ? width_ : tokens_ * width_);
+    const MatmulInput in = ops::silu_mul_input(
+        device, gate_up, up, stride(), tokens_, width_, m.poisoned<float>(tokens_ * width_),
+        m.bytes(ops::matmul_input_bytes(device, tokens_, width_)));
+    return {{"input", m.read(in)}};
+  }
+  Outputs reference() const override {
+    const float* up = gate_up_.data() + (fused_ ? width_ : tokens_ * width_);
+    return {{"input", test::reference_silu_mul(gate_up_.data(), up, stride(), tokens_, width_)}};
+  }
+
+ private:
+  int64_t stride() const { return fused_ ? 2 * width_ : width_; }
+  int64_t tokens_, width_;
+  bool fused_;
+  std::vector<float> gate_up_;
+};
+
+class Matmul final : public OpRun {
+ public:
+  Matmul(int64_t rows, int64_t k, int64_t n, bool bias, uint64_t seed) : rows_(rows), k_(k), n_(n) {
+    std::mt19937_64 rng(seed);
+    x_ = random_floats(rng, rows * k);
+    w_ = random_bf16(rng, n * k);
+    if (bias) bias_ = random_floats(rng, n);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* out = m.poisoned<float>(rows_ * n_);
+    ops::matmul_bf16(device, m.matmul_input(x_, rows_, k_), m.copy(w_), n_,
+                     bias_.empty() ? nullptr : m.copy(bias_), out);
+    return {{"out", widened(m.read(out, rows_ * n_))}};
+  }
+  Outputs reference() const override {
+    return {{"out",
+             test::reference_matmul(x_, rows_, k_, w_, n_, bias_.empty() ? nullptr : bias_.data())
+                 .out}};
+  }
+
+ private:
+  int64_t rows_, k_, n_;
+  std::vector<float> x_, bias_;
+  std::vector<uint16_t> w_;
+};
+
+struct RopeShape {
+  int64_t tokens, heads, kv_heads, head_dim, page_size;
+  KvDtype dtype;
+  bool fused;  // q|k|v rows of one matmul output; else three blocks
+};
+
+class RopeAndCache final : public OpRun {
+ public:
+  RopeAndCache(const RopeShape& s, uint64_t seed)
+      : s_(s), inv_freq_(test::rope_inv_freq(s.head_dim)) {
+    std::mt19937_64 rng(seed);
+    qkv_ = random_floats(rng, s.tokens * (q_width() + 2 * kv_width()));
+    positions_.resize(s.tokens);
+    for (auto& p : positions_) p = static_cast<int32_t>(rng() % 4000);
+    pool_slots_ = ((s.tokens + s.page_size - 1) / s.page_size + 2) * s.page_size;
+    std::vector<int32_t> all(pool_slots_);
+    std::iota(all.begin(), all.end(), 0);
+    std::shuffle(all.begin(), all.end(), rng);
+    slots_.assign(all.begin(), all.begin() + s.tokens);
+    if (s.tokens > 1) slots_[1] = -1;  // padding: skipped
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* qkv = m.copy(qkv_);
+    QkvRows in;
+    if (s_.fused) {
+      in = {qkv, qkv + q_width(), qkv + q_width() + kv_width(), row(), row()};
+    } else {
+      in = {qkv, qkv + s_.tokens * q_width(), qkv + s_.tokens * (q_width() + kv_width()), q_width(),
+            kv_width()};
+    }
+    PagedKv kv = layout();
+    kv.k_pages = m.bytes(pool_elements() * element_bytes());
+    kv.v_pages = m.bytes(pool_elements() * element_bytes());
+    float* q_out = m.poisoned<float>(s_.tokens * q_width());
+    ops::rope_and_cache(device, in, m.copy(positions_), s_.tokens, s_.heads, m.copy(inv_freq_), kv,
+                        m.copy(slots_), q_out);
+    return {{"q", widened(m.read(q_out, s_.tokens * q_width()))},
+            {k_cache(), pool(m, kv.k_pages)},
+            {"v cache", pool(m, kv.v_pages)}};
+  }
+  Outputs reference() const override {
+    const float* q = qkv_.data();
+    const float* k = s_.fused ? q + q_width() : q + s_.tokens * q_width();
+    const float* v = s_.fused ? k + kv_width() : k + s_.tokens * kv_width();
+    const int64_t q_stride = s_.fused ? row() : q_width();
+    const int64_t kv_stride = s_.fused ? row() : kv_width();
+    const std::vector<double> k_rotated = test::reference_rope(
+        k, kv_stride, positions_.data(), s_.tokens, s_.kv_heads, s_.head_dim, inv_freq_);
+    std::vector<double> k_pool(pool_elements(), kNaN), v_pool(pool_elements(), kNaN);
+    for (int64_t t = 0; t < s_.tokens; ++t) {
+      if (slots_[t] < 0) continue;
+      for (int64_t i = 0; i < kv_width(); ++i) {
+        k_pool[slots_[t] * kv_width() + i] = stored(k_rotated[t * kv_width() + i]);
+        v_pool[slots_[t] * kv_width() + i] = stored(v[t * kv_stride + i]);
+      }
+    }
+    return {{"q", test::reference_rope(q, q_stride, positions_.data(), s_.tokens, s_.heads,
+                                       s_.head_dim, inv_freq_)},
+            {k_cache(), k_pool},
+            {"v cache", v_pool}};
+  }
+
+ private:
+  int64_t q_width() const { return s_.heads * s_.head_dim; }
+  int64_t kv_width() const { return s_.kv_heads * s_.head_dim; }
+  int64_t row() const { return q_width() + 2 * kv_width(); }
+  int64_t pool_elements() const { return pool_slots_ * kv_width(); }
+  int64_t element_bytes() const { return s_.dtype == KvDtype::kF32 ? 4 : 2; }
+  const char* k_cache() const { return s_.dtype == KvDtype::kF32 ? "k cache f32" : "k cache bf16"; }
+  PagedKv layout() const {
+    PagedKv kv;
+    kv.dtype = s_.dtype;
+    kv.page_size = s_.page_size;
+    kv.kv_heads = s_.kv_heads;
+    kv.head_dim = s_.head_dim;
+    return kv;
+  }
+  // A value as the cache stores it.
+  double stored(double value) const {
+    return s_.dtype == KvDtype::kF32 ? value : from_bf16(to_bf16(static_cast<float>(value)));
+  }
+  std::vector<double> pool(Memory& m, const void* pages) const {
+    if (s_.dtype == KvDtype::kF32) {
+      return widened(m.read(static_cast<const float*>(pages), pool_elements()));
+    }
+    return bf16_values(m.read(static_cast<const uint16_t*>(pages), pool_elements()));
+  }
+
+  RopeShape s_;
+  std::vector<float> inv_freq_, qkv_;
+  std::vector<int32_t> positions_, slots_;
+  int64_t pool_slots_ = 0;
+};
+
+struct AttentionShape {
+  std::string batch;  // what kind of step, for the test name
+  std::vector<SeqSpec> seqs;
+  int64_t kv_heads, group, head_dim, page_size;
+  KvDtype dtype;
+};
+
+class PagedAttention final : public OpRun {
+ public:
+  PagedAttention(const AttentionShape& s, uint64_t seed)
+      : cache_(test::make_paged_cache(seed, s.seqs, s.kv_heads, s.group, s.head_dim, s.page_size,
+                                      s.dtype)),
+        scale_(1.0f / std::sqrt(static_cast<float>(s.head_dim))) {}
+  Outputs run(Device& device) const override {
+    const test::PagedCache& c = cache_;
+    Memory m(device);
+    PagedKv kv;
+    kv.k_pages = m.copy(c.k_pool);
+    kv.v_pages = m.copy(c.v_pool);
+    kv.dtype = c.dtype;
+    kv.page_size = c.page_size;
+    kv.kv_heads = c.kv_heads;
+    kv.head_dim = c.head_dim;
+    PagedBatch batch;
+    batch.q_indptr = m.copy(c.q_indptr);
+    batch.page_indptr = m.copy(c.page_indptr);
+    batch.page_indices = m.copy(c.page_indices);
+    batch.context_lens = m.copy(c.context_lens);
+    batch.num_seqs = static_cast<int64_t>(c.seqs.size());
+    batch.num_tokens = c.tokens();
+    for (const SeqSpec& s : c.seqs) {
+      batch.max_query_tokens = std::max(batch.max_query_tokens, s.queries);
+      batch.max_context = std::max(batch.max_context, s.context);
+    }
+    const int64_t width = c.heads * c.head_dim;
+    void* scratch = m.bytes(
+        ops::attention_scratch_bytes(device, batch.num_seqs, c.heads, kv, batch.max_context));
+    const MatmulInput in = ops::paged_attention(
+        device, m.copy(c.q), kv, batch, c.heads, scale_, m.poisoned<float>(c.tokens() * width),
+        scratch, m.bytes(ops::matmul_input_bytes(device, c.tokens(), width)));
+    return {{"out", m.read(in)}};
+  }
+  Outputs reference() const override {
+    return {{"out", test::reference_paged_attention(cache_, scale_)}};
+  }
+
+ private:
+  test::PagedCache cache_;
+  float scale_;
+};
+
+class Sample final : public OpRun {
+ public:
+  // The rows of sample_test_rows.h (every parameter set on rows built to stress the rules), then
+  // greedy rows with ties and NaNs planted.
+  Sample(int64_t vocab, uint64_t seed) : vocab_(vocab) {
+    test::sample_test_rows(vocab, seed, logits_, params_);
+    std::mt19937 rng(static_cast<uint32_t>(seed));
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    const size_t planted = params_.size();
+    for (int r = 0; r < 4; ++r) {
+      for (int64_t i = 0; i < vocab; ++i) logits_.push_back(normal(rng));
+      params_.emplace_back();
+      params_.back().temperature = 0.0f;
+    }
+    float* row = logits_.data() + planted * vocab;  // the maximum twice
+    row[vocab - 1] = row[vocab / 2] = 100.0f;
+    row += vocab;  // NaNs around a maximum at the last id
+    row[0] = row[vocab / 3] = kNaN;
+    row[vocab - 1] = 50.0f;
+    row += vocab;  // nothing but NaN and -inf: the first -inf (id 1) is the largest number
+    for (int64_t i = 0; i < vocab; ++i) row[i] = i % 2 ? -INFINITY : kNaN;
+    row += vocab;  // the maximum at id 0
+    row[0] = 1e30f;
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    const int64_t rows = static_cast<int64_t>(params_.size());
+    int32_t* ids = m.copy(std::vector<int32_t>(rows, -1));
+    ops::sample(device, m.copy(logits_), rows, vocab_, m.copy(params_), ids,
+                m.bytes(ops::sample_scratch_bytes(device, rows, vocab_)));
+    return {{"ids", widened(m.read(ids, rows))}};
+  }
+  Outputs reference() const override {
+    std::vector<double> ids;
+    for (size_t r = 0; r < params_.size(); ++r) {
+      ids.push_back(test::reference_sample(logits_.data() + r * vocab_, vocab_, params_[r]));
+    }
+    return {{"ids", ids}};
+  }
+
+ private:
+  int64_t vocab_;
+  std::vector<float> logits_;
+  std::vector<SampleParams> params_;
+};
+
+std::string kv_name(KvDtype dtype) { return dtype == KvDtype::kF32 ? "f32" : "bf16"; }
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> cases;
+  uint64_t seed = 1000;
+  auto add = [&](const std::string& op, const std::string& shape, auto make) {
+    cases.push_back({op, shape, [make, case_seed = ++seed] { return make(case_seed); }});
+  };
+  auto to_s = [](int64_t v) { return std::to_string(v); };
+
+  for (auto [tokens, hidden, vocab] :
+       {std::array<int64_t, 3>{1, 7, 50}, {3, 576, 200}, {300, 64, 1000}}) {
+    add("embed", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden), [=](uint64_t s) {
+      return std::make_unique<RowLookup<uint16_t>>(tokens, hidden, vocab, s);
+    });
+  }
+  // Hidden 96 and 576 rows straddle the 4096-element DF11 groups.
+  for (auto [tokens, hidden, vocab] :
+       {std::array<int64_t, 3>{1, 96, 300}, {5, 576, 120}, {40, 64, 2000}}) {
+    add("embed_df11", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden), [=](uint64_t s) {
+      return std::make_unique<EmbedDf11>(tokens, hidden, vocab, static_cast<uint32_t>(s));
+    });
+  }
+  const int64_t ragged = 3 * df11::kGroupElements + 17;  // a partial last group
+  add("decode_df11", "one_element", [](uint64_t s) {
+    return std::make_unique<DecodeDf11>(test::normal_bf16(1, 0.02f, s), Decode::kWhole);
+  });
+  add("decode_df11", "normal_" + to_s(ragged), [=](uint64_t s) {
+    return std::make_unique<DecodeDf11>(test::normal_bf16(ragged, 0.02f, s), Decode::kWhole);
+  });
+  add("decode_df11", "groups_1_to_3_of_" + to_s(ragged), [=](uint64_t s) {
+    return std::make_unique<DecodeDf11>(test::normal_bf16(ragged, 0.02f, s),
+                                        Decode::kGroupsOneToThree);
+  });
+  add("decode_df11", "every_bf16_pattern_shuffled", [](uint64_t s) {
+    return std::make_unique<DecodeDf11>(test::every_bf16_pattern(true, s), Decode::kWhole);
+  });
+  add("decode_df11", "ahead_normal_" + to_s(ragged), [=](uint64_t s) {
+    return std::make_unique<DecodeDf11>(test::normal_bf16(ragged, 0.02f, s), Decode::kAhead);
+  });
+  for (auto [count, width] : {std::array<int64_t, 2>{1, 64}, {4, 577}, {33, 1}}) {
+    add("gather_rows", "count" + to_s(count) + "_width" + to_s(width),
+        [=](uint64_t s) { return std::make_unique<RowLookup<float>>(count, width, 40, s); });
+  }
+  for (auto [rows, cols, src, dst] :
+       {std::array<int64_t, 4>{1, 97, 97, 97}, {8, 1000, 1005, 1011}, {3, 1, 4, 2}}) {
+    add("copy_block",
+        "rows" + to_s(rows) + "_cols" + to_s(cols) + "_strides" + to_s(src) + "_" + to_s(dst),
+        [=](uint64_t s) { return std::make_unique<CopyBlock>(rows, cols, src, dst, s); });
+  }
+  struct NormShape {
+    int64_t rows, cols;
+    bool residual, in_place;
+  };
+  for (const NormShape n : {NormShape{1, 576, true, false},
+                            {3, 1001, true, false},
+                            {37, 7, false, false},
+                            {300, 576, true, false},
+                            {2, 576, true, true}}) {
+    add("add_rms_norm_input",
+        "rows" + to_s(n.rows) + "_cols" + to_s(n.cols) + (n.residual ? "_residual" : "") +
+            (n.in_place ? "_in_place" : ""),
+        [=](uint64_t s) {
+          return std::make_unique<AddRmsNorm>(n.rows, n.cols, n.residual, n.in_place, s);
+        });
+  }
+  for (auto [tokens, width, fused] :
+       {std::array<int64_t, 3>{1, 1536, 1}, {3, 17, 0}, {37, 2049, 1}}) {
+    add("silu_mul_input",
+        "tokens" + to_s(tokens) + "_width" + to_s(width) + (fused ? "_fused" : "_separate"),
+        [=](uint64_t s) { return std::make_unique<SiluMul>(tokens, width, fused, s); });
+  }
+  // Decode GEMVs, prefill shapes, k > 1024 and odd sizes everywhere.
+  for (auto [rows, k, n, bias] : {std::array<int64_t, 4>{1, 576, 1536, 0},
+                                  {1, 1536, 577, 1},
+                                  {3, 577, 769, 1},
+                                  {5, 17, 63, 1},
+                                  {37, 2500, 131, 0},
+                                  {300, 200, 1001, 1}}) {
+    add("matmul_bf16",
+        "rows" + to_s(rows) + "_k" + to_s(k) + "_n" + to_s(n) + (bias ? "_bias" : ""),
+        [=](uint64_t s) { return std::make_unique<Matmul>(rows, k, n, bias, s); });
+  }
+  for (const RopeShape r : {RopeShape{37, 32, 8, 128, 16, KvDtype::kBf16, true},
+                            {5, 4, 4, 64, 1, KvDtype::kF32, false},
+                            {1, 8, 4, 80, 4, KvDtype::kBf16, true},
+                            {37, 16, 2, 128, 16, KvDtype::kF32, false},
+                            {6, 8, 2, 64, 4, KvDtype::kBf16, false}}) {
+    add("rope_and_cache",
+        "tokens" + to_s(r.tokens) + "_heads" + to_s(r.heads) + "_kv" + to_s(r.kv_heads) + "_d" +
+            to_s(r.head_dim) + "_page" + to_s(r.page_size) + "_" + kv_name(r.dtype) +
+            (r.fused ? "_fused" : "_separate"),
+        [=](uint64_t s) { return std::make_unique<RopeAndCache>(r, s); });
+  }
+  // Decode steps (one query token each) with BF16 KV reach CUDA's decode kernel, other BF16 steps
+  // its prefill kernel, F32 KV and head_dim 80 its simple kernel.
+  const std::vector<SeqSpec> decode = {{1, 1}, {15, 1}, {16, 1}, {17, 1}, {300, 1}, {1000, 1}};
+  // A chunk after a cached prefix, a whole prompt, decodes, a two-token step, a sequence with no
+  // query tokens this step.
+  const std::vector<SeqSpec> mixed = {{137, 37}, {70, 70}, {17, 1}, {33, 2}, {1, 1}, {90, 0}};
+  for (const AttentionShape& a : {AttentionShape{"decode", decode, 2, 1, 128, 16, KvDtype::kBf16},
+                                  {"decode", decode, 2, 2, 128, 16, KvDtype::kBf16},
+                                  {"decode", decode, 2, 4, 128, 16, KvDtype::kBf16},
+                                  {"decode", decode, 2, 8, 128, 16, KvDtype::kBf16},
+                                  {"decode", decode, 2, 4, 64, 4, KvDtype::kBf16},
+                                  {"decode", decode, 1, 2, 128, 1, KvDtype::kBf16},
+                                  {"mixed", mixed, 2, 4, 128, 16, KvDtype::kBf16},
+                                  {"mixed", mixed, 1, 8, 64, 4, KvDtype::kBf16},
+                                  {"mixed", mixed, 3, 1, 128, 1, KvDtype::kBf16},
+                                  {"mixed", mixed, 2, 2, 128, 16, KvDtype::kF32},
+                                  {"decode", decode, 2, 4, 64, 4, KvDtype::kF32},
+                                  {"mixed", mixed, 2, 2, 80, 16, KvDtype::kBf16},
+                                  {"decode", decode, 2, 4, 80, 4, KvDtype::kBf16}}) {
+    add("paged_attention",
+        a.batch + "_kv" + to_s(a.kv_heads) + "_group" + to_s(a.group) + "_d" + to_s(a.head_dim) +
+            "_page" + to_s(a.page_size) + "_" + kv_name(a.dtype),
+        [=](uint64_t s) { return std::make_unique<PagedAttention>(a, s); });
+  }
+  // Vocabularies that take the sampler's 16-byte path (a multiple of 4) and its scalar one, up to
+  // Llama-3's.
+  for (const int64_t vocab : {int64_t{97}, int64_t{128}, int64_t{3001}, int64_t{128256}}) {
+    add("sample", "vocab" + to_s(vocab),
+        [=](uint64_t s) { return std::make_unique<Sample>(vocab, s); });
+  }
+  return cases;
+}
+
+class BackendOps : public testing::TestWithParam<OpCase> {};
+
+TEST_P(BackendOps, CpuBackendMatchesTheDoublePrecisionReference) {
+  const std::unique_ptr<OpRun> run = GetParam().make();
+  const std::unique_ptr<Device> cpu = make_device("cpu", 2);
+  expect_within(GetParam().op, run->run(*cpu), run->reference(), &Tolerance::cpu);
+}
+
+TEST_P(BackendOps, CudaBackendMatchesTheCpuBackend) {
+  if (!cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  const std::unique_ptr<OpRun> run = GetParam().make();
+  const std::unique_ptr<Device> cpu = make_device("cpu", 2);
+  const std::unique_ptr<Device> cuda = make_device("cuda", 0);
+  expect_within(GetParam().op, run->run(*cuda), run->run(*cpu), &Tolerance::cuda);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, BackendOps, testing::ValuesIn(all_cases()),
+                         [](const testing::TestParamInfo<OpCase>& info) {
+                           return info.param.op + "_" + info.param.shape;
+                         });
+
+// ---- argument checks ----------------------------------------------------------------------
+
+// An op checks its arguments before it picks a kernel, so every backend refuses the same calls
+// with the same error, before touching any memory: the pointers here are host memory even on
+// CUDA, and nothing is written through them.
+class OpChecks : public testing::TestWithParam<std::string> {};
+
+std::string error_of(const std::function<void()>& call) {
+  try {
+    call();
+  } catch (const Error& e) {
+    return e.message();
+  }
+  return "<no error>";
+}
+
+TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
+  if (GetParam() == "cuda" && !cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  const std::unique_ptr<Device> device = make_device(GetParam(), 1);
+  Device& d = *device;
+  std::vector<float> f(64, 7.0f);
+  std::vector<uint16_t> bits(64, 0);
+  std::vector<int32_t> ids(4, 0);
+  float* x = f.data();
+
+  EXPECT_EQ(error_of([&] { ops::embed(d, ids.data(), -1, bits.data(), 8, x); }),
+            "embed: -1 tokens of hidden size 8");
+  EXPECT_EQ(error_of([&] { ops::embed(d, ids.data(), 2, nullptr, 8, x); }),
+            "embed: a null pointer");
+  Df11View table;
+  table.numel = 10;
+  table.lengths = reinterpret_cast<const uint8_t*>(bits.data());
+  EXPECT_EQ(error_of([&] { ops::embed_df11(d, ids.data(), 1, table, 4, x, bits.data()); }),
+            "embed: a DF11 table of 10 elements has no rows of 4");
+  EXPECT_EQ(error_of([&] { ops::decode_df11(d, table, bits.data()); }),
+            "decode_df11: a null pointer");
+  EXPECT_EQ(error_of([&] { ops::gather_rows(d, x, ids.data(), 2, 4, nullptr); }),
+            "gather_rows: a null pointer");
+  EXPECT_EQ(error_of([&] { ops::copy_block(d, x, 8, x, 4, 2, 5); }),
+            "copy_block: 2 rows of 5 from rows 8 apart to rows 4 apart");
+  EXPECT_EQ(error_of([&] { ops::add_rms_norm_input(d, x, nullptr, x, 2, 0, 1e-5f, x, x); }),
+            "add_rms_norm_input: 2 rows of 0");
+  EXPECT_EQ(error_of([&] { ops::silu_mul_input(d, x, x, 3, 2, 4, x, x); }),
+            "silu_mul_input: 2 rows of 4, 3 apart");
+  EXPECT_EQ(error_of([&] {
+              ops::matmul_bf16(d, {x, 1, 4}, bits.data(), -2, nullptr, x);
+            }),
+            "matmul_bf16: negative size rows=1 k=4 n=-2");
+
+  PagedKv kv;
+  kv.k_pages = kv.v_pages = bits.data();
+  kv.kv_heads = 2;
+  kv.head_dim = 8;
+  kv.page_size = 4;
+  const QkvRows rows{x, x, x, 64, 64};
+  EXPECT_EQ(
+      error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), nullptr); }),
+      "rope_and_cache: a null pointer");
+  kv.head_dim = 3;
+  EXPECT_EQ(error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), x); }),
+            "rope: head_dim must be even, got 3");
+  kv.head_dim = 8;
+  PagedBatch batch;
+  batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
+  batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 3, 1.0f, x, x, x); }),
+            "paged_attention: 3 query heads do not divide into 2 KV heads");
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 2 * 129, 1.0f, x, x, x); }),
+            "paged_attention: at most 128 query heads per KV head, got 129");
+  kv.head_dim = 264;
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 4, 1.0f, x, x, x); }),
+            "paged_attention: head_dim 264 outside [1, 256]");
+  SampleParams params;
+  EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
+            "sample: a null pointer");
+  // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
+  // refused before any logit is read.
+  EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, kMaxSampleVocab + 1, &params, ids.data(), x); }),
+            "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
+  EXPECT_EQ(ids, std::vector<int32_t>(4, 0));
+  EXPECT_EQ(f, std::vector<float>(64, 7.0f));
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, OpChecks, testing::Values("cpu", "cuda"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+}  // namespace
+}  // namespace slimrt
