@@ -66,10 +66,9 @@ void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positi
 // kernel (paged_prefill_attention.cu) and a simple kernel for the rest.
 MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
-                            void* scratch, void* input_scratch);
-// Also records the scratch layout in `device`, which paged_attention() then follows.
-int64_t attention_scratch_bytes(CudaDevice& device, int64_t max_seqs, int64_t heads,
-                                const PagedKv& kv, int64_t max_context);
+                            const AttentionScratchPlan& plan, void* scratch, void* input_scratch);
+AttentionScratchPlan plan_attention_scratch(int64_t max_seqs, int64_t heads, const PagedKv& kv,
+                                            int64_t max_context);
 
 // Draws the ids cpu::sample draws from the same logits, greedy rows included (the largest
 // logit, ties to the lowest id, NaNs skipped, id 0 when no logit is a number). Rows that are not

@@ -61,15 +61,26 @@ void* CudaDevice::allocate(int64_t bytes) {
   // cudaMalloc returns 256-byte aligned memory (more than the 64 the arenas need).
   const cudaError_t status = cudaMalloc(&memory, static_cast<size_t>(std::max<int64_t>(bytes, 1)));
   if (status != cudaSuccess) cudaGetLastError();
-  SLIMRT_CHECK(
-      status == cudaSuccess && memory != nullptr,
+  SLIMRT_CHECK_AS(
+      ErrorCategory::kOutOfMemory, status == cudaSuccess && memory != nullptr,
       "could not allocate " << bytes << " bytes of GPU memory: " << cudaGetErrorString(status));
+  allocations_[static_cast<const uint8_t*>(memory)] = std::max<int64_t>(bytes, 1);
   return memory;
 }
 
 void CudaDevice::deallocate(void* memory) {
   if (memory == nullptr) return;
-  drop_tables();  // the freed memory may have held `lengths` arrays the tables are keyed by
+  // The freed block may have held `lengths` arrays its tables are keyed by; other blocks (a
+  // shared model's weights) keep theirs.
+  const auto* begin = static_cast<const uint8_t*>(memory);
+  const auto block = allocations_.find(begin);
+  if (block != allocations_.end()) {
+    const auto first = tables_.lower_bound(begin);
+    const auto last = tables_.lower_bound(begin + block->second);
+    for (auto it = first; it != last; ++it) cudaFree(it->second.entries);
+    tables_.erase(first, last);
+    allocations_.erase(block);
+  }
   SLIMRT_CUDA_CHECK(cudaFree(memory));  // waits for work in flight
 }
 
@@ -106,15 +117,22 @@ void CudaDevice::join_ahead() {
   SLIMRT_CUDA_CHECK(cudaStreamWaitEvent(stream_, join_, 0));
 }
 
-void CudaDevice::run_graph(uint64_t key, const std::function<void()>& body) {
-  const auto found = graphs_.find(key);
+void CudaDevice::forget_graphs(const void* owner) {
+  for (auto it = graphs_.lower_bound({owner, 0}); it != graphs_.end() && it->first.first == owner;) {
+    if (it->second != nullptr) cudaGraphExecDestroy(it->second);
+    it = graphs_.erase(it);
+  }
+}
+
+void CudaDevice::run_graph(const void* owner, uint64_t key, const std::function<void()>& body) {
+  const auto found = graphs_.find({owner, key});
   if (found != graphs_.end() && found->second != nullptr) {
     SLIMRT_CUDA_CHECK(cudaGraphLaunch(found->second, stream_));
     return;
   }
   if (found == graphs_.end()) {
     if (graphs_.size() >= kMaxGraphs) drop_graphs();
-    graphs_.emplace(key, nullptr);
+    graphs_.emplace(std::make_pair(owner, key), nullptr);
     body();
     return;
   }

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <utility>
 #include <string>
 
 #include "cublas_library.h"
@@ -51,7 +52,8 @@ class CudaDevice final : public Device {
   void join_ahead() override;
   // First call of a key: runs `body` (warming up whatever it builds on first use). Second:
   // records it as a CUDA graph and launches that. Later: launches the recording.
-  void run_graph(uint64_t key, const std::function<void()>& body) override;
+  void run_graph(const void* owner, uint64_t key, const std::function<void()>& body) override;
+  void forget_graphs(const void* owner) override;
 
   cudaStream_t stream() const { return stream_; }
   cudaStream_t ahead_stream() const { return ahead_; }  // ops::decode_df11_ahead's
@@ -59,13 +61,6 @@ class CudaDevice final : public Device {
   // `view` (in this device's memory) with its decoding table, built and uploaded on first use.
   Df11DeviceView df11_view(const Df11View& view);
 
-  // The scratch layout of the last ops::attention_scratch_bytes() call (one executor per device):
-  // q and out of max_seqs sequences in BF16, then the split-K workspace.
-  struct AttentionScratch {
-    int64_t q_bytes = 0;
-    int64_t workspace_bytes = 0;
-  };
-  AttentionScratch& attention_scratch() { return attention_scratch_; }
 
  private:
   struct DeviceTable {
@@ -83,8 +78,9 @@ class CudaDevice final : public Device {
   cudaEvent_t fork_ = nullptr, join_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   void* cublas_workspace_ = nullptr;
-  std::map<uint64_t, cudaGraphExec_t> graphs_;  // null: seen once, not recorded yet
-  AttentionScratch attention_scratch_;
+  // null: seen once, not recorded yet.
+  std::map<std::pair<const void*, uint64_t>, cudaGraphExec_t> graphs_;
+  std::map<const uint8_t*, int64_t> allocations_;  // block -> bytes, to drop its tables
   std::map<const uint8_t*, DeviceTable> tables_;
 };
 

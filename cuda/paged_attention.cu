@@ -125,8 +125,7 @@ __global__ void paged_attention_kernel(const float* q, PagedKv kv, PagedBatch ba
 // output (in scratch).
 const uint16_t* decode_attention(CudaDevice& device, const float* q, const PagedKv& kv,
                                  const PagedBatch& batch, int64_t heads, float scale,
-                                 void* scratch) {
-  const CudaDevice::AttentionScratch& layout = device.attention_scratch();
+                                 const AttentionScratchPlan& layout, void* scratch) {
   const int64_t n = batch.num_seqs * heads * kv.head_dim;
   SLIMRT_CHECK(
       n * 2 <= layout.q_bytes,
@@ -160,14 +159,16 @@ const uint16_t* decode_attention(CudaDevice& device, const float* q, const Paged
 // (the CPU backend's per-call checks of them are not repeated here).
 MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
-                            void* scratch, void* input_scratch) {
+                            const AttentionScratchPlan& plan, void* scratch, void* input_scratch) {
   SLIMRT_CHECK(batch.num_seqs <= 0x7FFFFFFF && heads <= 65535,
                "paged_attention: " << batch.num_seqs << " sequences x " << heads
                                    << " heads is too large a grid");
   const int64_t width = heads * kv.head_dim;
   if (batch.num_seqs <= 0) return {input_scratch, 0, width};
-  if (batch.max_query_tokens == 1 && scratch != nullptr && decode_kernel_fits(kv, heads)) {
-    return {decode_attention(device, q, kv, batch, heads, scale, scratch), batch.num_seqs, width};
+  if (batch.max_query_tokens == 1 && scratch != nullptr && plan.bytes > 0 &&
+      decode_kernel_fits(kv, heads)) {
+    return {decode_attention(device, q, kv, batch, heads, scale, plan, scratch), batch.num_seqs,
+            width};
   }
   if (kv.dtype == KvDtype::kBf16 &&
       paged_prefill_attention_fits(heads, kv.kv_heads, kv.head_dim, kv.page_size)) {
@@ -206,19 +207,20 @@ MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& k
 
 // Layout: q and out in BF16 (align256 each), then the split-K workspace of the largest plan any
 // batch within the bounds gets (decode_attention re-plans with fewer splits past it).
-int64_t attention_scratch_bytes(CudaDevice& device, int64_t max_seqs, int64_t heads,
-                                const PagedKv& kv, int64_t max_context) {
-  if (!decode_kernel_fits(kv, heads) || max_seqs <= 0) return 0;
+AttentionScratchPlan plan_attention_scratch(int64_t max_seqs, int64_t heads, const PagedKv& kv,
+                                            int64_t max_context) {
+  if (!decode_kernel_fits(kv, heads) || max_seqs <= 0) return {};
   int64_t workspace = 0;
   for (int64_t s = 1; s <= max_seqs; ++s) {
     workspace = std::max(
         workspace,
         paged_decode_attention_plan(decode_shape(kv, s, heads), max_context).workspace_bytes);
   }
-  CudaDevice::AttentionScratch& layout = device.attention_scratch();
-  layout.q_bytes = align256(max_seqs * heads * kv.head_dim * 2);
-  layout.workspace_bytes = workspace;
-  return 2 * layout.q_bytes + workspace;
+  AttentionScratchPlan plan;
+  plan.q_bytes = align256(max_seqs * heads * kv.head_dim * 2);
+  plan.workspace_bytes = workspace;
+  plan.bytes = 2 * plan.q_bytes + workspace;
+  return plan;
 }
 
 }  // namespace slimrt::cuda

@@ -14,12 +14,20 @@ CpuDevice::CpuDevice(int num_threads) : pool_(num_threads) {}
 void* CpuDevice::allocate(int64_t bytes) {
   const int64_t rounded = (bytes + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment;
   void* memory = std::aligned_alloc(Arena::kAlignment, static_cast<size_t>(rounded));
-  SLIMRT_CHECK(memory != nullptr, "could not allocate " << bytes << " bytes of host memory");
+  SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, memory != nullptr,
+                  "could not allocate " << bytes << " bytes of host memory");
+  allocations_[static_cast<const uint8_t*>(memory)] = rounded;
   return memory;
 }
 
 void CpuDevice::deallocate(void* memory) {
-  tables_.clear();
+  if (memory == nullptr) return;
+  const auto* begin = static_cast<const uint8_t*>(memory);
+  const auto block = allocations_.find(begin);
+  if (block != allocations_.end()) {
+    tables_.erase(tables_.lower_bound(begin), tables_.lower_bound(begin + block->second));
+    allocations_.erase(block);
+  }
   std::free(memory);
 }
 

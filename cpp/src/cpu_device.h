@@ -34,9 +34,11 @@ class CpuDevice final : public Device {
 
  private:
   ThreadPool pool_;
-  // Keyed by lengths pointer, as CUDA's; dropped by deallocate(), since freed memory may come
+  // Keyed by lengths pointer, as CUDA's; dropped by deallocate() of their block, since freed
+  // memory may come
   // back holding another tensor.
   std::map<const uint8_t*, Df11Table> tables_;
+  std::map<const uint8_t*, int64_t> allocations_;  // block -> bytes, to drop its tables
 };
 
 }  // namespace slimrt

@@ -32,6 +32,8 @@ class Device {
   virtual Backend backend() const = 0;
 
   // Memory. allocate() returns 64-byte aligned memory or throws; called at load only.
+  // deallocate() drops the DF11 tables of the tensors that lived in the freed block only: the
+  // other blocks (a shared model's weights) keep theirs.
   virtual void* allocate(int64_t bytes) = 0;
   virtual void deallocate(void* memory) = 0;
   virtual int64_t available_memory() const = 0;  // bytes an engine could still reserve
@@ -52,13 +54,16 @@ class Device {
   virtual void join_ahead() {}
 
   // Runs `body`: ops on this device that read no host memory and wait for nothing, whose
-  // launches depend only on `key` (and on the contents of device memory). A backend may record
-  // the body once a key repeats and replay the recording instead (CUDA graphs): the same
-  // results, without the per-launch cost.
-  virtual void run_graph(uint64_t key, const std::function<void()>& body) {
+  // launches depend only on (`owner`, `key`) (and on the contents of device memory). A backend may
+  // record the body once that pair repeats and replay the recording instead (CUDA graphs): the
+  // same results, without the per-launch cost. Each executor sharing the device is an owner.
+  virtual void run_graph(const void* owner, uint64_t key, const std::function<void()>& body) {
+    (void)owner;
     (void)key;
     body();
   }
+  // Drops what run_graph recorded for `owner` (an executor going away: its buffers go with it).
+  virtual void forget_graphs(const void* owner) { (void)owner; }
 };
 
 // "cpu", or an error naming what is supported ("cuda" comes with the CUDA backend).

@@ -216,12 +216,7 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     if (sampling != nullptr) {
       SampleParams* params = executor->sample_params();
       for (int64_t b = 0; b < B; ++b) {
-        const SamplingParams& s = sampling[b];
-        params[b].temperature = s.temperature;
-        params[b].top_k = s.top_k;
-        params[b].top_p = s.top_p;
-        params[b].min_p = s.min_p;
-        params[b].seed = s.seed;
+        static_cast<SamplingParams&>(params[b]) = sampling[b];
         // The position of the token being drawn: the sequence's length after this step.
         params[b].counter = static_cast<uint64_t>(tables.context_lens[b]);
       }

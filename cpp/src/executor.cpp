@@ -66,6 +66,8 @@ Executor::Executor(const ModelConfig& config, const Weights& weights, const KvPo
                         static_cast<int64_t>(inv_freq_host_.size() * sizeof(float)));
 }
 
+Executor::~Executor() { device_.forget_graphs(this); }
+
 Executor::Sizes Executor::sizes() const {
   return {activations_.used() + staging_.used(), scratch_.used()};
 }
@@ -114,8 +116,9 @@ void Executor::lay_out() {
   const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
   matmul_in_ =
       activations_.allocate_bytes(ops::matmul_input_bytes(device_, std::max(T, B), widest));
-  attention_scratch_ = activations_.allocate_bytes(ops::attention_scratch_bytes(
-      device_, B, config_.num_heads, limits_.kv, context_bucket(limits_.max_context)));
+  attention_plan_ = ops::plan_attention_scratch(device_, B, config_.num_heads, limits_.kv,
+                                                context_bucket(limits_.max_context));
+  attention_scratch_ = activations_.allocate_bytes(attention_plan_.bytes);
 
   // One region, three phases that never overlap in time.
   const int64_t phase = activations_.offset();
@@ -201,7 +204,7 @@ void Executor::forward() {
     // A decode step (one token per sequence): the same launches for every step of this batch
     // size and context bucket.
     const uint64_t key = static_cast<uint64_t>(B) << 32 | static_cast<uint64_t>(max_context_);
-    device_.run_graph(key, [this] { run_model(); });
+    device_.run_graph(this, key, [this] { run_model(); });
   } else {
     run_model();
   }
@@ -321,7 +324,8 @@ void Executor::run_layer(int64_t index) {
   batch.max_context = max_context_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
   const MatmulInput attended = ops::paged_attention(device_, q_, kv, batch, config_.num_heads,
-                                                    scale, attn_, attention_scratch_, matmul_in_);
+                                                    scale, attn_, attention_plan_, attention_scratch_,
+                                                    matmul_in_);
   ops::matmul_bf16(device_, attended, wo, H, w.o_bias, h_);
 
   const MatmulInput normed_mlp =

@@ -57,6 +57,7 @@ class Executor {
 
   Executor(const ModelConfig& config, const Weights& weights, const KvPool& kv_pool, Device& device,
            const Limits& limits);
+  ~Executor();  // drops the device's recordings of this executor's steps
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
@@ -113,7 +114,8 @@ class Executor {
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
   void* matmul_in_ = nullptr;          // ops::matmul_input_bytes() of scratch
-  void* attention_scratch_ = nullptr;  // ops::paged_attention scratch
+  AttentionScratchPlan attention_plan_;
+  void* attention_scratch_ = nullptr;  // ops::paged_attention scratch (attention_plan_.bytes)
   float* x_ = nullptr;
   float* h_ = nullptr;
   float* qkv_ = nullptr;  // [T][q | k | v] of one matmul, or q, k and v as three blocks

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "slimrt/engine.h"
+
 namespace slimrt {
 
 enum class KvDtype { kBf16, kF32 };
@@ -56,6 +58,15 @@ struct QkvRows {
   int64_t kv_stride = 0;
 };
 
+// The scratch of paged_attention, planned once for the largest batch a caller will run
+// (ops::plan_attention_scratch) and handed back with every call: the caller owns the layout, so
+// any number of executors can share one device (FlashInfer's plan/run split).
+struct AttentionScratchPlan {
+  int64_t bytes = 0;            // what the caller allocates (0: the kernels need none)
+  int64_t q_bytes = 0;          // CUDA decode: q and out in BF16, q_bytes each
+  int64_t workspace_bytes = 0;  // CUDA decode: then the split-K workspace
+};
+
 // The left operand of ops::matmul_bf16, x[rows][k], in the form the backend's GEMM reads
 // (ops/matmul_bf16.h): FP32 on the CPU, BF16 bits on CUDA.
 struct MatmulInput {
@@ -64,14 +75,11 @@ struct MatmulInput {
   int64_t k = 0;
 };
 
-// Per-row sampling parameters. temperature == 0 means greedy (argmax, ties to the lowest id).
-struct SampleParams {
-  float temperature = 1.0f;
-  int32_t top_k = 0;   // 0 = off
-  float top_p = 1.0f;  // 1 = off
-  float min_p = 0.0f;  // 0 = off
-  uint64_t seed = 0;
-  uint64_t counter = 0;  // the position of the token being drawn: same seed + counter = same draw
+// Per-row sampling parameters: a request's (slimrt/engine.h: temperature 0 is greedy, argmax
+// with ties to the lowest id) and the position of the token being drawn (same seed + counter =
+// same draw).
+struct SampleParams : SamplingParams {
+  uint64_t counter = 0;
 };
 
 }  // namespace slimrt

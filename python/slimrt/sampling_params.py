@@ -15,11 +15,13 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-from slimrt.errors import RequestError
+from slimrt import _core
+from slimrt.errors import InvalidArgumentError, RequestError
 
 __all__ = ["SamplingParams"]
 
 _SEED_LIMIT = 1 << 64  # the engine draws from (seed, position) with a 64-bit seed
+_TOP_K_LIMIT = 1 << 31  # the engine's top_k is an int32
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,18 @@ class SamplingParams:
     ignore_eos: bool = False
 
     def __post_init__(self) -> None:
+        # Types here; ranges by the core's rules (SamplingParams::validate), the ones every
+        # engine step checks again: one place for each rule.
         temperature = _number("temperature", self.temperature)
-        if temperature < 0:
-            raise RequestError(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
-        if _integer("top_k", self.top_k) < 0:
-            raise RequestError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-        if not 0 < _number("top_p", self.top_p) <= 1:
-            raise RequestError(f"top_p must be in (0, 1], got {self.top_p}")
-        if not 0 <= _number("min_p", self.min_p) <= 1:
-            raise RequestError(f"min_p must be in [0, 1], got {self.min_p}")
+        top_k = _integer("top_k", self.top_k)
+        if not 0 <= top_k < _TOP_K_LIMIT:
+            raise RequestError(f"top_k must be >= 0 (0 disables it) and < 2**31, got {top_k}")
+        top_p = _number("top_p", self.top_p)
+        min_p = _number("min_p", self.min_p)
+        try:
+            _core.SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        except InvalidArgumentError as e:
+            raise RequestError(str(e)) from None
         if self.seed is not None and not 0 <= _integer("seed", self.seed) < _SEED_LIMIT:
             raise RequestError(f"seed must be in [0, 2**64), got {self.seed}")
         if _integer("max_tokens", self.max_tokens) < 1:
@@ -73,10 +78,10 @@ class SamplingParams:
                 raise RequestError(f"stop_token_ids must be >= 0, got {token_id}")
         if not isinstance(self.ignore_eos, bool):
             raise RequestError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
-        object.__setattr__(self, "temperature", float(temperature))
-        object.__setattr__(self, "top_p", float(self.top_p))
-        object.__setattr__(self, "min_p", float(self.min_p))
-        object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "temperature", temperature)
+        object.__setattr__(self, "top_p", top_p)
+        object.__setattr__(self, "min_p", min_p)
+        object.__setattr__(self, "top_k", top_k)
         object.__setattr__(self, "max_tokens", int(self.max_tokens))
         object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
         object.__setattr__(self, "stop", stop)

@@ -620,11 +620,12 @@ class PagedAttention final : public OpRun {
       batch.max_context = std::max(batch.max_context, s.context);
     }
     const int64_t width = c.heads * c.head_dim;
-    void* scratch = m.bytes(
-        ops::attention_scratch_bytes(device, batch.num_seqs, c.heads, kv, batch.max_context));
+    const AttentionScratchPlan plan =
+        ops::plan_attention_scratch(device, batch.num_seqs, c.heads, kv, batch.max_context);
+    void* scratch = m.bytes(plan.bytes);
     const MatmulInput in = ops::paged_attention(
         device, m.copy(c.q), kv, batch, c.heads, scale_, m.poisoned<float>(c.tokens() * width),
-        scratch, m.bytes(ops::matmul_input_bytes(device, c.tokens(), width)));
+        plan, scratch, m.bytes(ops::matmul_input_bytes(device, c.tokens(), width)));
     return {{"out", m.read(in)}};
   }
   Outputs reference() const override {
@@ -895,12 +896,12 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   PagedBatch batch;
   batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
   batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 3, 1.0f, x, x, x); }),
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 3, 1.0f, x, {}, x, x); }),
             "paged_attention: 3 query heads do not divide into 2 KV heads");
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 2 * 129, 1.0f, x, x, x); }),
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 2 * 129, 1.0f, x, {}, x, x); }),
             "paged_attention: at most 128 query heads per KV head, got 129");
   kv.head_dim = 264;
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 4, 1.0f, x, x, x); }),
+  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 4, 1.0f, x, {}, x, x); }),
             "paged_attention: head_dim 264 outside [1, 256]");
   SampleParams params;
   EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),

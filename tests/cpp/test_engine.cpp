@@ -627,6 +627,32 @@ TEST(Engine, TwoEnginesShareOneModelAndGiveTheSameLogits) {
   EXPECT_EQ(a.memory().weights, model->weight_bytes());
 }
 
+TEST(Engine, AnEngineGoingAwayLeavesTheOthersOnItsModelRunningWithoutAllocating) {
+  TinyModel m = make_model(Variant::kLlama);
+  m.compress([](const std::string&) { return true; });  // DF11 tables live in the device
+  const std::shared_ptr<const Model> model = tiny_model(m.config, m.weights());
+  const std::vector<int32_t> prompt = random_tokens(9, 97, 8);
+  Engine b(model, test_options("bf16"));
+  const int64_t seq = b.add_sequence();
+  std::vector<float> expected;
+  {
+    Engine a(model, test_options("bf16"));
+    expected = run_step(a, {a.add_sequence()}, {prompt});
+  }  // a's arenas are freed: the model's decoding tables must stay
+  std::vector<float> logits(97);
+  const int32_t count = 9;
+  StepInput in;
+  in.seq_ids = &seq;
+  in.counts = &count;
+  in.batch = 1;
+  in.tokens = prompt.data();
+  in.num_tokens = 9;
+  const int64_t before = g_allocations.load();
+  b.step(in, logits.data());
+  EXPECT_EQ(g_allocations.load() - before, 0);
+  EXPECT_EQ(logits, expected);
+}
+
 TEST(Engine, BudgetMessagesPrintGibWithTwoDecimalsOrThreeDigits) {
   EXPECT_EQ(format_gib(int64_t{1} << 30), "1.00");
   EXPECT_EQ(format_gib(int64_t{15} << 29), "7.50");

@@ -9,7 +9,7 @@ namespace slimrt::ops {
 
 MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
-                            void* scratch, void* input_scratch) {
+                            const AttentionScratchPlan& plan, void* scratch, void* input_scratch) {
   SLIMRT_CHECK(kv.kv_heads > 0 && heads > 0 && heads % kv.kv_heads == 0,
                "paged_attention: " << heads << " query heads do not divide into " << kv.kv_heads
                                    << " KV heads");
@@ -37,18 +37,17 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
       break;
     case Backend::kCuda:
       return SLIMRT_CUDA(cuda::paged_attention(cuda_device(device), q, kv, batch, heads, scale, out,
-                                               scratch, input_scratch));
+                                               plan, scratch, input_scratch));
   }
   return {out, batch.num_tokens, width};  // the CPU's matmul reads the FP32 output itself
 }
 
-int64_t attention_scratch_bytes(Device& device, int64_t max_seqs, int64_t heads, const PagedKv& kv,
-                                int64_t max_context) {
+AttentionScratchPlan plan_attention_scratch(Device& device, int64_t max_seqs, int64_t heads,
+                                            const PagedKv& kv, int64_t max_context) {
   // The CPU kernel keeps its partial results on the stack.
   return device.backend() == Backend::kCuda
-             ? SLIMRT_CUDA(cuda::attention_scratch_bytes(cuda_device(device), max_seqs, heads, kv,
-                                                         max_context))
-             : 0;
+             ? SLIMRT_CUDA(cuda::plan_attention_scratch(max_seqs, heads, kv, max_context))
+             : AttentionScratchPlan{};
 }
 
 }  // namespace slimrt::ops

@@ -2,8 +2,8 @@
 // input (cpu/paged_attention.cpp; cuda/paged_attention.cu, which picks the decode, prefill or a
 // simple kernel).
 //
-//   const int64_t bytes = ops::attention_scratch_bytes(device, max_batch, heads, kv, max_context);
-//   MatmulInput in = ops::paged_attention(device, q, kv, batch, heads, scale, out, scratch,
+//   AttentionScratchPlan plan = ops::plan_attention_scratch(device, max_batch, heads, kv, ctx);
+//   MatmulInput in = ops::paged_attention(device, q, kv, batch, heads, scale, out, plan, scratch,
 //                                         input_scratch);
 #pragma once
 
@@ -17,17 +17,16 @@ namespace slimrt::ops {
 // Attention of q [batch.num_tokens][heads][head_dim] over the cache (cpu::paged_attention: GQA,
 // causal, FP32 softmax), as a matmul input (matmul_bf16.h: FP32 into `out`, or on CUDA BF16 in
 // `scratch` or `input_scratch`). heads must be a multiple of kv.kv_heads, at most
-// kMaxAttentionGroup per KV head; head_dim at most kMaxAttentionHeadDim. scratch:
-// attention_scratch_bytes() bytes for batches within the bounds given there; input_scratch:
+// kMaxAttentionGroup per KV head; head_dim at most kMaxAttentionHeadDim. scratch: plan.bytes
+// bytes, for batches within the bounds it was planned for; input_scratch:
 // matmul_input_bytes(num_tokens, heads * head_dim).
 MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
-                            void* scratch, void* input_scratch);
+                            const AttentionScratchPlan& plan, void* scratch, void* input_scratch);
 
 // What the device's fastest kernels need for batches of at most max_seqs sequences of at most
-// max_context tokens (0 when they need nothing). Called once, at load: on CUDA it also fixes the
-// scratch layout that paged_attention() then expects.
-int64_t attention_scratch_bytes(Device& device, int64_t max_seqs, int64_t heads, const PagedKv& kv,
-                                int64_t max_context);
+// max_context tokens (plan.bytes 0 when they need nothing). Host arithmetic only: plan once.
+AttentionScratchPlan plan_attention_scratch(Device& device, int64_t max_seqs, int64_t heads,
+                                            const PagedKv& kv, int64_t max_context);
 
 }  // namespace slimrt::ops
