@@ -34,6 +34,7 @@ WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
   }
   const char* stage = to_df11 ? "compress" : "decode";
   int64_t done = 0;
+  if (todo.empty()) return out;
   if (options.progress) options.progress({stage, 0, total});
   for (const auto& [name, tensor] : todo) {
     const int64_t numel = tensor->shape[0] * tensor->shape[1];

@@ -99,16 +99,15 @@ TEST(Model, ErrorsCarryTheirCategory) {
   const TinyModel m = make_model(Variant::kLlama);
   EXPECT_EQ(category([&] { ModelConfig::from_json("{\"architectures\": [\"Gpt\"]}", "c"); }),
             "unsupported");
-  EXPECT_EQ(category([&] { ModelConfig::from_json("{\"architectures\": ", "c"); }),
-            "model file");
+  EXPECT_EQ(category([&] { ModelConfig::from_json("{\"architectures\": ", "c"); }), "model file");
   EXPECT_EQ(message([&] { ModelConfig::from_json("{\"architectures\": ", "c.json"); }),
             "c.json: not valid JSON (at byte 18)");
   ModelOptions tight = options("bf16");
   tight.memory_limit_bytes = 1000;
-  EXPECT_EQ(category([&] { Model::from_tensors(m.config, m.weights(), tight); }),
-            "out of memory");
-  EXPECT_EQ(message([&] { Model::from_tensors(m.config, m.weights(), tight); }).rfind(
-                "not enough memory: weights ", 0),
+  EXPECT_EQ(category([&] { Model::from_tensors(m.config, m.weights(), tight); }), "out of memory");
+  EXPECT_EQ(message([&] {
+              Model::from_tensors(m.config, m.weights(), tight);
+            }).rfind("not enough memory: weights ", 0),
             0u);
   EXPECT_EQ(category([&] { Model::from_tensors(m.config, {}, options("bf16")); }), "model file");
 }
