@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "options_dict.h"
 #include "check.h"
+#include "options_dict.h"
 #include "slimrt/engine.h"
 
 namespace py = pybind11;

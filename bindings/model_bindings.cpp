@@ -133,9 +133,9 @@ py::object metadata_value(const MetadataValue& v) {
       return py::str(v.string_value);
     case Kind::kArray:
       if (!v.offsets.empty()) {
-        return py::make_tuple(py::bytes(v.blob), py::array_t<uint64_t>(
-                                                     static_cast<py::ssize_t>(v.offsets.size()),
-                                                     v.offsets.data()));
+        return py::make_tuple(
+            py::bytes(v.blob),
+            py::array_t<uint64_t>(static_cast<py::ssize_t>(v.offsets.size()), v.offsets.data()));
       }
       if (!v.floats.empty()) {
         return py::array_t<double>(static_cast<py::ssize_t>(v.floats.size()), v.floats.data());
@@ -243,7 +243,8 @@ void bind_model(py::module_& m) {
       .def("metadata",
            [](const Model& model) {
              py::dict out;
-             for (const auto& [key, value] : model.metadata()) out[py::str(key)] = metadata_value(value);
+             for (const auto& [key, value] : model.metadata())
+               out[py::str(key)] = metadata_value(value);
              return out;
            })
       .def(

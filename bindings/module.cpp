@@ -44,8 +44,8 @@ PYBIND11_MODULE(_core, m) {
       py::object instance = cls(e.message());
       instance.attr("category") = slimrt::error_category_name(e.category());
       const std::string what = e.what();
-      instance.attr("place") = what.size() > e.message().size() ? what.substr(e.message().size())
-                                                                 : std::string();
+      instance.attr("place") =
+          what.size() > e.message().size() ? what.substr(e.message().size()) : std::string();
       PyErr_SetObject(cls.ptr(), instance.ptr());
     }
   });
