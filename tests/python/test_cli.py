@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import slimrt.df11
 from cli_run import one_error_line, run
+from slimrt import _core
 from slimrt.cli import main
 from slimrt.safetensors_file import read_safetensors
 
@@ -357,3 +358,30 @@ def test_compressing_a_compressed_directory_is_refused(
         f"slimrt: error: {compressed}: already a slimrt directory (has slimrt.json); "
         "compress the original model instead"
     )
+
+
+def test_version_names_the_package_the_core_and_whether_cuda_runs(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    start = f"slimrt {slimrt.__version__} (core {_core.version()}, CUDA built: "
+    assert out.startswith(start) and out.endswith(")\n") and out.count("\n") == 1
+    if not _core.cuda_built():
+        assert out == start + "no)\n"
+    assert _core.version() == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("usable", "reason", "cuda"),
+    [(True, "", "yes, usable: yes"), (False, "no CUDA driver", "yes, usable: no: no CUDA driver")],
+)
+def test_version_of_a_cuda_build_says_why_cuda_cannot_run(
+    capsys, monkeypatch, usable: bool, reason: str, cuda: str
+) -> None:
+    monkeypatch.setattr(_core, "cuda_built", lambda: True)
+    monkeypatch.setattr(_core, "cuda_available", lambda: usable)
+    monkeypatch.setattr(_core, "cuda_unavailable_reason", lambda: reason)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.endswith(f"CUDA built: {cuda})\n")
