@@ -158,11 +158,13 @@ def _print_stats(llm: LLM, completion: Completion | None) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from slimrt.errors import RequestError
+    from slimrt.tokenizer import check_text
 
     # Bad input fails before the model loads (seconds, for a large one).
     params = _sampling_params(args)
     if not args.prompt:
         raise RequestError("prompt is empty")
+    check_text(args.prompt, "prompt")
     llm = _load_llm(args)
     if args.chat:
         stream = llm.chat_stream([{"role": "user", "content": args.prompt}], params)
@@ -187,21 +189,20 @@ def _chat(args: argparse.Namespace) -> int:
             "chat with the model; /reset forgets the conversation, /exit or Ctrl-D quits",
             file=sys.stderr,
         )
-    history: list[dict[str, str]] = []
-    if args.system:
-        history.append({"role": "system", "content": args.system})
-    system = list(history)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(system)
+    lines = _lines(sys.stdin)
+    failed = False
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        if not line:  # EOF
+        text = next(lines, None)
+        if text is None:  # EOF
             if interactive:
                 print(file=sys.stderr)
-            return EXIT_OK
-        text = line.rstrip("\n")
+            break
         if text.strip() == "/exit":
-            return EXIT_OK
+            break
         if text.strip() == "/reset":
             history = list(system)
             continue
@@ -216,15 +217,34 @@ def _chat(args: argparse.Namespace) -> int:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except RequestError as e:
-            # One bad turn (the conversation outgrew the context) need not end the session.
+            # One bad turn (a line that is not text, a conversation that outgrew the context)
+            # need not end the session; the exit code says it happened.
             history.pop()
-            print(f"slimrt: error: {e} (/reset starts a new conversation)", file=sys.stderr)
+            failed = True
+            hint = " (/reset starts a new conversation)" if len(history) > len(system) else ""
+            print(f"slimrt: error: {e}{hint}", file=sys.stderr)
             continue
         sys.stdout.write("\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": "".join(pieces)})
         if args.stats:
             _print_stats(llm, stream.completion)
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def _lines(stream: TextIO) -> Iterator[str]:
+    """The lines of `stream`, without their line ends. Read as bytes where it has them: bytes
+    that are not text in its encoding become lone surrogates (surrogateescape, as Python
+    decodes argv), which the request's check reports with their place, where the text layer
+    would raise UnicodeDecodeError and end the session."""
+    binary = getattr(stream, "buffer", None)
+    if binary is None:  # a text-only stream (io.StringIO)
+        lines = iter(stream.readline, "")
+    else:
+        encoding = stream.encoding or "utf-8"
+        lines = (raw.decode(encoding, "surrogateescape") for raw in iter(binary.readline, b""))
+    for line in lines:
+        yield line.rstrip("\r\n")
 
 
 def _llm_defaults() -> dict[str, object]:

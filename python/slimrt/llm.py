@@ -33,6 +33,7 @@ from slimrt.llm_engine import LLMEngine
 from slimrt.model_loader import load_model
 from slimrt.sampling_params import SamplingParams
 from slimrt.sequence import Sequence
+from slimrt.tokenizer import check_text
 
 __all__ = ["KV_DTYPES", "LLM", "TextStream"]
 
@@ -150,8 +151,8 @@ class LLM:
     def chat(
         self, messages: Seq[Mapping[str, str]], params: SamplingParams | None = None
     ) -> Completion:
-        """The assistant's reply to `messages` ({"role", "content"} dicts), rendered with the
-        model's chat template."""
+        """The assistant's reply to `messages` ({"role", "content"} dicts; roles system, user,
+        assistant, tool), rendered with the model's chat template."""
         return self._complete([(self._chat_ids(messages), params)])[0]
 
     def chat_stream(
@@ -194,6 +195,7 @@ class LLM:
         name = "prompt" if count == 1 else f"prompt {index}"
         if not isinstance(prompt, str):
             raise RequestError(f"{name} is a {type(prompt).__name__}, not a string")
+        check_text(prompt, name)
         ids = self.tokenizer.encode(prompt) if prompt else []
         if not ids:
             raise RequestError(f"{name} is empty")

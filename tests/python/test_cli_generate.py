@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import io
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,11 +194,61 @@ def test_chat_keeps_the_conversation_until_reset(capsys, monkeypatch, tiny: Path
 
 
 @needs_engine
-def test_a_turn_that_outgrows_the_context_does_not_end_the_chat(capsys, monkeypatch, tiny) -> None:
+def test_a_failed_turn_does_not_end_the_chat_but_sets_exit_2(capsys, monkeypatch, tiny) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("word " * 300 + "\nHi\n"))
     code, out, err = run(capsys, "chat", "--model", tiny, "--max-tokens", 4)
-    assert code == 0 and len(out.splitlines()) == 1
-    assert "is longer than the model's context of 256 tokens (/reset starts" in err
+    assert code == 2 and len(out.splitlines()) == 1  # the second turn was answered
+    assert one_error_line(err).endswith("is longer than the model's context of 256 tokens")
+
+
+@needs_engine
+def test_a_failed_turn_after_others_suggests_reset(capsys, monkeypatch, tiny) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\n" + "word " * 300 + "\n/exit\n"))
+    code, out, err = run(capsys, "chat", "--model", tiny, "--max-tokens", 4)
+    assert code == 2 and len(out.splitlines()) == 1
+    assert one_error_line(err).endswith(" tokens (/reset starts a new conversation)")
+
+
+@needs_engine
+def test_a_line_that_is_not_utf8_fails_its_turn_only(capsys, monkeypatch, tiny) -> None:
+    # Strict decoding, as stdin has in a UTF-8 locale: the text layer would raise.
+    stdin = io.TextIOWrapper(io.BytesIO(b"hi\xff there\nHi\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    code, out, err = run(capsys, "chat", "--model", tiny, "--max-tokens", 4)
+    assert code == 2 and len(out.splitlines()) == 1
+    assert one_error_line(err) == (
+        "slimrt: error: message 0 (user) content is not valid UTF-8 text (byte 0xff at offset 2)"
+    )
+
+
+@needs_engine
+def test_chat_from_a_pipe_reports_bad_bytes_without_a_traceback(tiny: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "slimrt", "chat", "--model", str(tiny), "--max-tokens", "4",
+         "--no-progress", "--system", "Be brief."],
+        input=b"Hi\n\xfe\xffoops\nHi\n",
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr.decode() == (
+        "slimrt: error: message 3 (user) content is not valid UTF-8 text (byte 0xfe at offset 0) "
+        "(/reset starts a new conversation)\n"
+    )
+
+
+def test_a_prompt_argument_that_is_not_utf8_is_refused_before_loading() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "slimrt", "generate", b"ab\xff\xfe", "--model", "/no/such/model"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "slimrt: error: prompt is not valid UTF-8 text (byte 0xff at offset 2)\n"
+    )
 
 
 @pytest.mark.parametrize(
