@@ -59,9 +59,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from slimrt.inspect_model import format_tensor_table, inspect_path
+    from slimrt.inspect_model import inspect_text
 
-    print(format_tensor_table(inspect_path(args.path)))
+    print(inspect_text(args.path))
     return EXIT_OK
 
 
@@ -433,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_verify)
 
     inspect = commands.add_parser(
-        "inspect", help="list the tensors of a safetensors file or model directory"
+        "inspect",
+        help="list the tensors of a safetensors or GGUF file or a model directory",
+        description="List the tensors of PATH (format, shape, sizes; DF11 ones with their "
+        "ratio): a .safetensors file, a directory of them, or a .gguf file (its metadata too) or "
+        "a directory holding one.",
     )
     inspect.add_argument("path", metavar="PATH")
     inspect.set_defaults(run=_inspect)
