@@ -6,9 +6,14 @@
     slimrt compress minilm-bf16 minilm-df11
     slimrt verify minilm-df11 minilm-bf16
     slimrt inspect minilm-df11
+    slimrt inspect SmolLM2-135M-Instruct.Q4_1.gguf
+    slimrt --version
+
+generate and chat take LLM's options under the same names (--max-batch is max_batch), and
+leave every check of their values to the core.
 
 Exit codes: 0 success, 1 verify found a difference, 2 bad input (one line on stderr, never a
-traceback: "slimrt: error: <file>: <problem>").
+traceback: "slimrt: error: <file>: <problem>"); chat exits 2 when any of its turns failed.
 """
 
 from __future__ import annotations
