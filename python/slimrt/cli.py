@@ -183,8 +183,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from slimrt.errors import RequestError
+    from slimrt.tokenizer import check_text
 
     params = _sampling_params(args)
+    if args.system:  # before loading, rather than failing every turn
+        check_text(args.system, "--system")
     llm = _load_llm(args)
     if llm.chat_template is None:
         raise RequestError(f"{llm.source}: the model has no chat template; use slimrt generate")

@@ -238,17 +238,31 @@ def test_chat_from_a_pipe_reports_bad_bytes_without_a_traceback(tiny: Path) -> N
     )
 
 
-def test_a_prompt_argument_that_is_not_utf8_is_refused_before_loading() -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([b"generate", b"ab\xff\xfe"], "prompt is not valid UTF-8 text (byte 0xff at offset 2)"),
+        (
+            [b"generate", b"--chat", b"\xc3("],
+            "prompt is not valid UTF-8 text (byte 0xc3 at offset 0)",
+        ),
+        (
+            [b"chat", b"--system", b"Be \xe9"],
+            "--system is not valid UTF-8 text (byte 0xe9 at offset 3)",
+        ),
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_refused_before_loading(
+    argv: list[bytes], message: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "slimrt", "generate", b"ab\xff\xfe", "--model", "/no/such/model"],
+        [sys.executable, "-m", "slimrt", *argv, "--model", "/no/such/model"],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 2
-    assert result.stderr == (
-        "slimrt: error: prompt is not valid UTF-8 text (byte 0xff at offset 2)\n"
-    )
+    assert result.stderr == f"slimrt: error: {message}\n"
 
 
 @pytest.mark.parametrize(
