@@ -10,7 +10,6 @@
 #include "df11_cuda.h"
 #include "dlpack_abi.h"
 #include "slimrt/df11.h"
-#include "slimrt/version.h"
 
 namespace py = pybind11;
 
@@ -148,8 +147,6 @@ void bind_df11(py::module_& m) {
       py::arg("data"), py::arg("num_threads") = 0,
       "CRC-32 as zlib computes it, multithreaded for large buffers. Takes bytes-like buffers "
       "of 1-byte elements (use memoryview(a).cast('B') or a.view(np.uint8) for others).");
-
-  m.def("cuda_available", &cuda_available);
 
   py::class_<Df11DeviceTensor>(m, "Df11DeviceTensor")
       .def(py::init([](const py::buffer& lengths, const py::buffer& bitstream,

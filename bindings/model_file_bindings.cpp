@@ -207,6 +207,8 @@ void bind_model_files(py::module_& m) {
       "Python: 49k str objects are the bulk of the cost); an array of arrays as a list of them.");
 
   m.def("ggml_type_name", &ggml_type_name, py::arg("type"));
+  m.def("gguf_value_type_name", &gguf_value_type_name, py::arg("type"),
+        "The name of a GGUF metadata value type id: \"UINT32\", \"STRING\", ...");
   m.def(
       "ggml_type_info",
       [](uint32_t type) -> py::object {

@@ -18,6 +18,7 @@ void bind_model(py::module_& m);
 void bind_engine(py::module_& m);
 void bind_attention(py::module_& m);
 void bind_model_files(py::module_& m);
+void bind_version(py::module_& m);
 
 namespace {
 
@@ -60,4 +61,5 @@ PYBIND11_MODULE(_core, m) {
   slimrt::bindings::bind_engine(m);
   slimrt::bindings::bind_attention(m);
   slimrt::bindings::bind_model_files(m);
+  slimrt::bindings::bind_version(m);
 }

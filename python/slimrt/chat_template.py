@@ -19,8 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from slimrt.errors import FormatError, ModelError, RequestError
+from slimrt.tokenizer import check_text
 
-__all__ = ["ChatTemplate", "read_chat_template"]
+__all__ = ["ROLES", "ChatTemplate", "read_chat_template"]
+
+# The roles a message may have.
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class ChatTemplate:
@@ -54,9 +58,10 @@ class ChatTemplate:
         add_generation_prompt: bool = True,
         **variables: Any,
     ) -> str:
-        """The prompt text for `messages` ({"role": ..., "content": ...} dicts). With
-        add_generation_prompt the text ends where the assistant's reply begins. Extra variables
-        (tools=..., documents=...) are passed to the template."""
+        """The prompt text for `messages` ({"role": ..., "content": ...} dicts, each role one of
+        ROLES, each content a string of valid text; RequestError names the first message that
+        is not). With add_generation_prompt the text ends where the assistant's reply begins.
+        Extra variables (tools=..., documents=...) are passed to the template."""
         import jinja2
 
         _check_messages(messages)
@@ -81,9 +86,19 @@ def _check_messages(messages: object) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping):
             raise RequestError(f"message {i} is a {type(message).__name__}, not a dict")
-        for key in ("role", "content"):
-            if not isinstance(message.get(key), str):
-                raise RequestError(f"message {i} has no {key!r} string")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise RequestError(f"message {i} has no 'role' string")
+        # A template renders a role it does not expect as it pleases (often as nothing at all),
+        # so only the roles chat models are trained on get through.
+        if role not in ROLES:
+            raise RequestError(
+                f"message {i} has the unknown role {role!r}; roles are {', '.join(ROLES)}"
+            )
+        content = message.get("content")
+        if not isinstance(content, str):
+            raise RequestError(f"message {i} ({role}) has no 'content' string")
+        check_text(content, f"message {i} ({role}) content")
 
 
 def _raise_exception(message: str) -> None:

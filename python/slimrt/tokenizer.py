@@ -17,13 +17,32 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slimrt.errors import FormatError, ModelError
+from slimrt.errors import FormatError, ModelError, RequestError
 
-__all__ = ["Detokenizer", "Tokenizer", "read_tokenizer_config"]
+__all__ = ["Detokenizer", "Tokenizer", "check_text", "read_tokenizer_config"]
 
 # Prompt tokens the detokenizer decodes along with each new one: SentencePiece decoders drop
 # the leading space of the first token of a string, so a piece needs a few tokens before it.
 _CONTEXT_TOKENS = 6
+
+
+def check_text(text: str, name: str) -> None:
+    """Raises RequestError naming `name` unless `text` is Unicode text the tokenizer can take:
+    no lone surrogates. Python turns bytes that are not UTF-8 into lone surrogates U+DC80..U+DCFF
+    where it decodes with surrogateescape (argv; stdin in the C locale), so those are reported as
+    the bytes they were, at their offset in the UTF-8 text."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        char = ord(text[e.start])
+        if 0xDC80 <= char <= 0xDCFF:
+            offset = len(text[: e.start].encode("utf-8"))
+            raise RequestError(
+                f"{name} is not valid UTF-8 text (byte 0x{char - 0xDC00:02x} at offset {offset})"
+            ) from None
+        raise RequestError(
+            f"{name} is not valid Unicode text (lone surrogate U+{char:04X} at character {e.start})"
+        ) from None
 
 
 class Tokenizer:

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from slimrt.chat_template import ChatTemplate, read_chat_template
+from slimrt.chat_template import ROLES, ChatTemplate, read_chat_template
 from slimrt.errors import ModelError, RequestError
 from tiny_models import CHATML_TEMPLATE, write_tokenizer
 
@@ -69,14 +69,40 @@ def test_a_template_that_does_not_compile_is_a_model_error() -> None:
         ("hello", "messages must be a list of {'role': ..., 'content': ...} dicts"),
         ([], "messages is empty"),
         ([("user", "hi")], "message 0 is a tuple, not a dict"),
-        ([{"role": "user"}], "message 0 has no 'content' string"),
+        ([{"role": "user"}], "message 0 (user) has no 'content' string"),
         ([{"role": "user", "content": "a"}, {"content": "b"}], "message 1 has no 'role' string"),
+        ([{"role": 3, "content": "a"}], "message 0 has no 'role' string"),
+        (
+            [{"role": "user", "content": "a"}, {"role": "robot", "content": "b"}],
+            "message 1 has the unknown role 'robot'; roles are system, user, assistant, tool",
+        ),
+        ([{"role": "User", "content": "a"}], "message 0 has the unknown role 'User'; roles are "),
+        (
+            [{"role": "user", "content": [{"type": "text", "text": "a"}]}],
+            "message 0 (user) has no 'content' string",
+        ),
+        ([{"role": "system", "content": None}], "message 0 (system) has no 'content' string"),
+        (
+            [{"role": "user", "content": "ok"}, {"role": "assistant", "content": "h\u00e9\udcff"}],
+            "message 1 (assistant) content is not valid UTF-8 text (byte 0xff at offset 3)",
+        ),
+        (
+            [{"role": "tool", "content": "a\ud800"}],
+            "message 0 (tool) content is not valid Unicode text (lone surrogate U+D800 at "
+            "character 1)",
+        ),
     ],
 )
 def test_malformed_messages_are_refused(messages: object, message: str) -> None:
     with pytest.raises(RequestError) as info:
         ChatTemplate(CHATML_TEMPLATE).render(messages)
-    assert str(info.value) == message
+    assert str(info.value).startswith(message)
+
+
+def test_every_known_role_is_rendered() -> None:
+    messages = [{"role": role, "content": role.upper()} for role in ROLES]
+    text = ChatTemplate(CHATML_TEMPLATE).render(messages, add_generation_prompt=False)
+    assert text == "".join(f"<|im_start|>{r}\n{r.upper()}<|im_end|>\n" for r in ROLES)
 
 
 def test_template_files_are_found_where_transformers_looks(tmp_path: Path) -> None:

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import slimrt.df11
 from cli_run import one_error_line, run
+from slimrt import _core
 from slimrt.cli import main
-from slimrt.safetensors_file import read_safetensors
+from slimrt.safetensors_file import read_safetensors, write_safetensors
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +240,94 @@ def test_inspect_prints_a_table_of_tensors(
     assert code == 0 and stdout_file == stdout
 
 
+def test_inspect_lists_a_gguf_files_metadata_and_tensors(
+    capsys: pytest.CaptureFixture[str], smollm2_gguf: Path
+) -> None:
+    import gguf
+
+    code, stdout, err = run(capsys, "inspect", smollm2_gguf)
+    assert code == 0 and err == ""
+    title, metadata, tensors = stdout.rstrip("\n").split("\n\n")
+    assert title == f"{smollm2_gguf.name}: GGUF version 3, 33 metadata keys, 272 tensors"
+
+    keys = {line.split()[0]: line.split(None, 2)[1:] for line in metadata.splitlines()[1:]}
+    assert len(keys) == 33
+    assert keys["general.architecture"] == ["STRING", "llama"]
+    assert keys["general.languages"] == ["ARRAY[STRING]", '["en"]']
+    assert keys["llama.block_count"] == ["UINT32", "30"]
+    assert keys["llama.attention.layer_norm_rms_epsilon"] == ["FLOAT32", "1e-05"]
+    assert keys["tokenizer.ggml.add_bos_token"] == ["BOOL", "false"]
+    assert keys["tokenizer.ggml.tokens"] == ["ARRAY[STRING]", "[49152 strings]"]
+    assert keys["tokenizer.ggml.token_type"] == ["ARRAY[INT32]", "[49152 int32]"]
+    template_type, template = keys["tokenizer.chat_template"]
+    assert template_type == "STRING" and len(template) < 100
+    assert template.startswith("{% for message in messages %}") and template.endswith(
+        " characters)"
+    )
+
+    lines = tensors.splitlines()
+    assert lines[0].split() == ["tensor", "type", "shape", "bytes"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:-1]}
+    assert rows["blk.0.ffn_down.weight"] == ["Q4_1", "576x1536", "552,960"]
+    assert rows["token_embd.weight"] == ["Q8_0", "49152x576", "30,081,024"]
+    assert rows["output_norm.weight"] == ["F32", "576", "2,304"]
+    reference = gguf.GGUFReader(smollm2_gguf).tensors
+    assert len(rows) == len(reference) == 272
+    for t in reference:  # gguf-py's reading of every tensor
+        shape = "x".join(str(int(d)) for d in reversed(t.shape))
+        assert rows[t.name] == [t.tensor_type.name, shape, f"{int(t.n_bytes):,}"], t.name
+    total = sum(int(t.n_bytes) for t in reference)
+    assert lines[-1].split() == ["total", "(272", "tensors)", f"{total:,}"]
+    names = [line.split()[0] for line in lines[1:-1]]
+    assert names.index("blk.2.attn_k.weight") < names.index("blk.10.attn_k.weight")
+
+
+def test_inspect_of_a_directory_holding_a_gguf_lists_that_file(
+    capsys: pytest.CaptureFixture[str], smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    (tmp_path / smollm2_gguf.name).symlink_to(smollm2_gguf)
+    (tmp_path / "README.md").write_text("a download folder")
+    code, stdout, _ = run(capsys, "inspect", tmp_path)
+    assert code == 0
+    assert stdout == run(capsys, "inspect", smollm2_gguf)[1]
+
+
+def test_trailing_bytes_in_a_compressed_shard_fail_verify(
+    capsys: pytest.CaptureFixture[str], damaged: Path, minilm_bf16: Path
+) -> None:
+    # In OUT_DIR: a failed file among the others (exit 1), as any unreadable shard is.
+    append_bytes(damaged / "model.safetensors", b"\0" * 8)
+    code, stdout, _ = run(capsys, "verify", damaged, minilm_bf16, "--no-progress")
+    assert code == 1
+    assert (
+        f"model.safetensors: FAILED\n  {damaged}/model.safetensors: 8 trailing bytes after the "
+        "last tensor's data: the data section has "
+    ) in stdout
+    assert "verification FAILED" in stdout
+
+
+def test_trailing_bytes_in_a_source_shard_are_one_error_line(
+    capsys: pytest.CaptureFixture[str], compressed: Path, minilm_bf16: Path, tmp_path: Path
+) -> None:
+    # In MODEL_DIR: there is nothing to compare with (exit 2), for verify and compress alike.
+    source = Path(shutil.copytree(minilm_bf16, tmp_path / "source"))
+    append_bytes(source / "model.safetensors", b"\0" * 8)
+    message = (
+        f"slimrt: error: {source}/model.safetensors: 8 trailing bytes after the last tensor's "
+        "data: the data section has "
+    )
+    for argv in (["verify", compressed, source], ["compress", source, tmp_path / "out"]):
+        code, stdout, err = run(capsys, *argv, "--no-progress")
+        assert code == 2 and stdout == ""
+        assert one_error_line(err).startswith(message), argv
+    assert not (tmp_path / "out").exists()
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as f:
+        f.write(data)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -260,6 +349,21 @@ def test_inspect_prints_a_table_of_tensors(
         (
             ["inspect", "{tmp}/bad.safetensors"],
             "{tmp}/bad.safetensors: tensor 'w': DF11 version 9 is not supported",
+        ),
+        (
+            ["inspect", "{tmp}/trailing.safetensors"],
+            "{tmp}/trailing.safetensors: 4 trailing bytes after the last tensor's data: the data "
+            "section has 16 bytes, the tensors cover 12",
+        ),
+        (["inspect", "{tmp}/empty"], "{tmp}/empty: no *.safetensors or *.gguf files"),
+        (
+            ["inspect", "{tmp}/notes.txt"],
+            "{tmp}/notes.txt: not a safetensors or GGUF file (slimrt inspect reads those",
+        ),
+        (["inspect", "{tmp}/fake.gguf"], "{tmp}/fake.gguf: not a GGUF file (magic 'hell'"),
+        (
+            ["inspect", "{tmp}/ggufs"],
+            "{tmp}/ggufs: several GGUF files (a.gguf, b.gguf); inspect one of them",
         ),
     ],
 )
@@ -286,6 +390,13 @@ def test_bad_input_gives_one_error_line_and_exit_code_2(
         (tmp_path / "bad.safetensors").read_bytes().replace(b'\\"version\\":1', b'\\"version\\":9')
     )
     (tmp_path / "bad.safetensors").write_bytes(text)
+    write_safetensors(tmp_path / "trailing.safetensors", {"w": np.zeros(3, np.float32)})
+    append_bytes(tmp_path / "trailing.safetensors", b"junk")
+    (tmp_path / "notes.txt").write_text("hello, not a model\n")
+    (tmp_path / "fake.gguf").write_text("hello")
+    (tmp_path / "ggufs").mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / "ggufs" / name).write_bytes(b"GGUF")
 
     code, _, err = run(capsys, *(a.format(tmp=tmp_path) for a in argv))
     assert code == 2
@@ -357,3 +468,30 @@ def test_compressing_a_compressed_directory_is_refused(
         f"slimrt: error: {compressed}: already a slimrt directory (has slimrt.json); "
         "compress the original model instead"
     )
+
+
+def test_version_names_the_package_the_core_and_whether_cuda_runs(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    start = f"slimrt {slimrt.__version__} (core {_core.version()}, CUDA built: "
+    assert out.startswith(start) and out.endswith(")\n") and out.count("\n") == 1
+    if not _core.cuda_built():
+        assert out == start + "no)\n"
+    assert _core.version() == "0.1.0"
+
+
+@pytest.mark.parametrize(
+    ("usable", "reason", "cuda"),
+    [(True, "", "yes, usable: yes"), (False, "no CUDA driver", "yes, usable: no: no CUDA driver")],
+)
+def test_version_of_a_cuda_build_says_why_cuda_cannot_run(
+    capsys, monkeypatch, usable: bool, reason: str, cuda: str
+) -> None:
+    monkeypatch.setattr(_core, "cuda_built", lambda: True)
+    monkeypatch.setattr(_core, "cuda_available", lambda: usable)
+    monkeypatch.setattr(_core, "cuda_unavailable_reason", lambda: reason)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.endswith(f"CUDA built: {cuda})\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from slimrt.errors import ModelError
-from slimrt.tokenizer import Tokenizer
+from slimrt.errors import ModelError, RequestError
+from slimrt.tokenizer import Tokenizer, check_text
 from tiny_models import write_tokenizer
 
 SAMPLES = [
@@ -137,3 +137,40 @@ def test_gguf_smollm_tokenizer_splits_digits_as_llama_cpp_does(smollm2) -> None:
     assert [tok.decode([i]) for i in ids] == ["2", "0", "2", "4"]
     # Special tokens are matched whole in text.
     assert tok.encode("<|im_start|>") == [1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=24))
+def test_bytes_that_are_not_utf8_are_named_at_their_offset(data: bytes) -> None:
+    # What Python makes of such bytes in argv (and stdin in the C locale): lone surrogates.
+    text = data.decode("utf-8", "surrogateescape")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        expected = (
+            f"prompt is not valid UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})"
+        )
+        with pytest.raises(RequestError) as info:
+            check_text(text, "prompt")
+        assert str(info.value) == expected
+    else:
+        check_text(text, "prompt")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ok \ud83d", "x is not valid Unicode text (lone surrogate U+D83D at character 3)"),
+        ("\udfff", "x is not valid Unicode text (lone surrogate U+DFFF at character 0)"),
+        ("\udc7f", "x is not valid Unicode text (lone surrogate U+DC7F at character 0)"),
+        ("🙂\udc80", "x is not valid UTF-8 text (byte 0x80 at offset 4)"),
+    ],
+)
+def test_lone_surrogates_are_refused(text: str, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        check_text(text, "x")
+    assert str(info.value) == message
+
+
+def test_text_with_any_valid_character_passes() -> None:
+    check_text("héllo 東京 🙂 \x00 \ufffd \U0010ffff", "prompt")
