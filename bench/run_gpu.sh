@@ -2,8 +2,10 @@
 # One call on the lent GPU machine: build for sm_90a, run the CUDA tests, run the benchmarks.
 # Usage there: SLIMRT_GIT_COMMIT=<hash> bash bench/run_gpu.sh  (the machine's copy has no .git)
 # Writes summary.md (with each section's seconds), the JSON results and logs.tgz under $OUT
-# (default ./gpu-out). Expects .carry/ with dfloat11 and dahuffman wheels and
-# minilm-bf16.safetensors.
+# (default ./gpu-out). Expects .carry/ with the wheels to install there (nlohmann-json for the
+# build; dfloat11 and dahuffman for compare_dfloat11.py), googletest's sources (the machine has
+# no GoogleTest: Debian's /usr/src/googletest) and, for test_df11_minilm.py,
+# minilm-bf16.safetensors (skipped when absent).
 #
 # One call may run 10 minutes at most; these switches (set to 1) choose the sections:
 #   ONLY_8B          pip install + the Llama-3.1-8B section only (no cmake build, tests, benches)
@@ -46,14 +48,21 @@ export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv |
   tee -a "$out/summary.md"
 python3 -m pip install -q --no-index --no-deps --target /tmp/site .carry/*.whl && export PYTHONPATH=/tmp/site
+prefix=()
+if [ ! -f /usr/include/gtest/gtest.h ] && [ -d .carry/googletest ]; then
+  run gtest bash -c 'cmake -S .carry/googletest -B /tmp/gtest-build -G Ninja >/dev/null &&
+    cmake --build /tmp/gtest-build && cmake --install /tmp/gtest-build --prefix /tmp/gtest'
+  prefix=(-DCMAKE_PREFIX_PATH=/tmp/gtest)
+fi
 if [ -z "${ONLY_8B:-}" ]; then
   run cmake cmake -S . -B build/gpu -G Ninja -DSLIMRT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
-    -DSLIMRT_GIT_COMMIT="${SLIMRT_GIT_COMMIT:-}"
+    -DSLIMRT_GIT_COMMIT="${SLIMRT_GIT_COMMIT:-}" "${prefix[@]}"
   run build cmake --build build/gpu -j16
 fi
 skip SKIP_TESTS || run ctest ctest --test-dir build/gpu --output-on-failure
 run pip python3 -m pip install --no-build-isolation --no-deps -q .
-export SLIMRT_MINILM_SAFETENSORS=$PWD/.carry/minilm-bf16.safetensors
+[ -f .carry/minilm-bf16.safetensors ] &&
+  export SLIMRT_MINILM_SAFETENSORS=$PWD/.carry/minilm-bf16.safetensors
 skip SKIP_TESTS || run pytest_cuda python3 -m pytest -q -rs tests/python/test_df11_cuda.py \
   tests/python/test_df11_minilm.py tests/python/test_llm_cuda.py
 if ! skip SKIP_BENCH_DF11; then
