@@ -18,12 +18,6 @@ namespace py = pybind11;
 namespace slimrt::bindings {
 namespace {
 
-EngineOptions engine_options(const py::object& options) {
-  if (options.is_none()) return {};
-  if (py::isinstance<EngineOptions>(options)) return options.cast<EngineOptions>();
-  return options_from_dict<EngineOptions>(options.cast<py::dict>());
-}
-
 // An integer array argument as C-contiguous T (lists and other integer dtypes are converted).
 template <class T>
 py::array_t<T, py::array::c_style | py::array::forcecast> int_array(const py::handle& object,
@@ -99,28 +93,20 @@ void bind_engine(py::module_& m) {
       .def("validate", &SamplingParams::validate)
       .def("__repr__", &repr);
 
-  py::class_<EngineOptions>(m, "EngineOptions")
-      .def(py::init<>())
-      .def_static(
-          "from_dict",
-          [](const py::dict& fields) {
-            EngineOptions o = options_from_dict<EngineOptions>(fields);
-            o.validate();
-            return o;
-          },
-          py::arg("fields"), "The options named in `fields` (ENGINE_OPTIONS), checked.")
+  py::class_<EngineOptions> engine_options(m, "EngineOptions");
+  engine_options.def(py::init<>())
       .def_readwrite("max_batch", &EngineOptions::max_batch)
       .def_readwrite("kv_tokens", &EngineOptions::kv_tokens)
       .def_readwrite("page_size", &EngineOptions::page_size)
       .def_readwrite("max_step_tokens", &EngineOptions::max_step_tokens)
       .def_readwrite("kv_dtype", &EngineOptions::kv_dtype)
-      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes)
-      .def("validate", &EngineOptions::validate);
+      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes);
+  def_options_checks(engine_options);
   m.attr("ENGINE_OPTIONS") = bound_fields(m.attr("EngineOptions"));
 
   py::class_<Engine>(m, "Engine")
       .def(py::init([](const std::shared_ptr<Model>& model, const py::object& options) {
-             const EngineOptions o = engine_options(options);
+             const EngineOptions o = options_arg<EngineOptions>(options);
              py::gil_scoped_release release;
              return std::make_unique<Engine>(model, o);
            }),

@@ -110,12 +110,6 @@ void convert_weights(const py::dict& dict, WeightArgs& out) {
   }
 }
 
-ModelOptions model_options(const py::object& options) {
-  if (options.is_none()) return {};
-  if (py::isinstance<ModelOptions>(options)) return options.cast<ModelOptions>();
-  return options_from_dict<ModelOptions>(options.cast<py::dict>());
-}
-
 // A metadata value as Python sees it: scalars as int/float/bool/str, numeric arrays as numpy
 // arrays, string arrays as (bytes blob, uint64 offsets): one object, not one per string.
 py::object metadata_value(const MetadataValue& v) {
@@ -162,23 +156,15 @@ void bind_model(py::module_& m) {
       .def_readonly("done", &LoadProgress::done)
       .def_readonly("total", &LoadProgress::total);
 
-  py::class_<ModelOptions>(m, "ModelOptions")
-      .def(py::init<>())
-      .def_static(
-          "from_dict",
-          [](const py::dict& fields) {
-            ModelOptions o = options_from_dict<ModelOptions>(fields);
-            o.validate();
-            return o;
-          },
-          py::arg("fields"), "The options named in `fields` (MODEL_OPTIONS), checked.")
+  py::class_<ModelOptions> model_options(m, "ModelOptions");
+  model_options.def(py::init<>())
       .def_readwrite("device", &ModelOptions::device)
       .def_readwrite("weights", &ModelOptions::weights)
       .def_readwrite("verify", &ModelOptions::verify)
       .def_readwrite("num_threads", &ModelOptions::num_threads)
       .def_readwrite("memory_limit_bytes", &ModelOptions::memory_limit_bytes)
-      .def_readwrite("progress", &ModelOptions::progress)
-      .def("validate", &ModelOptions::validate);
+      .def_readwrite("progress", &ModelOptions::progress);
+  def_options_checks(model_options);
   m.attr("MODEL_OPTIONS") = bound_fields(m.attr("ModelOptions"));
 
   py::class_<RopeScaling>(m, "RopeScaling")
@@ -215,7 +201,7 @@ void bind_model(py::module_& m) {
       .def_static(
           "load",
           [](const std::string& path, const py::object& options) {
-            const ModelOptions o = model_options(options);
+            const ModelOptions o = options_arg<ModelOptions>(options);
             py::gil_scoped_release release;  // progress callbacks take the GIL back
             return std::const_pointer_cast<Model>(Model::load(path, o));
           },
@@ -225,7 +211,7 @@ void bind_model(py::module_& m) {
       .def_static(
           "from_tensors",
           [](const ModelConfig& config, const py::dict& weights, const py::object& options) {
-            const ModelOptions o = model_options(options);
+            const ModelOptions o = options_arg<ModelOptions>(options);
             WeightArgs args;
             convert_weights(weights, args);
             py::gil_scoped_release release;  // copying gigabytes needs no Python

@@ -27,4 +27,27 @@ Options options_from_dict(const pybind11::dict& dict) {
   return target.cast<Options>();
 }
 
+// An options argument: None (the defaults), a bound Options object, or a dict of its fields,
+// checked (Options::validate).
+template <class Options>
+Options options_arg(const pybind11::object& options) {
+  Options o;
+  if (pybind11::isinstance<Options>(options)) {
+    o = options.cast<Options>();
+  } else if (!options.is_none()) {
+    o = options_from_dict<Options>(options.cast<pybind11::dict>());
+  }
+  o.validate();
+  return o;
+}
+
+// Options.from_dict(fields) and Options.validate() on a bound options class.
+template <class Options>
+void def_options_checks(pybind11::class_<Options>& cls) {
+  cls.def_static(
+         "from_dict", [](const pybind11::dict& fields) { return options_arg<Options>(fields); },
+         pybind11::arg("fields"), "The options named in `fields`, checked.")
+      .def("validate", &Options::validate);
+}
+
 }  // namespace slimrt::bindings

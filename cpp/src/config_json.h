@@ -2,7 +2,7 @@
 // each architecture's rules are applied. ModelConfig::from_json parses text and calls this; the
 // GGUF loader builds the same keys from a file's metadata and calls it too.
 //
-//   ModelConfig config = config_from_json(nlohmann::json::parse(text));
+//   ModelConfig config = config_from_json(parse_json(text, size, where, "config"));
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -12,6 +12,6 @@
 namespace slimrt {
 
 // Throws "config: ..." (kModelFile, or kUnsupported for a model slimrt cannot run).
-ModelConfig config_from_json(const nlohmann::json& root);
+ModelConfig config_from_json(const nlohmann::ordered_json& root);
 
 }  // namespace slimrt

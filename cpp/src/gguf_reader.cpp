@@ -4,20 +4,20 @@
 // BF16, not the original checkpoint.
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "check.h"
 #include "config_json.h"
 #include "gguf.h"
 #include "gguf_dequantize.h"
 #include "model_source.h"
+#include "quote.h"
 #include "tensor_staging.h"
 #include "tensor_table.h"
 
 namespace slimrt {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 // A metadata value as JSON, for the config rules: numbers and strings as they are.
 json as_json(const GgufValue& v) {
@@ -106,14 +106,6 @@ ModelConfig config_of(const GgufFile& file, const std::string& path) {
   return config;
 }
 
-std::string format_shape(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
-
 }  // namespace
 
 ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
@@ -151,8 +143,8 @@ ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
     // GGUF lists dimensions fastest-first; Hugging Face slowest-first.
     const std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
     SLIMRT_CHECK_AS(ErrorCategory::kModelFile, shape == spec.shape,
-                    path << ": tensor " << t.name << " has shape " << format_shape(shape)
-                         << ", config expects " << format_shape(spec.shape));
+                    path << ": tensor " << t.name << " has shape " << list_repr(shape)
+                         << ", config expects " << list_repr(spec.shape));
     const uint8_t* data = mapped.data() + t.begin;
     if (spec.matrix()) {
       source.tensors[spec.name] =

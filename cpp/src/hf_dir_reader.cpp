@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "check.h"
+#include "quote.h"
 #include "df11_container.h"
 #include "logging.h"
 #include "model_source.h"
@@ -33,14 +34,6 @@ std::string read_config_text(const fs::path& file) {
   text << in.rdbuf();
   SLIMRT_CHECK_AS(ErrorCategory::kIo, in.good() || in.eof(), file.string() << ": cannot read");
   return text.str();
-}
-
-std::string format_shape(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
 }
 
 // Where one tensor is: its file, and either its plain entry or its DF11 entry.
@@ -123,8 +116,8 @@ ModelSource read_hf_dir(const std::string& path, const ModelOptions& options) {
     const std::string file = shards[at.file].string();
     const std::vector<int64_t>& shape = at.df11 ? at.df11->shape : at.plain->shape;
     SLIMRT_CHECK_AS(ErrorCategory::kModelFile, shape == spec.shape,
-                    file << ": tensor " << spec.name << " has shape " << format_shape(shape)
-                         << ", config expects " << format_shape(spec.shape));
+                    file << ": tensor " << spec.name << " has shape " << list_repr(shape)
+                         << ", config expects " << list_repr(spec.shape));
     if (at.df11 != nullptr) {
       SLIMRT_CHECK_AS(ErrorCategory::kModelFile, spec.matrix(),
                       file << ": tensor " << spec.name << ": DF11 is accepted for matrices only");

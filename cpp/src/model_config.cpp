@@ -6,39 +6,20 @@
 
 #include "check.h"
 #include "config_json.h"
+#include "json_reader.h"
 #include "slimrt/model.h"
 
 namespace slimrt {
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;
 
 // Raises a config error: a value that cannot describe a model is a bad file (kModelFile);
 // a variant slimrt does not implement is kUnsupported.
 #define CONFIG_CHECK(cond, msg) SLIMRT_CHECK_AS(ErrorCategory::kModelFile, cond, msg)
 #define CONFIG_SUPPORTED(cond, msg) SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, cond, msg)
 
-std::string describe(const json& value) {
-  switch (value.type()) {
-    case json::value_t::null:
-      return "null";
-    case json::value_t::boolean:
-      return "bool";
-    case json::value_t::number_integer:
-    case json::value_t::number_unsigned:
-      return "int";
-    case json::value_t::number_float:
-      return "float";
-    case json::value_t::string:
-      return "string";
-    case json::value_t::array:
-      return "list";
-    case json::value_t::object:
-      return "object";
-    default:
-      return "other";
-  }
-}
+std::string describe(const json& value) { return json_python_type(value); }
 
 // Typed reads of config.json keys; "a.b" reads member b of object a. A key whose value is null
 // counts as absent, as in HF's config classes (Mistral's "head_dim": null means "derive it").
@@ -236,14 +217,8 @@ ModelConfig config_from_json(const json& root) {
 }
 
 ModelConfig ModelConfig::from_json(const std::string& json_text, const std::string& where) {
-  json root;
-  try {
-    root = json::parse(json_text);
-  } catch (const json::parse_error& e) {
-    SLIMRT_CHECK_AS(ErrorCategory::kModelFile, false,
-                    where << ": not valid JSON (at byte " << (e.byte > 0 ? e.byte - 1 : 0)
-                          << ")");  // nlohmann counts from 1
-  }
+  // Strict: duplicate keys and deep nesting are refused, like every JSON slimrt reads.
+  const json root = parse_json(json_text.data(), json_text.size(), where, "config");
   try {
     return config_from_json(root);
   } catch (const Error& e) {

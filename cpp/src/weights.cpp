@@ -4,18 +4,11 @@
 #include <sstream>
 
 #include "check.h"
+#include "quote.h"
 #include "cpu/bf16.h"
 
 namespace slimrt {
 namespace {
-
-std::string format_shape(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
-  out << "]";
-  return out.str();
-}
 
 const WeightTensor& find_tensor(const WeightMap& inputs, const std::string& name,
                                 const std::vector<int64_t>& expected) {
@@ -25,8 +18,8 @@ const WeightTensor& find_tensor(const WeightMap& inputs, const std::string& name
   SLIMRT_CHECK(t.kind != WeightTensor::Kind::kUnsupported,
                "tensor " << name << ": unsupported dtype " << t.dtype
                          << "; expected uint16 (BF16 bits), float32 (1-D only) or DF11");
-  SLIMRT_CHECK(t.shape == expected, "tensor " << name << " has shape " << format_shape(t.shape)
-                                              << ", config expects " << format_shape(expected));
+  SLIMRT_CHECK(t.shape == expected, "tensor " << name << " has shape " << list_repr(t.shape)
+                                              << ", config expects " << list_repr(expected));
   return t;
 }
 

@@ -27,6 +27,7 @@
 #include "device.h"
 #include "df11_groups.h"
 #include "df11_test_data.h"
+#include "error_message.h"
 #include "kernel_references.h"
 #include "ops/copy_rows.h"
 #include "ops/df11_decode.h"
@@ -838,14 +839,7 @@ INSTANTIATE_TEST_SUITE_P(Ops, BackendOps, testing::ValuesIn(all_cases()),
 // CUDA, and nothing is written through them.
 class OpChecks : public testing::TestWithParam<std::string> {};
 
-std::string error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "<no error>";
-}
+using test::error_message;
 
 TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   if (GetParam() == "cuda" && !cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
@@ -856,26 +850,26 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   std::vector<int32_t> ids(4, 0);
   float* x = f.data();
 
-  EXPECT_EQ(error_of([&] { ops::embed(d, ids.data(), -1, bits.data(), 8, x); }),
+  EXPECT_EQ(error_message([&] { ops::embed(d, ids.data(), -1, bits.data(), 8, x); }),
             "embed: -1 tokens of hidden size 8");
-  EXPECT_EQ(error_of([&] { ops::embed(d, ids.data(), 2, nullptr, 8, x); }),
+  EXPECT_EQ(error_message([&] { ops::embed(d, ids.data(), 2, nullptr, 8, x); }),
             "embed: a null pointer");
   Df11View table;
   table.numel = 10;
   table.lengths = reinterpret_cast<const uint8_t*>(bits.data());
-  EXPECT_EQ(error_of([&] { ops::embed_df11(d, ids.data(), 1, table, 4, x, bits.data()); }),
+  EXPECT_EQ(error_message([&] { ops::embed_df11(d, ids.data(), 1, table, 4, x, bits.data()); }),
             "embed: a DF11 table of 10 elements has no rows of 4");
-  EXPECT_EQ(error_of([&] { ops::decode_df11(d, table, bits.data()); }),
+  EXPECT_EQ(error_message([&] { ops::decode_df11(d, table, bits.data()); }),
             "decode_df11: a null pointer");
-  EXPECT_EQ(error_of([&] { ops::gather_rows(d, x, ids.data(), 2, 4, nullptr); }),
+  EXPECT_EQ(error_message([&] { ops::gather_rows(d, x, ids.data(), 2, 4, nullptr); }),
             "gather_rows: a null pointer");
-  EXPECT_EQ(error_of([&] { ops::copy_block(d, x, 8, x, 4, 2, 5); }),
+  EXPECT_EQ(error_message([&] { ops::copy_block(d, x, 8, x, 4, 2, 5); }),
             "copy_block: 2 rows of 5 from rows 8 apart to rows 4 apart");
-  EXPECT_EQ(error_of([&] { ops::add_rms_norm_input(d, x, nullptr, x, 2, 0, 1e-5f, x, x); }),
+  EXPECT_EQ(error_message([&] { ops::add_rms_norm_input(d, x, nullptr, x, 2, 0, 1e-5f, x, x); }),
             "add_rms_norm_input: 2 rows of 0");
-  EXPECT_EQ(error_of([&] { ops::silu_mul_input(d, x, x, 3, 2, 4, x, x); }),
+  EXPECT_EQ(error_message([&] { ops::silu_mul_input(d, x, x, 3, 2, 4, x, x); }),
             "silu_mul_input: 2 rows of 4, 3 apart");
-  EXPECT_EQ(error_of([&] {
+  EXPECT_EQ(error_message([&] {
               ops::matmul_bf16(d, {x, 1, 4}, bits.data(), -2, nullptr, x);
             }),
             "matmul_bf16: negative size rows=1 k=4 n=-2");
@@ -886,30 +880,34 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   kv.head_dim = 8;
   kv.page_size = 4;
   const QkvRows rows{x, x, x, 64, 64};
-  EXPECT_EQ(
-      error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), nullptr); }),
-      "rope_and_cache: a null pointer");
+  EXPECT_EQ(error_message([&] {
+              ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), nullptr);
+            }),
+            "rope_and_cache: a null pointer");
   kv.head_dim = 3;
-  EXPECT_EQ(error_of([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), x); }),
-            "rope: head_dim must be even, got 3");
+  EXPECT_EQ(
+      error_message([&] { ops::rope_and_cache(d, rows, ids.data(), 1, 4, x, kv, ids.data(), x); }),
+      "rope: head_dim must be even, got 3");
   kv.head_dim = 8;
   PagedBatch batch;
   batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
   batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 3, 1.0f, x, {}, x, x); }),
+  EXPECT_EQ(error_message([&] { ops::paged_attention(d, x, kv, batch, 3, 1.0f, x, {}, x, x); }),
             "paged_attention: 3 query heads do not divide into 2 KV heads");
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 2 * 129, 1.0f, x, {}, x, x); }),
-            "paged_attention: at most 128 query heads per KV head, got 129");
+  EXPECT_EQ(
+      error_message([&] { ops::paged_attention(d, x, kv, batch, 2 * 129, 1.0f, x, {}, x, x); }),
+      "paged_attention: at most 128 query heads per KV head, got 129");
   kv.head_dim = 264;
-  EXPECT_EQ(error_of([&] { ops::paged_attention(d, x, kv, batch, 4, 1.0f, x, {}, x, x); }),
+  EXPECT_EQ(error_message([&] { ops::paged_attention(d, x, kv, batch, 4, 1.0f, x, {}, x, x); }),
             "paged_attention: head_dim 264 outside [1, 256]");
   SampleParams params;
-  EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
+  EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
             "sample: a null pointer");
   // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
   // refused before any logit is read.
-  EXPECT_EQ(error_of([&] { ops::sample(d, x, 1, kMaxSampleVocab + 1, &params, ids.data(), x); }),
-            "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
+  EXPECT_EQ(
+      error_message([&] { ops::sample(d, x, 1, kMaxSampleVocab + 1, &params, ids.data(), x); }),
+      "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
   EXPECT_EQ(ids, std::vector<int32_t>(4, 0));
   EXPECT_EQ(f, std::vector<float>(64, 7.0f));
 }

@@ -22,6 +22,7 @@
 #include "check.h"
 #include "df11_cuda.h"
 #include "df11_test_data.h"
+#include "error_message.h"
 #include "slimrt/df11.h"
 #include "slimrt/engine.h"
 #include "slimrt/version.h"
@@ -53,14 +54,7 @@ using test::to_bf16;
 using test::Variant;
 using test::widen;
 
-std::string message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "<no error>";
-}
+using test::error_message;
 
 // ---------------------------------------------------------------------------------------------
 // The reference: Hugging Face's Llama forward, dense and non-paged, in double precision, on the
@@ -448,7 +442,7 @@ TEST(Engine, BadStepsGiveTheContractMessagesAndChangeNothing) {
   ASSERT_EQ(free_before, 5);
 
   auto step = [&](std::vector<int64_t> ids, std::vector<std::vector<int32_t>> chunks) {
-    return message([&] { run_step(engine, ids, chunks); });
+    return error_message([&] { run_step(engine, ids, chunks); });
   };
   EXPECT_EQ(step({a, 99}, {{1}, {2}}), "step: unknown sequence id 99");
   EXPECT_EQ(step({a, a}, {{1}, {2}}), "step: sequence id 0 appears twice");
@@ -461,7 +455,7 @@ TEST(Engine, BadStepsGiveTheContractMessagesAndChangeNothing) {
   EXPECT_EQ(step({b, a}, {std::vector<int32_t>(21, 1), {3}}),
             "KV cache out of pages: this step needs 6 more pages, 5 are free "
             "(kv_tokens=32, page_size=4)");
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(error_message([&] {
               StepInput in;
               in.batch = 0;
               std::vector<float> out(97);
@@ -470,7 +464,7 @@ TEST(Engine, BadStepsGiveTheContractMessagesAndChangeNothing) {
             "step: no sequences given");
   std::vector<SamplingParams> bad(1);
   bad[0].top_p = 0.0f;
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(error_message([&] {
               const int32_t token = 1, count = 1;
               StepInput in;
               in.seq_ids = &a;
@@ -503,7 +497,7 @@ TEST(Engine, SequencesCannotOutgrowTheModel) {
   Engine engine(tiny_model(m.config, m.weights()), options);
   const int64_t a = engine.add_sequence();
   run_step(engine, {a}, {random_tokens(10, 97, 2)});
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(error_message([&] {
               run_step(engine, {a}, {{1, 2, 3}});
             }),
             "context length 13 exceeds the model's maximum of 12");
@@ -514,7 +508,7 @@ TEST(Engine, SequencesCannotOutgrowTheModel) {
   m.config.sliding_window = 8;
   Engine mistral(tiny_model(m.config, m.weights()), options);
   const int64_t b = mistral.add_sequence();
-  EXPECT_EQ(message([&] { run_step(mistral, {b}, {random_tokens(9, 97, 2)}); }),
+  EXPECT_EQ(error_message([&] { run_step(mistral, {b}, {random_tokens(9, 97, 2)}); }),
             "context length 9 exceeds the sliding window of 8 tokens (sliding-window attention "
             "is not implemented)");
 }
@@ -529,7 +523,7 @@ TEST(Engine, ReleasingASequenceReturnsItsPages) {
   EXPECT_EQ(engine.free_pages(), 64 - 3 - 1);
   engine.release_sequence(a);
   EXPECT_EQ(engine.free_pages(), 64 - 1);
-  EXPECT_EQ(message([&] { engine.sequence_length(a); }), "unknown sequence id 0");
+  EXPECT_EQ(error_message([&] { engine.sequence_length(a); }), "unknown sequence id 0");
   EXPECT_NE(engine.add_sequence(), a);  // ids are never reused
 }
 
@@ -542,9 +536,9 @@ TEST(Engine, PagesNeededCountsOnlyThePagesAStepWouldTake) {
   run_step(engine, {a}, {random_tokens(9, 97, 1)});
   EXPECT_EQ(engine.pages_needed(a, 3), 0);  // the third page has room for 3 more
   EXPECT_EQ(engine.pages_needed(a, 4), 1);
-  EXPECT_EQ(message([&] { engine.pages_needed(a, -1); }),
+  EXPECT_EQ(error_message([&] { engine.pages_needed(a, -1); }),
             "pages_needed: new_tokens must be >= 0, got -1");
-  EXPECT_EQ(message([&] { engine.pages_needed(7, 1); }), "unknown sequence id 7");
+  EXPECT_EQ(error_message([&] { engine.pages_needed(7, 1); }), "unknown sequence id 7");
 }
 
 TEST(Engine, BadWeightsGiveTheContractMessages) {
@@ -552,7 +546,7 @@ TEST(Engine, BadWeightsGiveTheContractMessages) {
   auto build = [&](const std::function<void(WeightMap&)>& edit) {
     WeightMap w = m.weights();
     edit(w);
-    return message([&] { Engine engine(tiny_model(m.config, w), test_options()); });
+    return error_message([&] { Engine engine(tiny_model(m.config, w), test_options()); });
   };
   EXPECT_EQ(build([](WeightMap& w) { w.erase("model.layers.1.mlp.up_proj.weight"); }),
             "missing tensor model.layers.1.mlp.up_proj.weight");
@@ -586,30 +580,30 @@ TEST(Engine, BadOptionsAndCudaGiveClearErrors) {
 #ifdef SLIMRT_WITH_CUDA
   // The CUDA backend is built: where no GPU is usable, the model says so.
   if (!cuda_available()) {
-    EXPECT_EQ(message([&] {
+    EXPECT_EQ(error_message([&] {
                 tiny_model(m.config, m.weights(), "cuda");
               }).rfind("options: device \"cuda\": no usable CUDA device (", 0),
               0u);
   }
-  EXPECT_EQ(message([&] { tiny_model(m.config, m.weights(), "tpu"); }),
+  EXPECT_EQ(error_message([&] { tiny_model(m.config, m.weights(), "tpu"); }),
             "options: unknown device \"tpu\"; supported: cpu, cuda");
 #else
-  EXPECT_EQ(message([&] { tiny_model(m.config, m.weights(), "cuda"); }),
+  EXPECT_EQ(error_message([&] { tiny_model(m.config, m.weights(), "cuda"); }),
             "options: device \"cuda\": slimrt was built without CUDA (SLIMRT_CUDA=OFF or no nvcc "
             "found); use device \"cpu\"");
 #endif
   const std::shared_ptr<const Model> model = tiny_model(m.config, m.weights());
   EngineOptions o = test_options();
   o.kv_dtype = "fp8";
-  EXPECT_EQ(message([&] { Engine e(model, o); }),
+  EXPECT_EQ(error_message([&] { Engine e(model, o); }),
             "options: kv_dtype must be \"bf16\" or \"f32\", got \"fp8\"");
   o = test_options();
   o.max_batch = 0;
-  EXPECT_EQ(message([&] { Engine e(model, o); }), "options: max_batch must be >= 1, got 0");
-  EXPECT_EQ(message([&] { Engine e(nullptr, test_options()); }), "Engine: null model");
+  EXPECT_EQ(error_message([&] { Engine e(model, o); }), "options: max_batch must be >= 1, got 0");
+  EXPECT_EQ(error_message([&] { Engine e(nullptr, test_options()); }), "Engine: null model");
   ModelOptions bad;
   bad.weights = "int4";
-  EXPECT_EQ(message([&] { Model::from_tensors(m.config, m.weights(), bad); }),
+  EXPECT_EQ(error_message([&] { Model::from_tensors(m.config, m.weights(), bad); }),
             "options: weights must be \"bf16\", \"df11\" or \"stored\", got \"int4\"");
 }
 
@@ -673,7 +667,7 @@ TEST(Engine, MemoryIsPlannedAtLoadAndABudgetThatDoesNotFitIsRefusedUpFront) {
   EXPECT_EQ(u.total(), u.weights + u.df11_scratch + u.kv_pool + u.activations);
 
   o.memory_limit_bytes = u.total() - 1;
-  EXPECT_EQ(message([&] { Engine e(tiny_model(m.config, m.weights()), o); }),
+  EXPECT_EQ(error_message([&] { Engine e(tiny_model(m.config, m.weights()), o); }),
             "not enough memory: weights " + format_gib(u.weights) +
                 " GiB + DF11 scratch 0.00 GiB + KV "
                 "pool of 256 tokens " +

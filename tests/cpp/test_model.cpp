@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "error_message.h"
 #include "slimrt/engine.h"
 #include "slimrt/error.h"
 #include "slimrt/model.h"
@@ -22,14 +23,7 @@ using test::test_options;
 using test::TinyModel;
 using test::Variant;
 
-std::string message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "<no error>";
-}
+using test::error_message;
 
 ModelOptions options(const std::string& weights) {
   ModelOptions o;
@@ -57,9 +51,9 @@ TEST(Model, Df11WeightsAreCompressedOnTheWayInAndReadBackBitExact) {
   Engine a(dense, test_options("bf16")), b(compressed, test_options("bf16"));
   const std::vector<int32_t> prompt = random_tokens(13, m.config.vocab_size, 4);
   EXPECT_EQ(run_step(b, {b.add_sequence()}, {prompt}), run_step(a, {a.add_sequence()}, {prompt}));
-  EXPECT_EQ(message([&] { dense->matrix_bf16("model.norm.weight"); }),
+  EXPECT_EQ(error_message([&] { dense->matrix_bf16("model.norm.weight"); }),
             "no matrix named model.norm.weight");
-  EXPECT_EQ(message([&] { dense->vector_f32("nope"); }), "no vector named nope");
+  EXPECT_EQ(error_message([&] { dense->vector_f32("nope"); }), "no vector named nope");
 }
 
 TEST(Model, Bf16WeightsDecodeDf11InputsAndStoredKeepsThem) {
@@ -80,7 +74,7 @@ TEST(Model, ALayerCountTheTensorsCannotHoldIsRefusedBeforeAnyTableIsBuilt) {
   ModelConfig huge = m.config;
   huge.num_layers = 1000000;
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(message([&] { Model::from_tensors(huge, m.weights(), options("bf16")); }),
+  EXPECT_EQ(error_message([&] { Model::from_tensors(huge, m.weights(), options("bf16")); }),
             "tensors: config has 1000000 layers, which need at least 9000002 tensors; it holds " +
                 std::to_string(m.weights().size()));
   // Refused from the counts alone: no per-layer table of a million entries was built first.
@@ -100,12 +94,15 @@ TEST(Model, ErrorsCarryTheirCategory) {
   EXPECT_EQ(category([&] { ModelConfig::from_json("{\"architectures\": [\"Gpt\"]}", "c"); }),
             "unsupported");
   EXPECT_EQ(category([&] { ModelConfig::from_json("{\"architectures\": ", "c"); }), "model file");
-  EXPECT_EQ(message([&] { ModelConfig::from_json("{\"architectures\": ", "c.json"); }),
-            "c.json: not valid JSON (at byte 18)");
+  EXPECT_EQ(error_message([&] { ModelConfig::from_json("{\"architectures\": ", "c.json"); }),
+            "c.json: config is not valid JSON: syntax error while parsing value - unexpected end "
+            "of input; expected '[', '{', or a literal at byte 18");
+  EXPECT_EQ(error_message([&] { ModelConfig::from_json("{\"a\": 1, \"a\": 2}", "c.json"); }),
+            "c.json: config lists 'a' twice");
   ModelOptions tight = options("bf16");
   tight.memory_limit_bytes = 1000;
   EXPECT_EQ(category([&] { Model::from_tensors(m.config, m.weights(), tight); }), "out of memory");
-  EXPECT_EQ(message([&] {
+  EXPECT_EQ(error_message([&] {
               Model::from_tensors(m.config, m.weights(), tight);
             }).rfind("not enough memory: weights ", 0),
             0u);

@@ -2,15 +2,15 @@
 // docs/ENGINE_API.md, and RoPE inverse frequencies (llama3 scaling) against transformers.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "check.h"
+#include "error_message.h"
 #include "slimrt/model.h"
 
 namespace slimrt {
@@ -33,19 +33,12 @@ json llama_map() {
   return m;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "<no error>";
-}
+using test::error_message;
 
 ModelConfig parse(const json& m) { return ModelConfig::from_json(m.dump(), "config.json"); }
 
 std::string parse_error(const json& m) {
-  return error_of([&] { parse(m); });
+  return error_message([&] { parse(m); });
 }
 
 uint32_t bits_of(float f) {
@@ -169,12 +162,13 @@ TEST(ModelConfig, ErrorsUseTheContractMessages) {
 
   m = llama_map();
   m["vocab_size"] = "32000";
-  EXPECT_EQ(parse_error(m), "config.json: config: vocab_size must be an integer, got string");
+  EXPECT_EQ(parse_error(m), "config.json: config: vocab_size must be an integer, got str");
 
   m = llama_map();
   m["num_key_value_heads"] = 5;
   EXPECT_EQ(parse_error(m),
-            "config.json: config: num_attention_heads (32) must be a multiple of num_key_value_heads (5)");
+            "config.json: config: num_attention_heads (32) must be a multiple of "
+            "num_key_value_heads (5)");
 
   m = llama_map();
   m["rope_scaling"] = json::object();
@@ -186,7 +180,8 @@ TEST(ModelConfig, ErrorsUseTheContractMessages) {
   m["rope_scaling"] = json::object();
   m["rope_scaling"]["rope_type"] = "llama3";
   m["rope_scaling"]["factor"] = 8.0;
-  EXPECT_EQ(parse_error(m), "config.json: config: missing required key rope_scaling.low_freq_factor");
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: missing required key rope_scaling.low_freq_factor");
 
   m = llama_map();
   m["hidden_act"] = "gelu";
@@ -195,7 +190,8 @@ TEST(ModelConfig, ErrorsUseTheContractMessages) {
 
   m = llama_map();
   m["architectures"] = json::array({1, 2});
-  EXPECT_EQ(parse_error(m), "config.json: config: architectures must be a non-empty list of strings");
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: architectures must be a non-empty list of strings");
 }
 
 TEST(ModelConfig, FilledDirectlyIsValidatedToo) {
@@ -208,7 +204,7 @@ TEST(ModelConfig, FilledDirectlyIsValidatedToo) {
   c.num_kv_heads = 2;
   c.head_dim = 3;
   c.max_position_embeddings = 16;
-  EXPECT_EQ(error_of([&] { c.validate(); }), "config: head_dim must be even for RoPE, got 3");
+  EXPECT_EQ(error_message([&] { c.validate(); }), "config: head_dim must be even for RoPE, got 3");
   c.head_dim = 4;
   EXPECT_NO_THROW(c.validate());
 }

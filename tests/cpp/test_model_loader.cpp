@@ -15,6 +15,7 @@
 
 #include "cpu/bf16.h"
 #include "crc32.h"
+#include "error_message.h"
 #include "model_file_builders.h"
 #include "slimrt/engine.h"
 #include "slimrt/log.h"
@@ -34,14 +35,7 @@ using test::test_options;
 using test::TinyModel;
 using test::Variant;
 
-std::string message(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.message();
-  }
-  return "<no error>";
-}
+using test::error_message;
 
 fs::path fresh_dir(const std::string& name) {
   const fs::path dir =
@@ -182,7 +176,7 @@ TEST(ModelLoader, Df11DirectoriesLoadAsStoredOrDecodedAndCorruptionIsRefusedEith
   const fs::path bad = write_hf_dir(corrupt, "df11_bad");
   const std::string file = (bad / "model.safetensors").string();
   for (const std::string weights : {"bf16", "df11", "stored"}) {
-    const std::string got = message([&] { Model::load(bad.string(), options(weights)); });
+    const std::string got = error_message([&] { Model::load(bad.string(), options(weights)); });
     EXPECT_EQ(got.rfind(file + ": tensor lm_head.weight: CRC-32 mismatch (stored ", 0), 0u)
         << weights << ": " << got;
     EXPECT_NE(got.find("): the file is corrupt"), std::string::npos) << got;
@@ -214,7 +208,7 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   const TinyModel m = make_model(Variant::kLlama);
   const fs::path dir = write_hf_dir(m, "bad", {{"num_hidden_layers", 1000000}});
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(message([&] { Model::load(dir.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() +
                 ": config has 1000000 layers, which need at least 9000002 tensors; it "
                 "holds " +
@@ -222,26 +216,26 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
 
   const fs::path shape = write_hf_dir(m, "shape", {{"intermediate_size", 200}});
-  EXPECT_EQ(message([&] { Model::load(shape.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(shape.string(), options()); }),
             (shape / "model.safetensors").string() +
                 ": tensor model.layers.0.mlp.gate_proj.weight has shape [128, 64], config expects "
                 "[200, 64]");
   const fs::path arch = write_hf_dir(m, "arch", {{"architectures", {"GPT2LMHeadModel"}}});
-  EXPECT_EQ(message([&] { Model::load(arch.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(arch.string(), options()); }),
             (arch / "config.json").string() +
                 ": unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
                 "MistralForCausalLM, Qwen2ForCausalLM");
   fs::remove(dir / "model.safetensors");
-  EXPECT_EQ(message([&] { Model::load(dir.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() + ": no *.safetensors files (not a safetensors model directory)");
   fs::remove(dir / "config.json");
-  EXPECT_EQ(message([&] { Model::load(dir.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() + ": no config.json (not a Hugging Face model directory)");
   write_file(dir / "notes.txt", Bytes{'h', 'i'});
-  EXPECT_EQ(message([&] { Model::load((dir / "notes.txt").string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load((dir / "notes.txt").string(), options()); }),
             (dir / "notes.txt").string() +
                 ": not a model (pass a .gguf file or a model directory with config.json)");
-  EXPECT_EQ(message([&] { Model::load((dir / "nowhere").string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load((dir / "nowhere").string(), options()); }),
             (dir / "nowhere").string() + ": no such file or directory");
   for (const fs::path& d : {dir, shape, arch}) fs::remove_all(d);
 }
@@ -251,7 +245,7 @@ TEST(ModelLoader, ABiasTheConfigDoesNotAnnounceIsRefusedRatherThanIgnored) {
   m.shapes["model.layers.0.mlp.down_proj.bias"] = {m.config.hidden_size};
   m.f32["model.layers.0.mlp.down_proj.bias"] = std::vector<float>(m.config.hidden_size, 0.5f);
   const fs::path dir = write_hf_dir(m, "bias");
-  EXPECT_EQ(message([&] { Model::load(dir.string(), options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             (dir / "model.safetensors").string() +
                 ": tensor model.layers.0.mlp.down_proj.bias: this bias is not supported");
   fs::remove_all(dir);
@@ -332,13 +326,13 @@ TEST(ModelLoader, AGgufBlockCountItsTensorsCannotHoldIsRefusedAtOnce) {
   const std::string file = (dir / "huge.gguf").string();
   write_file(file, tiny_gguf(100000000).bytes());
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_EQ(message([&] { Model::load(file, options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(file, options()); }),
             file +
                 ": config has 100000000 layers, which need at least 900000002 tensors; it "
                 "holds 11");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
   write_file(file, tiny_gguf(1, "gpt2").bytes());
-  EXPECT_EQ(message([&] { Model::load(file, options()); }),
+  EXPECT_EQ(error_message([&] { Model::load(file, options()); }),
             file +
                 ": GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' GGUF files "
                 "(Llama, SmolLM, TinyLlama, ...)");
