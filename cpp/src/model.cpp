@@ -75,7 +75,7 @@ std::shared_ptr<const Model> Model::from_tensors(const ModelConfig& config,
   const WeightMap converted = to_weight_format(checked, tensors, o, staging);
   return make_model(checked, converted, o, "tensors",
                     std::string("tensors in memory (") + architecture_name(checked.architecture) +
-                        ", " + o.weights + " weights)",
+                        "; " + weights_held(checked, converted) + ")",
                     {});
 }
 
