@@ -16,6 +16,7 @@ namespace slimrt {
 
 void ModelOptions::validate() const {
   const ModelOptions& o = *this;
+  if (o.device != "auto") check_device_name(o.device);
   SLIMRT_CHECK(o.weights == "bf16" || o.weights == "df11" || o.weights == "stored",
                "options: weights must be \"bf16\", \"df11\" or \"stored\", got \""
                    << o.weights << "\"");
