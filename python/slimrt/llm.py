@@ -36,6 +36,7 @@ from slimrt.sequence import Sequence
 
 __all__ = ["LLM", "TextStream"]
 
+
 class LLM:
     """A loaded model and its engine.
 
@@ -322,4 +323,3 @@ class TextStream(Iterator[str]):
     def __del__(self) -> None:
         if not self._closed and not self._sequence.finished:
             self._llm._abandoned.append(self._sequence)
-
