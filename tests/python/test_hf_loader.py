@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from model_tensors import assert_holds, expected_weights
+from slimrt import _core
 from slimrt.compress_model import compress_model
 from slimrt.errors import FileAccessError, FormatError, InvalidArgumentError, ModelError
 from slimrt.model_loader import load_model
@@ -103,6 +104,42 @@ def test_a_bf16_load_logs_what_it_loaded_at_info(tiny_model_dir, caplog) -> None
         loaded = load_model(path, progress=False)
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         ("slimrt", logging.INFO, f"loaded {loaded.source}")
+    ]
+
+
+def test_core_log_lines_without_a_callback_or_with_a_failing_one(
+    tiny_model_dir, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a callback the core prints its warnings itself; a callback that raises is
+    reported as unraisable and the load goes on (nothing unwinds through C++)."""
+    import sys
+
+    import slimrt.errors
+
+    path, _ = tiny_model_dir("qwen2", dtype=torch.float32)
+    warning = f"{path}: rounded 16 F16/F32 matrices to BF16 (LOSSY: nearest even)"
+    summary = (
+        f"{path} (Hugging Face directory, Qwen2ForCausalLM, 1 shard, F16/F32 matrices rounded "
+        "to BF16; BF16 weights)"
+    )
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def fails(level: int, text: str) -> None:
+        raise RuntimeError(f"callback failed on {text!r}")
+
+    try:
+        _core.set_log_callback(None)
+        capfd.readouterr()
+        _core.Model.load(str(path))
+        assert capfd.readouterr().err == f"slimrt: warning: {warning}\n"
+        _core.set_log_callback(fails)
+        assert _core.Model.load(str(path)).config.architecture == "Qwen2ForCausalLM"
+    finally:
+        _core.set_log_callback(slimrt.errors._log_core_line)
+    assert [str(u.exc_value) for u in unraisable] == [
+        f"callback failed on {warning!r}",
+        f"callback failed on {'loaded ' + summary!r}",
     ]
 
 
