@@ -288,6 +288,36 @@ def test_unsupported_bias_is_refused_rather_than_ignored(tiny_model_dir, tmp_pat
     )
 
 
+def test_a_weight_dtype_slimrt_does_not_take_is_named(tiny_model_dir, tmp_path: Path) -> None:
+    path = copy_with(tmp_path, tiny_model_dir("llama")[0])
+    file = read_safetensors(path / "model.safetensors")
+    tensors = {n: np.array(file.array(n)) for n in file.tensors}
+    dtypes = {n: file.tensors[n].dtype for n in file.tensors}
+    tensors["model.norm.weight"] = np.ones(96, np.int32)
+    dtypes["model.norm.weight"] = "I32"
+    write_safetensors(path / "model.safetensors", tensors, dtypes=dtypes)
+    assert refusal(path, ModelError) == (
+        f"{path / 'model.safetensors'}: tensor model.norm.weight is I32; slimrt takes BF16, F16 "
+        "or F32 weights"
+    )
+
+
+def test_a_tensor_in_two_shards_is_refused(tiny_model_dir, tmp_path: Path) -> None:
+    path = Path(shutil.copytree(tiny_model_dir("llama", max_shard_size="60KB")[0], tmp_path / "m"))
+    first, second = sorted(path.glob("*.safetensors"))[:2]
+    taken = read_safetensors(first)
+    name = next(iter(taken.tensors))
+    file = read_safetensors(second)
+    tensors = {n: np.array(file.array(n)) for n in file.tensors}
+    tensors[name] = np.array(taken.array(name))
+    dtypes = {n: "BF16" for n in tensors}
+    del taken, file
+    write_safetensors(second, tensors, dtypes=dtypes)
+    assert refusal(path, FormatError) == (
+        f"{path}: tensor {name} is in both {first.name} and {second.name}"
+    )
+
+
 def test_trailing_bytes_after_the_tensor_data_are_refused(tiny_model_dir, tmp_path) -> None:
     path = copy_with(tmp_path, tiny_model_dir("llama")[0])
     file = path / "model.safetensors"
