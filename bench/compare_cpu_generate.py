@@ -3,7 +3,8 @@
 Both run SmolLM2-135M-Instruct (the default model: its GGUF dequantized to BF16), greedy, from
 the same chat-templated prompt, for the same number of new tokens (EOS ignored). slimrt reads
 BF16 weights with FP32 activations; transformers runs the same weights widened to FP32 (its CPU
-reference mode) with its default `generate`.
+reference mode: the tensors slimrt's model holds, read back with matrix_bf16/vector_f32, as
+tests/python/reference_core.py builds it) with its default `generate`.
 
     python bench/compare_cpu_generate.py [--tokens 128] [--threads 2] [--reps 3] [--json out]
 """
@@ -15,13 +16,12 @@ import datetime
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 import slimrt
 import torch
-from slimrt.bfloat16 import widen_bf16
-from slimrt.model_loader import load_model
 
 PROMPT = [{"role": "user", "content": "Explain what a KV cache is in two sentences."}]
 
@@ -60,16 +60,11 @@ def main() -> None:
     # The ids llm.chat() sends: the template writes BOS and the turn markers itself.
     text = llm.chat_template.render(PROMPT, add_generation_prompt=True)
     ids = llm.tokenizer.encode(text, add_special_tokens=False)
-    loaded = load_model(progress=False)
-    from transformers import LlamaConfig, LlamaForCausalLM
+    # The tests' transformers twin of a slimrt model, on llm's own loaded model.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "python"))
+    from reference_core import transformers_model
 
-    model = LlamaForCausalLM(LlamaConfig(**loaded.config)).float().eval()
-    state = {
-        name: torch.from_numpy(widen_bf16(v) if v.dtype == np.uint16 else np.array(v))
-        for name, v in loaded.weights.items()
-    }
-    model.load_state_dict(state, strict=False)  # lm_head is tied to the embedding
-    model.tie_weights()
+    model = transformers_model(llm.model)
 
     rows = {"slimrt (BF16 weights)": [], "transformers (FP32)": []}
     for _ in range(args.reps):

@@ -14,9 +14,10 @@ whole vocabulary, the sampler's heaviest path), each sequence with its own seed.
 - slimrt is driven one engine step at a time, synchronously (what slimrt.LLM does, minus
   tokenization): each sequence is prefilled on its own, then one warm-up decode step, then
   (new - 1) timed decode steps; an untimed pass of the same steps goes first, so that no CUDA
-  graph recording is timed. One engine per weight format (`--weights bf16,df11`), created and
-  destroyed in turn. DF11 weights come from `--df11-model` (a directory written by `slimrt
-  compress MODEL_DIR OUT_DIR`), or, without it, are compressed while loading MODEL_DIR.
+  graph recording is timed. One model (`_core.Model.load` onto the device) and one engine on
+  it per weight format (`--weights bf16,df11`), created and destroyed in turn. DF11 weights
+  come from `--df11-model` (a directory written by `slimrt compress MODEL_DIR OUT_DIR`), or,
+  without it, are compressed while loading MODEL_DIR.
 - transformers (BF16) runs `generate` with 1 and with `--new` new tokens per batch
   (min_new_tokens = max_new_tokens, so EOS cannot end it early); decode time is the
   difference. `default`: dynamic cache, eager; warm-up `generate` calls with 1 and 2 new
@@ -26,20 +27,21 @@ whole vocabulary, the sampler's heaviest path), each sequence with its own seed.
   warm-up, so compilation and CUDA-graph capture are not timed. A failing mode is recorded in
   its rows and the run goes on.
 
-Memory (CUDA): "GPU GiB at peak" is free memory before the engine (or model) was created
-minus the smallest free memory seen (cudaMemGetInfo): for slimrt sampled after every step,
-for transformers after each `generate` (torch's caching allocator keeps what it reserved, so
-that is its peak; its cache is emptied before each batch). Per slimrt engine also
-engine.memory() and the GPU memory construction took.
+Memory (CUDA): "GPU GiB at peak" is free memory before the model was loaded minus the
+smallest free memory seen (cudaMemGetInfo): for slimrt sampled after every step, for
+transformers after each `generate` (torch's caching allocator keeps what it reserved, so that
+is its peak; its cache is emptied before each batch). Per slimrt engine also engine.memory()
+and the GPU memory the model's load and the engine's construction took.
 
 Longest context in a fixed budget (`--budget-gib X`, 0 skips): per weight format, the largest
-KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB, max_batch 1,
-max_step_tokens 512 accepts, i.e. the longest single sequence (also capped by
-max_position_embeddings). A one-page engine's memory() gives the fixed part and the size of
-a page (K and V: 2 x layers x kv_heads x head_dim x 2 bytes per token for BF16 KV), hence an
-estimate; then the estimate + 1 page must be refused with "not enough memory" and the
-estimate must fit (one step down or up if not). A refusal is cheap (the budget is checked
-before any weight is copied), a fit copies the weights: at most three fits per format.
+KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB (the model's
+weights and the engine's arenas together), max_batch 1, max_step_tokens 512 accepts, i.e. the
+longest single sequence (also capped by max_position_embeddings). A one-page engine's memory()
+gives the fixed part and the size of a page (K and V: 2 x layers x kv_heads x head_dim x 2
+bytes per token for BF16 KV), hence an estimate; then the estimate + 1 page must be refused
+with "not enough memory" and the estimate must fit (one step down or up if not). The model is
+loaded once per format; a refusal is cheap (the budget is checked before anything is
+reserved), a fit reserves the engine's arenas: at most three fits per format.
 
     python bench/compare_gpu_generate.py MODEL_DIR [--df11-model DIR] [--weights bf16,df11]
         [--batches 1,16,64] [--prompt 128] [--new 128] [--sampling greedy]
@@ -66,8 +68,7 @@ from typing import Any
 import numpy as np
 import torch
 from slimrt import _core
-from slimrt.loaded_model import LoadedModel
-from slimrt.model_loader import load_model
+from slimrt.errors import OutOfMemoryError
 from source_commit import source_commit
 
 GIB = 2**30
@@ -217,27 +218,19 @@ def error_text(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"[:300]
 
 
-def new_engine(loaded: LoadedModel, options: dict[str, Any]) -> _core.Engine:
-    return _core.Engine(loaded.config, loaded.weights, options)
-
-
-def is_budget_error(error: _core.Error) -> bool:
+def is_budget_error(error: OutOfMemoryError) -> bool:
     return str(error).startswith("not enough memory")
 
 
-def kv_bytes_per_token(config: dict[str, Any]) -> int:
-    """BF16 K and V of one token over all layers."""
-    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
-    kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
-    return 2 * config["num_hidden_layers"] * kv_heads * head_dim * 2
+def kv_bytes_per_token(config: Any) -> int:
+    """BF16 K and V of one token over all layers (config: a _core.ModelConfig)."""
+    return 2 * config.num_layers * config.num_kv_heads * config.head_dim * 2
 
 
-def longest_context(
-    loaded: LoadedModel, device: str, budget_gib: float, gpu: bool
-) -> dict[str, Any]:
-    """Largest kv_tokens an engine (max_batch 1) accepts within budget_bytes; see the module
-    docstring for the method. Any error other than the budget's propagates."""
-    config = loaded.config
+def longest_context(model: _core.Model, budget_gib: float, gpu: bool) -> dict[str, Any]:
+    """Largest kv_tokens an engine (max_batch 1) on `model` accepts within budget_bytes; see
+    the module docstring for the method. Any error other than the budget's propagates."""
+    config = model.config
     budget_bytes = int(budget_gib * GIB)
     per_token = kv_bytes_per_token(config)
     constructions = 0
@@ -246,15 +239,14 @@ def longest_context(
         nonlocal constructions
         constructions += 1
         options = {
-            "device": device,
             "max_batch": 1,
             "max_step_tokens": BUDGET_MAX_STEP_TOKENS,
             "kv_tokens": kv_tokens,
             "memory_limit_bytes": budget_bytes,
         }
         try:
-            engine = new_engine(loaded, options)
-        except _core.Error as e:
+            engine = _core.Engine(model, options)
+        except OutOfMemoryError as e:
             if not is_budget_error(e):
                 raise
             log(f"  kv_tokens {kv_tokens}: does not fit ({str(e).split(' [')[0]})")
@@ -271,7 +263,7 @@ def longest_context(
         "budget_gib": budget_gib,
         "budget_bytes": budget_bytes,
         "kv_bytes_per_token": per_token,
-        "max_position_embeddings": config["max_position_embeddings"],
+        "max_position_embeddings": config.max_position_embeddings,
     }
     # One page: the fixed part of the budget (weights, DF11 scratch, activations).
     probe = memory_at(16)
@@ -290,7 +282,7 @@ def longest_context(
     per_page = probe["kv_pool"] or per_token * page
     if per_page != per_token * page:
         log(f"  a KV page takes {per_page} bytes; K and V of {page} tokens are {per_token * page}")
-    cap = config["max_position_embeddings"] // page * page
+    cap = config.max_position_embeddings // page * page
     estimate = min(max((budget_bytes - fixed) // per_page, 1) * page, cap)
 
     fit, fit_memory, no_fit = page, probe, None  # largest known to fit, smallest known not to
@@ -332,7 +324,7 @@ def longest_context(
     exact = fit == cap or no_fit == fit + page
     return result | {
         "kv_tokens": fit,
-        "context_tokens": min(fit, config["max_position_embeddings"]),
+        "context_tokens": min(fit, config.max_position_embeddings),
         "exact": exact,
         "smallest_refused": no_fit,
         "limited_by": "max_position_embeddings" if fit == cap else "memory budget",
@@ -343,12 +335,14 @@ def longest_context(
     }
 
 
-def load_weights(fmt: str, model: str, df11_model: str | None) -> tuple[LoadedModel, str]:
-    if fmt == "df11" and df11_model:
-        return load_model(df11_model, weights="df11", progress=False), df11_model
-    if fmt == "df11":
+def load_weights(
+    fmt: str, model: str, df11_model: str | None, device: str
+) -> tuple[_core.Model, str]:
+    """The model with `fmt` weights on `device`, and the directory it came from."""
+    source = df11_model if fmt == "df11" and df11_model else model
+    if fmt == "df11" and not df11_model:
         log("no --df11-model: compressing the BF16 model to DF11 while loading")
-    return load_model(model, weights=fmt, progress=False), model
+    return _core.Model.load(source, {"device": device, "weights": fmt}), source
 
 
 def check_same_model(model: str, other: str) -> None:
@@ -402,7 +396,8 @@ def print_report(results: dict[str, Any]) -> None:
         )
     if results["engines"]:
         print(
-            "\nslimrt engines (GiB): engine.memory() and what construction took on the GPU\n\n"
+            "\nslimrt engines (GiB): engine.memory(), and what the model load and the engine took "
+            "on the GPU\n\n"
             "| weights | total | weights | DF11 scratch | KV pool | KV tokens | activations "
             "| GPU taken | GPU peak in decode |\n"
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -497,13 +492,12 @@ def measure_slimrt(
     measurements, recorded in its rows; the run goes on."""
     gpu = args.device == "cuda"
     try:
-        loaded, source = load_weights(fmt, args.model, args.df11_model)
         release_gpu_memory(gpu)
         before = free.now()
-        engine = new_engine(
-            loaded,
+        model, source = load_weights(fmt, args.model, args.df11_model, args.device)
+        engine = _core.Engine(
+            model,
             {
-                "device": args.device,
                 "max_batch": max(batches),
                 "kv_tokens": max(batches) * (args.prompt + args.new + 16),
                 "max_step_tokens": max(args.prompt, max(batches)),
@@ -520,13 +514,14 @@ def measure_slimrt(
         {
             "weights": fmt,
             "source": source,
+            "model": model.summary,
             "engine_memory": dict(engine.memory()),
             "kv_tokens": engine.total_pages * engine.page_size,
             "gpu_bytes_taken": taken,
             "gpu_peak_bytes": None,
         },
     )
-    vocab = loaded.config["vocab_size"]
+    vocab = model.config.vocab_size
     for sampling in args.sampling:
         for b in batches:
             free.reset()
@@ -541,7 +536,7 @@ def measure_slimrt(
                 entry["gpu_peak_bytes"] = max(entry["gpu_peak_bytes"] or 0, peak)
             report.add_row("slimrt", fmt, b, tps, peak, sampling=sampling)
     del engine
-    del loaded
+    del model
     release_gpu_memory(gpu)
 
 
@@ -550,9 +545,9 @@ def measure_budget(report: Report, fmt: str, args: argparse.Namespace) -> None:
     gpu = args.device == "cuda"
     log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights:")
     try:
-        loaded, _ = load_weights(fmt, args.model, args.df11_model)
-        budget = longest_context(loaded, args.device, args.budget_gib, gpu)
-        del loaded
+        model, _ = load_weights(fmt, args.model, args.df11_model, args.device)
+        budget = longest_context(model, args.budget_gib, gpu)
+        del model
     except Exception as e:  # not a budget refusal: no figure, but the reason
         traceback.print_exc()
         budget = {"budget_gib": args.budget_gib, "error": error_text(e)}

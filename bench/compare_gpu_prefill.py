@@ -36,10 +36,10 @@ from compare_gpu_generate import (
     error_text,
     load_weights,
     log,
-    new_engine,
     release_gpu_memory,
     split_list,
 )
+from slimrt import _core
 from source_commit import source_commit
 
 
@@ -56,23 +56,17 @@ def median_seconds(run: Callable[[], None], reps: int) -> float:
 def slimrt_rows(
     fmt: str, args: argparse.Namespace, lengths: list[int], add: Callable[[dict[str, Any]], None]
 ) -> None:
-    loaded, _ = load_weights(fmt, args.model, args.df11_model)
+    model, _ = load_weights(fmt, args.model, args.df11_model, "cuda")
     longest = max(lengths)
-    engine = new_engine(
-        loaded,
-        {
-            "device": "cuda",
-            "max_batch": 1,
-            "kv_tokens": longest + 16,
-            "max_step_tokens": longest,
-        },
+    engine = _core.Engine(
+        model, {"max_batch": 1, "kv_tokens": longest + 16, "max_step_tokens": longest}
     )
-    vocab = loaded.config["vocab_size"]
+    vocab = model.config.vocab_size
     for length in lengths:
         prompt = np.random.default_rng(length).integers(0, vocab, length).astype(np.int32)
         seconds = median_seconds(functools.partial(slimrt_prefill, engine, prompt), args.reps)
         add({"engine": "slimrt", "weights": fmt, "length": length, "seconds": seconds})
-    engine = loaded = None
+    engine = model = None
     release_gpu_memory(True)
 
 

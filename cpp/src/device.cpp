@@ -11,17 +11,24 @@
 
 namespace slimrt {
 
-std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
-  if (name == "cpu") return std::make_unique<CpuDevice>(num_threads);
+void check_device_name(const std::string& name) {
 #ifdef SLIMRT_WITH_CUDA
-  if (name == "cuda") return make_cuda_device();
-  SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu, cuda");
+  SLIMRT_CHECK(name == "cpu" || name == "cuda",
+               "options: unknown device \"" << name << "\"; supported: cpu, cuda");
 #else
   SLIMRT_CHECK(name != "cuda",
                "options: device \"cuda\": slimrt was built without CUDA (SLIMRT_CUDA=OFF or no "
                "nvcc found); use device \"cpu\"");
-  SLIMRT_CHECK(false, "options: unknown device \"" << name << "\"; supported: cpu");
+  SLIMRT_CHECK(name == "cpu", "options: unknown device \"" << name << "\"; supported: cpu");
 #endif
+}
+
+std::unique_ptr<Device> make_device(const std::string& name, int num_threads) {
+  check_device_name(name);
+#ifdef SLIMRT_WITH_CUDA
+  if (name == "cuda") return make_cuda_device();
+#endif
+  return std::make_unique<CpuDevice>(num_threads);
 }
 
 }  // namespace slimrt

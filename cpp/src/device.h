@@ -69,4 +69,8 @@ class Device {
 // "cpu", or an error naming what is supported ("cuda" comes with the CUDA backend).
 std::unique_ptr<Device> make_device(const std::string& name, int num_threads);
 
+// Throws make_device's error for a name this build has no device for (whether a GPU is
+// usable is make_device's to find out): options are checked before anything is read.
+void check_device_name(const std::string& name);
+
 }  // namespace slimrt

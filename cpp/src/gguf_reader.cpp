@@ -65,7 +65,8 @@ ModelConfig config_of(const GgufFile& file, const std::string& path) {
   const json scaling = get("rope.scaling.type");
   SLIMRT_CHECK_AS(ErrorCategory::kUnsupported,
                   scaling.is_null() || (scaling.is_string() && scaling == "none"),
-                  path << ": config: unsupported rope_scaling type " << scaling.dump());
+                  path << ": config: unsupported rope_scaling type "
+                       << (scaling.is_string() ? scaling.get<std::string>() : scaling.dump()));
 
   json c;
   c["architectures"] = json::array({"LlamaForCausalLM"});

@@ -16,6 +16,7 @@ namespace slimrt {
 
 void ModelOptions::validate() const {
   const ModelOptions& o = *this;
+  if (o.device != "auto") check_device_name(o.device);
   SLIMRT_CHECK(o.weights == "bf16" || o.weights == "df11" || o.weights == "stored",
                "options: weights must be \"bf16\", \"df11\" or \"stored\", got \""
                    << o.weights << "\"");
@@ -75,7 +76,7 @@ std::shared_ptr<const Model> Model::from_tensors(const ModelConfig& config,
   const WeightMap converted = to_weight_format(checked, tensors, o, staging);
   return make_model(checked, converted, o, "tensors",
                     std::string("tensors in memory (") + architecture_name(checked.architecture) +
-                        ", " + o.weights + " weights)",
+                        "; " + weights_held(checked, converted) + ")",
                     {});
 }
 

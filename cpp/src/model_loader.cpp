@@ -83,8 +83,11 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOpt
   const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
                                              o.verify ? &source.checksums : nullptr);
   if (o.verify) verify_kept_df11(source, tensors, o);
-  log_line(LogLevel::kInfo, "loaded " + source.summary);
-  return make_model(source.config, tensors, o, source.format, source.summary,
+  // "PATH (what the reader found; how the matrices are held)".
+  std::string summary = source.summary;
+  summary.insert(summary.size() - 1, "; " + weights_held(source.config, tensors));
+  log_line(LogLevel::kInfo, "loaded " + summary);
+  return make_model(source.config, tensors, o, source.format, summary,
                     std::move(source.metadata));
 }
 

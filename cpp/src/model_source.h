@@ -31,7 +31,9 @@ struct ModelSource {
   std::map<std::string, Df11Checksum> checksums;
   std::map<std::string, MetadataValue> metadata;
   std::string format;   // "hf", "slimrt" or "gguf"
-  std::string summary;  // one line: what was read and how it was converted
+  // One line, "PATH (what was read and how it was converted)"; Model::load adds how the
+  // matrices are held inside the parentheses.
+  std::string summary;
   // What `tensors` points into.
   std::vector<MappedFile> files;
   std::deque<std::vector<uint16_t>> bf16_buffers;

@@ -65,4 +65,18 @@ WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
   return out;
 }
 
+std::string weights_held(const ModelConfig& config, const WeightMap& tensors) {
+  int64_t matrices = 0, df11 = 0;
+  for (const TensorSpec& spec : model_tensors(config)) {
+    if (!spec.matrix()) continue;
+    ++matrices;
+    const auto it = tensors.find(spec.name);
+    df11 += it != tensors.end() && it->second.kind == WeightTensor::Kind::kDf11;
+  }
+  if (df11 == 0) return "BF16 weights";
+  if (df11 == matrices) return "DF11 weights";
+  return "DF11 weights (" + std::to_string(df11) + " of " + std::to_string(matrices) +
+         " matrices; the rest BF16)";
+}
+
 }  // namespace slimrt

@@ -34,4 +34,8 @@ WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
                            const ModelOptions& options, WeightStaging& staging,
                            const std::map<std::string, Df11Checksum>* checksums = nullptr);
 
+// How `tensors` (the result of to_weight_format) hold the model's matrices, for a summary:
+// "BF16 weights", "DF11 weights", or "DF11 weights (N of M matrices; the rest BF16)".
+std::string weights_held(const ModelConfig& config, const WeightMap& tensors);
+
 }  // namespace slimrt

@@ -4,9 +4,12 @@ Every message about a file starts with the file or directory it is about ("model
 truncated at byte 24: ..."); messages about a request name the value at fault ("top_p must be
 ..."). Errors raised by the C++ core arrive as these classes too, by their category (the core's
 slimrt::ErrorCategory): their str() is the message; .place says where in the C++ sources.
+The core's log lines (a lossy cast while loading, what was loaded) go to the `slimrt` logger.
 """
 
 from __future__ import annotations
+
+import logging
 
 from slimrt import _core
 
@@ -83,3 +86,14 @@ for _category, _cls in {
     "internal": InternalError,
 }.items():
     _core.set_error_class(_category, _cls)
+
+# The core's log levels (slimrt::LogLevel) -> logging levels.
+_LOG_LEVELS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+_core_log = logging.getLogger("slimrt")
+
+
+def _log_core_line(level: int, text: str) -> None:
+    _core_log.log(_LOG_LEVELS[min(max(level, 0), len(_LOG_LEVELS) - 1)], "%s", text)
+
+
+_core.set_log_callback(_log_core_line)

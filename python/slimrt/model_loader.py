@@ -1,4 +1,5 @@
-"""One entry point for every kind of model slimrt runs; the reading is the C++ core's.
+"""One entry point for every kind of model slimrt runs; the reading is the C++ core's (it logs
+what it loaded, and any lossy cast, to the `slimrt` logger: slimrt.errors routes its lines).
 
 model = load_model(None)                           # the default SmolLM2-135M-Instruct
 model = load_model("llama-dir", weights="df11")    # compress to DF11 while loading
@@ -7,7 +8,6 @@ model.model, model.tokenizer, model.chat_template, model.source
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -20,8 +20,6 @@ from slimrt.progress import StageProgress
 from slimrt.tokenizer import Tokenizer, read_json_object, read_tokenizer_config
 
 __all__ = ["DEVICES", "WEIGHT_FORMATS", "load_model"]
-
-log = logging.getLogger(__name__)
 
 # What ModelOptions.device and .weights take; the core checks them, the CLI offers them as
 # choices.
@@ -60,5 +58,4 @@ def load_model(
     else:
         tokenizer = Tokenizer.from_dir(path, read_json_object(path / "config.json"))
         template = read_chat_template(path, read_tokenizer_config(path))
-    log.info("loaded %s", core.summary)
     return LoadedModel(core, tokenizer, template)

@@ -1,4 +1,5 @@
-"""Shared fixtures: the real MiniLM weights and small model directories made from them."""
+"""Shared fixtures: the real MiniLM weights and small model directories made from them, tiny
+random models of each architecture, and the default model (SmolLM2) loaded."""
 
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def smollm2_gguf() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(smollm2_gguf: Path):
-    """The default model as the GGUF loader makes it (loaded once: ~5 s). Do not modify."""
+    """The default model as load_model makes it (the core reads the GGUF; loaded once, ~2 s):
+    .model is the _core.Model. Do not modify (its tokenizer is shared)."""
     from slimrt.model_loader import load_model
 
     return load_model(smollm2_gguf, progress=False)

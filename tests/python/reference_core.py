@@ -1,115 +1,131 @@
 """A stand-in for the parts of slimrt._core the Python layer drives (docs/ENGINE_API.md):
-Engine, SamplingParams, Df11Weight, Error, cuda_available — computed by transformers in FP32.
+Engine, EngineOptions and SamplingParams, the engine computed by transformers in FP32 from the
+tensors a real `_core.Model` holds.
 
-It exists to test the Python decoding loop (batching, chunked prefill, stop rules, streaming,
-page accounting) on any machine, and to pin down what the contract means where the C++ engine
-is not there yet. It follows the contract's checks and messages; it is slow (no arenas, a
-DynamicCache per sequence) and is no reference for speed or memory.
+It exists to cross-check the Python decoding loop (batching, chunked prefill, stop rules,
+streaming, page accounting) against an engine that shares no code with the C++ one. The model
+is loaded by the core (`_core.Model.load`: the loader is not what is tested here); the options
+are the core's own (`_core.EngineOptions`, `_core.SamplingParams`); the step checks and their
+messages and exception classes are the C++ engine's. It is slow (no arenas, a DynamicCache per
+sequence) and is no reference for speed or memory: it checks no memory budget.
 
     monkeypatch.setattr(slimrt.llm, "_core", reference_core)
     monkeypatch.setattr(slimrt.llm_engine, "_core", reference_core)
+
+    model = reference_core.transformers_model(core_model)   # transformers holding its weights
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
-from slimrt import df11
+from slimrt import _core
 from slimrt.bfloat16 import widen_bf16
+from slimrt.errors import InvalidArgumentError, ModelError, OutOfMemoryError
+
+# The core's own option structs and their checks: what is cross-checked is the engine.
+EngineOptions = _core.EngineOptions
+SamplingParams = _core.SamplingParams
+
+_DEFAULT_KV_TOKENS_CAP = 32768  # engine.cpp's kDefaultKvTokensCap
 
 
-class Error(RuntimeError):
-    pass
-
-
-def cuda_available() -> bool:
-    return False
-
-
-class SamplingParams:
-    def __init__(
-        self,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        min_p: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        if temperature < 0:
-            raise Error(f"temperature must be >= 0, got {temperature}")
-        if not 0 < top_p <= 1:
-            raise Error(f"top_p must be in (0, 1], got {top_p}")
-        if not 0 <= min_p <= 1:
-            raise Error(f"min_p must be in [0, 1], got {min_p}")
-        if top_k < 0:
-            raise Error(f"top_k must be >= 0, got {top_k}")
-        self.temperature, self.top_k, self.top_p, self.min_p, self.seed = (
-            temperature,
-            top_k,
-            top_p,
-            min_p,
-            seed,
-        )
-
-
-class Df11Weight:
-    def __init__(self, lengths, bitstream, index, signmant, shape) -> None:
-        self.tensor = df11.Df11Tensor(tuple(shape), lengths, bitstream, index, signmant, 0)
-        self.tensor.validate()
-
-    def bf16_bits(self) -> np.ndarray:
-        return self.tensor.decompress(verify=False)
-
-
-_MODEL_CLASSES = {
-    "LlamaForCausalLM": "LlamaForCausalLM",
-    "MistralForCausalLM": "MistralForCausalLM",
-    "Qwen2ForCausalLM": "Qwen2ForCausalLM",
-}
-
-
-def build_model(config: dict, weights: dict) -> torch.nn.Module:
-    """A transformers model in FP32 holding `weights` (the engine's weights dict)."""
+def transformers_config(config: Any) -> Any:
+    """The transformers config of a `_core.ModelConfig` (the normalised config.json)."""
     import transformers
 
-    architecture = config["architectures"][0]
-    if architecture not in _MODEL_CLASSES:
-        raise Error(
-            f"unsupported architecture {architecture}; supported: "
-            "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"
+    fields: dict[str, Any] = {
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "head_dim": config.head_dim,
+        "rms_norm_eps": config.rms_norm_eps,
+        "rope_theta": config.rope_theta,
+        "max_position_embeddings": config.max_position_embeddings,
+        "tie_word_embeddings": config.tie_word_embeddings,
+    }
+    scaling = config.rope_scaling
+    if scaling.llama3:
+        fields["rope_scaling"] = {
+            "rope_type": "llama3",
+            "factor": scaling.factor,
+            "low_freq_factor": scaling.low_freq_factor,
+            "high_freq_factor": scaling.high_freq_factor,
+            "original_max_position_embeddings": scaling.original_max_position_embeddings,
+        }
+    window = config.sliding_window or None
+    architecture = config.architecture
+    # Which biases each transformers class can hold: Llama's attention_bias puts them on
+    # q/k/v and o_proj; Qwen2 always has q/k/v biases; Mistral never has any.
+    if architecture == "LlamaForCausalLM":
+        fields["attention_bias"] = config.attention_bias
+        expressible = config.o_proj_bias == config.attention_bias
+    elif architecture == "Qwen2ForCausalLM":
+        fields |= {"use_sliding_window": window is not None, "sliding_window": window}
+        expressible = config.attention_bias and not config.o_proj_bias
+    else:
+        fields["sliding_window"] = window
+        expressible = not (config.attention_bias or config.o_proj_bias)
+    if not expressible:
+        raise ModelError(
+            f"reference_core: {architecture} with attention_bias={config.attention_bias}, "
+            f"o_proj_bias={config.o_proj_bias} has no transformers equivalent"
         )
-    model_class = getattr(transformers, _MODEL_CLASSES[architecture])
-    config_class = model_class.config_class
-    hf_config = config_class(**{k: v for k, v in config.items() if k != "architectures"})
-    model = model_class(hf_config)
+    return getattr(transformers, architecture).config_class(**fields)
+
+
+def transformers_model(model: Any) -> torch.nn.Module:
+    """transformers' model of a `_core.Model`'s architecture, in FP32, holding exactly the
+    tensors the core holds (matrix_bf16 widened, vector_f32): every tensor transformers has
+    is read from the core, so one the core lacks raises its error here."""
+    import transformers
+
+    config = model.config
+    reference = getattr(transformers, config.architecture)(transformers_config(config))
     state = {}
-    for name, value in weights.items():
-        if isinstance(value, Df11Weight):
-            value = value.bf16_bits()
-        array = widen_bf16(value) if value.dtype == np.uint16 else np.asarray(value, np.float32)
-        state[name] = torch.from_numpy(np.array(array, dtype=np.float32))
-    expected = set(model.state_dict())
-    if config.get("tie_word_embeddings"):
-        expected.discard("lm_head.weight")
-    missing = sorted(expected - set(state))
-    if missing:
-        raise Error(f"missing tensor {missing[0]}")
-    model.load_state_dict(state, strict=False)
-    return model.float().eval()
+    for name, parameter in reference.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # the embedding, tied below
+        if parameter.ndim == 2:
+            values = widen_bf16(model.matrix_bf16(name)).reshape(tuple(parameter.shape))
+        else:
+            values = model.vector_f32(name)
+        state[name] = torch.from_numpy(values)
+    reference.load_state_dict(state, strict=False)
+    reference.tie_weights()
+    return reference.float().eval()
+
+
+def _pages(tokens: int, page_size: int) -> int:
+    return -(-tokens // page_size)
 
 
 class Engine:
-    def __init__(self, config: dict, weights: dict, options: dict) -> None:
-        if options.get("device", "cpu") != "cpu":
-            raise Error("the CUDA backend is not built yet; use device='cpu'")
-        self.model = build_model(config, weights)
-        self.vocab_size = config["vocab_size"]
-        self.max_position_embeddings = config["max_position_embeddings"]
-        self.max_batch = options.get("max_batch", 8)
-        self.max_step_tokens = options.get("max_step_tokens", 512)
-        self.page_size = options.get("page_size", 16)
-        kv_tokens = options.get("kv_tokens", min(self.max_position_embeddings, 32768))
-        self.total_pages = -(-kv_tokens // self.page_size)
+    """_core.Engine's interface over transformers_model(model), one DynamicCache a sequence."""
+
+    def __init__(self, model: Any, options: Any = None) -> None:
+        if options is None:
+            options = EngineOptions()
+        elif isinstance(options, dict):
+            options = EngineOptions.from_dict(options)
+        options.validate()
+        config = model.config
+        self.config = config
+        self.model = model
+        self.reference = transformers_model(model)
+        self.vocab_size = config.vocab_size
+        self.max_position_embeddings = config.max_position_embeddings
+        self.max_batch = options.max_batch
+        self.max_step_tokens = options.max_step_tokens
+        self.page_size = options.page_size
+        kv_tokens = options.kv_tokens or min(self.max_position_embeddings, _DEFAULT_KV_TOKENS_CAP)
+        self.total_pages = _pages(kv_tokens, self.page_size)
+        self.kv_tokens = self.total_pages * self.page_size
         self._next_id = 0
         self._tokens: dict[int, list[int]] = {}
         self._caches: dict[int, object] = {}
@@ -117,7 +133,7 @@ class Engine:
 
     @property
     def free_pages(self) -> int:
-        used = sum(-(-len(t) // self.page_size) for t in self._tokens.values())
+        used = sum(_pages(len(t), self.page_size) for t in self._tokens.values())
         return self.total_pages - used
 
     def add_sequence(self) -> int:
@@ -126,24 +142,27 @@ class Engine:
         self._caches[self._next_id] = None
         return self._next_id
 
-    def release_sequence(self, seq_id: int) -> None:
+    def _known(self, seq_id: int, prefix: str = "") -> None:
         if seq_id not in self._tokens:
-            raise Error(f"unknown sequence id {seq_id}")
+            raise InvalidArgumentError(f"{prefix}unknown sequence id {seq_id}")
+
+    def release_sequence(self, seq_id: int) -> None:
+        self._known(seq_id)
         del self._tokens[seq_id], self._caches[seq_id]
 
     def sequence_length(self, seq_id: int) -> int:
+        self._known(seq_id)
         return len(self._tokens[seq_id])
 
     def pages_needed(self, seq_id: int, new_tokens: int) -> int:
         if new_tokens < 0:
-            raise Error(f"pages_needed: new_tokens must be >= 0, got {new_tokens}")
-        if seq_id not in self._tokens:
-            raise Error(f"unknown sequence id {seq_id}")
+            raise InvalidArgumentError(f"pages_needed: new_tokens must be >= 0, got {new_tokens}")
+        self._known(seq_id)
         held = len(self._tokens[seq_id])
-        return -(-(held + new_tokens) // self.page_size) - -(-held // self.page_size)
+        return _pages(held + new_tokens, self.page_size) - _pages(held, self.page_size)
 
     def memory(self) -> dict[str, int]:
-        weights = sum(p.numel() * 2 for p in self.model.parameters())
+        weights = self.model.weight_bytes
         return {
             "weights": weights,
             "df11_scratch": 0,
@@ -161,7 +180,7 @@ class Engine:
             for seq_id, count in zip(seq_ids, counts, strict=True):
                 new = tokens[start : start + count]
                 start += count
-                out = self.model(
+                out = self.reference(
                     input_ids=torch.tensor([new]),
                     past_key_values=self._caches[seq_id],
                     use_cache=True,
@@ -181,34 +200,53 @@ class Engine:
         )
 
     def _check(self, seq_ids, tokens, counts, sampling) -> None:
-        if len(set(seq_ids)) != len(seq_ids):
-            raise Error("repeated sequence id")
-        for s in seq_ids:
-            if s not in self._tokens:
-                raise Error(f"unknown sequence id {s}")
-        if len(seq_ids) > self.max_batch:
-            raise Error(f"batch of {len(seq_ids)} exceeds max_batch={self.max_batch}")
-        if len(tokens) > self.max_step_tokens:
-            raise Error(f"{len(tokens)} tokens exceed max_step_tokens={self.max_step_tokens}")
-        if len(counts) != len(seq_ids) or sum(counts) != len(tokens) or min(counts) < 1:
-            raise Error("counts do not match tokens")
-        if sampling is not None and len(sampling) != len(seq_ids):
-            raise Error("one SamplingParams per sequence")
-        if any(not 0 <= t < self.vocab_size for t in tokens):
-            raise Error("token id outside the vocabulary")
+        """engine_bindings.cpp's and Engine::Impl::check_step's checks, in their order."""
+
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise InvalidArgumentError(message)
+
+        batch, total, given = len(seq_ids), len(tokens), sum(counts)
+        check(len(counts) == batch, f"step: counts has {len(counts)} entries, seq_ids has {batch}")
+        if sampling is not None:
+            wrong = f"step: sampling has {len(sampling)} entries, expected {batch}"
+            check(len(sampling) == batch, wrong)
+        check(batch >= 1, "step: no sequences given")
+        check(batch <= self.max_batch, f"step: {batch} sequences exceed max_batch={self.max_batch}")
+        check(
+            total <= self.max_step_tokens,
+            f"step: {total} tokens exceed max_step_tokens={self.max_step_tokens}",
+        )
+        for b, count in enumerate(counts):
+            short = f"step: counts[{b}] is {count}; every sequence needs at least 1 token"
+            check(count >= 1, short)
+        check(given == total, f"step: counts sum to {given} but {total} tokens were given")
         need = 0
-        for s, c in zip(seq_ids, counts, strict=True):
-            n = len(self._tokens[s]) + c
-            if n > self.max_position_embeddings:
-                raise Error(
-                    f"context length {n} exceeds the model's maximum of "
-                    f"{self.max_position_embeddings}"
-                )
-            need += -(-n // self.page_size) - -(-len(self._tokens[s]) // self.page_size)
+        for b, (s, count) in enumerate(zip(seq_ids, counts, strict=True)):
+            self._known(s, "step: ")
+            check(s not in seq_ids[:b], f"step: sequence id {s} appears twice")
+            held = len(self._tokens[s])
+            n = held + count
+            check(
+                n <= self.max_position_embeddings,
+                f"context length {n} exceeds the model's maximum of {self.max_position_embeddings}",
+            )
+            window = self.config.sliding_window
+            check(
+                window == 0 or n <= window,
+                f"context length {n} exceeds the sliding window of {window} tokens "
+                "(sliding-window attention is not implemented)",
+            )
+            need += _pages(n, self.page_size) - _pages(held, self.page_size)
+        for i, t in enumerate(tokens):
+            check(
+                0 <= t < self.vocab_size,
+                f"step: token id {t} (tokens[{i}]) is outside [0, {self.vocab_size})",
+            )
         if need > self.free_pages:
-            raise Error(
-                f"KV cache out of pages: this step needs {need} more pages, {self.free_pages} "
-                f"are free"
+            raise OutOfMemoryError(
+                f"KV cache out of pages: this step needs {need} more pages, {self.free_pages} are "
+                f"free (kv_tokens={self.kv_tokens}, page_size={self.page_size})"
             )
 
 

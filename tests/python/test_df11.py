@@ -459,5 +459,11 @@ def test_validate_enforces_the_format_md_bitstream_length() -> None:
     last_offset = int(tensor.index[-1, 16] >> 16)
     assert last_offset % 32 != 0 and tensor.bitstream.size >= required
     short = np.ascontiguousarray(tensor.bitstream[: required - 1])
-    with pytest.raises(_core.Error):
+    with pytest.raises(FormatError) as info:
         _core.df11_validate(tensor.lengths, short, tensor.index, tensor.signmant, tensor.numel)
+    assert str(info.value) == (
+        f"DF11: bitstream of {required - 1} words is too short for group 0 (needs {required})"
+    )
+    _core.df11_validate(
+        tensor.lengths, tensor.bitstream[:required], tensor.index, tensor.signmant, tensor.numel
+    )

@@ -10,18 +10,16 @@ entries (the default) K and V are rounded to 8 bits of mantissa: measured up to 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
-from slimrt import LLM, SamplingParams, _core
-from slimrt.bfloat16 import widen_bf16
+from reference_core import transformers_model
+from slimrt import LLM, SamplingParams, _core, df11
 from slimrt.chat_template import ChatTemplate
-from slimrt.engine_weights import to_format
+from slimrt.errors import FormatError, InvalidArgumentError, ModelError, OutOfMemoryError
 from slimrt.model_loader import load_model
-
-pytestmark = pytest.mark.skipif(
-    not hasattr(_core, "Engine"), reason="this build of slimrt._core has no Engine"
-)
 
 F32_KV_TOLERANCE = 2e-5
 BF16_KV_TOLERANCE = 5e-2
@@ -122,15 +120,8 @@ def test_bf16_kv_cache_stays_close_to_transformers(tiny_model_dir, architecture:
 @pytest.fixture(scope="module")
 def smollm2_transformers(smollm2) -> torch.nn.Module:
     """transformers' LlamaForCausalLM holding exactly the weights slimrt loaded, in FP32."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    model = LlamaForCausalLM(LlamaConfig(**smollm2.config)).float().eval()
-    state = {
-        name: torch.from_numpy(widen_bf16(v) if v.dtype == np.uint16 else np.array(v))
-        for name, v in smollm2.weights.items()
-    }
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert missing == ["lm_head.weight"] and not unexpected  # tied to the embedding
+    model = transformers_model(smollm2.model)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied
     return model
 
 
@@ -138,7 +129,7 @@ def test_smollm2_matches_transformers_on_a_chat_prompt(smollm2, smollm2_transfor
     template = ChatTemplate(smollm2.chat_template)
     text = template.render([{"role": "user", "content": "Write a haiku about the sea."}])
     ids = smollm2.tokenizer.encode(text, add_special_tokens=False)
-    engine = _core.Engine(smollm2.config, smollm2.weights, {"kv_dtype": "f32", "kv_tokens": 512})
+    engine = _core.Engine(smollm2.model, {"kv_dtype": "f32", "kv_tokens": 512})
     with torch.no_grad():
         reference = smollm2_transformers(torch.tensor([ids])).logits[0].numpy()
     logits = engine_logits(engine, ids, mixed_chunks(len(ids)))
@@ -166,11 +157,11 @@ def test_df11_weights_give_bit_identical_logits(tiny_model_dir, architecture: st
     ids = list(range(4, 44))
     runs = []
     for weights in ("bf16", "df11"):
-        loaded = load_model(path, weights=weights, progress=False)
-        engine = _core.Engine(loaded.config, loaded.weights, {"kv_dtype": "f32"})
+        model = load_model(path, weights=weights, progress=False).model
+        engine = _core.Engine(model, {"kv_dtype": "f32"})
         runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
         if weights == "df11":
-            assert engine.memory()["df11_scratch"] > 0
+            assert model.df11_matrices > 0 and engine.memory()["df11_scratch"] > 0
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -185,80 +176,139 @@ def test_llm_with_df11_weights_generates_what_bf16_generates(tiny_model_dir) -> 
     ]
 
 
-def test_df11_smollm2_gives_bit_identical_logits(smollm2) -> None:
-    compressed = {
-        name: to_format(v, "df11") if v.ndim == 2 else v for name, v in smollm2.weights.items()
-    }
-    assert isinstance(compressed["model.layers.0.mlp.up_proj.weight"], _core.Df11Weight)
+def test_df11_smollm2_gives_bit_identical_logits(smollm2, smollm2_transformers) -> None:
+    """Every matrix compressed by slimrt.df11 in Python and handed over as Df11Weight
+    (Model.from_tensors, kept as stored): the engine's DF11 decoding gives the BF16 logits."""
+    core = smollm2.model
+    tensors: dict[str, object] = {}
+    for name, parameter in smollm2_transformers.state_dict().items():
+        if name == "lm_head.weight":
+            continue  # tied to the embedding
+        if parameter.ndim == 1:
+            tensors[name] = core.vector_f32(name)
+            continue
+        t = df11.compress(core.matrix_bf16(name).reshape(tuple(parameter.shape)))
+        tensors[name] = _core.Df11Weight(t.lengths, t.bitstream, t.index, t.signmant, t.shape)
+    compressed = _core.Model.from_tensors(core.config, tensors, {"weights": "stored"})
+    assert compressed.df11_matrices == 1 + 30 * 7
+    assert compressed.summary == "tensors in memory (LlamaForCausalLM; DF11 weights)"
     ids = smollm2.tokenizer.encode("The lighthouse keeper counted the waves until dawn.")
     runs = []
-    for weights in (smollm2.weights, compressed):
-        engine = _core.Engine(smollm2.config, weights, {"kv_dtype": "f32", "kv_tokens": 256})
+    for model in (core, compressed):
+        engine = _core.Engine(model, {"kv_dtype": "f32", "kv_tokens": 256})
         runs.append(engine_logits(engine, ids, [len(ids) - 3, 1, 1, 1]))
     np.testing.assert_array_equal(runs[0], runs[1])
-    assert engine.memory()["weights"] < 0.75 * 2 * sum(
-        v.size for v in smollm2.weights.values() if v.ndim == 2
-    )
+    assert engine.memory()["weights"] == compressed.weight_bytes < 0.75 * core.weight_bytes
 
 
 # -- the engine's own errors (docs/ENGINE_API.md) -------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tiny_model_dir):
-    return load_model(tiny_model_dir("llama")[0], progress=False)
+def tiny_llama(tiny_model_dir) -> tuple[_core.Model, dict[str, np.ndarray], dict]:
+    """The tiny llama loaded, its tensors as numpy arrays (what Model.from_tensors takes) and
+    its config.json."""
+    path, reference = tiny_model_dir("llama")
+    model = load_model(path, progress=False).model
+    tensors = {}
+    for name, parameter in reference.state_dict().items():
+        shape = tuple(parameter.shape)
+        tensors[name] = (
+            model.matrix_bf16(name).reshape(shape) if len(shape) == 2 else model.vector_f32(name)
+        )
+    return model, tensors, json.loads((path / "config.json").read_text())
 
 
-def engine_error(call) -> str:
-    with pytest.raises(_core.Error) as info:
+def refusal(error: type[Exception], call) -> str:
+    """The message of the error of class exactly `error` that call() raises."""
+    with pytest.raises(error) as info:
         call()
+    assert type(info.value) is error, info.value
     return str(info.value)
 
 
-def test_engine_refuses_bad_configs_and_weights(tiny_llama) -> None:
-    config, weights = tiny_llama.config, tiny_llama.weights
-    up = "model.layers.0.mlp.up_proj.weight"
-    assert engine_error(
-        lambda: _core.Engine({**config, "architectures": ["GPT2LMHeadModel"]}, weights, {})
-    ).startswith(
-        "unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
+def test_from_tensors_refuses_bad_configs_and_weights(tiny_llama) -> None:
+    model, tensors, raw = tiny_llama
+    config = model.config
+    assert _core.Model.from_tensors(config, tensors).summary == (
+        "tensors in memory (LlamaForCausalLM; BF16 weights)"
+    )
+
+    def from_json(**change: object) -> object:
+        return _core.ModelConfig.from_json(json.dumps({**raw, **change}), "cfg")
+
+    assert refusal(ModelError, lambda: from_json(architectures=["GPT2LMHeadModel"])) == (
+        "cfg: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
         "MistralForCausalLM, Qwen2ForCausalLM"
     )
-    missing = {k: v for k, v in weights.items() if k != up}
-    assert engine_error(lambda: _core.Engine(config, missing, {})).startswith(
-        f"missing tensor {up}"
+    yarn = {"rope_type": "yarn", "factor": 2.0}
+    assert refusal(ModelError, lambda: from_json(rope_scaling=yarn)) == (
+        "cfg: unsupported rope_scaling type yarn"
     )
-    cut = {**weights, up: weights[up][:100]}
-    assert engine_error(lambda: _core.Engine(config, cut, {})).startswith(
+    huge = from_json(num_hidden_layers=1000000)
+    assert refusal(FormatError, lambda: _core.Model.from_tensors(huge, tensors)) == (
+        "tensors: config has 1000000 layers, which need at least 9000002 tensors; it holds 21"
+    )
+
+    def build(name: str, value: object | None) -> str:
+        changed = {k: v for k, v in tensors.items() if k != name}
+        if value is not None:
+            changed[name] = value
+        return refusal(InvalidArgumentError, lambda: _core.Model.from_tensors(config, changed))
+
+    up = "model.layers.0.mlp.up_proj.weight"
+    assert build(up, None) == f"missing tensor {up}"
+    assert build(up, tensors[up][:100]) == (
         f"tensor {up} has shape [100, 96], config expects [192, 96]"
     )
-    as_f32 = {**weights, up: np.zeros((192, 96), np.float32)}
-    assert engine_error(lambda: _core.Engine(config, as_f32, {})).startswith(
+    assert build(up, np.zeros((192, 96), np.float32)) == (
         f"tensor {up}: float32 matrices are not accepted; cast to BF16 first"
     )
-    yarn = {**config, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}}
-    assert engine_error(lambda: _core.Engine(yarn, weights, {})).startswith(
-        "unsupported rope_scaling type yarn"
+    assert build(up, np.zeros((192, 96), np.int32)) == (
+        f"tensor {up}: unsupported dtype int32; expected uint16 (BF16 bits), float32 (1-D only) "
+        "or DF11"
     )
-    assert engine_error(
-        lambda: _core.Engine(config, weights, {"memory_limit_bytes": 1000})
+    assert refusal(
+        OutOfMemoryError,
+        lambda: _core.Model.from_tensors(config, tensors, {"memory_limit_bytes": 1000}),
     ).startswith("not enough memory: weights ")
 
 
-def test_engine_refuses_bad_steps_without_changing_anything(tiny_llama) -> None:
-    engine = _core.Engine(
-        tiny_llama.config, tiny_llama.weights, {"kv_tokens": 32, "max_step_tokens": 300}
+def test_engine_refuses_bad_options_and_budgets(tiny_llama) -> None:
+    model = tiny_llama[0]
+    known = ", ".join(_core.ENGINE_OPTIONS)
+    assert known == "kv_dtype, kv_tokens, max_batch, max_step_tokens, memory_limit_bytes, page_size"
+    # device and num_threads belong to the model now: an engine refuses them by name.
+    for name in ("device", "num_threads", "max_batchh"):
+        assert refusal(InvalidArgumentError, lambda n=name: _core.Engine(model, {n: 1})) == (
+            f"options: unknown option {name}; known: {known}"
+        )
+    assert refusal(InvalidArgumentError, lambda: _core.Engine(model, {"page_size": 0})) == (
+        "options: page_size must be >= 1, got 0"
     )
+    # The budget covers the model's weights and the engine's arenas together.
+    message = refusal(OutOfMemoryError, lambda: _core.Engine(model, {"memory_limit_bytes": 1000}))
+    assert message.startswith("not enough memory: weights ")
+    assert message.endswith(" GiB is available")
+
+
+def test_engine_refuses_bad_steps_without_changing_anything(tiny_llama) -> None:
+    model = tiny_llama[0]
+    engine = _core.Engine(model, {"kv_tokens": 32, "max_step_tokens": 300})
     seq = engine.add_sequence()
-    assert engine_error(lambda: engine.step([seq], list(range(40)), [40])).startswith(
+    assert refusal(OutOfMemoryError, lambda: engine.step([seq], list(range(40)), [40])) == (
         "KV cache out of pages: this step needs 3 more pages, 2 are free (kv_tokens=32, "
         "page_size=16)"
     )
     assert engine.sequence_length(seq) == 0 and engine.free_pages == 2
-    assert "token id 5000" in engine_error(lambda: engine.step([seq], [5000], [1]))
-    roomy = _core.Engine(tiny_llama.config, tiny_llama.weights, {"max_step_tokens": 300})
+    assert refusal(InvalidArgumentError, lambda: engine.step([seq], [5000], [1])) == (
+        "step: token id 5000 (tokens[0]) is outside [0, 384)"
+    )
+    roomy = _core.Engine(model, {"max_step_tokens": 300})
     other = roomy.add_sequence()
-    assert engine_error(lambda: roomy.step([other], [5] * 257, [257])).startswith(
+    assert refusal(InvalidArgumentError, lambda: roomy.step([other], [5] * 257, [257])) == (
         "context length 257 exceeds the model's maximum of 256"
     )
-    assert "top_p must be in (0, 1]" in engine_error(lambda: _core.SamplingParams(top_p=0.0))
+    assert refusal(InvalidArgumentError, lambda: _core.SamplingParams(top_p=0.0)) == (
+        "sampling: top_p must be in (0, 1], got 0"
+    )

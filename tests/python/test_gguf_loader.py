@@ -1,17 +1,21 @@
-"""Loading llama.cpp GGUF files: name mapping, the rope row un-permutation, metadata config,
-dequantization, and the errors for what slimrt does not read."""
+"""Loading llama.cpp GGUF files (the core's Model.load, through load_model): llama.cpp names to
+Hugging Face names, the rope row un-permutation, the config from metadata, dequantization, and
+the errors for what slimrt does not read."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from slimrt.bfloat16 import round_to_bf16, widen_bf16
-from slimrt.errors import ModelError
-from slimrt.gguf_loader import hf_name, load_gguf, unpermute_rope_rows
+from model_tensors import assert_holds, expected_weights
+from reference_core import transformers_model
+from slimrt.bfloat16 import round_to_bf16
+from slimrt.errors import FormatError, InvalidArgumentError, ModelError
+from slimrt.model_loader import load_model
 
 gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
@@ -26,94 +30,68 @@ def llama_cpp_permute(rows: np.ndarray, heads: int) -> np.ndarray:
     )
 
 
-def test_llama_cpp_names_map_to_hugging_face_names() -> None:
-    assert hf_name("token_embd.weight") == "model.embed_tokens.weight"
-    assert hf_name("output_norm.weight") == "model.norm.weight"
-    assert hf_name("output.weight") == "lm_head.weight"
-    pairs = {
-        "attn_norm.weight": "input_layernorm.weight",
-        "attn_q.weight": "self_attn.q_proj.weight",
-        "attn_k.weight": "self_attn.k_proj.weight",
-        "attn_v.weight": "self_attn.v_proj.weight",
-        "attn_output.weight": "self_attn.o_proj.weight",
-        "ffn_norm.weight": "post_attention_layernorm.weight",
-        "ffn_gate.weight": "mlp.gate_proj.weight",
-        "ffn_up.weight": "mlp.up_proj.weight",
-        "ffn_down.weight": "mlp.down_proj.weight",
-    }
-    for gguf_part, hf_part in pairs.items():
-        assert hf_name(f"blk.17.{gguf_part}") == f"model.layers.17.{hf_part}"
-    assert hf_name("rope_freqs.weight") is None and hf_name("blk.0.attn_qkv.weight") is None
-
-
-@pytest.mark.parametrize(("heads", "head_dim"), [(9, 64), (3, 64), (4, 6), (1, 2)])
-def test_unpermute_undoes_llama_cpp_permute(heads: int, head_dim: int) -> None:
-    rows = np.arange(heads * head_dim * 5, dtype=np.uint16).reshape(heads * head_dim, 5)
-    permuted = llama_cpp_permute(rows, heads)
-    assert not np.array_equal(permuted, rows) or (head_dim == 2 and heads == 1)
-    np.testing.assert_array_equal(unpermute_rope_rows(permuted, heads), rows)
-    bias = np.arange(heads * head_dim, dtype=np.float32)
-    np.testing.assert_array_equal(unpermute_rope_rows(llama_cpp_permute(bias, heads), heads), bias)
-
-
 def test_unpermute_matches_transformers_reverse_permute(smollm2_gguf: Path, smollm2) -> None:
+    """Every layer's q and k rows as loaded are what transformers' own GGUF loader makes of
+    the file (its reverse_permute), rounded to BF16."""
     from gguf import GGUFReader
     from gguf.quants import dequantize
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     processor = LlamaTensorProcessor(config={"num_attention_heads": 9, "num_key_value_heads": 3})
     tensors = {t.name: t for t in GGUFReader(smollm2_gguf).tensors}
-    for gguf_name, name in [
-        ("blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"),
-        ("blk.7.attn_k.weight", "model.layers.7.self_attn.k_proj.weight"),
-    ]:
-        tensor = tensors[gguf_name]
-        raw = dequantize(tensor.data, tensor.tensor_type)
-        theirs = processor.process(raw, gguf_name).weights
-        np.testing.assert_array_equal(smollm2.weights[name], round_to_bf16(theirs))
+    for layer in range(30):
+        for gguf_part, part in [("attn_q", "q_proj"), ("attn_k", "k_proj")]:
+            gguf_name = f"blk.{layer}.{gguf_part}.weight"
+            raw = dequantize(tensors[gguf_name].data, tensors[gguf_name].tensor_type)
+            theirs = processor.process(raw, gguf_name).weights
+            assert not np.array_equal(theirs, raw)  # the file's order is not HF's
+            mine = smollm2.model.matrix_bf16(f"model.layers.{layer}.self_attn.{part}.weight")
+            np.testing.assert_array_equal(mine.reshape(theirs.shape), round_to_bf16(theirs))
 
 
-def test_smollm2_config_comes_from_gguf_metadata(smollm2) -> None:
-    config = smollm2.config
-    assert {k: v for k, v in config.items() if k != "rms_norm_eps"} == {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+def test_smollm2_config_comes_from_gguf_metadata(smollm2_gguf: Path, smollm2) -> None:
+    config, core = smollm2.config, smollm2.model
+    expected = {
+        "architecture": "LlamaForCausalLM",
         "vocab_size": 49152,
         "hidden_size": 576,
         "intermediate_size": 1536,
-        "num_hidden_layers": 30,
-        "num_attention_heads": 9,
-        "num_key_value_heads": 3,
+        "num_layers": 30,
+        "num_heads": 9,
+        "num_kv_heads": 3,
         "head_dim": 64,
         "rope_theta": 100000.0,
-        "rope_scaling": None,
         "max_position_embeddings": 8192,
         "tie_word_embeddings": True,
         "attention_bias": False,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "torch_dtype": "bfloat16",
+        "o_proj_bias": False,
+        "sliding_window": 0,
+        "max_context": 8192,
     }
-    assert config["rms_norm_eps"] == pytest.approx(1e-5)
-    assert "lm_head.weight" not in smollm2.weights
-    assert len(smollm2.weights) == 2 + 30 * 9
-    assert smollm2.weights["model.embed_tokens.weight"].dtype == np.uint16
-    assert smollm2.weights["model.layers.3.input_layernorm.weight"].dtype == np.float32
-    assert "GGUF Q4_1/Q8_0 dequantized to BF16" in smollm2.source
+    assert {field: getattr(config, field) for field in expected} == expected
+    assert config.rms_norm_eps == pytest.approx(1e-5)
+    assert not config.rope_scaling.llama3
+    assert (smollm2.tokenizer.bos_token_id, smollm2.tokenizer.eos_token_ids[0]) == (1, 2)
+    assert (core.format, core.df11_matrices) == ("gguf", 0)
+    assert smollm2.source == f"{smollm2_gguf} (GGUF Q4_1/Q8_0 dequantized to BF16; BF16 weights)"
+    # The arena holds the 2 + 30 x 9 tensors of a tied Llama and nothing else (no lm_head
+    # copy): BF16 matrices, float32 norms, each a multiple of the arena's 64-byte alignment.
+    matrices = 49152 * 576 + 30 * (2 * 576 * 576 + 2 * 192 * 576 + 3 * 1536 * 576)
+    vectors = 576 + 30 * 2 * 576
+    assert core.weight_bytes == 2 * matrices + 4 * vectors
+    norm = "model.layers.3.input_layernorm.weight"
+    assert core.vector_f32(norm).shape == (576,)
+    with pytest.raises(InvalidArgumentError, match=f"^no matrix named {norm}$"):
+        core.matrix_bf16(norm)
 
 
 def test_smollm2_weights_answer_a_question_in_transformers(smollm2) -> None:
     """The dequantized, un-permuted weights make a working model: transformers, given exactly
-    these values, answers as SmolLM2 does (a wrong rope permutation gives gibberish)."""
+    the tensors the core holds, answers as SmolLM2 does (a wrong rope permutation gives
+    gibberish)."""
     from slimrt.chat_template import ChatTemplate
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    model = LlamaForCausalLM(LlamaConfig(**smollm2.config)).float().eval()
-    state = {
-        name: torch.from_numpy(widen_bf16(v) if v.dtype == np.uint16 else np.array(v))
-        for name, v in smollm2.weights.items()
-    }
-    model.load_state_dict(state, strict=False)
+    model = transformers_model(smollm2.model)
     template = ChatTemplate(smollm2.chat_template)
     prompt = template.render([{"role": "user", "content": "What is the capital of France?"}])
     ids = smollm2.tokenizer.encode(prompt, add_special_tokens=False)
@@ -122,7 +100,36 @@ def test_smollm2_weights_answer_a_question_in_transformers(smollm2) -> None:
     assert "Paris" in smollm2.tokenizer.decode(out[0, len(ids) :].tolist())
 
 
-# -- GGUF files written here, from a tiny llama --------------------------------------------
+# -- GGUF files written here, from tiny llamas -----------------------------------------------
+
+_TOP_LEVEL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
+_IN_BLOCK = {
+    "input_layernorm.weight": "attn_norm.weight",
+    "self_attn.q_proj.weight": "attn_q.weight",
+    "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.q_proj.bias": "attn_q.bias",
+    "self_attn.k_proj.bias": "attn_k.bias",
+    "self_attn.v_proj.bias": "attn_v.bias",
+    "self_attn.o_proj.weight": "attn_output.weight",
+    "self_attn.o_proj.bias": "attn_output.bias",
+    "post_attention_layernorm.weight": "ffn_norm.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight",
+    "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def gguf_name(name: str) -> str:
+    """llama.cpp's converter's name for a Hugging Face tensor name."""
+    if name in _TOP_LEVEL:
+        return _TOP_LEVEL[name]
+    _, _, layer, part = name.split(".", 3)
+    return f"blk.{layer}.{_IN_BLOCK[part]}"
 
 
 def write_gguf(
@@ -135,12 +142,15 @@ def write_gguf(
     types: dict[str, object] | None = None,
     extra_tensors: dict[str, np.ndarray] | None = None,
     tokenizer_model: str = "gpt2",
+    block_count: int | None = None,
+    rope_scaling: str | None = None,
 ) -> Path:
     """A GGUF file of a tiny llama as llama.cpp's converter writes one: its names, q/k rows
-    permuted, metadata keys, the tokenizer as tokenizer.ggml.* arrays."""
+    (and biases) permuted, metadata keys, the tokenizer as tokenizer.ggml.* arrays. `types`
+    maps GGUF names to a type (raw zero bytes for types gguf-py cannot quantize)."""
     config = model.config
     writer = gguf.GGUFWriter(str(path), architecture)
-    writer.add_block_count(config.num_hidden_layers)
+    writer.add_block_count(block_count or config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
     writer.add_feed_forward_length(config.intermediate_size)
@@ -148,6 +158,8 @@ def write_gguf(
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_freq_base(500000.0)
+    if rope_scaling:
+        writer.add_rope_scaling_type(gguf.RopeScalingType(rope_scaling))
     tokenizer = json.loads((tokenizer_dir / "tokenizer.json").read_text())
     vocab = tokenizer["model"]["vocab"]
     tokens = sorted(vocab, key=vocab.get)
@@ -162,36 +174,24 @@ def write_gguf(
     writer.add_eos_token_id(vocab["</s>"])
     writer.add_bool("tokenizer.ggml.add_bos_token", True)
     writer.add_chat_template("{{ messages[0]['content'] }}")
-    names = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    }
-    parts = {
-        "input_layernorm.weight": "attn_norm.weight",
-        "self_attn.q_proj.weight": "attn_q.weight",
-        "self_attn.k_proj.weight": "attn_k.weight",
-        "self_attn.v_proj.weight": "attn_v.weight",
-        "self_attn.o_proj.weight": "attn_output.weight",
-        "post_attention_layernorm.weight": "ffn_norm.weight",
-        "mlp.gate_proj.weight": "ffn_gate.weight",
-        "mlp.up_proj.weight": "ffn_up.weight",
-        "mlp.down_proj.weight": "ffn_down.weight",
-    }
-    for i in range(config.num_hidden_layers):
-        for part, gguf_part in parts.items():
-            names[f"model.layers.{i}.{part}"] = f"blk.{i}.{gguf_part}"
     for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # the converter leaves a tied output matrix out
         array = tensor.float().numpy()
         if ".q_proj." in name:
             array = llama_cpp_permute(array, config.num_attention_heads)
         if ".k_proj." in name:
             array = llama_cpp_permute(array, config.num_key_value_heads)
-        kind = (types or {}).get(names[name], matrix_type if array.ndim == 2 else None)
+        kind = (types or {}).get(gguf_name(name), matrix_type if array.ndim == 2 else None)
         if kind is None:
-            writer.add_tensor(names[name], np.ascontiguousarray(array))
-        else:
-            writer.add_tensor(names[name], gguf.quants.quantize(array, kind), raw_dtype=kind)
+            writer.add_tensor(gguf_name(name), np.ascontiguousarray(array))
+            continue
+        try:
+            data = gguf.quants.quantize(array, kind)
+        except NotImplementedError:
+            block, size = gguf.GGML_QUANT_SIZES[kind]
+            data = np.zeros((array.shape[0], array.shape[1] // block * size), np.uint8)
+        writer.add_tensor(gguf_name(name), data, raw_dtype=kind)
     for name, array in (extra_tensors or {}).items():
         writer.add_tensor(name, array)
     writer.write_header_to_file()
@@ -206,70 +206,164 @@ def tiny_llama(tiny_model_dir) -> tuple[Path, torch.nn.Module]:
     return tiny_model_dir("llama")
 
 
-def test_f32_gguf_loads_to_the_models_own_bits(tiny_llama, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("weights", "how"), [("bf16", "BF16 weights"), ("df11", "DF11 weights")])
+def test_f32_gguf_loads_to_the_models_own_bits(tiny_llama, tmp_path, weights, how) -> None:
     directory, model = tiny_llama
-    loaded = load_gguf(write_gguf(tmp_path / "m.gguf", model, directory), progress=False)
-    for name, tensor in model.state_dict().items():
-        array = tensor.float().numpy()
-        expected = round_to_bf16(array) if array.ndim == 2 else array
-        np.testing.assert_array_equal(loaded.weights[name], expected, err_msg=name)
+    path = write_gguf(tmp_path / "m.gguf", model, directory)
+    loaded = load_model(path, weights=weights, progress=False)
+    # Every tensor under its Hugging Face name, q/k rows back in Hugging Face order.
+    assert_holds(loaded.model, expected_weights(model))
+    assert loaded.source == f"{path} (GGUF F32 dequantized to BF16; {how})"
+    assert loaded.model.df11_matrices == (16 if weights == "df11" else 0)
     config = loaded.config
-    assert (config["num_key_value_heads"], config["head_dim"], config["tie_word_embeddings"]) == (
-        2,
-        16,
-        False,
-    )
-    # The tokenizer came through the metadata, BOS flag included.
+    assert (config.num_kv_heads, config.head_dim, config.tie_word_embeddings) == (2, 16, False)
+    assert (config.rope_theta, config.rope_scaling.llama3) == (500000.0, False)
+    # The tokenizer and template came through the metadata, BOS flag included.
     hf = loaded.tokenizer
     assert hf.encode("The quick brown fox")[0] == 0
     assert hf.decode(hf.encode("Émilie 🙂")) == "Émilie 🙂"
+    assert loaded.chat_template == "{{ messages[0]['content'] }}"
 
 
-@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "F16", "BF16"])
+def test_a_directory_holding_one_gguf_loads_as_the_file(tiny_llama, tmp_path: Path) -> None:
+    directory, model = tiny_llama
+    (tmp_path / "download").mkdir()
+    path = write_gguf(tmp_path / "download" / "m.gguf", model, directory)
+    loaded = load_model(tmp_path / "download", progress=False)
+    assert loaded.source.startswith(f"{path} (GGUF F32")
+    assert_holds(loaded.model, expected_weights(model))
+
+
+def tiny_biased_llama(vocab: int, heads: int, kv_heads: int, head_dim: int) -> torch.nn.Module:
+    """A one-layer Llama with q/k/v and o_proj biases, random BF16 values everywhere."""
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=heads * head_dim,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=head_dim,
+        attention_bias=True,
+        max_position_embeddings=64,
+        rms_norm_eps=1e-5,
+    )
+    model = transformers.LlamaForCausalLM(config).float().eval()
+    generator = torch.Generator().manual_seed(heads * 100 + head_dim)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator).bfloat16().float())
+    return model
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "head_dim"), [(6, 2, 16), (4, 4, 6), (3, 1, 64), (1, 1, 2)]
+)
+def test_q_k_rows_and_biases_are_unpermuted_for_any_head_geometry(
+    tiny_llama, tmp_path: Path, heads: int, kv_heads: int, head_dim: int
+) -> None:
+    directory, base = tiny_llama
+    model = tiny_biased_llama(base.config.vocab_size, heads, kv_heads, head_dim)
+    q = model.state_dict()["model.layers.0.self_attn.q_proj.weight"].numpy()
+    # The file's order differs from Hugging Face's, except for 2-dimensional heads.
+    assert (head_dim == 2) == np.array_equal(llama_cpp_permute(q, heads), q)
+    loaded = load_model(write_gguf(tmp_path / "m.gguf", model, directory), progress=False)
+    assert (loaded.config.attention_bias, loaded.config.o_proj_bias) == (True, True)
+    assert_holds(loaded.model, expected_weights(model))
+
+
+@pytest.mark.parametrize("kind", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "F16", "BF16"])
 def test_quantized_gguf_matches_gguf_dequantize(tiny_llama, tmp_path: Path, kind: str) -> None:
+    """Every matrix is gguf-py's dequantization of what gguf-py quantized, rounded to BF16
+    (quantization blocks run along rows, so the q/k row permutation does not change them)."""
     directory, model = tiny_llama
     qtype = Q[kind]
-    loaded = load_gguf(
-        write_gguf(tmp_path / "m.gguf", model, directory, matrix_type=qtype), progress=False
-    )
-    weight = model.state_dict()["model.layers.1.mlp.down_proj.weight"].float().numpy()
-    expected = gguf.quants.dequantize(gguf.quants.quantize(weight, qtype), qtype)
-    got = loaded.weights["model.layers.1.mlp.down_proj.weight"]
-    np.testing.assert_array_equal(got, round_to_bf16(expected))
-    assert f"GGUF {kind}" in loaded.source
+    path = write_gguf(tmp_path / "m.gguf", model, directory, matrix_type=qtype)
+    loaded = load_model(path, progress=False)
+    expected = expected_weights(model)
+    for name, tensor in model.state_dict().items():
+        if tensor.ndim == 2:
+            quantized = gguf.quants.quantize(tensor.float().numpy(), qtype)
+            expected[name] = round_to_bf16(gguf.quants.dequantize(quantized, qtype))
+    assert_holds(loaded.model, expected)
+    assert loaded.source == f"{path} (GGUF {kind} dequantized to BF16; BF16 weights)"
 
 
 def test_unsupported_tensor_type_names_type_and_tensor(tiny_llama, tmp_path: Path) -> None:
     directory, model = tiny_llama
-    path = write_gguf(tmp_path / "m.gguf", model, directory, types={"blk.1.attn_v.weight": Q.Q5_0})
+    path = write_gguf(tmp_path / "m.gguf", model, directory, types={"blk.1.attn_v.weight": Q.Q8_1})
     with pytest.raises(ModelError) as info:
-        load_gguf(path, progress=False)
-    assert str(info.value) == f"{path}: unsupported GGUF tensor type Q5_0 in blk.1.attn_v.weight"
+        load_model(path, progress=False)
+    assert str(info.value) == f"{path}: unsupported GGUF tensor type Q8_1 in blk.1.attn_v.weight"
 
 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"architecture": "gpt2"}, "GGUF architecture 'gpt2' is not supported; slimrt reads"),
-        ({"tokenizer_model": "llama"}, "GGUF tokenizer 'llama' is not supported"),
-        (
-            {"extra_tensors": {"rope_freqs.weight": np.ones(8, np.float32)}},
-            "rope_freqs.weight (Llama 3.1 rope scaling)",
-        ),
+        ({"architecture": "gpt2"},
+         "GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' GGUF files (Llama, "
+         "SmolLM, TinyLlama, ...)"),
+        ({"tokenizer_model": "llama"},
+         "GGUF tokenizer 'llama' is not supported; slimrt reads 'gpt2' (byte-level BPE) "
+         "tokenizers"),
+        ({"extra_tensors": {"rope_freqs.weight": np.ones(8, np.float32)}},
+         "GGUF has rope_freqs.weight (Llama 3.1 rope scaling), which slimrt does not read from "
+         "GGUF yet; load the Hugging Face directory instead"),
+        ({"extra_tensors": {"blk.0.attn_qkv.weight": np.ones((3, 96), np.float32)}},
+         "unexpected GGUF tensor blk.0.attn_qkv.weight (not a llama tensor)"),
+        ({"rope_scaling": "linear"}, "config: unsupported rope_scaling type linear"),
     ],
 )  # fmt: skip
 def test_gguf_files_slimrt_cannot_run_are_refused(tiny_llama, tmp_path, options, message) -> None:
     directory, model = tiny_llama
     path = write_gguf(tmp_path / "m.gguf", model, directory, **options)
     with pytest.raises(ModelError) as info:
-        load_gguf(path, progress=False)
-    assert str(info.value).startswith(f"{path}: ") and message in str(info.value)
+        load_model(path, progress=False)
+    assert type(info.value) is ModelError
+    assert str(info.value) == f"{path}: {message}"
 
 
-def test_a_file_that_is_not_gguf_is_a_format_error(tmp_path: Path) -> None:
-    from slimrt.errors import FormatError
+def test_a_block_count_of_1e8_is_refused_before_any_table_is_built(tiny_llama, tmp_path) -> None:
+    directory, model = tiny_llama
+    path = write_gguf(tmp_path / "m.gguf", model, directory, block_count=10**8)
+    with pytest.raises(FormatError) as info:
+        load_model(path, progress=False)
+    assert str(info.value) == (
+        f"{path}: config has 100000000 layers, which need at least 900000002 tensors; it holds 21"
+    )
 
-    path = tmp_path / "fake.gguf"
-    path.write_bytes(b"not a gguf file at all")
-    with pytest.raises(FormatError, match="not a readable GGUF file"):
-        load_gguf(path, progress=False)
+
+def test_files_that_are_not_gguf_are_format_errors(tiny_llama, tmp_path: Path) -> None:
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    with pytest.raises(FormatError) as info:
+        load_model(fake, progress=False)
+    assert str(info.value) == (
+        f"{fake}: not a model (pass a .gguf file or a model directory with config.json)"
+    )
+    # A GGUF whose last tensor lacks its last byte: the header is intact, the data is not.
+    directory, model = tiny_llama
+    whole = write_gguf(tmp_path / "whole.gguf", model, directory)
+    reader = gguf.GGUFReader(whole)
+    last = max(reader.tensors, key=lambda t: t.data_offset)
+    end = last.data_offset + last.n_bytes - 1
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(whole.read_bytes()[:end])
+    with pytest.raises(FormatError) as info:
+        load_model(cut, progress=False)
+    assert str(info.value) == (
+        f"{cut}: truncated: tensor '{last.name}' (F32) needs {last.n_bytes} bytes at data offset "
+        f"{last.data_offset - reader.data_offset}, the data section from byte "
+        f"{reader.data_offset} has {end - reader.data_offset}"
+    )
+    # Two GGUFs in a directory: which one is the model is not for the loader to guess.
+    (tmp_path / "two").mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        shutil.copy(whole, tmp_path / "two" / name)
+    with pytest.raises(FormatError) as info:
+        load_model(tmp_path / "two", progress=False)
+    assert str(info.value) == (
+        f"{tmp_path / 'two'}: no config.json (not a Hugging Face model directory)"
+    )

@@ -1,14 +1,16 @@
 """slimrt.LLM's decoding loop: batching, chunked prefill, page budgets, stop rules, streaming,
 sampling, request errors, and callers in several threads sharing the engine's steps.
 
-Every test runs twice: on the real engine (slimrt._core.Engine) and on reference_core (the
-contract computed by transformers), so the loop is tested even where the engine is not built,
-and the engine is held to the loop's expectations where it is.
+Every test runs twice: on the real engine (slimrt._core.Engine) and on reference_core
+(transformers computing from the tensors of the same loaded _core.Model), so the loop is
+checked against an engine that shares no code with the C++ one, and the C++ engine is held to
+the loop's expectations.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 import time
@@ -19,8 +21,8 @@ import pytest
 import reference_core
 import slimrt.llm
 import slimrt.llm_engine
-from slimrt import LLM, RequestError, SamplingParams, _core
-from slimrt.errors import InvalidArgumentError
+from slimrt import LLM, RequestError, SamplingParams
+from slimrt.errors import InvalidArgumentError, OutOfMemoryError
 
 ENGINES = ["slimrt", "reference"]
 PROMPTS = [
@@ -34,8 +36,6 @@ GREEDY = SamplingParams(max_tokens=24, ignore_eos=True)
 @pytest.fixture(scope="module", params=ENGINES)
 def make_llm(request: pytest.FixtureRequest, tiny_model_dir) -> Callable[..., LLM]:
     """make_llm(**options) -> an LLM over the tiny llama on this module's engine."""
-    if request.param == "slimrt" and not hasattr(_core, "Engine"):
-        pytest.skip("this build of slimrt._core has no Engine")
     path, _ = tiny_model_dir("llama")
     made: dict[tuple, LLM] = {}
     with pytest.MonkeyPatch.context() as patch:
@@ -236,17 +236,84 @@ def test_chat_needs_a_chat_template(make_llm, tiny_model_dir, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"device": "tpu"}, "device must be one of auto, cpu, cuda, got 'tpu'"),
-        ({"weights": "int4"}, "weights must be one of bf16, df11, got 'int4'"),
-        ({"max_batch": 0}, "max_batch must be an integer >= 1, got 0"),
-        ({"kv_tokens": -5}, "kv_tokens must be an integer >= 1, got -5"),
-        ({"kv_dtype": "fp8"}, "kv_dtype must be one of bf16, f32, got 'fp8'"),
+        ({"max_batch": 0}, "options: max_batch must be >= 1, got 0"),
+        ({"kv_tokens": -5}, "options: kv_tokens must be >= 0, got -5"),
+        ({"max_step_tokens": 0}, "options: max_step_tokens must be >= 1, got 0"),
+        ({"kv_dtype": "fp8"}, 'options: kv_dtype must be "bf16" or "f32", got "fp8"'),
+        ({"max_batch": True}, "options: max_batch must be int, got bool"),
     ],
 )
-def test_bad_options_are_refused_before_loading(options: dict, message: str) -> None:
-    with pytest.raises(RequestError) as info:
+def test_bad_engine_options_are_refused_before_the_model_loads(
+    monkeypatch: pytest.MonkeyPatch, options: dict, message: str
+) -> None:
+    loads: list[object] = []
+    monkeypatch.setattr(slimrt.llm, "load_model", lambda *args, **kwargs: loads.append(args))
+    with pytest.raises(InvalidArgumentError) as info:
         LLM("/nonexistent", **options)
+    assert type(info.value) is InvalidArgumentError  # the core's, not a RequestError
     assert str(info.value) == message
+    assert loads == []  # checked before load_model was called at all
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"device": "tpu"}, r'options: unknown device "tpu"; supported: cpu(, cuda)?'),
+        ({"weights": "int4"}, r'options: weights must be "bf16", "df11" or "stored", got "int4"'),
+        ({"num_threads": -1}, r"options: num_threads must be >= 0, got -1"),
+    ],
+)
+def test_bad_model_options_are_refused_before_the_path_is_read(options: dict, message: str) -> None:
+    # Reading the path would fail first, as "/nonexistent: no such file or directory".
+    with pytest.raises(InvalidArgumentError) as info:
+        LLM("/nonexistent", **options)
+    assert type(info.value) is InvalidArgumentError
+    assert re.fullmatch(message, str(info.value)), str(info.value)
+
+
+def test_bad_steps_are_refused_with_the_cores_messages_and_change_nothing(make_llm) -> None:
+    """Both engines refuse the same bad steps with the same classes and messages (the C++
+    engine's), before any work: what the loop sees of an engine error does not depend on
+    which engine it drives."""
+    engine = make_llm(kv_tokens=32).engine
+    seq = engine.add_sequence()
+    others = [engine.add_sequence() for _ in range(8)]
+    vocab = engine.vocab_size
+    bad = InvalidArgumentError
+    cases = [
+        (([999], [1], [1]), bad, "step: unknown sequence id 999"),
+        (([seq], [1, 2], [1]), bad, "step: counts sum to 1 but 2 tokens were given"),
+        (([seq], [1], [1, 1]), bad, "step: counts has 2 entries, seq_ids has 1"),
+        (([seq], [], [0]), bad, "step: counts[0] is 0; every sequence needs at least 1 token"),
+        (([seq, seq], [1, 2], [1, 1]), bad, f"step: sequence id {seq} appears twice"),
+        (([seq, *others], [1] * 9, [1] * 9), bad, "step: 9 sequences exceed max_batch=8"),
+        (
+            ([seq], [7, vocab], [2]),
+            bad,
+            f"step: token id {vocab} (tokens[1]) is outside [0, {vocab})",
+        ),
+        (([seq], [5] * 257, [257]), bad, "context length 257 exceeds the model's maximum of 256"),
+        (
+            ([seq], [5] * 40, [40]),
+            OutOfMemoryError,
+            "KV cache out of pages: this step needs 3 more pages, 2 are free (kv_tokens=32, "
+            "page_size=16)",
+        ),
+    ]
+    try:
+        for args, error, message in cases:
+            with pytest.raises(error) as info:
+                engine.step(*args)
+            assert (type(info.value), str(info.value)) == (error, message)
+            assert engine.sequence_length(seq) == 0 and engine.free_pages == engine.total_pages
+        with pytest.raises(InvalidArgumentError, match=r"^unknown sequence id 999$"):
+            engine.release_sequence(999)
+        with pytest.raises(InvalidArgumentError, match=r"^pages_needed: new_tokens must be >= 0"):
+            engine.pages_needed(seq, -1)
+        assert engine.pages_needed(seq, 17) == 2
+    finally:
+        for s in [seq, *others]:
+            engine.release_sequence(s)
 
 
 def test_memory_reports_the_engine_arenas_and_peak_rss(make_llm) -> None:

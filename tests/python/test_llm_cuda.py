@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slimrt import LLM, SamplingParams, _core
+from slimrt.errors import OutOfMemoryError
 from slimrt.model_loader import load_model
 
 pytestmark = pytest.mark.skipif(
@@ -65,7 +66,8 @@ def test_a_budget_that_does_not_fit_is_refused_with_torch_loaded(tiny_model_dir)
     # In a process that had loaded torch, formatting this message once crashed (H100, 2026-11-23).
     torch = pytest.importorskip("torch")
     torch.zeros(1, device="cuda")
-    loaded = load_model(str(tiny_model_dir("llama")[0]), progress=False)
-    options = {"device": "cuda", "kv_tokens": 4096, "memory_limit_bytes": 1 << 20}
-    with pytest.raises(_core.Error, match=r"^not enough memory: weights \d+\.\d+ GiB \+"):
-        _core.Engine(loaded.config, loaded.weights, options)
+    model = load_model(str(tiny_model_dir("llama")[0]), device="cuda", progress=False).model
+    assert model.device == "cuda"
+    options = {"kv_tokens": 4096, "memory_limit_bytes": 1 << 20}
+    with pytest.raises(OutOfMemoryError, match=r"^not enough memory: weights \d+\.\d+ GiB \+"):
+        _core.Engine(model, options)

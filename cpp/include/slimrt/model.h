@@ -12,8 +12,9 @@
 //
 // Paths: a Hugging Face directory (config.json and every *.safetensors shard), a slimrt
 // directory written by `slimrt compress` (the same, with DF11 tensors; docs/FORMAT.md) or a
-// llama.cpp .gguf file (F32, F16, BF16, Q8_0, Q4_0, Q4_1 tensors, dequantized to BF16). Every
-// problem with a file is a slimrt::Error (category kModelFile or kUnsupported) naming the file.
+// llama.cpp .gguf file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 tensors, dequantized to
+// BF16). Every problem with a file is a slimrt::Error (category kModelFile or kUnsupported)
+// naming the file.
 #pragma once
 
 #include <cstdint>
