@@ -45,8 +45,8 @@ void forward_log_line(LogLevel level, const char* text, void* /*user_data*/) {
   py::gil_scoped_acquire gil;
   if (!log_callable()) return;  // unset since the line was written
   // Paths in a line need not be UTF-8: undecodable bytes are shown as \xNN.
-  PyObject* line = PyUnicode_DecodeUTF8(text, static_cast<Py_ssize_t>(std::strlen(text)),
-                                        "backslashreplace");
+  PyObject* line =
+      PyUnicode_DecodeUTF8(text, static_cast<Py_ssize_t>(std::strlen(text)), "backslashreplace");
   try {
     if (line == nullptr) throw py::error_already_set();
     log_callable()(static_cast<int>(level), py::reinterpret_steal<py::str>(line));

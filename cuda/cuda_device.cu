@@ -118,7 +118,8 @@ void CudaDevice::join_ahead() {
 }
 
 void CudaDevice::forget_graphs(const void* owner) {
-  for (auto it = graphs_.lower_bound({owner, 0}); it != graphs_.end() && it->first.first == owner;) {
+  for (auto it = graphs_.lower_bound({owner, 0});
+       it != graphs_.end() && it->first.first == owner;) {
     if (it->second != nullptr) cudaGraphExecDestroy(it->second);
     it = graphs_.erase(it);
   }

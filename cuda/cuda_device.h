@@ -22,8 +22,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <utility>
 #include <string>
+#include <utility>
 
 #include "cublas_library.h"
 #include "device.h"
@@ -60,7 +60,6 @@ class CudaDevice final : public Device {
   cublasHandle_t cublas() const { return cublas_; }
   // `view` (in this device's memory) with its decoding table, built and uploaded on first use.
   Df11DeviceView df11_view(const Df11View& view);
-
 
  private:
   struct DeviceTable {

@@ -78,8 +78,8 @@ void check_memory_budget(const MemoryPlan& plan, int64_t available) {
   if (plan.df11_scratch + plan.kv_pool + plan.activations > 0) {
     terms += " + DF11 scratch " + format_gib(plan.df11_scratch) + " GiB + KV pool of " +
              std::to_string(plan.kv_tokens) + " tokens " + format_gib(plan.kv_pool) +
-             " GiB + activations " + format_gib(plan.activations) + " GiB = " +
-             format_gib(plan.total()) + " GiB";
+             " GiB + activations " + format_gib(plan.activations) +
+             " GiB = " + format_gib(plan.total()) + " GiB";
   }
   SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, false,
                   "not enough memory: " << terms << ", but only " << format_gib(available)

@@ -323,9 +323,9 @@ void Executor::run_layer(int64_t index) {
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each
   batch.max_context = max_context_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
-  const MatmulInput attended = ops::paged_attention(device_, q_, kv, batch, config_.num_heads,
-                                                    scale, attn_, attention_plan_, attention_scratch_,
-                                                    matmul_in_);
+  const MatmulInput attended =
+      ops::paged_attention(device_, q_, kv, batch, config_.num_heads, scale, attn_, attention_plan_,
+                           attention_scratch_, matmul_in_);
   ops::matmul_bf16(device_, attended, wo, H, w.o_bias, h_);
 
   const MatmulInput normed_mlp =

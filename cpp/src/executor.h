@@ -113,7 +113,7 @@ class Executor {
   SampleParams* sample_params_device_ = nullptr;
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
-  void* matmul_in_ = nullptr;          // ops::matmul_input_bytes() of scratch
+  void* matmul_in_ = nullptr;  // ops::matmul_input_bytes() of scratch
   AttentionScratchPlan attention_plan_;
   void* attention_scratch_ = nullptr;  // ops::paged_attention scratch (attention_plan_.bytes)
   float* x_ = nullptr;

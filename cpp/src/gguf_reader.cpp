@@ -135,12 +135,11 @@ ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
   for (const TensorSpec& spec : specs) {
     const auto it = stored.find(spec.gguf_name);
     SLIMRT_CHECK_AS(ErrorCategory::kModelFile, it != stored.end(),
-                    path << ": missing tensor " << spec.name << " (GGUF " << spec.gguf_name
-                         << ")");
+                    path << ": missing tensor " << spec.name << " (GGUF " << spec.gguf_name << ")");
     const GgufTensorInfo& t = *it->second;
-    SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, gguf_dequantize_supported(t.type),
-                    path << ": unsupported GGUF tensor type " << ggml_type_name(t.type) << " in "
-                         << t.name);
+    SLIMRT_CHECK_AS(
+        ErrorCategory::kUnsupported, gguf_dequantize_supported(t.type),
+        path << ": unsupported GGUF tensor type " << ggml_type_name(t.type) << " in " << t.name);
     // GGUF lists dimensions fastest-first; Hugging Face slowest-first.
     const std::vector<int64_t> shape(t.dims.rbegin(), t.dims.rend());
     SLIMRT_CHECK_AS(ErrorCategory::kModelFile, shape == spec.shape,

@@ -7,10 +7,10 @@
 #include <sstream>
 
 #include "check.h"
-#include "quote.h"
 #include "df11_container.h"
 #include "logging.h"
 #include "model_source.h"
+#include "quote.h"
 #include "safetensors.h"
 #include "tensor_staging.h"
 #include "tensor_table.h"
@@ -26,7 +26,8 @@ constexpr std::uintmax_t kMaxConfigBytes = 16 << 20;
 std::string read_config_text(const fs::path& file) {
   std::error_code error;
   const std::uintmax_t size = fs::file_size(file, error);
-  SLIMRT_CHECK_AS(ErrorCategory::kIo, !error, file.string() << ": cannot read: " << error.message());
+  SLIMRT_CHECK_AS(ErrorCategory::kIo, !error,
+                  file.string() << ": cannot read: " << error.message());
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, size <= kMaxConfigBytes,
                   file.string() << ": " << size << " bytes is too large for a config.json");
   std::ifstream in(file, std::ios::binary);
@@ -99,8 +100,8 @@ ModelSource read_hf_dir(const std::string& path, const ModelOptions& options) {
   check_tensor_count(config, static_cast<int64_t>(found.size()), path);
   for (const auto& [name, where] : found) {
     SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, !is_unannounced_bias(config, name),
-                    shards[where.file].string() << ": tensor " << name
-                                                << ": this bias is not supported");
+                    shards[where.file].string()
+                        << ": tensor " << name << ": this bias is not supported");
   }
 
   int64_t total = 0, done = 0, df11_count = 0, cast = 0;

@@ -45,10 +45,10 @@ void KvPool::lay_out(Arena& arena) {
 }
 
 void KvPool::check_available(int64_t count) const {
-  SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, count <= free_pages(), "KV cache out of pages: this step needs "
-                                          << count << " more pages, " << free_pages()
-                                          << " are free (kv_tokens=" << capacity_tokens()
-                                          << ", page_size=" << shape_.page_size << ")");
+  SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, count <= free_pages(),
+                  "KV cache out of pages: this step needs "
+                      << count << " more pages, " << free_pages() << " are free (kv_tokens="
+                      << capacity_tokens() << ", page_size=" << shape_.page_size << ")");
 }
 
 void KvPool::allocate(int64_t count, int32_t* pages) {

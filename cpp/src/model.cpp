@@ -17,9 +17,9 @@ namespace slimrt {
 void ModelOptions::validate() const {
   const ModelOptions& o = *this;
   if (o.device != "auto") check_device_name(o.device);
-  SLIMRT_CHECK(o.weights == "bf16" || o.weights == "df11" || o.weights == "stored",
-               "options: weights must be \"bf16\", \"df11\" or \"stored\", got \""
-                   << o.weights << "\"");
+  SLIMRT_CHECK(
+      o.weights == "bf16" || o.weights == "df11" || o.weights == "stored",
+      "options: weights must be \"bf16\", \"df11\" or \"stored\", got \"" << o.weights << "\"");
   SLIMRT_CHECK(o.num_threads >= 0 && o.num_threads <= (1 << 16),
                "options: num_threads must be >= 0, got " << o.num_threads);
   SLIMRT_CHECK(o.memory_limit_bytes >= 0,
@@ -94,8 +94,8 @@ int64_t Model::df11_matrices() const {
   if (!impl_->config.tie_word_embeddings) count += w.lm_head().is_df11;
   for (int64_t l = 0; l < w.num_layers(); ++l) {
     const LayerWeights& layer = w.layer(l);
-    for (const Matrix* m : {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up,
-                            &layer.down}) {
+    for (const Matrix* m :
+         {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
       count += m->is_df11;
     }
   }

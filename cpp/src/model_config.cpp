@@ -1,8 +1,7 @@
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "check.h"
 #include "config_json.h"
@@ -80,10 +79,10 @@ class Reader {
   static int64_t as_integer(const std::string& key, const json& value) {
     if (value.is_number_integer()) {
       // number_unsigned above int64 max does not fit the sizes read here.
-      CONFIG_CHECK(!value.is_number_unsigned() ||
-                       value.get<uint64_t>() <=
-                           static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
-                   "config: " << key << " is too large: " << value.dump());
+      CONFIG_CHECK(
+          !value.is_number_unsigned() ||
+              value.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+          "config: " << key << " is too large: " << value.dump());
       return value.get<int64_t>();
     }
     // JSON writers sometimes print integral sizes as 4096.0; accept those exactly.
@@ -205,8 +204,9 @@ ModelConfig config_from_json(const json& root) {
 
   // Variants this runtime does not implement must fail here, never run silently wrong.
   const std::string* act = reader.text("hidden_act");
-  CONFIG_SUPPORTED(act == nullptr || *act == "silu",
-               "config: hidden_act " << *act << " is not supported (Llama-family models use silu)");
+  CONFIG_SUPPORTED(
+      act == nullptr || *act == "silu",
+      "config: hidden_act " << *act << " is not supported (Llama-family models use silu)");
   CONFIG_SUPPORTED(!reader.flag("mlp_bias", false), "config: mlp_bias=true is not supported");
   const double partial = reader.number("partial_rotary_factor", 1.0);
   CONFIG_SUPPORTED(partial == 1.0,
@@ -223,9 +223,8 @@ ModelConfig ModelConfig::from_json(const std::string& json_text, const std::stri
     return config_from_json(root);
   } catch (const Error& e) {
     // validate() reports bad values as invalid arguments; read from a file, they are the file's.
-    const ErrorCategory category = e.category() == ErrorCategory::kInvalidArgument
-                                       ? ErrorCategory::kModelFile
-                                       : e.category();
+    const ErrorCategory category =
+        e.category() == ErrorCategory::kInvalidArgument ? ErrorCategory::kModelFile : e.category();
     throw Error(category, where + ": " + e.message());
   }
 }

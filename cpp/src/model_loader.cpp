@@ -77,8 +77,8 @@ void verify_kept_df11(const ModelSource& source, const WeightMap& tensors,
 std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOptions& options) {
   const ModelOptions o = resolve_model_options(options);
   std::string gguf;
-  ModelSource source = detect(path, gguf) == SourceKind::kGguf ? read_gguf(gguf, o)
-                                                               : read_hf_dir(path, o);
+  ModelSource source =
+      detect(path, gguf) == SourceKind::kGguf ? read_gguf(gguf, o) : read_hf_dir(path, o);
   WeightStaging staging;
   const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
                                              o.verify ? &source.checksums : nullptr);
@@ -87,8 +87,7 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOpt
   std::string summary = source.summary;
   summary.insert(summary.size() - 1, "; " + weights_held(source.config, tensors));
   log_line(LogLevel::kInfo, "loaded " + summary);
-  return make_model(source.config, tensors, o, source.format, summary,
-                    std::move(source.metadata));
+  return make_model(source.config, tensors, o, source.format, summary, std::move(source.metadata));
 }
 
 }  // namespace slimrt

@@ -30,7 +30,7 @@ struct ModelSource {
   WeightMap tensors;  // Hugging Face names
   std::map<std::string, Df11Checksum> checksums;
   std::map<std::string, MetadataValue> metadata;
-  std::string format;   // "hf", "slimrt" or "gguf"
+  std::string format;  // "hf", "slimrt" or "gguf"
   // One line, "PATH (what was read and how it was converted)"; Model::load adds how the
   // matrices are held inside the parentheses.
   std::string summary;

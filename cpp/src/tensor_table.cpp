@@ -63,8 +63,7 @@ std::vector<TensorSpec> model_tensors(const ModelConfig& config) {
   return specs;
 }
 
-void check_tensor_count(const ModelConfig& config, int64_t tensors_held,
-                        const std::string& where) {
+void check_tensor_count(const ModelConfig& config, int64_t tensors_held, const std::string& where) {
   // num_layers is at most 2^31 (validate()), so the product cannot overflow.
   const int64_t needed = config.num_layers * kMinTensorsPerLayer + 2;
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, tensors_held >= needed,

@@ -4,8 +4,8 @@
 #include <sstream>
 
 #include "check.h"
-#include "quote.h"
 #include "cpu/bf16.h"
+#include "quote.h"
 
 namespace slimrt {
 namespace {

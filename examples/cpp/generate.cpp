@@ -120,8 +120,8 @@ void generate(slimrt::Engine& engine, const std::vector<int32_t>& prompt,
   const int64_t seq = engine.add_sequence();
   int32_t next = 0;
   for (size_t fed = 0; fed < prompt.size();) {
-    const int32_t count =
-        static_cast<int32_t>(std::min<size_t>(prompt.size() - fed, static_cast<size_t>(chunk_tokens)));
+    const int32_t count = static_cast<int32_t>(
+        std::min<size_t>(prompt.size() - fed, static_cast<size_t>(chunk_tokens)));
     slimrt::StepInput in;
     in.seq_ids = &seq;
     in.counts = &count;

@@ -41,7 +41,6 @@ __all__ = ["KV_DTYPES", "LLM", "TextStream"]
 KV_DTYPES = ("bf16", "f32")
 
 
-
 class LLM:
     """A loaded model and its engine.
 

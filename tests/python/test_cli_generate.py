@@ -269,8 +269,14 @@ def test_an_argument_that_is_not_utf8_is_refused_before_loading(
     ("argv", "message"),
     [
         (["generate", ""], "slimrt: error: prompt is empty"),
-        (["generate", "hi", "--top-p", "0"], "slimrt: error: top_p must be in (0, 1], got 0.0"),
-        (["generate", "hi", "--temperature", "-1"], "slimrt: error: temperature must be >= 0"),
+        (
+            ["generate", "hi", "--top-p", "0"],
+            "slimrt: error: sampling: top_p must be in (0, 1], got 0",
+        ),
+        (
+            ["generate", "hi", "--temperature", "-1"],
+            "slimrt: error: sampling: temperature must be >= 0",
+        ),
         (["generate", "hi", "--max-tokens", "0"], "slimrt: error: max_tokens must be >= 1, got 0"),
         (["generate", "hi", "--model", "/no/such/model"], "/no/such/model: no such file"),
         (["chat", "--model", "/no/such/model"], "/no/such/model: no such file"),

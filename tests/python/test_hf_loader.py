@@ -249,7 +249,7 @@ def test_wrong_shape_names_tensor_file_and_both_shapes(tiny_model_dir, tmp_path:
         ({"num_key_value_heads": 4}, FormatError,
          "config: num_attention_heads (6) must be a multiple of num_key_value_heads (4)"),
         ({"vocab_size": None}, FormatError, "config: missing required key vocab_size"),
-        ({"vocab_size": "384"}, FormatError, "config: vocab_size must be an integer, got string"),
+        ({"vocab_size": "384"}, FormatError, "config: vocab_size must be an integer, got str"),
         ({"mlp_bias": True}, ModelError, "config: mlp_bias=true is not supported"),
         ({"hidden_act": "gelu"}, ModelError,
          "config: hidden_act gelu is not supported (Llama-family models use silu)"),

@@ -93,10 +93,10 @@ struct MetadataValue {
   double float_value = 0.0;
   bool bool_value = false;
   std::string string_value;
-  uint64_t count = 0;           // array elements
-  std::vector<int64_t> ints;    // integer and bool elements
-  std::vector<double> floats;   // float elements
-  std::string blob;             // string elements: element i is blob[offsets[i], offsets[i+1])
+  uint64_t count = 0;          // array elements
+  std::vector<int64_t> ints;   // integer and bool elements
+  std::vector<double> floats;  // float elements
+  std::string blob;            // string elements: element i is blob[offsets[i], offsets[i+1])
   std::vector<uint64_t> offsets;
   // An array of arrays (one level): the inner arrays' elements stored flat as above, inner
   // array i being flat elements [rows[i], rows[i+1]). Empty for every other value.
@@ -116,12 +116,12 @@ struct LoadProgress {
 using ProgressCallback = std::function<void(const LoadProgress& progress)>;
 
 struct ModelOptions {
-  std::string device = "cpu";    // "cpu", "cuda", or "auto" (cuda when cuda_available())
-  std::string weights = "bf16";  // "bf16": every matrix BF16 (DF11 ones decoded);
-                                 // "df11": compressed in memory (BF16 ones compressed on load);
-                                 // "stored": each matrix as the file (or caller) holds it
-  bool verify = true;            // check every DF11 tensor's CRC-32 at load
-  int num_threads = 0;           // 0 = all hardware threads (loading and the CPU kernels)
+  std::string device = "cpu";      // "cpu", "cuda", or "auto" (cuda when cuda_available())
+  std::string weights = "bf16";    // "bf16": every matrix BF16 (DF11 ones decoded);
+                                   // "df11": compressed in memory (BF16 ones compressed on load);
+                                   // "stored": each matrix as the file (or caller) holds it
+  bool verify = true;              // check every DF11 tensor's CRC-32 at load
+  int num_threads = 0;             // 0 = all hardware threads (loading and the CPU kernels)
   int64_t memory_limit_bytes = 0;  // 0 = what the device has available
   ProgressCallback progress;       // called from the loading thread; may be empty
 
