@@ -69,7 +69,7 @@ def chunk_ends(n: int) -> list[int]:
 @pytest.mark.parametrize("architecture", ["llama", "llama-bias", "mistral", "qwen2"])
 def test_tiny_models_match_transformers_fp32(tiny_model_dir, architecture: str) -> None:
     path, model = tiny_model_dir(architecture)
-    llm = LLM(str(path), kv_dtype="f32", progress=False)
+    llm = LLM(str(path), device="cpu", kv_dtype="f32", progress=False)
     ids = llm.tokenizer.encode(PROMPT)
     assert len(ids) > 20
     with torch.no_grad():
@@ -108,7 +108,7 @@ def test_llama3_rope_scaling_is_applied_not_ignored(tiny_model_dir) -> None:
 @pytest.mark.parametrize("architecture", ["llama", "qwen2"])
 def test_bf16_kv_cache_stays_close_to_transformers(tiny_model_dir, architecture: str) -> None:
     path, model = tiny_model_dir(architecture)
-    llm = LLM(str(path), kv_dtype="bf16", progress=False)
+    llm = LLM(str(path), device="cpu", kv_dtype="bf16", progress=False)
     ids = llm.tokenizer.encode(PROMPT)
     with torch.no_grad():
         reference = model(torch.tensor([ids])).logits[0].numpy()
@@ -145,7 +145,7 @@ def test_smollm2_matches_transformers_on_a_chat_prompt(smollm2, smollm2_transfor
 
 
 def test_default_model_answers_through_llm_chat(smollm2_gguf) -> None:
-    llm = LLM(progress=False)
+    llm = LLM(device="cpu", progress=False)
     reply = llm.chat([{"role": "user", "content": "What is the capital of France?"}])
     assert reply.text == "The capital of France is Paris."
     assert reply.finish_reason == "stop" and reply.token_ids[-1] == 2  # <|im_end|>
@@ -168,8 +168,8 @@ def test_df11_weights_give_bit_identical_logits(tiny_model_dir, architecture: st
 def test_llm_with_df11_weights_generates_what_bf16_generates(tiny_model_dir) -> None:
     path, _ = tiny_model_dir("qwen2")
     params = SamplingParams(max_tokens=16, ignore_eos=True, temperature=0.7, seed=5)
-    dense = LLM(str(path), weights="bf16", progress=False)
-    compressed = LLM(str(path), weights="df11", progress=False)
+    dense = LLM(str(path), device="cpu", weights="bf16", progress=False)
+    compressed = LLM(str(path), device="cpu", weights="df11", progress=False)
     assert "DF11 weights" in compressed.source
     assert [c.token_ids for c in compressed.generate([PROMPT, "Hi"], params)] == [
         c.token_ids for c in dense.generate([PROMPT, "Hi"], params)

@@ -47,6 +47,9 @@ def make_llm(request: pytest.FixtureRequest, tiny_model_dir) -> Callable[..., LL
             key = tuple(sorted(options.items()))
             if key not in made:
                 options.setdefault("kv_dtype", "f32")
+                # The reference runs transformers on the CPU: the real engine does too, also on
+                # a machine with a GPU ("auto" would pick CUDA, whose BF16 GEMMs round more).
+                options.setdefault("device", "cpu")
                 made[key] = LLM(options.pop("model", str(path)), progress=False, **options)
             return made[key]
 
