@@ -1,5 +1,7 @@
 #include "cpu_device.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -11,11 +13,26 @@ namespace slimrt {
 
 CpuDevice::CpuDevice(int num_threads) : pool_(num_threads) {}
 
+namespace {
+
+// Arenas of at least this size are placed on 2 MiB boundaries and offered to the kernel as huge
+// pages: a decode step streams every weight once, and with 4 KiB pages a 270 MB model touches
+// 66,000 pages per token (TLB misses); where transparent huge pages are "madvise" (the common
+// default) nothing else asks for them.
+constexpr int64_t kHugePage = int64_t{2} << 20;
+
+}  // namespace
+
 void* CpuDevice::allocate(int64_t bytes) {
-  const int64_t rounded = (bytes + Arena::kAlignment - 1) / Arena::kAlignment * Arena::kAlignment;
-  void* memory = std::aligned_alloc(Arena::kAlignment, static_cast<size_t>(rounded));
+  const int64_t align = bytes >= kHugePage ? kHugePage : Arena::kAlignment;
+  const int64_t rounded = (bytes + align - 1) / align * align;
+  void* memory = std::aligned_alloc(static_cast<size_t>(align), static_cast<size_t>(rounded));
   SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, memory != nullptr,
                   "could not allocate " << bytes << " bytes of host memory");
+#ifdef MADV_HUGEPAGE
+  // Advice only: a kernel without THP ignores it, and the memory works either way.
+  if (align == kHugePage) madvise(memory, static_cast<size_t>(rounded), MADV_HUGEPAGE);
+#endif
   allocations_[static_cast<const uint8_t*>(memory)] = rounded;
   return memory;
 }
