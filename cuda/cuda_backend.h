@@ -70,6 +70,10 @@ MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& k
 AttentionScratchPlan plan_attention_scratch(int64_t max_seqs, int64_t heads, const PagedKv& kv,
                                             int64_t max_context);
 
+// ops::crc32: the CRC-32 of `bytes` bytes of device memory, scratch: crc32_scratch_bytes().
+int64_t crc32_scratch_bytes(int64_t bytes);
+uint32_t crc32(CudaDevice& device, const void* data, int64_t bytes, void* scratch);
+
 // Draws the ids cpu::sample draws from the same logits, greedy rows included (the largest
 // logit, ties to the lowest id, NaNs skipped, id 0 when no logit is a number). Rows that are not
 // greedy hold their weights afterwards. Allocates nothing and synchronises nothing.

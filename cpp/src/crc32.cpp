@@ -98,12 +98,17 @@ uint32_t crc32(const void* data, size_t size, int num_threads) {
       crcs[i] = crc32_update(0, bytes + offset, std::min(kPiece, size - offset));
     }
   });
+  return crc32_of_pieces(crcs.data(), pieces, kPiece,
+                         size - static_cast<size_t>(pieces - 1) * kPiece);
+}
+
+uint32_t crc32_of_pieces(const uint32_t* crcs, int64_t count, uint64_t piece, uint64_t last) {
+  if (count <= 0) return 0;
+  // One shift by a whole piece, computed once: folding is then one multiplication per piece.
+  const uint32_t shift = shift_for_bytes(piece);
   uint32_t crc = crcs[0];
-  for (int64_t i = 1; i < pieces; ++i) {
-    const size_t offset = static_cast<size_t>(i) * kPiece;
-    crc = crc32_combine(crc, crcs[i], std::min(kPiece, size - offset));
-  }
-  return crc;
+  for (int64_t i = 1; i + 1 < count; ++i) crc = multiply_mod(shift, crc) ^ crcs[i];
+  return count == 1 ? crc : crc32_combine(crc, crcs[count - 1], last);
 }
 
 }  // namespace slimrt

@@ -4,10 +4,13 @@
 #include <string>
 #include <system_error>
 
+#include "arena.h"
 #include "check.h"
 #include "logging.h"
 #include "model_impl.h"
 #include "model_source.h"
+#include "ops/checksum.h"
+#include "ops/df11_decode.h"
 #include "slimrt/model.h"
 #include "weights_format.h"
 
@@ -50,26 +53,42 @@ SourceKind detect(const std::string& path, std::string& gguf) {
   return SourceKind::kGguf;
 }
 
-// The CRC-32 of every DF11 matrix the model keeps compressed, decoded once on the host: a
-// corrupt file must fail here, not run. (Matrices decoded to BF16 were checked on the way.)
-void verify_kept_df11(const ModelSource& source, const WeightMap& tensors,
+// The CRC-32 of every DF11 matrix the model keeps compressed, checked where it lives: decoded
+// by the device's own decoder (the GPU's on CUDA, the pool's on the CPU) into scratch, and
+// summed there. A corrupt file must fail here, not run. (Matrices decoded to BF16 on the way
+// in were checked then.)
+void verify_kept_df11(const Model& model, const std::map<std::string, Df11Checksum>& sums,
                       const ModelOptions& options) {
-  int64_t total = 0;
-  for (const auto& [name, t] : tensors) {
-    if (t.kind == WeightTensor::Kind::kDf11 && source.checksums.count(name)) total += t.df11.numel;
+  const Model::Impl& impl = model.impl();
+  Device& device = *impl.device;
+  std::vector<std::pair<const std::string*, const Matrix*>> kept;
+  int64_t largest = 0, total = 0;
+  for (const auto& [name, sum] : sums) {
+    const Matrix* m = impl.weights->find_matrix(name);
+    if (m == nullptr || !m->is_df11) continue;
+    kept.emplace_back(&name, m);
+    largest = std::max(largest, m->numel());
+    total += m->numel() * 2;
   }
-  if (total == 0) return;
-  int64_t done = 0;
-  std::vector<uint16_t> bits;
-  for (const auto& [name, t] : tensors) {
-    const auto it = source.checksums.find(name);
-    if (t.kind != WeightTensor::Kind::kDf11 || it == source.checksums.end()) continue;
-    bits.resize(t.df11.numel);
-    df11_decode_cpu(t.df11, bits.data(), options.num_threads);
-    check_checksum(name, it->second, bits.data(), t.df11.numel, options.num_threads);
-    done += t.df11.numel;
-    if (options.progress) options.progress({"verify", done * 2, total * 2});
+  if (kept.empty()) return;
+  std::lock_guard<std::mutex> lock(impl.step_mutex);
+  const int64_t decoded_bytes = align_up(largest * 2);
+  void* scratch = device.allocate(decoded_bytes + ops::crc32_scratch_bytes(device, largest * 2));
+  try {
+    auto* bits = static_cast<uint16_t*>(scratch);
+    void* crc_scratch = static_cast<char*>(scratch) + decoded_bytes;
+    int64_t done = 0;
+    for (const auto& [name, m] : kept) {
+      ops::decode_df11(device, m->df11, bits);
+      check_checksum(*name, sums.at(*name), ops::crc32(device, bits, m->numel() * 2, crc_scratch));
+      done += m->numel() * 2;
+      if (options.progress) options.progress({"verify", done, total});
+    }
+  } catch (...) {
+    device.deallocate(scratch);
+    throw;
   }
+  device.deallocate(scratch);
 }
 
 }  // namespace
@@ -82,12 +101,14 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOpt
   WeightStaging staging;
   const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
                                              o.verify ? &source.checksums : nullptr);
-  if (o.verify) verify_kept_df11(source, tensors, o);
   // "PATH (what the reader found; how the matrices are held)".
   std::string summary = source.summary;
   summary.insert(summary.size() - 1, "; " + weights_held(source.config, tensors));
+  std::shared_ptr<const Model> model =
+      make_model(source.config, tensors, o, source.format, summary, std::move(source.metadata));
+  if (o.verify) verify_kept_df11(*model, source.checksums, o);
   log_line(LogLevel::kInfo, "loaded " + summary);
-  return make_model(source.config, tensors, o, source.format, summary, std::move(source.metadata));
+  return model;
 }
 
 }  // namespace slimrt

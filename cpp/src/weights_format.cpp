@@ -6,9 +6,7 @@
 
 namespace slimrt {
 
-void check_checksum(const std::string& name, const Df11Checksum& sum, const uint16_t* bits,
-                    int64_t numel, int num_threads) {
-  const uint32_t crc = crc32(bits, static_cast<size_t>(numel) * 2, num_threads);
+void check_checksum(const std::string& name, const Df11Checksum& sum, uint32_t crc) {
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, crc == sum.crc32,
                   sum.file << ": tensor " << name << ": CRC-32 mismatch (stored " << std::hex
                            << std::showbase << sum.crc32 << ", decoded " << crc
@@ -54,7 +52,8 @@ WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
       if (checksums != nullptr) {
         const auto sum = checksums->find(name);
         if (sum != checksums->end()) {
-          check_checksum(name, sum->second, bits.data(), numel, options.num_threads);
+          check_checksum(name, sum->second,
+                         crc32(bits.data(), bits.size() * 2, options.num_threads));
         }
       }
       out[name] = WeightTensor::bf16(bits.data(), tensor->shape);

@@ -23,9 +23,8 @@ struct WeightStaging {
 };
 
 // Throws "FILE: tensor NAME: CRC-32 mismatch (...): the file is corrupt" (kModelFile) unless
-// the decoded bits have the stored checksum.
-void check_checksum(const std::string& name, const Df11Checksum& sum, const uint16_t* bits,
-                    int64_t numel, int num_threads);
+// `crc`, of the tensor's decoded bits, is the stored checksum.
+void check_checksum(const std::string& name, const Df11Checksum& sum, uint32_t crc);
 
 // `tensors` stays borrowed: the result points into it and into `staging`. A DF11 matrix decoded
 // to BF16 is checked against its entry in `checksums`, if any. Reports progress in bytes of

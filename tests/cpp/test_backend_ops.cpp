@@ -29,6 +29,7 @@
 #include "df11_test_data.h"
 #include "error_message.h"
 #include "kernel_references.h"
+#include "ops/checksum.h"
 #include "ops/copy_rows.h"
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
@@ -71,6 +72,8 @@ const Tolerance kTolerances[] = {
     {"embed", "out", 0, 0},
     {"embed_df11", "out", 0, 0},
     {"decode_df11", "bits", 0, 0},
+    // A checksum: the same 32 bits or a broken one.
+    {"crc32", "crc", 0, 0},
     {"gather_rows", "out", 0, 0},
     {"copy_block", "dst", 0, 0},
     // x + residual is one FP32 addition per element on every backend.
@@ -370,6 +373,35 @@ class DecodeDf11 final : public OpRun {
   std::vector<uint16_t> values_;
   Decode how_;
   Df11Tensor compressed_;
+};
+
+// ops::crc32 of `bytes` random bytes starting `offset` bytes into a device block, against a
+// bit-by-bit CRC-32 (zlib's polynomial and conventions) written from the definition.
+class Crc32 final : public OpRun {
+ public:
+  Crc32(int64_t bytes, int64_t offset, uint64_t seed) : offset_(offset), data_(bytes + offset) {
+    std::mt19937_64 rng(seed);
+    for (auto& b : data_) b = static_cast<uint8_t>(rng());
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    const uint8_t* block = m.copy(data_);
+    const int64_t bytes = static_cast<int64_t>(data_.size()) - offset_;
+    void* scratch = m.bytes(ops::crc32_scratch_bytes(device, bytes));
+    return {{"crc", {static_cast<double>(ops::crc32(device, block + offset_, bytes, scratch))}}};
+  }
+  Outputs reference() const override {
+    uint32_t crc = 0xFFFFFFFFu;
+    for (size_t i = static_cast<size_t>(offset_); i < data_.size(); ++i) {
+      crc ^= data_[i];
+      for (int k = 0; k < 8; ++k) crc = (crc & 1) ? (crc >> 1) ^ 0xEDB88320u : crc >> 1;
+    }
+    return {{"crc", {static_cast<double>(crc ^ 0xFFFFFFFFu)}}};
+  }
+
+ private:
+  int64_t offset_;
+  std::vector<uint8_t> data_;
 };
 
 class CopyBlock final : public OpRun {
@@ -718,6 +750,17 @@ std::vector<OpCase> all_cases() {
     return std::make_unique<DecodeDf11>(test::normal_bf16(ragged, 0.02f, s),
                                         Decode::kGroupsOneToThree);
   });
+  // Around the CUDA kernel's 64 KiB pieces, and a start off its 16-byte loads.
+  for (auto [bytes, offset] : {std::array<int64_t, 2>{1, 0},
+                               {65535, 0},
+                               {65536, 0},
+                               {65537, 0},
+                               {3 * 65536 + 5, 0},
+                               {100000, 3},
+                               {(int64_t{5} << 20) + 7, 0}}) {
+    add("crc32", "bytes" + to_s(bytes) + "_at" + to_s(offset),
+        [=](uint64_t s) { return std::make_unique<Crc32>(bytes, offset, s); });
+  }
   add("decode_df11", "every_bf16_pattern_shuffled", [](uint64_t s) {
     return std::make_unique<DecodeDf11>(test::every_bf16_pattern(true, s), Decode::kWhole);
   });
@@ -903,6 +946,8 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   SampleParams params;
   EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
             "sample: a null pointer");
+  EXPECT_EQ(error_message([&] { ops::crc32(d, nullptr, 4, x); }), "crc32: a null pointer");
+  EXPECT_EQ(error_message([&] { ops::crc32(d, x, -1, x); }), "crc32: -1 bytes");
   // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
   // refused before any logit is read.
   EXPECT_EQ(

@@ -5,6 +5,7 @@ assert_holds(load_model(path).model, expected_weights(transformers_model))
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,3 +40,19 @@ def assert_holds(core: Any, expected: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(
             core.matrix_bf16("lm_head.weight"), core.matrix_bf16("model.embed_tokens.weight")
         )
+
+
+def xor_tensor_bytes(path: Path, tensor: str, mask: int) -> np.ndarray:
+    """XORs every byte of a stored tensor with `mask`, in place on disk; returns the bytes as
+    they were."""
+    from slimrt.safetensors_file import read_safetensors
+
+    file = read_safetensors(path)
+    info = file.tensors[tensor]
+    start = file.data_start + info.begin
+    del file
+    data = bytearray(path.read_bytes())
+    before = np.frombuffer(bytes(data[start : start + info.nbytes]), np.uint8)
+    data[start : start + info.nbytes] = (before ^ np.uint8(mask)).tobytes()
+    path.write_bytes(bytes(data))
+    return before

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_tensors import assert_holds, expected_weights
+from model_tensors import assert_holds, expected_weights, xor_tensor_bytes
 from slimrt import _core
 from slimrt.compress_model import compress_model
 from slimrt.errors import FileAccessError, FormatError, InvalidArgumentError, ModelError
@@ -328,20 +328,6 @@ def test_trailing_bytes_after_the_tensor_data_are_refused(tiny_model_dir, tmp_pa
         f"{file}: 8 trailing bytes after the last tensor's data: the data section has "
         f"{data + 8} bytes, the tensors cover {data}"
     )
-
-
-def xor_tensor_bytes(path: Path, tensor: str, mask: int) -> np.ndarray:
-    """XORs every byte of a stored tensor with `mask`, in place on disk; returns the bytes as
-    they were."""
-    file = read_safetensors(path)
-    info = file.tensors[tensor]
-    start = file.data_start + info.begin
-    del file
-    data = bytearray(path.read_bytes())
-    before = np.frombuffer(bytes(data[start : start + info.nbytes]), np.uint8)
-    data[start : start + info.nbytes] = (before ^ np.uint8(mask)).tobytes()
-    path.write_bytes(bytes(data))
-    return before
 
 
 def test_corrupt_df11_weights_fail_their_checksum_in_every_weight_format(

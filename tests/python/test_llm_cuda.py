@@ -71,3 +71,26 @@ def test_a_budget_that_does_not_fit_is_refused_with_torch_loaded(tiny_model_dir)
     options = {"kv_tokens": 4096, "memory_limit_bytes": 1 << 20}
     with pytest.raises(OutOfMemoryError, match=r"^not enough memory: weights \d+\.\d+ GiB \+"):
         _core.Engine(model, options)
+
+
+def test_a_corrupt_df11_directory_is_refused_by_the_gpus_own_check(
+    tiny_model_dir, tmp_path
+) -> None:
+    """DF11 weights kept compressed on the GPU are decoded there by the GPU decoder and their
+    CRC-32 summed there (ops::crc32): a corrupt file fails to load on CUDA as on the CPU."""
+    from model_tensors import xor_tensor_bytes
+    from slimrt.compress_model import compress_model
+    from slimrt.errors import FormatError
+
+    compress_model(tiny_model_dir("llama")[0], tmp_path / "df11", progress=False)
+    good = load_model(tmp_path / "df11", device="cuda", weights="df11", progress=False)
+    assert good.model.df11_matrices > 0
+    file = tmp_path / "df11" / "model.safetensors"
+    xor_tensor_bytes(file, "lm_head.weight.df11.signmant", 0x80)
+    for weights in ("df11", "bf16"):
+        with pytest.raises(FormatError, match=r"tensor lm_head\.weight: CRC-32 mismatch"):
+            load_model(tmp_path / "df11", device="cuda", weights=weights, progress=False)
+    unchecked = load_model(
+        tmp_path / "df11", device="cuda", weights="df11", verify=False, progress=False
+    )
+    assert unchecked.model.df11_matrices == good.model.df11_matrices
