@@ -11,6 +11,7 @@
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
 #include "ops/matmul_bf16.h"
+#include "ops/matmul_df11.h"
 #include "ops/paged_attention.h"
 #include "ops/rms_norm.h"
 #include "ops/rope_and_cache.h"
@@ -135,28 +136,40 @@ void Executor::lay_out() {
   sample_scratch_ = activations_.allocate_bytes(ops::sample_scratch_bytes(device_, B, V));
   sampled_ = activations_.allocate<int32_t>(B);
 
-  // DF11 scratch: every use starts at offset 0 (one layer at a time, then the head), or, when
-  // decoding ahead, at 0 for even layers and past the largest layer for odd ones.
+  // DF11 scratch. Fused (the device multiplies compressed matrices as it decodes them): the
+  // per-thread blocks of ops::matmul_df11, for the widest k. Else every use starts at offset 0
+  // (one layer at a time, then the head), or, when decoding ahead, at 0 for even layers and past
+  // the largest layer for odd ones.
   int64_t layer_bytes = 0;
+  int64_t widest_k = 0;
   for (int64_t l = 0; l < weights_.num_layers(); ++l) {
     int64_t bytes = 0;
     for (const Matrix* m : layer_matrices(l)) {
-      if (m->is_df11) bytes += align_up(m->numel() * static_cast<int64_t>(sizeof(uint16_t)));
+      if (!m->is_df11) continue;
+      bytes += align_up(m->numel() * static_cast<int64_t>(sizeof(uint16_t)));
+      widest_k = std::max(widest_k, m->cols);
     }
     layer_bytes = std::max(layer_bytes, bytes);
   }
-  decode_ahead_ = layer_bytes > 0 && device_.overlaps_decode();
+  const Matrix& head = weights_.lm_head();
+  if (head.is_df11) widest_k = std::max(widest_k, head.cols);
+  fuse_df11_ = widest_k > 0 && ops::fuses_df11(device_);
+  decode_ahead_ = !fuse_df11_ && layer_bytes > 0 && device_.overlaps_decode();
   layer_slots_.assign(weights_.num_layers(), {});
-  for (int64_t l = 0; l < weights_.num_layers(); ++l) {
-    const auto matrices = layer_matrices(l);
-    scratch_.rewind(decode_ahead_ && l % 2 == 1 ? layer_bytes : 0);
-    for (int m = 0; m < kMatrices; ++m) {
-      layer_slots_[l][m] =
-          matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
+  if (fuse_df11_) {
+    scratch_.rewind(0);
+    fused_scratch_ = scratch_.allocate_bytes(ops::matmul_df11_scratch_bytes(device_, widest_k));
+  } else {
+    for (int64_t l = 0; l < weights_.num_layers(); ++l) {
+      const auto matrices = layer_matrices(l);
+      scratch_.rewind(decode_ahead_ && l % 2 == 1 ? layer_bytes : 0);
+      for (int m = 0; m < kMatrices; ++m) {
+        layer_slots_[l][m] =
+            matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
+      }
     }
   }
-  const Matrix& head = weights_.lm_head();
-  if (head.is_df11) {
+  if (head.is_df11 && !fuse_df11_) {
     // Chunks start on a DF11 group boundary: a whole number of `unit` rows.
     const int64_t unit = df11::kGroupElements / std::gcd(df11::kGroupElements, H);
     const int64_t budget = std::max(kMinHeadChunkElements, scratch_.used() / 2);
@@ -177,6 +190,7 @@ std::array<const Matrix*, Executor::kMatrices> Executor::layer_matrices(int64_t 
 }
 
 void Executor::decode_layer(int64_t index) {
+  if (fuse_df11_) return;  // multiplied as they decode: nothing to decode ahead
   const auto matrices = layer_matrices(index);
   for (int m = 0; m < kMatrices; ++m) {
     if (!matrices[m]->is_df11) continue;
@@ -248,10 +262,19 @@ void Executor::run_model() {
   const MatmulInput in = ops::add_rms_norm_input(device_, last_, last_h_, weights_.final_norm(), B,
                                                  H, eps, last_, matmul_in_);
   const Matrix& head = weights_.lm_head();
-  if (head.is_df11) {
+  if (head.is_df11 && !fuse_df11_) {
     apply_df11_head(head, in);
   } else {
-    ops::matmul_bf16(device_, in, head.dense, config_.vocab_size, nullptr, logits_);
+    matmul(head, head.dense, in, nullptr, logits_);
+  }
+}
+
+void Executor::matmul(const Matrix& m, const uint16_t* dense, const MatmulInput& in,
+                      const float* bias, float* out) {
+  if (m.is_df11 && fuse_df11_) {
+    ops::matmul_df11(device_, in, m.df11, m.rows, bias, out, fused_scratch_);
+  } else {
+    ops::matmul_bf16(device_, in, dense, m.rows, bias, out);
   }
 }
 
@@ -277,7 +300,8 @@ void Executor::apply_df11_head(const Matrix& head, const MatmulInput& in) {
 void Executor::run_layer(int64_t index) {
   const LayerWeights& w = weights_.layer(index);
   const auto& slot = layer_slots_[index];
-  // Compressed matrices were decoded into their slots (decode_layer).
+  // Compressed matrices were decoded into their slots (decode_layer), unless they multiply as
+  // they decode (fuse_df11_: no slots, and so never back to back).
   auto weight = [&](const Matrix& m, int which) { return m.is_df11 ? slot[which] : m.dense; };
   const uint16_t* wq = weight(w.q, kQ);
   const uint16_t* wk = weight(w.k, kK);
@@ -300,16 +324,16 @@ void Executor::run_layer(int64_t index) {
   // q, k and v (and their biases) lie back to back in their arena (or DF11 scratch) whenever
   // their sizes keep the arena's alignment: then one matmul makes all three.
   QkvRows rows;
-  if (wk == wq + Q * H && wv == wk + KV * H &&
+  if (wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
       (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
     ops::matmul_bf16(device_, normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
     float* v = qkv_ + T * (Q + KV);
     rows = {qkv_, qkv_ + T * Q, v, Q, KV};
-    ops::matmul_bf16(device_, normed, wq, Q, w.q_bias, rows.q);
-    ops::matmul_bf16(device_, normed, wk, KV, w.k_bias, rows.k);
-    ops::matmul_bf16(device_, normed, wv, KV, w.v_bias, v);
+    matmul(w.q, wq, normed, w.q_bias, rows.q);
+    matmul(w.k, wk, normed, w.k_bias, rows.k);
+    matmul(w.v, wv, normed, w.v_bias, v);
   }
   const PagedKv kv = kv_pool_->layer(index);
   ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
@@ -326,21 +350,21 @@ void Executor::run_layer(int64_t index) {
   const MatmulInput attended =
       ops::paged_attention(device_, q_, kv, batch, config_.num_heads, scale, attn_, attention_plan_,
                            attention_scratch_, matmul_in_);
-  ops::matmul_bf16(device_, attended, wo, H, w.o_bias, h_);
+  matmul(w.o, wo, attended, w.o_bias, h_);
 
   const MatmulInput normed_mlp =
       ops::add_rms_norm_input(device_, x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
   MatmulInput activated;
-  if (wu == wg + I * H) {  // gate and up back to back, as q, k and v above
+  if (wg != nullptr && wu == wg + I * H) {  // gate and up back to back, as q, k and v above
     ops::matmul_bf16(device_, normed_mlp, wg, 2 * I, nullptr, gate_up_);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
   } else {
-    ops::matmul_bf16(device_, normed_mlp, wg, I, nullptr, gate_up_);
-    ops::matmul_bf16(device_, normed_mlp, wu, I, nullptr, gate_up_ + T * I);
+    matmul(w.gate, wg, normed_mlp, nullptr, gate_up_);
+    matmul(w.up, wu, normed_mlp, nullptr, gate_up_ + T * I);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
   }
   // Its output joins the residual stream in the next layer's input norm (or the head's).
-  ops::matmul_bf16(device_, activated, wd, H, nullptr, h_);
+  matmul(w.down, wd, activated, nullptr, h_);
 }
 
 void Executor::read_logits(float* host_out) {

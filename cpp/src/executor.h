@@ -80,6 +80,10 @@ class Executor {
   void lay_out();
   void run_layer(int64_t index);
   void apply_df11_head(const Matrix& head, const MatmulInput& in);
+  // out = in · mᵀ (+ bias): fused from its DF11 arrays where the device can (fuse_df11_),
+  // else from its dense bits (the arena's, or the decoded slot's).
+  void matmul(const Matrix& m, const uint16_t* dense, const MatmulInput& in, const float* bias,
+              float* out);
   std::array<const Matrix*, kMatrices> layer_matrices(int64_t index) const;
   void decode_layer(int64_t index);  // its compressed matrices into their slots
   void run_model();                  // embedding to logits, on tables already on the device
@@ -130,6 +134,8 @@ class Executor {
   // DF11 scratch (device): per layer, where each compressed matrix is decoded (null if dense).
   std::vector<std::array<uint16_t*, kMatrices>> layer_slots_;
   bool decode_ahead_ = false;         // the device overlaps decoding and some layer is compressed
+  bool fuse_df11_ = false;            // compressed matrices multiply as they decode (no slots)
+  void* fused_scratch_ = nullptr;     // ops::matmul_df11 scratch
   uint16_t* lm_head_slot_ = nullptr;  // head_chunk_rows_ rows of a compressed lm_head
   int64_t head_chunk_rows_ = 0;
   float* head_chunk_out_ = nullptr;  // [max_batch][head_chunk_rows_] logits of one chunk

@@ -55,6 +55,20 @@ void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, f
 // reuse each loaded weight row across many activation rows).
 void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
                  const float* bias, float* out, ThreadPool& pool);
+// matmul_bf16 of `count` weight rows (out columns) on the calling thread, out rows `ldo` apart:
+// the same arithmetic per output, so a caller that splits the columns its own way (matmul_df11)
+// gets matmul_bf16's bits.
+void matmul_bf16_rows(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t count,
+                      const float* bias, float* out, int64_t ldo);
+
+// matmul_bf16 with w a DF11 tensor ([n][k], validated, `decoding` its df11_build_table), decoded
+// a block of weight rows at a time into the calling thread's slot of `scratch`
+// (matmul_df11_scratch_elements(k, pool) uint16), where the block is consumed while it is in
+// cache: the BF16 weights never reach memory. Bit-identical to decoding w, then matmul_bf16.
+void matmul_df11(const float* x, int64_t rows, int64_t k, const Df11View& w,
+                 const Df11Table& decoding, int64_t n, const float* bias, float* out,
+                 uint16_t* scratch, ThreadPool& pool);
+int64_t matmul_df11_scratch_elements(int64_t k, const ThreadPool& pool);
 
 // Rotary embedding in Hugging Face's layout (rotate_half: pairs (i, i + head_dim/2)), in place:
 // x is [tokens][heads][head_dim], token t's heads starting at x + t * row_stride (row_stride >=

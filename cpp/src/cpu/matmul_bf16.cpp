@@ -346,6 +346,12 @@ void matmul_block(const Variant& v, const float* x, int64_t r_begin, int64_t r_e
 
 }  // namespace
 
+void matmul_bf16_rows(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t count,
+                      const float* bias, float* out, int64_t ldo) {
+  if (rows == 0 || count == 0) return;
+  matmul_block(variant_for(active_isa()), x, 0, rows, k, w, 0, count, bias, out, ldo);
+}
+
 void matmul_bf16(const float* x, int64_t rows, int64_t k, const uint16_t* w, int64_t n,
                  const float* bias, float* out, ThreadPool& pool) {
   if (rows == 0 || n == 0) return;
