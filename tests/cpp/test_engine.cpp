@@ -13,6 +13,7 @@
 #include <iomanip>
 #include <map>
 #include <new>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -335,8 +336,11 @@ TEST(Engine, Df11WeightsGiveBitIdenticalLogits) {
              name == "model.layers.1.self_attn.k_proj.weight";
     });
     Engine mixed(tiny_model(m.config, m.weights()), test_options("bf16"));
+    // Blocks of about 64 Ki elements, in whole units of rows that end on a 4096-element group.
     const int64_t I = m.config.intermediate_size;
-    EXPECT_EQ(mixed.memory().df11_scratch, 2 * ((65536 / I) * I + 2 * 4096) * 2);
+    const int64_t unit = 4096 / std::gcd<int64_t>(4096, I);
+    const int64_t block_rows = std::max<int64_t>(1, 65536 / (unit * I)) * unit;
+    EXPECT_EQ(mixed.memory().df11_scratch, 2 * (block_rows * I + 2 * 4096) * 2);
     EXPECT_EQ(run_schedule(mixed, s), expected);
   }
 }
