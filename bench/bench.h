@@ -132,7 +132,12 @@ class Report {
 std::string build_commit();
 std::string cpu_device_name();  // the CPU model, from /proc/cpuinfo where there is one
 
+// n BF16 bit patterns drawn from N(0, std^2), the same for a seed on every platform and for any
+// number of threads (bench_df11.cpp).
+std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int threads);
+
 // Subcommands.
 int bench_df11(ArgParser& args, const CommonOptions& common, Report& report);
+int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report);
 
 }  // namespace slimrt_bench

@@ -26,17 +26,6 @@
 namespace slimrt_bench {
 namespace {
 
-struct Df11Options {
-  int64_t rows = 8192;
-  int64_t cols = 4096;
-  double std = 0.02;
-  uint64_t seed = 0;
-  int64_t encode_reps = 0;  // 0 until given: the default depends on --device
-};
-
-// ---------------------------------------------------------------------------------------------
-// The matrix
-
 // splitmix64 and our own Box-Muller keep the matrix identical on every platform, which
 // std::normal_distribution (its algorithm is left to each standard library) would not.
 uint64_t splitmix64(uint64_t& state) {
@@ -53,6 +42,8 @@ uint16_t bf16_round_nearest_even(float f) {
   u += 0x7FFFu + ((u >> 16) & 1u);
   return static_cast<uint16_t>(u >> 16);
 }
+
+}  // namespace
 
 // Chunks draw from streams seeded by (seed, chunk), so the matrix does not depend on --threads.
 std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int threads) {
@@ -78,6 +69,19 @@ std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int thre
   });
   return bits;
 }
+
+namespace {
+
+struct Df11Options {
+  int64_t rows = 8192;
+  int64_t cols = 4096;
+  double std = 0.02;
+  uint64_t seed = 0;
+  int64_t encode_reps = 0;  // 0 until given: the default depends on --device
+};
+
+// ---------------------------------------------------------------------------------------------
+// The matrix
 
 // Shannon entropy of the exponent bytes: no code for them can average fewer bits, and the
 // 8 sign+mantissa bits are stored raw.

@@ -58,6 +58,8 @@ import argparse
 import datetime
 import gc
 import json
+import logging
+import os
 import sys
 import time
 import traceback
@@ -72,7 +74,10 @@ from slimrt.errors import OutOfMemoryError
 from source_commit import source_commit
 
 GIB = 2**30
-WEIGHT_FORMATS = ("bf16", "df11")
+WEIGHT_FORMATS = ("bf16", "df11", "df11-ahead")
+# df11-ahead: DF11 weights always decoded ahead into scratch for cuBLAS (the path before the fused
+# DF11 matmul), for comparing both in one run; the same memory as df11.
+FUSED_ROWS_ENV = "SLIMRT_DF11_FUSED_ROWS"
 TRANSFORMERS_MODES = {
     "default": "transformers generate (default)",
     "static": "transformers generate (static cache + compile)",
@@ -339,10 +344,22 @@ def load_weights(
     fmt: str, model: str, df11_model: str | None, device: str
 ) -> tuple[_core.Model, str]:
     """The model with `fmt` weights on `device`, and the directory it came from."""
-    source = df11_model if fmt == "df11" and df11_model else model
-    if fmt == "df11" and not df11_model:
+    weights = "df11" if fmt.startswith("df11") else fmt
+    source = df11_model if weights == "df11" and df11_model else model
+    if weights == "df11" and not df11_model:
         log("no --df11-model: compressing the BF16 model to DF11 while loading")
-    return _core.Model.load(source, {"device": device, "weights": fmt}), source
+    return _core.Model.load(source, {"device": device, "weights": weights}), source
+
+
+def make_engine(model: _core.Model, fmt: str, options: dict) -> _core.Engine:
+    """An engine; for df11-ahead with the fused DF11 matmul switched off while it is tuned."""
+    if fmt != "df11-ahead":
+        return _core.Engine(model, options)
+    os.environ[FUSED_ROWS_ENV] = "0"
+    try:
+        return _core.Engine(model, options)
+    finally:
+        del os.environ[FUSED_ROWS_ENV]
 
 
 def check_same_model(model: str, other: str) -> None:
@@ -495,8 +512,9 @@ def measure_slimrt(
         release_gpu_memory(gpu)
         before = free.now()
         model, source = load_weights(fmt, args.model, args.df11_model, args.device)
-        engine = _core.Engine(
+        engine = make_engine(
             model,
+            fmt,
             {
                 "max_batch": max(batches),
                 "kv_tokens": max(batches) * (args.prompt + args.new + 16),
@@ -612,6 +630,8 @@ def main() -> None:
     args = parser.parse_args()
     batches = [int(b) for b in split_list(args.batches)]
     formats = split_list(args.weights, WEIGHT_FORMATS)
+    # The core's choices (which DF11 products multiply as they decode) go to the log.
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     modes = split_list(args.transformers, tuple(TRANSFORMERS_MODES))
     args.sampling = split_list(args.sampling, tuple(SAMPLING))
     if not batches and args.budget_gib <= 0:
@@ -648,7 +668,8 @@ def main() -> None:
             measure_transformers(report, modes, args, batches, free)
     if args.budget_gib > 0:
         for fmt in formats:
-            measure_budget(report, fmt, args)
+            if fmt != "df11-ahead":  # the same memory as df11
+                measure_budget(report, fmt, args)
     print_report(report.results)
 
 

@@ -11,6 +11,8 @@
 #   ONLY_8B          pip install + the Llama-3.1-8B section only (no cmake build, tests, benches)
 #   SKIP_TESTS       ctest and the CUDA pytest files
 #   SKIP_BENCH_DF11  slimrt-bench df11 (CUDA and CPU)
+#   SKIP_GEMV        slimrt-bench gemv (Llama-3.1-8B's decode matmuls: BF16, DF11 ahead, fused;
+#                    GEMV_ROWS picks the rows, default 1,2,3,4,5,6,7,8)
 #   SKIP_DFLOAT11    bench/compare_dfloat11.py (about 30 s of dfloat11 encoding)
 #   SKIP_ATTENTION   bench/compare_attention.py
 #   SKIP_8B          the Llama-3.1-8B section
@@ -69,6 +71,9 @@ if ! skip SKIP_BENCH_DF11; then
   run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
   build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
   run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
+fi
+if ! skip SKIP_GEMV; then
+  tail_lines=130 run gemv build/gpu/bench/slimrt-bench gemv --device cuda --rows "${GEMV_ROWS:-1,2,3,4,5,6,7,8}"
 fi
 skip SKIP_DFLOAT11 || run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
 skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py --json "$out/compare_attention.json"

@@ -433,6 +433,8 @@ struct Subcommand {
 const Subcommand kSubcommands[] = {
     {"df11", "DF11 encode/decode throughput, compression ratio, bit-exact round trip",
      slimrt_bench::bench_df11},
+    {"gemv", "decode-step matmuls of Llama-3.1-8B: BF16, DF11 decoded ahead, DF11 fused",
+     slimrt_bench::bench_gemv},
 };
 
 void print_usage(std::ostream& out) {

@@ -19,6 +19,7 @@
 
 #include "device.h"
 #include "kernel_args.h"
+#include "ops/matmul_df11.h"
 #include "slimrt/df11.h"
 
 namespace slimrt {
@@ -42,6 +43,14 @@ void embed_df11(CudaDevice& device, const int32_t* ids, int64_t tokens, const Df
 // On the device's stream, and on its second stream (the ahead lane).
 void decode_df11(CudaDevice& device, const Df11View& view, uint16_t* out);
 void decode_df11_ahead(CudaDevice& device, const Df11View& view, uint16_t* out);
+
+// ops::matmul_df11 (matmul_df11.cu): input rows up to matmul_df11_max_rows(k, count), which is 0
+// unless k is a multiple of 256; scratch for the partial sums of rows that span groups.
+int64_t matmul_df11_max_rows(int64_t k, int count);
+int64_t matmul_df11_scratch_bytes(const ops::Df11Product* products, int count, int64_t k,
+                                  int64_t rows);
+void matmul_df11(CudaDevice& device, const MatmulInput& x, const ops::Df11Product* products,
+                 int count, void* scratch);
 
 void gather_rows(CudaDevice& device, const float* src, const int32_t* rows, int64_t count,
                  int64_t width, float* dst);

@@ -155,6 +155,29 @@ void CudaDevice::run_graph(const void* owner, uint64_t key, const std::function<
   SLIMRT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
 }
 
+double CudaDevice::time_ms(const std::function<void()>& body) {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SLIMRT_CUDA_CHECK(cudaEventCreate(&start));
+  const cudaError_t made = cudaEventCreate(&stop);
+  if (made != cudaSuccess) cudaEventDestroy(start);
+  SLIMRT_CUDA_CHECK(made);
+  float ms = 0;
+  try {
+    SLIMRT_CUDA_CHECK(cudaEventRecord(start, stream_));
+    body();
+    SLIMRT_CUDA_CHECK(cudaEventRecord(stop, stream_));
+    SLIMRT_CUDA_CHECK(cudaEventSynchronize(stop));
+    SLIMRT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms;
+}
+
 Df11DeviceView CudaDevice::df11_view(const Df11View& view) {
   const DeviceTable& table = table_for(view.lengths);
   Df11DeviceView d;

@@ -54,6 +54,7 @@ class CudaDevice final : public Device {
   // records it as a CUDA graph and launches that. Later: launches the recording.
   void run_graph(const void* owner, uint64_t key, const std::function<void()>& body) override;
   void forget_graphs(const void* owner) override;
+  double time_ms(const std::function<void()>& body) override;
 
   cudaStream_t stream() const { return stream_; }
   cudaStream_t ahead_stream() const { return ahead_; }  // ops::decode_df11_ahead's

@@ -1,5 +1,6 @@
 #include "device.h"
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -10,6 +11,14 @@
 #endif
 
 namespace slimrt {
+
+// Ops of a device without a queue of its own (the CPU) are done when they return.
+double Device::time_ms(const std::function<void()>& body) {
+  const auto start = std::chrono::steady_clock::now();
+  body();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 void check_device_name(const std::string& name) {
 #ifdef SLIMRT_WITH_CUDA

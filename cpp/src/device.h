@@ -64,6 +64,9 @@ class Device {
   }
   // Drops what run_graph recorded for `owner` (an executor going away: its buffers go with it).
   virtual void forget_graphs(const void* owner) { (void)owner; }
+  // Milliseconds the device spends on the ops `body` enqueues, waited for: what a choice between
+  // two ways of doing the same work measures at load (ops::tune_matmul_df11).
+  virtual double time_ms(const std::function<void()>& body);
 };
 
 // "cpu", or an error naming what is supported ("cuda" comes with the CUDA backend).

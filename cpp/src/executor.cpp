@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <limits>
 #include <numeric>
+#include <string>
 #include <type_traits>
 
 #include "check.h"
 #include "df11_groups.h"
+#include "logging.h"
 #include "ops/copy_rows.h"
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
@@ -37,6 +41,18 @@ int64_t context_bucket(int64_t tokens) {
   return std::max<int64_t>(1, (tokens + step - 1) / step) * step;
 }
 
+// SLIMRT_DF11_FUSED_ROWS=N caps the rows the tuner may choose to multiply as they decode (0:
+// always decode ahead, where the device can), for comparing both ways in one process.
+int64_t fused_rows_cap() {
+  const char* text = std::getenv("SLIMRT_DF11_FUSED_ROWS");
+  if (text == nullptr || *text == '\0') return std::numeric_limits<int64_t>::max();
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  SLIMRT_CHECK_AS(ErrorCategory::kInvalidArgument, *end == '\0' && value >= 0,
+                  "SLIMRT_DF11_FUSED_ROWS=" << text << ": not a row count");
+  return value;
+}
+
 }  // namespace
 
 Executor::Sizes Executor::measure(const ModelConfig& config, const Weights& weights, Device& device,
@@ -63,6 +79,7 @@ Executor::Executor(const ModelConfig& config, const Weights& weights, const KvPo
   staging_.reserve(nullptr, staging_.used());
   scratch_.reserve(&device, scratch_.used());
   lay_out();
+  tune_df11();
   device.copy_to_device(inv_freq_, inv_freq_host_.data(),
                         static_cast<int64_t>(inv_freq_host_.size() * sizeof(float)));
 }
@@ -136,40 +153,58 @@ void Executor::lay_out() {
   sample_scratch_ = activations_.allocate_bytes(ops::sample_scratch_bytes(device_, B, V));
   sampled_ = activations_.allocate<int32_t>(B);
 
-  // DF11 scratch. Fused (the device multiplies compressed matrices as it decodes them): the
-  // per-thread blocks of ops::matmul_df11, for the widest k. Else every use starts at offset 0
-  // (one layer at a time, then the head), or, when decoding ahead, at 0 for even layers and past
-  // the largest layer for odd ones.
+  plan_df11(T);
+  scratch_.rewind(0);
+  embed_slot_ = weights_.embedding().is_df11
+                    ? scratch_.allocate<uint16_t>(ops::embed_df11_scratch_elements(device_, H))
+                    : nullptr;
+}
+
+// DF11 scratch: a slot per compressed matrix unless every product multiplies as it decodes at
+// every step size (the CPU): every use starts at offset 0 (one layer at a time, then the head),
+// or, when decoding ahead, at 0 for even layers and past the largest layer for odd ones. Then the
+// fused products' scratch, apart from the slots (decoding ahead fills one while they run).
+void Executor::plan_df11(int64_t T) {
+  const int64_t B = limits_.max_batch;
+  const int64_t H = config_.hidden_size;
+  const int64_t V = config_.vocab_size;
+  // Each product at the most compressed matrices any layer has of it (the fewest rows).
+  bool need_slots = false;
+  for (int product = 0; product < kProducts; ++product) {
+    const int64_t most = product == kHeadProduct ? B : T;
+    fused_rows_[product] = most;
+    bool any = false;
+    for (int64_t l = 0; l < weights_.num_layers(); ++l) {
+      const Df11Products set = df11_products(static_cast<Product>(product), l, T);
+      if (set.count == 0) continue;
+      any = true;
+      fused_rows_[product] =
+          std::min(fused_rows_[product], ops::matmul_df11_max_rows(device_, set.k, set.count));
+      if (product == kHeadProduct) break;
+    }
+    if (!any) fused_rows_[product] = 0;
+    need_slots = need_slots || (any && fused_rows_[product] < most);
+  }
   int64_t layer_bytes = 0;
-  int64_t widest_k = 0;
   for (int64_t l = 0; l < weights_.num_layers(); ++l) {
     int64_t bytes = 0;
     for (const Matrix* m : layer_matrices(l)) {
-      if (!m->is_df11) continue;
-      bytes += align_up(m->numel() * static_cast<int64_t>(sizeof(uint16_t)));
-      widest_k = std::max(widest_k, m->cols);
+      if (m->is_df11) bytes += align_up(m->numel() * static_cast<int64_t>(sizeof(uint16_t)));
     }
     layer_bytes = std::max(layer_bytes, bytes);
   }
-  const Matrix& head = weights_.lm_head();
-  if (head.is_df11) widest_k = std::max(widest_k, head.cols);
-  fuse_df11_ = widest_k > 0 && ops::fuses_df11(device_);
-  decode_ahead_ = !fuse_df11_ && layer_bytes > 0 && device_.overlaps_decode();
+  decode_ahead_ = need_slots && layer_bytes > 0 && device_.overlaps_decode();
   layer_slots_.assign(weights_.num_layers(), {});
-  if (fuse_df11_) {
-    scratch_.rewind(0);
-    fused_scratch_ = scratch_.allocate_bytes(ops::matmul_df11_scratch_bytes(device_, widest_k));
-  } else {
-    for (int64_t l = 0; l < weights_.num_layers(); ++l) {
-      const auto matrices = layer_matrices(l);
-      scratch_.rewind(decode_ahead_ && l % 2 == 1 ? layer_bytes : 0);
-      for (int m = 0; m < kMatrices; ++m) {
-        layer_slots_[l][m] =
-            matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
-      }
+  for (int64_t l = 0; need_slots && l < weights_.num_layers(); ++l) {
+    const auto matrices = layer_matrices(l);
+    scratch_.rewind(decode_ahead_ && l % 2 == 1 ? layer_bytes : 0);
+    for (int m = 0; m < kMatrices; ++m) {
+      layer_slots_[l][m] =
+          matrices[m]->is_df11 ? scratch_.allocate<uint16_t>(matrices[m]->numel()) : nullptr;
     }
   }
-  if (head.is_df11 && !fuse_df11_) {
+  const Matrix& head = weights_.lm_head();
+  if (head.is_df11 && need_slots) {
     // Chunks start on a DF11 group boundary: a whole number of `unit` rows.
     const int64_t unit = df11::kGroupElements / std::gcd(df11::kGroupElements, H);
     const int64_t budget = std::max(kMinHeadChunkElements, scratch_.used() / 2);
@@ -178,10 +213,122 @@ void Executor::lay_out() {
     lm_head_slot_ = scratch_.allocate<uint16_t>(head_chunk_rows_ * H);
     head_chunk_out_ = activations_.allocate<float>(B * head_chunk_rows_);
   }
-  scratch_.rewind(0);
-  embed_slot_ = weights_.embedding().is_df11
-                    ? scratch_.allocate<uint16_t>(ops::embed_df11_scratch_elements(device_, H))
-                    : nullptr;
+  int64_t fused_bytes = 0;
+  for (int product = 0; product < kProducts; ++product) {
+    for (int64_t l = 0; fused_rows_[product] > 0 && l < weights_.num_layers(); ++l) {
+      const Df11Products set = df11_products(static_cast<Product>(product), l, T);
+      if (set.count == 0) continue;
+      fused_bytes =
+          std::max(fused_bytes, ops::matmul_df11_scratch_bytes(device_, set.p.data(), set.count,
+                                                               set.k, fused_rows_[product]));
+    }
+  }
+  scratch_.rewind(scratch_.used());
+  fused_scratch_ = fused_bytes > 0 ? scratch_.allocate_bytes(fused_bytes) : nullptr;
+}
+
+// Where decoding ahead is planned, each product is timed both ways on the first layer's (or the
+// head's) own matrices, in the buffers of a real step: fused_rows_ becomes the most rows for which
+// multiplying as it decodes is no slower. Contents of the buffers do not matter to the timing.
+void Executor::tune_df11() {
+  bool tuned = false;
+  for (int product = 0; product < kProducts; ++product) {
+    if (fused_rows_[product] == 0 || layer_slots_.empty()) continue;
+    const int64_t rows = fused_rows_[product];
+    uint16_t* decoded = nullptr;
+    float* combined = nullptr;
+    Df11Products set;
+    if (product == kHeadProduct) {
+      // The head is decoded a chunk at a time: both ways timed on one chunk's rows.
+      if (lm_head_slot_ == nullptr) continue;
+      set = df11_products(kHeadProduct, 0, rows);
+      // (A chunk ends on a group boundary, or is the whole head.)
+      const int64_t elements = head_chunk_rows_ * config_.hidden_size;
+      set.p[0].w =
+          df11_groups(set.p[0].w, 0, (elements + df11::kGroupElements - 1) / df11::kGroupElements);
+      set.p[0].n = head_chunk_rows_;
+      decoded = lm_head_slot_;
+      combined = logits_;
+    } else {
+      // The first layer that has compressed matrices of this product; they were given slots
+      // back to back, in the product's order.
+      int64_t l = 0;
+      while (l < weights_.num_layers() &&
+             df11_products(static_cast<Product>(product), l, rows).count == 0) {
+        ++l;
+      }
+      set = df11_products(static_cast<Product>(product), l, rows);
+      for (int m = 0; m < kMatrices && decoded == nullptr; ++m) {
+        if (product_of(m) == product) decoded = layer_slots_[l][m];
+      }
+      combined = product == kQkvProduct ? qkv_ : product == kGateUpProduct ? gate_up_ : h_;
+    }
+    if (decoded == nullptr) continue;  // nothing decodes ahead: nothing to compare with
+    const int64_t cap = fused_rows_cap();
+    const MatmulInput x{matmul_in_, std::min(rows, cap), set.k};
+    fused_rows_[product] = x.rows == 0 ? 0
+                                       : ops::tune_matmul_df11(device_, x, set.p.data(), set.count,
+                                                               decoded, combined, fused_scratch_);
+    tuned = true;
+  }
+  if (!tuned) return;
+  static const char* const kNames[kProducts] = {"q|k|v", "o", "gate|up", "down", "lm_head"};
+  std::string choice = "DF11 on " + device_.name() + ": multiplied as decoded up to";
+  for (int product = 0; product < kProducts; ++product) {
+    choice += std::string(product == 0 ? " " : ", ") + kNames[product] + " " +
+              std::to_string(fused_rows_[product]);
+  }
+  log_line(LogLevel::kInfo, choice + " rows; decoded ahead beyond");
+}
+
+Executor::Product Executor::product_of(int matrix) {
+  switch (matrix) {
+    case kQ:
+    case kK:
+    case kV:
+      return kQkvProduct;
+    case kO:
+      return kOProduct;
+    case kGate:
+    case kUp:
+      return kGateUpProduct;
+    default:
+      return kDownProduct;
+  }
+}
+
+Executor::Df11Products Executor::df11_products(Product product, int64_t layer, int64_t rows) const {
+  const int64_t Q = config_.q_width();
+  const int64_t KV = config_.kv_width();
+  const int64_t I = config_.intermediate_size;
+  Df11Products set;
+  auto add = [&](const Matrix& m, const float* bias, float* out) {
+    if (!m.is_df11) return;
+    set.p[set.count++] = {m.df11, m.rows, bias, out};
+    set.k = m.cols;
+  };
+  if (product == kHeadProduct) {
+    add(weights_.lm_head(), nullptr, logits_);
+    return set;
+  }
+  const LayerWeights& w = weights_.layer(layer);
+  switch (product) {
+    case kQkvProduct:
+      add(w.q, w.q_bias, qkv_);
+      add(w.k, w.k_bias, qkv_ + rows * Q);
+      add(w.v, w.v_bias, qkv_ + rows * (Q + KV));
+      break;
+    case kOProduct:
+      add(w.o, w.o_bias, h_);
+      break;
+    case kGateUpProduct:
+      add(w.gate, nullptr, gate_up_);
+      add(w.up, nullptr, gate_up_ + rows * I);
+      break;
+    default:
+      add(w.down, nullptr, h_);
+  }
+  return set;
 }
 
 std::array<const Matrix*, Executor::kMatrices> Executor::layer_matrices(int64_t index) const {
@@ -190,10 +337,9 @@ std::array<const Matrix*, Executor::kMatrices> Executor::layer_matrices(int64_t 
 }
 
 void Executor::decode_layer(int64_t index) {
-  if (fuse_df11_) return;  // multiplied as they decode: nothing to decode ahead
   const auto matrices = layer_matrices(index);
   for (int m = 0; m < kMatrices; ++m) {
-    if (!matrices[m]->is_df11) continue;
+    if (!matrices[m]->is_df11 || fused(product_of(m), tables_.tokens)) continue;
     if (decode_ahead_) {
       ops::decode_df11_ahead(device_, matrices[m]->df11, layer_slots_[index][m]);
     } else {
@@ -262,17 +408,18 @@ void Executor::run_model() {
   const MatmulInput in = ops::add_rms_norm_input(device_, last_, last_h_, weights_.final_norm(), B,
                                                  H, eps, last_, matmul_in_);
   const Matrix& head = weights_.lm_head();
-  if (head.is_df11 && !fuse_df11_) {
+  if (head.is_df11 && !fused(kHeadProduct, B)) {
     apply_df11_head(head, in);
   } else {
-    matmul(head, head.dense, in, nullptr, logits_);
+    matmul(kHeadProduct, head, head.dense, in, nullptr, logits_);
   }
 }
 
-void Executor::matmul(const Matrix& m, const uint16_t* dense, const MatmulInput& in,
-                      const float* bias, float* out) {
-  if (m.is_df11 && fuse_df11_) {
-    ops::matmul_df11(device_, in, m.df11, m.rows, bias, out, fused_scratch_);
+void Executor::matmul(Product product, const Matrix& m, const uint16_t* dense,
+                      const MatmulInput& in, const float* bias, float* out) {
+  if (m.is_df11 && fused(product, in.rows)) {
+    const ops::Df11Product one{m.df11, m.rows, bias, out};
+    ops::matmul_df11(device_, in, &one, 1, fused_scratch_);
   } else {
     ops::matmul_bf16(device_, in, dense, m.rows, bias, out);
   }
@@ -300,8 +447,8 @@ void Executor::apply_df11_head(const Matrix& head, const MatmulInput& in) {
 void Executor::run_layer(int64_t index) {
   const LayerWeights& w = weights_.layer(index);
   const auto& slot = layer_slots_[index];
-  // Compressed matrices were decoded into their slots (decode_layer), unless they multiply as
-  // they decode (fuse_df11_: no slots, and so never back to back).
+  // Compressed matrices were decoded into their slots (decode_layer), unless their product
+  // multiplies as it decodes at this step's size.
   auto weight = [&](const Matrix& m, int which) { return m.is_df11 ? slot[which] : m.dense; };
   const uint16_t* wq = weight(w.q, kQ);
   const uint16_t* wk = weight(w.k, kK);
@@ -324,16 +471,24 @@ void Executor::run_layer(int64_t index) {
   // q, k and v (and their biases) lie back to back in their arena (or DF11 scratch) whenever
   // their sizes keep the arena's alignment: then one matmul makes all three.
   QkvRows rows;
-  if (wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
-      (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
+  if (fused(kQkvProduct, T)) {
+    // The compressed ones in one launch, any dense one on its own, each into its own block.
+    rows = {qkv_, qkv_ + T * Q, qkv_ + T * (Q + KV), Q, KV};
+    const Df11Products set = df11_products(kQkvProduct, index, T);
+    if (set.count > 0) ops::matmul_df11(device_, normed, set.p.data(), set.count, fused_scratch_);
+    if (!w.q.is_df11) ops::matmul_bf16(device_, normed, wq, Q, w.q_bias, rows.q);
+    if (!w.k.is_df11) ops::matmul_bf16(device_, normed, wk, KV, w.k_bias, rows.k);
+    if (!w.v.is_df11) ops::matmul_bf16(device_, normed, wv, KV, w.v_bias, qkv_ + T * (Q + KV));
+  } else if (wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
+             (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
     ops::matmul_bf16(device_, normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
     float* v = qkv_ + T * (Q + KV);
     rows = {qkv_, qkv_ + T * Q, v, Q, KV};
-    matmul(w.q, wq, normed, w.q_bias, rows.q);
-    matmul(w.k, wk, normed, w.k_bias, rows.k);
-    matmul(w.v, wv, normed, w.v_bias, v);
+    matmul(kQkvProduct, w.q, wq, normed, w.q_bias, rows.q);
+    matmul(kQkvProduct, w.k, wk, normed, w.k_bias, rows.k);
+    matmul(kQkvProduct, w.v, wv, normed, w.v_bias, v);
   }
   const PagedKv kv = kv_pool_->layer(index);
   ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
@@ -350,21 +505,29 @@ void Executor::run_layer(int64_t index) {
   const MatmulInput attended =
       ops::paged_attention(device_, q_, kv, batch, config_.num_heads, scale, attn_, attention_plan_,
                            attention_scratch_, matmul_in_);
-  matmul(w.o, wo, attended, w.o_bias, h_);
+  matmul(kOProduct, w.o, wo, attended, w.o_bias, h_);
 
   const MatmulInput normed_mlp =
       ops::add_rms_norm_input(device_, x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
   MatmulInput activated;
-  if (wg != nullptr && wu == wg + I * H) {  // gate and up back to back, as q, k and v above
+  if (fused(kGateUpProduct, T)) {
+    const Df11Products set = df11_products(kGateUpProduct, index, T);
+    if (set.count > 0) {
+      ops::matmul_df11(device_, normed_mlp, set.p.data(), set.count, fused_scratch_);
+    }
+    if (!w.gate.is_df11) ops::matmul_bf16(device_, normed_mlp, wg, I, nullptr, gate_up_);
+    if (!w.up.is_df11) ops::matmul_bf16(device_, normed_mlp, wu, I, nullptr, gate_up_ + T * I);
+    activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
+  } else if (wg != nullptr && wu == wg + I * H) {  // gate and up back to back, as q, k and v above
     ops::matmul_bf16(device_, normed_mlp, wg, 2 * I, nullptr, gate_up_);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
   } else {
-    matmul(w.gate, wg, normed_mlp, nullptr, gate_up_);
-    matmul(w.up, wu, normed_mlp, nullptr, gate_up_ + T * I);
+    matmul(kGateUpProduct, w.gate, wg, normed_mlp, nullptr, gate_up_);
+    matmul(kGateUpProduct, w.up, wu, normed_mlp, nullptr, gate_up_ + T * I);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
   }
   // Its output joins the residual stream in the next layer's input norm (or the head's).
-  matmul(w.down, wd, activated, nullptr, h_);
+  matmul(kDownProduct, w.down, wd, activated, nullptr, h_);
 }
 
 void Executor::read_logits(float* host_out) {

@@ -16,13 +16,16 @@
 // (q, k, v; gate, up) run as one matmul. The matmul-input scratch holds each matmul's
 // left operand in the backend's form (BF16 on CUDA: ops/matmul_bf16.h).
 //
-// DF11: a layer's compressed matrices are decoded into scratch just before the layer runs;
-// the scratch holds the largest layer's compressed matrices. On a device that overlaps decoding
-// (CUDA), layer l + 1 is decoded on the second lane while layer l computes, into the other half
-// of a scratch twice that size. A compressed lm_head is decoded
-// and applied a chunk of rows at a time in the same space (a whole one would need vocab x
-// hidden BF16 of scratch, more than compression saves), and a compressed embedding decodes only
-// the groups holding the step's rows.
+// DF11: compressed matrices multiply as they decode (ops::matmul_df11) wherever the device does
+// that and it pays: always on the CPU; on CUDA up to the input rows tuned at load for each of
+// the five products (q|k|v, o, gate|up, down, lm_head; ops::tune_matmul_df11), so for decode
+// steps of a few sequences. Else a layer's compressed matrices are decoded into scratch just
+// before the layer runs; the scratch holds the largest layer's compressed matrices. On a device
+// that overlaps decoding (CUDA), layer l + 1 is decoded on the second lane while layer l
+// computes, into the other half of a scratch twice that size. A compressed lm_head is then
+// decoded and applied a chunk of rows at a time in the same space (a whole one would need vocab x
+// hidden BF16 of scratch, more than compression saves). A compressed embedding decodes only the
+// groups holding the step's rows.
 #pragma once
 
 #include <array>
@@ -33,6 +36,7 @@
 #include "block_table.h"
 #include "device.h"
 #include "kv_pool.h"
+#include "ops/matmul_df11.h"
 #include "slimrt/model.h"
 #include "weights.h"
 
@@ -61,6 +65,11 @@ class Executor {
   Executor(const Executor&) = delete;
   Executor& operator=(const Executor&) = delete;
 
+  // The five products a compressed model multiplies, and for each the most input rows it
+  // multiplies as it decodes (0: never; the CPU: any).
+  enum Product { kQkvProduct, kOProduct, kGateUpProduct, kDownProduct, kHeadProduct, kProducts };
+  const std::array<int64_t, kProducts>& df11_fused_rows() const { return fused_rows_; }
+
   StepTables& tables() { return tables_; }
   // Host, [max_batch]: written before forward(), which uploads them with the step tables.
   SampleParams* sample_params() { return sample_params_; }
@@ -80,12 +89,25 @@ class Executor {
   void lay_out();
   void run_layer(int64_t index);
   void apply_df11_head(const Matrix& head, const MatmulInput& in);
-  // out = in · mᵀ (+ bias): fused from its DF11 arrays where the device can (fuse_df11_),
-  // else from its dense bits (the arena's, or the decoded slot's).
-  void matmul(const Matrix& m, const uint16_t* dense, const MatmulInput& in, const float* bias,
-              float* out);
+  // out = in · mᵀ (+ bias) for a product of one matrix: multiplied as it decodes if `product`
+  // is fused at in.rows, else from its dense bits (the arena's, or the decoded slot's).
+  void matmul(Product product, const Matrix& m, const uint16_t* dense, const MatmulInput& in,
+              const float* bias, float* out);
+  // `product` of layer `layer` (the head: layer ignored) for `rows` input rows: its DF11
+  // matrices with their biases and the outputs run_layer gives them; count 0 unless all its
+  // matrices are compressed.
+  struct Df11Products {
+    std::array<ops::Df11Product, ops::kMaxDf11Products> p;
+    int count = 0;
+    int64_t k = 0;
+  };
+  Df11Products df11_products(Product product, int64_t layer, int64_t rows) const;
+  bool fused(Product product, int64_t rows) const { return rows <= fused_rows_[product]; }
+  void plan_df11(int64_t T);  // fused_rows_ from the device's limits, and the scratch
+  void tune_df11();           // fused_rows_ measured, once the buffers are real
   std::array<const Matrix*, kMatrices> layer_matrices(int64_t index) const;
-  void decode_layer(int64_t index);  // its compressed matrices into their slots
+  static Product product_of(int matrix);
+  void decode_layer(int64_t index);  // its compressed matrices into their slots, unless fused
   void run_model();                  // embedding to logits, on tables already on the device
 
   const ModelConfig& config_;
@@ -133,8 +155,8 @@ class Executor {
   int32_t* sampled_ = nullptr;
   // DF11 scratch (device): per layer, where each compressed matrix is decoded (null if dense).
   std::vector<std::array<uint16_t*, kMatrices>> layer_slots_;
-  bool decode_ahead_ = false;         // the device overlaps decoding and some layer is compressed
-  bool fuse_df11_ = false;            // compressed matrices multiply as they decode (no slots)
+  bool decode_ahead_ = false;  // the device overlaps decoding and some matrix needs a slot
+  std::array<int64_t, kProducts> fused_rows_{};
   void* fused_scratch_ = nullptr;     // ops::matmul_df11 scratch
   uint16_t* lm_head_slot_ = nullptr;  // head_chunk_rows_ rows of a compressed lm_head
   int64_t head_chunk_rows_ = 0;

@@ -34,6 +34,7 @@
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
 #include "ops/matmul_bf16.h"
+#include "ops/matmul_df11.h"
 #include "ops/paged_attention.h"
 #include "ops/rms_norm.h"
 #include "ops/rope_and_cache.h"
@@ -85,6 +86,9 @@ const Tolerance kTolerances[] = {
     // FP32 accumulation against double; CUDA rounds x to BF16 first (2^-9 relative per element,
     // averaging down over k to ~1e-3 in L2) and accumulates in another order.
     {"matmul_bf16", "out", 1e-5, 1e-2},
+    // The same sums over the decoded weights (every backend's decoder is bit-exact), CUDA's in
+    // per-lane and per-group order instead of cuBLAS's.
+    {"matmul_df11", "out", 1e-5, 1e-2},
     // FP32 angles and cos/sin on both backends (CUDA's accurate sinf/cosf): only the last bits
     // of q and of an F32 cache differ.
     {"rope_and_cache", "q", 1e-6, 1e-5},
@@ -523,6 +527,62 @@ class Matmul final : public OpRun {
   std::vector<uint16_t> w_;
 };
 
+// Products of one DF11 matmul call, sharing x (q|k|v: three, gate|up: two).
+struct Df11MatmulShape {
+  int64_t rows, k;
+  std::vector<int64_t> n;
+  bool bias;
+};
+
+class Df11Matmul final : public OpRun {
+ public:
+  Df11Matmul(Df11MatmulShape shape, uint64_t seed) : shape_(std::move(shape)) {
+    std::mt19937_64 rng(seed);
+    x_ = random_floats(rng, shape_.rows * shape_.k);
+    for (const int64_t n : shape_.n) {
+      w_.push_back(random_bf16(rng, n * shape_.k));
+      compressed_.push_back(df11_compress(w_.back().data(), n * shape_.k, {}));
+      bias_.push_back(shape_.bias ? random_floats(rng, n) : std::vector<float>());
+    }
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    std::vector<ops::Df11Product> products;
+    std::vector<float*> outs;
+    for (size_t j = 0; j < shape_.n.size(); ++j) {
+      outs.push_back(m.poisoned<float>(shape_.rows * shape_.n[j]));
+      products.push_back({m.copy(compressed_[j]), shape_.n[j],
+                          bias_[j].empty() ? nullptr : m.copy(bias_[j]), outs.back()});
+    }
+    const int count = static_cast<int>(products.size());
+    void* scratch = m.bytes(
+        ops::matmul_df11_scratch_bytes(device, products.data(), count, shape_.k, shape_.rows));
+    ops::matmul_df11(device, m.matmul_input(x_, shape_.rows, shape_.k), products.data(), count,
+                     scratch);
+    Outputs result;
+    for (size_t j = 0; j < outs.size(); ++j) {
+      result.push_back({"out", widened(m.read(outs[j], shape_.rows * shape_.n[j]))});
+    }
+    return result;
+  }
+  Outputs reference() const override {
+    Outputs result;
+    for (size_t j = 0; j < w_.size(); ++j) {
+      result.push_back({"out", test::reference_matmul(x_, shape_.rows, shape_.k, w_[j], shape_.n[j],
+                                                      bias_[j].empty() ? nullptr : bias_[j].data())
+                                   .out});
+    }
+    return result;
+  }
+
+ private:
+  Df11MatmulShape shape_;
+  std::vector<float> x_;
+  std::vector<std::vector<uint16_t>> w_;
+  std::vector<Df11Tensor> compressed_;
+  std::vector<std::vector<float>> bias_;
+};
+
 struct RopeShape {
   int64_t tokens, heads, kv_heads, head_dim, page_size;
   KvDtype dtype;
@@ -810,6 +870,23 @@ std::vector<OpCase> all_cases() {
         "rows" + to_s(rows) + "_k" + to_s(k) + "_n" + to_s(n) + (bias ? "_bias" : ""),
         [=](uint64_t s) { return std::make_unique<Matmul>(rows, k, n, bias, s); });
   }
+  // Shapes the CUDA kernel takes (k a multiple of 256, at most 8 rows): rows within a group
+  // (k 256, 4096), rows across groups (k 768, 6144, 14336: split-K partials), three and two
+  // products per call, a partial last group (3 x 768 elements), every row count of a decode.
+  for (const Df11MatmulShape& d : {Df11MatmulShape{1, 4096, {96}, false},
+                                   {1, 256, {64, 16, 16}, true},
+                                   {2, 768, {3}, true},
+                                   {3, 6144, {40, 24}, false},
+                                   {3, 14336, {16}, false},
+                                   {5, 512, {130, 66, 66}, true},
+                                   {8, 1024, {72}, true},
+                                   {7, 2048, {33}, false},
+                                   {6, 4096, {20, 20}, false}}) {
+    std::string name = "rows" + to_s(d.rows) + "_k" + to_s(d.k) + "_n";
+    for (const int64_t n : d.n) name += to_s(n) + (&n == &d.n.back() ? "" : "_");
+    add("matmul_df11", name + (d.bias ? "_bias" : ""),
+        [=](uint64_t s) { return std::make_unique<Df11Matmul>(d, s); });
+  }
   for (const RopeShape r : {RopeShape{37, 32, 8, 128, 16, KvDtype::kBf16, true},
                             {5, 4, 4, 64, 1, KvDtype::kF32, false},
                             {1, 8, 4, 80, 4, KvDtype::kBf16, true},
@@ -916,6 +993,28 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
               ops::matmul_bf16(d, {x, 1, 4}, bits.data(), -2, nullptr, x);
             }),
             "matmul_bf16: negative size rows=1 k=4 n=-2");
+  const ops::Df11Product product{table, 2, nullptr, x};
+  EXPECT_EQ(error_message([&] {
+              ops::matmul_df11(d, {x, 1, 4}, &product, 1, x);
+            }),
+            "matmul_df11: the DF11 tensor holds 10 elements, not 2 x 4");
+  EXPECT_EQ(error_message([&] {
+              ops::matmul_df11(d, {x, 1, 5}, &product, 4, x);
+            }),
+            "matmul_df11: 4 products, not 1..3");
+  if (GetParam() == "cuda") {
+    // Rows of 576 end mid-step: the CUDA kernel refuses, the caller decodes ahead instead.
+    Df11View wide = table;
+    wide.numel = 2 * 576;
+    wide.bitstream = wide.index = reinterpret_cast<const uint32_t*>(bits.data());
+    wide.signmant = reinterpret_cast<const uint8_t*>(bits.data());
+    const ops::Df11Product narrow{wide, 2, nullptr, x};
+    EXPECT_EQ(ops::matmul_df11_max_rows(d, 576, 1), 0);
+    EXPECT_EQ(error_message([&] {
+                ops::matmul_df11(d, {x, 1, 576}, &narrow, 1, x);
+              }),
+              "matmul_df11: the CUDA kernel takes 0 rows at most for k 576 and 1 products, not 1");
+  }
 
   PagedKv kv;
   kv.k_pages = kv.v_pages = bits.data();

@@ -145,6 +145,34 @@ TEST(EngineCuda, Df11LogitsAreTheDenseLogits) {
   EXPECT_EQ(run_steps(compressed, s), expected);
 }
 
+// Widths the fused DF11 matmul takes: decode steps of two sequences multiply as they decode
+// where the tuner found that faster at load, prefill steps decode ahead. Either way: logits
+// within the backends' tolerance of the CPU's, and greedy ids those of the dense weights on the
+// same GPU (the fused sums run in another order than cuBLAS's; backend-ops tests the kernel
+// itself).
+TEST(EngineCuda, FusedDf11MatmulsMatchTheCpuBackendAndKeepTheGreedyIds) {
+  SKIP_WITHOUT_CUDA();
+  TinyModel m = make_model(Variant::kLlamaWide);
+  const Steps s = two_sequences(m.config.vocab_size);
+  Engine dense(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
+  const auto dense_logits = run_steps(dense, s);
+  m.compress([](const std::string&) { return true; });
+  expect_cuda_matches_cpu(m, "bf16", "llama wide df11");
+  Engine compressed(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
+  const auto logits = run_steps(compressed, s);
+  ASSERT_EQ(logits.size(), dense_logits.size());
+  const int64_t V = m.config.vocab_size;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    for (size_t row = 0; row * V < logits[i].size(); ++row) {
+      const auto first = logits[i].begin() + row * V;
+      const auto dense_first = dense_logits[i].begin() + row * V;
+      EXPECT_EQ(std::max_element(first, first + V) - first,
+                std::max_element(dense_first, dense_first + V) - dense_first)
+          << "step " << i << " row " << row;
+    }
+  }
+}
+
 TEST(EngineCuda, LargeDf11LmHeadInChunksMatchesTheCpuBackend) {
   // 70001 x 64: more than one 2^22-element chunk of lm_head, the last one partial.
   SKIP_WITHOUT_CUDA();

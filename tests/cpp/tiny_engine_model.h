@@ -32,6 +32,8 @@ enum class Variant {
   kLlamaHead128,   // head_dim 128, 4 query heads per KV head: the shapes of Llama-3's attention
   kLlamaOddSizes,  // hidden 38, head_dim 10: q, k, v (and gate, up) sizes that break the arena's
                    // 64-byte alignment, so they are not back to back: separate matmuls
+  kLlamaWide,      // hidden 256, intermediate 768, q/k/v biases: widths the CUDA fused DF11
+                   // matmul takes (multiples of 256), rows within groups and across them
 };
 
 // A tiny model with seeded random weights, kept as the caller would hand them over.
@@ -78,20 +80,26 @@ inline TinyModel make_model(Variant variant, uint32_t seed = 1234) {
   ModelConfig& c = m.config;
   c.architecture = variant == Variant::kQwen2 ? Architecture::kQwen2 : Architecture::kLlama;
   c.vocab_size = 97;
-  c.hidden_size = variant == Variant::kQwen2 ? 96 : variant == Variant::kLlamaOddSizes ? 38 : 64;
+  c.hidden_size = variant == Variant::kQwen2           ? 96
+                  : variant == Variant::kLlamaOddSizes ? 38
+                  : variant == Variant::kLlamaWide     ? 256
+                                                       : 64;
   c.num_heads = variant == Variant::kQwen2 ? 6 : 4;
   c.num_kv_heads = variant == Variant::kLlamaHead128 ? 1 : 2;
   c.head_dim = variant == Variant::kLlamaHead128    ? 128
                : variant == Variant::kLlamaOddSizes ? 10
+               : variant == Variant::kLlamaWide     ? 64
                                                     : 16;
   c.intermediate_size = variant == Variant::kQwen2           ? 160
                         : variant == Variant::kLlamaOddSizes ? 100
+                        : variant == Variant::kLlamaWide     ? 768
                                                              : 128;
   c.num_layers = 2;
   c.rms_norm_eps = 1e-5;
   c.max_position_embeddings = 256;
   c.tie_word_embeddings = variant == Variant::kQwen2;
-  c.attention_bias = variant == Variant::kQwen2 || variant == Variant::kLlama3;
+  c.attention_bias =
+      variant == Variant::kQwen2 || variant == Variant::kLlama3 || variant == Variant::kLlamaWide;
   c.o_proj_bias = variant == Variant::kLlama3;
   if (variant == Variant::kLlama3) {
     c.rope_theta = 500000.0;

@@ -1,0 +1,212 @@
+// slimrt-bench gemv: the matmuls of a decode step, Llama-3.1-8B's shapes, at a few input rows,
+// three ways on one device: BF16 weights (ops::matmul_bf16), DF11 weights decoded into scratch
+// then multiplied (ops::decode_df11 + ops::matmul_bf16, the path for large batches) and DF11
+// multiplied as it decodes (ops::matmul_df11). Seeded N(0, 0.02) weights, as in slimrt-bench df11.
+//
+// GB/s is weight bytes read per second: 2 per weight for BF16, the compressed bytes for both DF11
+// ways (what the fused kernel reads; decoding ahead also writes and rereads 2 per weight). "% of
+// BF16 GB/s" divides it by the BF16 row's of the same matmul and rows: a GEMV that streams its
+// weights (cuBLAS, at one row) runs at the device's read bandwidth, so this is how close a way
+// comes to the memory bound of the bytes it has to read. "x BF16" is BF16's time over its own.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench.h"
+#include "bench_cuda.h"
+#include "device.h"
+#include "kernel_args.h"
+#include "ops/df11_decode.h"
+#include "ops/matmul_bf16.h"
+#include "ops/matmul_df11.h"
+#include "slimrt/df11.h"
+
+namespace slimrt_bench {
+namespace {
+
+struct Shape {
+  const char* name;
+  int64_t k;
+  std::vector<int64_t> n;  // one matrix per entry, sharing the input
+};
+
+const Shape kShapes[] = {
+    {"q|k|v", 4096, {4096, 1024, 1024}}, {"o", 4096, {4096}},
+    {"gate|up", 4096, {14336, 14336}},   {"down", 14336, {4096}},
+    {"lm_head", 4096, {128256}},
+};
+
+// Device memory, freed with the device.
+struct DeviceMemory {
+  slimrt::Device& device;
+  std::vector<void*> blocks;
+  ~DeviceMemory() {
+    for (void* b : blocks) device.deallocate(b);
+  }
+  void* allocate(int64_t bytes) {
+    blocks.push_back(device.allocate(std::max<int64_t>(bytes, 64)));
+    return blocks.back();
+  }
+  template <class T>
+  T* copy(const std::vector<T>& host) {
+    auto* at = static_cast<T*>(allocate(static_cast<int64_t>(host.size() * sizeof(T))));
+    device.copy_to_device(at, host.data(), static_cast<int64_t>(host.size() * sizeof(T)));
+    return at;
+  }
+};
+
+struct Matrix {
+  uint16_t* dense = nullptr;
+  slimrt::Df11View df11;
+  int64_t compressed_bytes = 0;
+};
+
+Matrix upload(DeviceMemory& memory, const std::vector<uint16_t>& bits, int threads) {
+  const slimrt::Df11Tensor t =
+      slimrt::df11_compress(bits.data(), static_cast<int64_t>(bits.size()), {12, threads});
+  Matrix m;
+  m.dense = memory.copy(bits);
+  m.df11.lengths = memory.copy(std::vector<uint8_t>(t.lengths.begin(), t.lengths.end()));
+  m.df11.bitstream = memory.copy(t.bitstream);
+  m.df11.bitstream_words = static_cast<int64_t>(t.bitstream.size());
+  m.df11.index = memory.copy(t.index);
+  m.df11.signmant = memory.copy(t.signmant);
+  m.df11.numel = t.numel;
+  m.compressed_bytes = t.compressed_bytes();
+  memory.device.prepare_df11(m.df11);
+  return m;
+}
+
+std::vector<double> time_us(slimrt::Device& device, const std::function<void()>& body,
+                            int64_t warmup, int64_t reps) {
+  for (int64_t i = 0; i < warmup; ++i) body();
+  std::vector<double> us;
+  for (int64_t i = 0; i < reps; ++i) us.push_back(device.time_ms(body) * 1000.0);
+  return us;
+}
+
+Stats per_second(const std::vector<double>& us, double bytes) {
+  std::vector<double> rates;
+  for (const double t : us) rates.push_back(bytes / (t * 1e-6) / 1e9);
+  return Stats::of(std::move(rates));
+}
+
+}  // namespace
+
+int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
+  std::string rows_text = "1,2,4,8";
+  args.add_choice("rows", &rows_text, {"1", "1,2,4,8", "1,2,3,4,5,6,7,8", "1,4,16,64"},
+                  "input rows (tokens of a decode step)");
+  std::string only = "all";
+  args.add_choice("shape", &only, {"all", "q|k|v", "o", "gate|up", "down", "lm_head"},
+                  "the matmuls to time");
+  args.set_default_text("reps", "50");
+  args.set_default_text("warmup", "5");
+  if (!args.parse()) return 0;
+  const int64_t reps = common.reps > 0 ? common.reps : 50;
+  const int64_t warmup = common.warmup >= 0 ? common.warmup : 5;
+  std::vector<int64_t> row_counts;
+  for (size_t at = 0; at < rows_text.size();) {
+    const size_t comma = std::min(rows_text.find(',', at), rows_text.size());
+    row_counts.push_back(std::stoll(rows_text.substr(at, comma - at)));
+    at = comma + 1;
+  }
+  const int threads = static_cast<int>(common.threads);
+  const std::unique_ptr<slimrt::Device> device = slimrt::make_device(common.device, threads);
+  const std::string device_name = common.device == "cuda" ? cuda_device_name() : cpu_device_name();
+  const int64_t max_rows = *std::max_element(row_counts.begin(), row_counts.end());
+
+  for (const Shape& shape : kShapes) {
+    if (only != "all" && only != shape.name) continue;
+    DeviceMemory memory{*device, {}};
+    std::cerr << "gemv " << shape.name << ": drawing and compressing the weights\n";
+    std::vector<Matrix> matrices;
+    int64_t all_n = 0, dense_bytes = 0, compressed_bytes = 0, decoded_elements = 0;
+    for (size_t j = 0; j < shape.n.size(); ++j) {
+      matrices.push_back(
+          upload(memory, make_matrix(shape.n[j] * shape.k, 0.02, j + 1, threads), threads));
+      all_n += shape.n[j];
+      dense_bytes += shape.n[j] * shape.k * 2;
+      compressed_bytes += matrices.back().compressed_bytes;
+      decoded_elements += (shape.n[j] * shape.k + 31) / 32 * 32;  // 64-byte aligned slots
+    }
+    const std::vector<uint16_t> x_host = make_matrix(max_rows * shape.k, 1.0, 99, threads);
+    const uint16_t* x_bf16 = memory.copy(x_host);
+    std::vector<float> x_f32(x_host.size());
+    std::transform(x_host.begin(), x_host.end(), x_f32.begin(), [](uint16_t b) {
+      const uint32_t u = static_cast<uint32_t>(b) << 16;
+      float f;
+      std::memcpy(&f, &u, sizeof(f));
+      return f;
+    });
+    const void* x_data = slimrt::ops::matmul_input_bytes(*device, 1, 1) > 0
+                             ? static_cast<const void*>(x_bf16)
+                             : static_cast<const void*>(memory.copy(x_f32));
+    auto* out = static_cast<float*>(memory.allocate(max_rows * all_n * 4));
+    auto* decoded = static_cast<uint16_t*>(memory.allocate(decoded_elements * 2));
+    std::vector<slimrt::ops::Df11Product> products;
+    for (size_t j = 0, offset = 0; j < shape.n.size(); offset += max_rows * shape.n[j], ++j) {
+      products.push_back({matrices[j].df11, shape.n[j], nullptr, out + offset});
+    }
+    const int count = static_cast<int>(products.size());
+    void* scratch = memory.allocate(
+        slimrt::ops::matmul_df11_scratch_bytes(*device, products.data(), count, shape.k, max_rows));
+
+    for (const int64_t rows : row_counts) {
+      const slimrt::MatmulInput x{x_data, rows, shape.k};
+      struct Way {
+        const char* name;
+        int64_t bytes;
+        std::function<void()> body;
+      };
+      std::vector<Way> ways;
+      ways.push_back({"bf16", dense_bytes, [&] {
+                        // One GEMM over back-to-back weights costs as much as the separate ones:
+                        // time them as the engine runs them, one per matrix.
+                        for (size_t j = 0; j < matrices.size(); ++j) {
+                          slimrt::ops::matmul_bf16(*device, x, matrices[j].dense, shape.n[j],
+                                                   nullptr, products[j].out);
+                        }
+                      }});
+      ways.push_back({"df11 decoded ahead", compressed_bytes, [&] {
+                        uint16_t* at = decoded;
+                        for (size_t j = 0; j < matrices.size(); ++j) {
+                          slimrt::ops::decode_df11(*device, matrices[j].df11, at);
+                          at += (shape.n[j] * shape.k + 31) / 32 * 32;
+                        }
+                        slimrt::ops::matmul_bf16(*device, x, decoded, all_n, nullptr, out);
+                      }});
+      if (rows <= slimrt::ops::matmul_df11_max_rows(*device, shape.k, count)) {
+        ways.push_back({"df11 fused", compressed_bytes, [&] {
+                          slimrt::ops::matmul_df11(*device, x, products.data(), count, scratch);
+                        }});
+      }
+      double bf16_gbps = 0, bf16_us = 0;
+      for (const Way& way : ways) {
+        const std::vector<double> us = time_us(*device, way.body, warmup, reps);
+        const Stats gbps = per_second(us, static_cast<double>(way.bytes));
+        const Stats time = Stats::of(us);
+        if (bf16_gbps == 0) bf16_gbps = gbps.median, bf16_us = time.median;  // the first way
+        Row row = report.new_row(common.device, device_name);
+        row.add("shape", "matmul", std::string(shape.name));
+        row.add("k", "k", shape.k);
+        row.add("n", "n", all_n);
+        row.add("rows", "rows", rows);
+        row.add("way", "weights", std::string(way.name));
+        row.add_stats("time_us", "time (us)", time, 1);
+        row.add_stats("gbps", "weight GB/s", gbps, 0);
+        row.add("pct_of_bf16_gbps", "% of BF16 GB/s", 100.0 * gbps.median / bf16_gbps, 1);
+        row.add("speed_vs_bf16", "x BF16", bf16_us / time.median, 2);
+        report.add(std::move(row));
+      }
+    }
+  }
+  return 0;
+}
+
+}  // namespace slimrt_bench
