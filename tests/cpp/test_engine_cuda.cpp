@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -19,6 +20,7 @@
 #include "cpu/kernels.h"
 #include "df11_cuda.h"
 #include "df11_test_data.h"
+#include "error_message.h"
 #include "slimrt/df11.h"
 #include "slimrt/engine.h"
 #include "slimrt/version.h"
@@ -171,6 +173,25 @@ TEST(EngineCuda, FusedDf11MatmulsMatchTheCpuBackendAndKeepTheGreedyIds) {
           << "step " << i << " row " << row;
     }
   }
+}
+
+// SLIMRT_DF11_FUSED_ROWS=0 keeps every product decoding ahead for cuBLAS: the dense weights'
+// logits bit for bit, as before the fused kernel. A value that is no row count is refused.
+TEST(EngineCuda, Df11FusedRowsCapOfZeroGivesTheDenseLogits) {
+  SKIP_WITHOUT_CUDA();
+  TinyModel m = make_model(Variant::kLlamaWide);
+  const Steps s = two_sequences(m.config.vocab_size);
+  Engine dense(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
+  const auto expected = run_steps(dense, s);
+  m.compress([](const std::string&) { return true; });
+  const auto model = tiny_model(m.config, m.weights(), "cuda");
+  setenv("SLIMRT_DF11_FUSED_ROWS", "two", 1);
+  EXPECT_EQ(test::error_message([&] { Engine refused(model, test_options("bf16")); }),
+            "SLIMRT_DF11_FUSED_ROWS=two: not a row count");
+  setenv("SLIMRT_DF11_FUSED_ROWS", "0", 1);
+  Engine ahead(model, test_options("bf16"));
+  unsetenv("SLIMRT_DF11_FUSED_ROWS");
+  EXPECT_EQ(run_steps(ahead, s), expected);
 }
 
 TEST(EngineCuda, LargeDf11LmHeadInChunksMatchesTheCpuBackend) {
