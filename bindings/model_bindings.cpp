@@ -194,6 +194,7 @@ void bind_model(py::module_& m) {
       .def_readonly("tie_word_embeddings", &ModelConfig::tie_word_embeddings)
       .def_readonly("attention_bias", &ModelConfig::attention_bias)
       .def_readonly("o_proj_bias", &ModelConfig::o_proj_bias)
+      .def_readonly("qk_norm", &ModelConfig::qk_norm)
       .def_readonly("sliding_window", &ModelConfig::sliding_window)
       .def_property_readonly("max_context", &ModelConfig::max_context);
 

@@ -67,6 +67,9 @@ MatmulInput silu_mul_input(CudaDevice& device, const float* gate, const float* u
 void matmul_bf16(CudaDevice& device, const MatmulInput& x, const uint16_t* w, int64_t n,
                  const float* bias, float* out);
 
+void head_rms_norm(CudaDevice& device, float* x, int64_t tokens, int64_t stride, int64_t heads,
+                   int64_t head_dim, const float* weight, float eps);
+
 void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positions, int64_t tokens,
                     int64_t heads, const float* inv_freq, const PagedKv& kv, const int32_t* slots,
                     float* q_out);

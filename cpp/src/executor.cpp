@@ -14,6 +14,7 @@
 #include "ops/copy_rows.h"
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
+#include "ops/head_rms_norm.h"
 #include "ops/matmul_bf16.h"
 #include "ops/matmul_df11.h"
 #include "ops/paged_attention.h"
@@ -489,6 +490,12 @@ void Executor::run_layer(int64_t index) {
     matmul(kQkvProduct, w.q, wq, normed, w.q_bias, rows.q);
     matmul(kQkvProduct, w.k, wk, normed, w.k_bias, rows.k);
     matmul(kQkvProduct, w.v, wv, normed, w.v_bias, v);
+  }
+  if (config_.qk_norm) {
+    ops::head_rms_norm(device_, rows.q, T, rows.q_stride, config_.num_heads, config_.head_dim,
+                       w.q_norm, eps);
+    ops::head_rms_norm(device_, rows.k, T, rows.kv_stride, config_.num_kv_heads, config_.head_dim,
+                       w.k_norm, eps);
   }
   const PagedKv kv = kv_pool_->layer(index);
   ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);

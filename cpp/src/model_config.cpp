@@ -112,10 +112,11 @@ Architecture parse_architecture(const Reader& reader) {
   if (name == "LlamaForCausalLM") return Architecture::kLlama;
   if (name == "MistralForCausalLM") return Architecture::kMistral;
   if (name == "Qwen2ForCausalLM") return Architecture::kQwen2;
+  if (name == "Qwen3ForCausalLM") return Architecture::kQwen3;
   CONFIG_SUPPORTED(false, "unsupported architecture "
                               << name
                               << "; supported: LlamaForCausalLM, MistralForCausalLM, "
-                                 "Qwen2ForCausalLM");
+                                 "Qwen2ForCausalLM, Qwen3ForCausalLM");
 }
 
 // rope_theta and rope_scaling, from the classic keys or from the `rope_parameters` object that
@@ -168,6 +169,8 @@ const char* architecture_name(Architecture architecture) {
       return "MistralForCausalLM";
     case Architecture::kQwen2:
       return "Qwen2ForCausalLM";
+    case Architecture::kQwen3:
+      return "Qwen3ForCausalLM";
   }
   return "?";
 }
@@ -195,11 +198,17 @@ ModelConfig config_from_json(const json& root) {
   // Hugging Face's Llama it also puts one on o_proj; Qwen2 never has an o_proj bias.
   c.attention_bias = reader.flag("attention_bias", c.architecture == Architecture::kQwen2);
   c.o_proj_bias = c.architecture == Architecture::kLlama && c.attention_bias;
+  // Qwen3 drops the biases (attention_bias defaults to false there, and when set, HF's Qwen3
+  // puts one on o_proj too) and normalises q and k per head instead.
+  if (c.architecture == Architecture::kQwen3) c.o_proj_bias = c.attention_bias;
+  c.qk_norm = c.architecture == Architecture::kQwen3;
 
-  // Mistral's window is always on; Qwen2's only with use_sliding_window. Llama has none.
-  const bool window_on =
-      c.architecture == Architecture::kMistral ||
-      (c.architecture == Architecture::kQwen2 && reader.flag("use_sliding_window", false));
+  // Mistral's window is always on; Qwen2's and Qwen3's only with use_sliding_window. Llama has
+  // none.
+  const bool qwen =
+      c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
+  const bool window_on = c.architecture == Architecture::kMistral ||
+                         (qwen && reader.flag("use_sliding_window", false));
   if (window_on) c.sliding_window = reader.integer("sliding_window", 0);
 
   // Variants this runtime does not implement must fail here, never run silently wrong.

@@ -22,7 +22,7 @@ std::vector<TensorSpec> model_tensors(const ModelConfig& config) {
   const int64_t q = config.q_width();
   const int64_t kv = config.kv_width();
   std::vector<TensorSpec> specs;
-  specs.reserve(config.num_layers * 13 + 3);
+  specs.reserve(config.num_layers * 15 + 3);
   auto add = [&](std::string name, std::string gguf, TensorRole role, int64_t layer,
                  std::vector<int64_t> shape, int64_t rope_heads = 0) {
     specs.push_back({std::move(name), std::move(gguf), role, layer, std::move(shape), rope_heads});
@@ -44,6 +44,12 @@ std::vector<TensorSpec> model_tensors(const ModelConfig& config) {
       add(p + "self_attn.k_proj.bias", g + "attn_k.bias", TensorRole::kKBias, i, {kv},
           config.num_kv_heads);
       add(p + "self_attn.v_proj.bias", g + "attn_v.bias", TensorRole::kVBias, i, {kv});
+    }
+    if (config.qk_norm) {
+      add(p + "self_attn.q_norm.weight", g + "attn_q_norm.weight", TensorRole::kQNorm, i,
+          {config.head_dim});
+      add(p + "self_attn.k_norm.weight", g + "attn_k_norm.weight", TensorRole::kKNorm, i,
+          {config.head_dim});
     }
     add(p + "self_attn.o_proj.weight", g + "attn_output.weight", TensorRole::kO, i, {hidden, q});
     if (config.o_proj_bias) {

@@ -22,6 +22,8 @@ enum class TensorRole {
   kV,
   kQBias,
   kKBias,
+  kQNorm,  // per-head RMSNorm weights of q and k (ModelConfig::qk_norm), [head_dim] each
+  kKNorm,
   kVBias,
   kO,
   kOBias,

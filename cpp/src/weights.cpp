@@ -120,6 +120,12 @@ Weights::Weights(const ModelConfig& config, const WeightMap& inputs)
       case TensorRole::kOBias:
         add_vector(inputs, spec, l->o_bias);
         break;
+      case TensorRole::kQNorm:
+        add_vector(inputs, spec, l->q_norm);
+        break;
+      case TensorRole::kKNorm:
+        add_vector(inputs, spec, l->k_norm);
+        break;
     }
   }
   lay_out(nullptr);

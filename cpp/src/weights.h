@@ -39,6 +39,8 @@ struct LayerWeights {
   const float* k_bias = nullptr;
   const float* v_bias = nullptr;
   const float* o_bias = nullptr;  // null unless o_proj_bias
+  const float* q_norm = nullptr;  // [head_dim], null unless qk_norm
+  const float* k_norm = nullptr;
 };
 
 // df11_validate with the tensor's name in the message. DF11 arrays are checked once, where they

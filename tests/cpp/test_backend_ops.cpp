@@ -33,6 +33,7 @@
 #include "ops/copy_rows.h"
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
+#include "ops/head_rms_norm.h"
 #include "ops/matmul_bf16.h"
 #include "ops/matmul_df11.h"
 #include "ops/paged_attention.h"
@@ -83,6 +84,8 @@ const Tolerance kTolerances[] = {
     // its output, a matmul input, to BF16: at most 2^-9 (2e-3) relative per element.
     {"add_rms_norm_input", "input", 1e-6, 4e-3},
     {"silu_mul_input", "input", 1e-6, 4e-3},
+    // FP32 on both backends (the CPU sums squares in double, CUDA in FP32 over a warp).
+    {"head_rms_norm", "x", 1e-6, 1e-5},
     // FP32 accumulation against double; CUDA rounds x to BF16 first (2^-9 relative per element,
     // averaging down over k to ~1e-3 in L2) and accumulates in another order.
     {"matmul_bf16", "out", 1e-5, 1e-2},
@@ -432,6 +435,40 @@ class CopyBlock final : public OpRun {
  private:
   int64_t rows_, cols_, src_stride_, dst_stride_;
   std::vector<float> src_;
+};
+
+// q or k rows of a step (a fused q|k|v output: rows wider than the heads), every head
+// normalised in place; the values between the heads' block and the next row stay as they were.
+class HeadRmsNorm final : public OpRun {
+ public:
+  HeadRmsNorm(int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride, uint64_t seed)
+      : tokens_(tokens), heads_(heads), head_dim_(head_dim), stride_(stride) {
+    std::mt19937_64 rng(seed);
+    x_ = random_floats(rng, tokens * stride, -3.0f, 3.0f);
+    weight_ = random_floats(rng, head_dim, 0.5f, 1.5f);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    float* x = m.copy(x_);
+    ops::head_rms_norm(device, x, tokens_, stride_, heads_, head_dim_, m.copy(weight_), kEps);
+    return {{"x", widened(m.read(x, x_.size()))}};
+  }
+  Outputs reference() const override {
+    std::vector<double> want(x_.begin(), x_.end());
+    for (int64_t t = 0; t < tokens_; ++t) {
+      const std::vector<float> heads(x_.begin() + t * stride_,
+                                     x_.begin() + t * stride_ + heads_ * head_dim_);
+      const std::vector<double> normed =
+          test::reference_rms_norm(heads, weight_, heads_, head_dim_, kEps);
+      std::copy(normed.begin(), normed.end(), want.begin() + t * stride_);
+    }
+    return {{"x", want}};
+  }
+
+ private:
+  static constexpr float kEps = 1e-6f;  // Qwen3's
+  int64_t tokens_, heads_, head_dim_, stride_;
+  std::vector<float> x_, weight_;
 };
 
 class AddRmsNorm final : public OpRun {
@@ -853,6 +890,18 @@ std::vector<OpCase> all_cases() {
           return std::make_unique<AddRmsNorm>(n.rows, n.cols, n.residual, n.in_place, s);
         });
   }
+  // Qwen3's q (16 heads of 128 in a fused q|k|v row), k of a decode step, odd sizes.
+  for (auto [tokens, heads, head_dim, stride] :
+       {std::array<int64_t, 4>{37, 16, 128, 16 * 128 + 2 * 1024},
+        {1, 8, 128, 1024},
+        {5, 3, 17, 60}}) {
+    add("head_rms_norm",
+        "tokens" + to_s(tokens) + "_heads" + to_s(heads) + "_d" + to_s(head_dim) + "_stride" +
+            to_s(stride),
+        [=](uint64_t s) {
+          return std::make_unique<HeadRmsNorm>(tokens, heads, head_dim, stride, s);
+        });
+  }
   for (auto [tokens, width, fused] :
        {std::array<int64_t, 3>{1, 1536, 1}, {3, 17, 0}, {37, 2049, 1}}) {
     add("silu_mul_input",
@@ -987,6 +1036,8 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
             "copy_block: 2 rows of 5 from rows 8 apart to rows 4 apart");
   EXPECT_EQ(error_message([&] { ops::add_rms_norm_input(d, x, nullptr, x, 2, 0, 1e-5f, x, x); }),
             "add_rms_norm_input: 2 rows of 0");
+  EXPECT_EQ(error_message([&] { ops::head_rms_norm(d, x, 2, 7, 2, 4, x, 1e-5f); }),
+            "head_rms_norm: 2 tokens of 2 heads of 4, rows 7 apart");
   EXPECT_EQ(error_message([&] { ops::silu_mul_input(d, x, x, 3, 2, 4, x, x); }),
             "silu_mul_input: 2 rows of 4, 3 apart");
   EXPECT_EQ(error_message([&] {

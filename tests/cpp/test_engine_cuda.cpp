@@ -113,10 +113,11 @@ void expect_cuda_matches_cpu(const TinyModel& m, const std::string& kv_dtype,
 TEST(EngineCuda, LogitsMatchTheCpuBackend) {
   SKIP_WITHOUT_CUDA();
   for (Variant variant : {Variant::kLlama, Variant::kQwen2, Variant::kLlama3,
-                          Variant::kLlamaHead128, Variant::kLlamaOddSizes}) {
+                          Variant::kLlamaHead128, Variant::kLlamaOddSizes, Variant::kQwen3}) {
     const TinyModel m = make_model(variant);
     const std::string name = variant == Variant::kLlama           ? "llama"
                              : variant == Variant::kQwen2         ? "qwen2"
+                             : variant == Variant::kQwen3         ? "qwen3"
                              : variant == Variant::kLlamaHead128  ? "llama head_dim 128"
                              : variant == Variant::kLlamaOddSizes ? "llama odd sizes"
                                                                   : "llama3";

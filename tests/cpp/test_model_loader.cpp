@@ -224,7 +224,7 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   EXPECT_EQ(error_message([&] { Model::load(arch.string(), options()); }),
             (arch / "config.json").string() +
                 ": unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-                "MistralForCausalLM, Qwen2ForCausalLM");
+                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
   fs::remove(dir / "model.safetensors");
   EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() + ": no *.safetensors files (not a safetensors model directory)");

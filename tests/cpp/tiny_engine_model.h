@@ -32,6 +32,7 @@ enum class Variant {
   kLlamaHead128,   // head_dim 128, 4 query heads per KV head: the shapes of Llama-3's attention
   kLlamaOddSizes,  // hidden 38, head_dim 10: q, k, v (and gate, up) sizes that break the arena's
                    // 64-byte alignment, so they are not back to back: separate matmuls
+  kQwen3,          // per-head q/k RMSNorm before RoPE, no biases
   kLlamaWide,      // hidden 256, intermediate 768, q/k/v biases: widths the CUDA fused DF11
                    // matmul takes (multiples of 256), rows within groups and across them
 };
@@ -78,7 +79,10 @@ struct TinyModel {
 inline TinyModel make_model(Variant variant, uint32_t seed = 1234) {
   TinyModel m;
   ModelConfig& c = m.config;
-  c.architecture = variant == Variant::kQwen2 ? Architecture::kQwen2 : Architecture::kLlama;
+  c.architecture = variant == Variant::kQwen2   ? Architecture::kQwen2
+                   : variant == Variant::kQwen3 ? Architecture::kQwen3
+                                                : Architecture::kLlama;
+  c.qk_norm = variant == Variant::kQwen3;
   c.vocab_size = 97;
   c.hidden_size = variant == Variant::kQwen2           ? 96
                   : variant == Variant::kLlamaOddSizes ? 38
@@ -147,6 +151,10 @@ inline TinyModel make_model(Variant variant, uint32_t seed = 1234) {
     }
     matrix(p + "self_attn.o_proj.weight", H, Q, 1.0f / std::sqrt(float(Q)));
     if (c.o_proj_bias) vector(p + "self_attn.o_proj.bias", H, 0.0f, 0.2f, bf16_vectors);
+    if (c.qk_norm) {
+      vector(p + "self_attn.q_norm.weight", c.head_dim, 1.0f, 0.2f, bf16_vectors);
+      vector(p + "self_attn.k_norm.weight", c.head_dim, 1.0f, 0.2f, bf16_vectors);
+    }
     vector(p + "post_attention_layernorm.weight", H, 1.0f, 0.1f, bf16_vectors);
     matrix(p + "mlp.gate_proj.weight", I, H, 1.0f / std::sqrt(float(H)));
     matrix(p + "mlp.up_proj.weight", I, H, 1.0f / std::sqrt(float(H)));

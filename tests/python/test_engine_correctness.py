@@ -66,7 +66,7 @@ def chunk_ends(n: int) -> list[int]:
     return np.cumsum(mixed_chunks(n)).tolist()
 
 
-@pytest.mark.parametrize("architecture", ["llama", "llama-bias", "mistral", "qwen2"])
+@pytest.mark.parametrize("architecture", ["llama", "llama-bias", "mistral", "qwen2", "qwen3"])
 def test_tiny_models_match_transformers_fp32(tiny_model_dir, architecture: str) -> None:
     path, model = tiny_model_dir(architecture)
     llm = LLM(str(path), device="cpu", kv_dtype="f32", progress=False)
@@ -239,7 +239,7 @@ def test_from_tensors_refuses_bad_configs_and_weights(tiny_llama) -> None:
 
     assert refusal(ModelError, lambda: from_json(architectures=["GPT2LMHeadModel"])) == (
         "cfg: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-        "MistralForCausalLM, Qwen2ForCausalLM"
+        "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
     )
     yarn = {"rope_type": "yarn", "factor": 2.0}
     assert refusal(ModelError, lambda: from_json(rope_scaling=yarn)) == (

@@ -23,7 +23,7 @@ from slimrt.model_loader import load_model
 from slimrt.safetensors_file import read_safetensors, write_safetensors
 
 
-@pytest.mark.parametrize("architecture", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("architecture", ["llama", "mistral", "qwen2", "qwen3"])
 def test_bf16_directory_loads_every_tensor_bit_exact(tiny_model_dir, architecture: str) -> None:
     path, model = tiny_model_dir(architecture)
     loaded = load_model(path, progress=False)
@@ -37,6 +37,7 @@ def test_bf16_directory_loads_every_tensor_bit_exact(tiny_model_dir, architectur
     if architecture != "qwen2":  # no biases: none is held
         with pytest.raises(InvalidArgumentError, match=r"^no vector named .*q_proj\.bias$"):
             core.vector_f32("model.layers.0.self_attn.q_proj.bias")
+    assert core.config.qk_norm == (architecture == "qwen3")
     assert loaded.tokenizer.eos_token_ids == (1, 3)  # </s>, then <|im_end|> from config.json
     assert loaded.chat_template is not None
 
@@ -222,7 +223,7 @@ def test_unknown_architecture_names_the_config_file(tiny_model_dir, tmp_path: Pa
     )
     assert refusal(path, ModelError) == (
         f"{path / 'config.json'}: unsupported architecture GPT2LMHeadModel; supported: "
-        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM"
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
     )
 
 

@@ -29,7 +29,7 @@ _CORPUS = [
     "def add(a, b):\n    return a + b\n",
 ]
 
-ARCHITECTURES = ("llama", "mistral", "qwen2")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def write_tokenizer(path: Path, vocab_size: int = 384) -> int:
@@ -113,6 +113,18 @@ def tiny_config(architecture: str, vocab_size: int, seed: int = 0) -> object:
             rope_theta=1000000.0,
             **common,
         )
+    if architecture == "qwen3":
+        # Per-head q/k norms, no biases, an explicit head_dim (Qwen3's 128 is not hidden/heads).
+        return transformers.Qwen3Config(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+            **common,
+        )
     raise ValueError(architecture)
 
 
@@ -128,6 +140,7 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
         "llama-bias": transformers.LlamaForCausalLM,
         "mistral": transformers.MistralForCausalLM,
         "qwen2": transformers.Qwen2ForCausalLM,
+        "qwen3": transformers.Qwen3ForCausalLM,
     }[architecture]
     torch.manual_seed(seed)
     model = model_class(config).float().eval()

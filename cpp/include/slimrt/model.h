@@ -29,9 +29,9 @@
 
 namespace slimrt {
 
-enum class Architecture { kLlama, kMistral, kQwen2 };
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
 
-// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM".
+// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM".
 const char* architecture_name(Architecture architecture);
 
 // Llama 3.1's frequency-dependent RoPE scaling (rope_scaling.rope_type == "llama3").
@@ -61,6 +61,7 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v projections carry biases
   bool o_proj_bias = false;     // o_proj carries one too (Llama's attention_bias; not Qwen2)
+  bool qk_norm = false;         // q and k RMS-normalised per head before RoPE (Qwen3)
   int64_t sliding_window = 0;   // 0: full attention. Sequences may not grow past it.
 
   // Parses config.json text with Hugging Face's defaults, then validate()s. Errors start with

@@ -48,6 +48,9 @@ void copy_block(const float* src, int64_t src_stride, float* dst, int64_t dst_st
 // out[r][:] = x[r][:] / sqrt(mean(x[r]^2) + eps) * weight[:]. out may equal x.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t cols, float eps,
               float* out, ThreadPool& pool);
+// The same over each head's head_dim values of x + t * stride + h * head_dim, in place.
+void head_rms_norm(float* x, int64_t tokens, int64_t stride, int64_t heads, int64_t head_dim,
+                   const float* weight, float eps, ThreadPool& pool);
 
 // out[r][j] = sum_k x[r][k] * bf16(w[j][k]) (+ bias[j] if bias != nullptr), for r < rows,
 // j < n. FP32 accumulation; any k (no multiple-of-anything requirement). Must be fast for
