@@ -1,7 +1,7 @@
-// read_gguf: a llama.cpp GGUF file of architecture "llama", mapped, its metadata turned into
-// config.json keys (checked by the same rules as any config) and its tensors dequantized to
-// BF16 under Hugging Face names: the model slimrt runs is the quantized model's values in
-// BF16, not the original checkpoint.
+// read_gguf: a llama.cpp GGUF file of architecture "llama", "qwen2" or "qwen3", mapped, its
+// metadata turned into config.json keys (checked by the same rules as any config) and its tensors
+// dequantized to BF16 under Hugging Face names: the model slimrt runs is the quantized model's
+// values in BF16, not the original checkpoint.
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -38,28 +38,52 @@ json as_json(const GgufValue& v) {
   return nullptr;
 }
 
-// config.json keys from llama.* metadata, then the config rules every model goes through.
-ModelConfig config_of(const GgufFile& file, const std::string& path) {
-  const std::string where = path + " (GGUF metadata)";
+// GGUF general.architecture -> the Hugging Face class it was converted from. Only llama.cpp's
+// "llama" converter permutes the rows of q and k for its RoPE; "qwen2" and "qwen3" keep HF's
+// order (llama.cpp rotates them NeoX-style, as HF does).
+struct GgufArchitecture {
+  const char* gguf;
+  const char* hf;
+  bool permuted_qk;
+};
+constexpr GgufArchitecture kGgufArchitectures[] = {
+    {"llama", "LlamaForCausalLM", true},
+    {"qwen2", "Qwen2ForCausalLM", false},
+    {"qwen3", "Qwen3ForCausalLM", false},
+};
+
+const GgufArchitecture& architecture_of(const GgufFile& file, const std::string& path) {
   const GgufValue* architecture = file.find("general.architecture");
   const std::string name = architecture && architecture->kind == GgufValue::Kind::kString
                                ? architecture->string_value
                                : "";
-  SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, name == "llama",
+  const GgufArchitecture* found = nullptr;
+  for (const GgufArchitecture& a : kGgufArchitectures) {
+    if (name == a.gguf) found = &a;
+  }
+  SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, found != nullptr,
                   path << ": GGUF architecture '" << name
-                       << "' is not supported; slimrt reads 'llama' GGUF files (Llama, SmolLM, "
-                          "TinyLlama, ...)");
+                       << "' is not supported; slimrt reads 'llama' (Llama, SmolLM, TinyLlama, "
+                          "...), 'qwen2' and 'qwen3' GGUF files");
+  return *found;
+}
+
+// config.json keys from the architecture's metadata (llama.*, qwen3.*, ...), then the config
+// rules every model goes through.
+ModelConfig config_of(const GgufFile& file, const GgufArchitecture& arch, const std::string& path) {
+  const std::string where = path + " (GGUF metadata)";
+  const std::string prefix = std::string(arch.gguf) + ".";
   SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, file.tensor("rope_freqs.weight") == nullptr,
                   path << ": GGUF has rope_freqs.weight (Llama 3.1 rope scaling), which slimrt "
                           "does not read from GGUF yet; load the Hugging Face directory instead");
   auto get = [&](const std::string& key) -> json {
-    const GgufValue* v = file.find("llama." + key);
+    const GgufValue* v = file.find(prefix + key);
     return v ? as_json(*v) : json();
   };
   auto need = [&](const std::string& key) {
     const json v = get(key);
     SLIMRT_CHECK_AS(ErrorCategory::kModelFile, !v.is_null(),
-                    path << ": GGUF metadata lacks llama." << key);
+                    path << ": GGUF metadata lacks " << prefix << key);
     return v;
   };
   const json scaling = get("rope.scaling.type");
@@ -69,7 +93,7 @@ ModelConfig config_of(const GgufFile& file, const std::string& path) {
                        << (scaling.is_string() ? scaling.get<std::string>() : scaling.dump()));
 
   json c;
-  c["architectures"] = json::array({"LlamaForCausalLM"});
+  c["architectures"] = json::array({arch.hf});
   c["hidden_size"] = need("embedding_length");
   c["intermediate_size"] = need("feed_forward_length");
   c["num_hidden_layers"] = need("block_count");
@@ -115,7 +139,8 @@ ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
   source.files.push_back(MappedFile::open(path));
   const MappedFile& mapped = source.files.back();
   const GgufFile file = parse_gguf(mapped.data(), mapped.size(), path);
-  source.config = config_of(file, path);
+  const GgufArchitecture& arch = architecture_of(file, path);
+  source.config = config_of(file, arch, path);
   const ModelConfig& config = source.config;
   check_tensor_count(config, static_cast<int64_t>(file.tensors.size()), path);
 
@@ -125,8 +150,9 @@ ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
   std::map<std::string, const GgufTensorInfo*> stored;
   int64_t total = 0;
   for (const GgufTensorInfo& t : file.tensors) {
-    SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, by_gguf_name.count(t.name),
-                    path << ": unexpected GGUF tensor " << t.name << " (not a llama tensor)");
+    SLIMRT_CHECK_AS(
+        ErrorCategory::kUnsupported, by_gguf_name.count(t.name),
+        path << ": unexpected GGUF tensor " << t.name << " (not a " << arch.gguf << " tensor)");
     stored[t.name] = &t;
     total += t.numel * 2;
   }
@@ -146,13 +172,13 @@ ModelSource read_gguf(const std::string& path, const ModelOptions& options) {
                     path << ": tensor " << t.name << " has shape " << list_repr(shape)
                          << ", config expects " << list_repr(spec.shape));
     const uint8_t* data = mapped.data() + t.begin;
+    const int64_t rope_heads = arch.permuted_qk ? spec.rope_heads : 0;
     if (spec.matrix()) {
       source.tensors[spec.name] =
-          stage_matrix(t.type, data, spec.shape, spec.rope_heads, source, options.num_threads);
+          stage_matrix(t.type, data, spec.shape, rope_heads, source, options.num_threads);
       ++converted[ggml_type_name(t.type)];
     } else {
-      source.tensors[spec.name] =
-          stage_vector(t.type, data, spec.shape[0], spec.rope_heads, source);
+      source.tensors[spec.name] = stage_vector(t.type, data, spec.shape[0], rope_heads, source);
     }
     done += t.numel * 2;
     if (options.progress) options.progress({"load", done, total});

@@ -254,15 +254,16 @@ TEST(ModelLoader, ABiasTheConfigDoesNotAnnounceIsRefusedRatherThanIgnored) {
 // A tiny llama GGUF: F32 tensors, the values of the builder's byte pattern.
 test::GgufBuilder tiny_gguf(uint32_t layers, const std::string& architecture = "llama") {
   test::GgufBuilder g;
+  const std::string a = architecture + ".";
   g.str("general.architecture", architecture)
-      .u32("llama.block_count", layers)
-      .u32("llama.embedding_length", 32)
-      .u32("llama.feed_forward_length", 64)
-      .u32("llama.attention.head_count", 4)
-      .u32("llama.attention.head_count_kv", 2)
-      .u32("llama.context_length", 128)
-      .u32("llama.vocab_size", 16)
-      .f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+      .u32(a + "block_count", layers)
+      .u32(a + "embedding_length", 32)
+      .u32(a + "feed_forward_length", 64)
+      .u32(a + "attention.head_count", 4)
+      .u32(a + "attention.head_count_kv", 2)
+      .u32(a + "context_length", 128)
+      .u32(a + "vocab_size", 16)
+      .f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
   auto add = [&](const std::string& name, std::vector<uint64_t> dims) {
     uint64_t n = 1;
     for (uint64_t d : dims) n *= d;
@@ -275,6 +276,10 @@ test::GgufBuilder tiny_gguf(uint32_t layers, const std::string& architecture = "
     add(p + "attn_q.weight", {32, 32});
     add(p + "attn_k.weight", {32, 16});
     add(p + "attn_v.weight", {32, 16});
+    if (architecture == "qwen3") {
+      add(p + "attn_q_norm.weight", {8});
+      add(p + "attn_k_norm.weight", {8});
+    }
     add(p + "attn_output.weight", {32, 32});
     add(p + "ffn_norm.weight", {32});
     add(p + "ffn_gate.weight", {32, 64});
@@ -321,6 +326,31 @@ TEST(ModelLoader, AGgufFileLoadsUnderHuggingFaceNamesWithQAndKRowsUnpermuted) {
   fs::remove_all(dir);
 }
 
+TEST(ModelLoader, AQwen3GgufLoadsWithItsQkNormsAndQAndKRowsAsStored) {
+  const fs::path dir = fresh_dir("gguf_qwen3");
+  const Bytes bytes = tiny_gguf(1, "qwen3").bytes();
+  write_file(dir / "tiny.gguf", bytes);
+  const auto model = Model::load((dir / "tiny.gguf").string(), options());
+  const ModelConfig& c = model->config();
+  EXPECT_EQ(c.architecture, Architecture::kQwen3);
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_FALSE(c.attention_bias);
+  EXPECT_EQ(model->vector_f32("model.layers.0.self_attn.k_norm.weight").size(), 8u);
+  // llama.cpp's qwen3 converter keeps HF's row order: k_proj is attn_k as stored.
+  const test::GgufBuilder layout = tiny_gguf(1, "qwen3");
+  uint64_t data = layout.bytes(false).size();
+  while (data % 32) ++data;
+  const uint64_t k_offset = data + (32 * 16 + 32 + 32 * 32) * 4;
+  const std::vector<uint16_t> k = model->matrix_bf16("model.layers.0.self_attn.k_proj.weight");
+  ASSERT_EQ(k.size(), 16u * 32u);
+  for (int64_t i = 0; i < 16 * 32; ++i) {
+    float value;
+    std::memcpy(&value, bytes.data() + k_offset + i * 4, 4);
+    ASSERT_EQ(k[i], cpu::f32_to_bf16(value)) << i;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(ModelLoader, AGgufBlockCountItsTensorsCannotHoldIsRefusedAtOnce) {
   const fs::path dir = fresh_dir("gguf_huge");
   const std::string file = (dir / "huge.gguf").string();
@@ -334,8 +364,8 @@ TEST(ModelLoader, AGgufBlockCountItsTensorsCannotHoldIsRefusedAtOnce) {
   write_file(file, tiny_gguf(1, "gpt2").bytes());
   EXPECT_EQ(error_message([&] { Model::load(file, options()); }),
             file +
-                ": GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' GGUF files "
-                "(Llama, SmolLM, TinyLlama, ...)");
+                ": GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' (Llama, "
+                "SmolLM, TinyLlama, ...), 'qwen2' and 'qwen3' GGUF files");
   fs::remove_all(dir);
 }
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from model_tensors import assert_holds, expected_weights
 from reference_core import transformers_model
+from slimrt import LLM
 from slimrt.bfloat16 import round_to_bf16
 from slimrt.errors import FormatError, InvalidArgumentError, ModelError
 from slimrt.model_loader import load_model
@@ -112,6 +113,8 @@ _IN_BLOCK = {
     "self_attn.q_proj.weight": "attn_q.weight",
     "self_attn.k_proj.weight": "attn_k.weight",
     "self_attn.v_proj.weight": "attn_v.weight",
+    "self_attn.q_norm.weight": "attn_q_norm.weight",
+    "self_attn.k_norm.weight": "attn_k_norm.weight",
     "self_attn.q_proj.bias": "attn_q.bias",
     "self_attn.k_proj.bias": "attn_k.bias",
     "self_attn.v_proj.bias": "attn_v.bias",
@@ -145,11 +148,18 @@ def write_gguf(
     block_count: int | None = None,
     rope_scaling: str | None = None,
 ) -> Path:
-    """A GGUF file of a tiny llama as llama.cpp's converter writes one: its names, q/k rows
-    (and biases) permuted, metadata keys, the tokenizer as tokenizer.ggml.* arrays. `types`
-    maps GGUF names to a type (raw zero bytes for types gguf-py cannot quantize)."""
+    """A GGUF file of a tiny model as llama.cpp's converter writes one: its names, q/k rows
+    (and biases) permuted for "llama" (its qwen2/qwen3 converters keep HF's order), metadata
+    keys, the tokenizer as tokenizer.ggml.* arrays. `types` maps GGUF names to a type (raw zero
+    bytes for types gguf-py cannot quantize)."""
     config = model.config
     writer = gguf.GGUFWriter(str(path), architecture)
+    if getattr(config, "head_dim", None) not in (
+        None,
+        config.hidden_size // config.num_attention_heads,
+    ):
+        writer.add_key_length(config.head_dim)
+        writer.add_value_length(config.head_dim)
     writer.add_block_count(block_count or config.num_hidden_layers)
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -157,7 +167,7 @@ def write_gguf(
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_freq_base(500000.0)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
     if rope_scaling:
         writer.add_rope_scaling_type(gguf.RopeScalingType(rope_scaling))
     tokenizer = json.loads((tokenizer_dir / "tokenizer.json").read_text())
@@ -178,9 +188,9 @@ def write_gguf(
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # the converter leaves a tied output matrix out
         array = tensor.float().numpy()
-        if ".q_proj." in name:
+        if architecture == "llama" and ".q_proj." in name:
             array = llama_cpp_permute(array, config.num_attention_heads)
-        if ".k_proj." in name:
+        if architecture == "llama" and ".k_proj." in name:
             array = llama_cpp_permute(array, config.num_key_value_heads)
         kind = (types or {}).get(gguf_name(name), matrix_type if array.ndim == 2 else None)
         if kind is None:
@@ -223,6 +233,25 @@ def test_f32_gguf_loads_to_the_models_own_bits(tiny_llama, tmp_path, weights, ho
     assert hf.encode("The quick brown fox")[0] == 0
     assert hf.decode(hf.encode("Émilie 🙂")) == "Émilie 🙂"
     assert loaded.chat_template == "{{ messages[0]['content'] }}"
+
+
+def test_a_qwen3_gguf_runs_as_transformers_runs_the_model(tiny_model_dir, tmp_path) -> None:
+    """llama.cpp's qwen3 layout: qwen3.* keys, q/k norms, q/k rows unpermuted, head_dim as
+    key_length, a tied output left out."""
+    directory, model = tiny_model_dir("qwen3")
+    path = write_gguf(tmp_path / "q.gguf", model, directory, architecture="qwen3")
+    loaded = load_model(path, progress=False)
+    assert_holds(loaded.model, expected_weights(model))
+    config = loaded.config
+    assert (config.architecture, config.qk_norm, config.head_dim) == ("Qwen3ForCausalLM", True, 32)
+    llm = LLM(str(path), device="cpu", kv_dtype="f32", progress=False)
+    ids = llm.tokenizer.encode("The quick brown fox jumps over the lazy dog")
+    with torch.no_grad():
+        reference = model(torch.tensor([ids])).logits[0, -1].numpy()
+    seq = llm.engine.add_sequence()
+    logits = llm.engine.step([seq], ids, [len(ids)])[0]
+    llm.engine.release_sequence(seq)
+    assert np.abs(logits - reference).max() < 1e-3 * np.abs(reference).max()
 
 
 def test_a_directory_holding_one_gguf_loads_as_the_file(tiny_llama, tmp_path: Path) -> None:
@@ -303,8 +332,8 @@ def test_unsupported_tensor_type_names_type_and_tensor(tiny_llama, tmp_path: Pat
     ("options", "message"),
     [
         ({"architecture": "gpt2"},
-         "GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' GGUF files (Llama, "
-         "SmolLM, TinyLlama, ...)"),
+         "GGUF architecture 'gpt2' is not supported; slimrt reads 'llama' (Llama, SmolLM, "
+         "TinyLlama, ...), 'qwen2' and 'qwen3' GGUF files"),
         ({"tokenizer_model": "llama"},
          "GGUF tokenizer 'llama' is not supported; slimrt reads 'gpt2' (byte-level BPE) "
          "tokenizers"),
