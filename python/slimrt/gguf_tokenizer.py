@@ -24,14 +24,23 @@ __all__ = ["gguf_tokenizer"]
 _CONTROL = 3
 _USER_DEFINED = 4
 
-_LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
+
+def _split(digits: str) -> str:
+    """The regex Llama 3 and Qwen2 split text with before BPE; they differ in how many digits
+    one piece holds (`digits`)."""
+    return (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+        + digits
+        + r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    )
+
+
 # tokenizer.ggml.pre -> how text is split before BPE (llama.cpp's llama-vocab.cpp groups).
 _GPT2_PRE = ("default", "gpt-2", "gpt2")
 _DIGITS_PRE = ("smollm", "starcoder", "refact", "codeshell", "exaone", "minerva", "command-r")
 _LLAMA3_PRE = ("llama3", "llama-v3", "llama-bpe", "falcon3", "smaug-bpe", "dbrx")
+_QWEN2_PRE = ("qwen2",)
+_SPLITS = {**dict.fromkeys(_LLAMA3_PRE, _split("{1,3}")), **dict.fromkeys(_QWEN2_PRE, _split(""))}
 
 
 def strings(value: object) -> list[str] | None:
@@ -74,15 +83,15 @@ def gguf_tokenizer(metadata: Mapping[str, Any], *, where: str) -> Tokenizer:
         pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Digits(individual_digits=True), byte_level]
         )
-    elif pre in _LLAMA3_PRE:
+    elif pre in _SPLITS:
         pre_tokenizer = pre_tokenizers.Sequence(
             [
-                pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"),
+                pre_tokenizers.Split(Regex(_SPLITS[pre]), behavior="isolated"),
                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
             ]
         )
     else:
-        supported = ", ".join(_GPT2_PRE + _DIGITS_PRE + _LLAMA3_PRE)
+        supported = ", ".join(_GPT2_PRE + _DIGITS_PRE + _LLAMA3_PRE + _QWEN2_PRE)
         raise ModelError(
             f"{where}: GGUF pre-tokenizer {pre!r} is not supported (slimrt knows {supported})"
         )

@@ -145,6 +145,7 @@ def write_gguf(
     types: dict[str, object] | None = None,
     extra_tensors: dict[str, np.ndarray] | None = None,
     tokenizer_model: str = "gpt2",
+    tokenizer_pre: str = "default",
     block_count: int | None = None,
     rope_scaling: str | None = None,
 ) -> Path:
@@ -176,7 +177,7 @@ def write_gguf(
     merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
     special = {t["content"] for t in tokenizer["added_tokens"] if t["special"]}
     writer.add_tokenizer_model(tokenizer_model)
-    writer.add_tokenizer_pre("default")
+    writer.add_tokenizer_pre(tokenizer_pre)
     writer.add_token_list(tokens)
     writer.add_token_merges(merges)
     writer.add_token_types([3 if t in special else 1 for t in tokens])
@@ -252,6 +253,33 @@ def test_a_qwen3_gguf_runs_as_transformers_runs_the_model(tiny_model_dir, tmp_pa
     logits = llm.engine.step([seq], ids, [len(ids)])[0]
     llm.engine.release_sequence(seq)
     assert np.abs(logits - reference).max() < 1e-3 * np.abs(reference).max()
+
+
+@pytest.mark.parametrize("pre", ["qwen2", "llama-bpe"])
+def test_split_pre_tokenizers_match_transformers_gguf_tokenizer(tiny_model_dir, tmp_path, pre):
+    """Qwen2's split (one digit a piece) and Llama 3's (up to three), as transformers builds
+    them from the same GGUF."""
+    from transformers import AutoTokenizer
+
+    architecture = {"qwen2": "qwen3", "llama-bpe": "llama"}[pre]
+    directory, model = tiny_model_dir("qwen3" if architecture == "qwen3" else "llama")
+    path = write_gguf(
+        tmp_path / "t.gguf", model, directory, architecture=architecture, tokenizer_pre=pre
+    )
+    tok = load_model(path, progress=False).tokenizer
+    reference = AutoTokenizer.from_pretrained(tmp_path, gguf_file=path.name)
+    for text in (
+        "Numbers like 12345 and 67890",
+        "It's 3.14159, isn't it?\n\n  x",
+        "Émilie 🙂 don't",
+    ):
+        ids = tok.encode(text, add_special_tokens=False)
+        assert ids == reference.encode(text, add_special_tokens=False), text
+        assert tok.decode(ids) == text
+    # The tiny vocabulary merged "12" (its corpus has 12345): only a split of up to three digits
+    # lets BPE use it.
+    pieces = [tok.decode([i]) for i in tok.encode("12345", add_special_tokens=False)]
+    assert pieces == (list("12345") if pre == "qwen2" else ["12", "3", "4", "5"])
 
 
 def test_a_directory_holding_one_gguf_loads_as_the_file(tiny_llama, tmp_path: Path) -> None:
