@@ -96,6 +96,8 @@ struct Engine::Impl {
   std::vector<int64_t> pages_before;
   // Pages that leave the recent windows in a step: dense sources, compressed destinations.
   std::vector<int32_t> compress_src, compress_dst;
+  int64_t cached_tokens = 0;
+  int64_t peak_tokens = 0;
   mutable std::mutex mutex;
 
   Impl(std::shared_ptr<const Model> model, const EngineOptions& requested);
@@ -315,6 +317,8 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     throw;
   }
   for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
+  cached_tokens += in.num_tokens;
+  peak_tokens = std::max(peak_tokens, cached_tokens);
   if (options.kv_compression) compress_left_window(B);
 }
 
@@ -332,7 +336,9 @@ int64_t Engine::add_sequence() {
 
 void Engine::release_sequence(int64_t seq_id) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->sequence(seq_id).release(*impl_->kv_pool);
+  BlockTable& table = impl_->sequence(seq_id);
+  impl_->cached_tokens -= table.length();
+  table.release(*impl_->kv_pool);
   impl_->sequences.erase(seq_id);
 }
 
@@ -387,7 +393,10 @@ KvUsage Engine::kv_usage() const {
   u.dense_page_bytes = KvPool::dense_page_bytes(pool.shape());
   u.compressed_page_bytes =
       pool.compressed_pages() > 0 ? KvPool::compressed_page_bytes(pool.shape()) : 0;
-  for (const auto& [id, table] : impl_->sequences) u.tokens += table.length();
+  u.tokens = impl_->cached_tokens;
+  u.peak_dense_pages_used = pool.peak_pages_used();
+  u.peak_compressed_pages_used = pool.peak_compressed_pages_used();
+  u.peak_tokens = impl_->peak_tokens;
   return u;
 }
 const ModelConfig& Engine::config() const { return impl_->config; }

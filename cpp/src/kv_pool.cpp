@@ -1,5 +1,6 @@
 #include "kv_pool.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "check.h"
@@ -105,6 +106,7 @@ void KvPool::allocate(int64_t count, int32_t* pages) {
     free_.pop_back();
     in_use_[pages[i]] = 1;
   }
+  peak_used_ = std::max(peak_used_, total_pages() - free_pages());
 }
 
 void KvPool::allocate_compressed(int64_t count, int32_t* pages) {
@@ -114,6 +116,8 @@ void KvPool::allocate_compressed(int64_t count, int32_t* pages) {
     free_compressed_.pop_back();
     in_use_[pages[i]] = 1;
   }
+  peak_compressed_used_ =
+      std::max(peak_compressed_used_, compressed_pages() - free_compressed_pages());
 }
 
 void KvPool::release(const int32_t* pages, int64_t count) {

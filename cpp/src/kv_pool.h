@@ -55,6 +55,9 @@ class KvPool {
   int64_t compressed_pages() const { return shape_.compressed_pages; }
   int64_t free_compressed_pages() const { return static_cast<int64_t>(free_compressed_.size()); }
   bool is_compressed(int32_t page) const { return page >= shape_.num_pages; }
+  // The most pages of each kind lent out at once so far (high-water marks, for reports).
+  int64_t peak_pages_used() const { return peak_used_; }
+  int64_t peak_compressed_pages_used() const { return peak_compressed_used_; }
   const Shape& shape() const { return shape_; }
 
   // Throws the out-of-pages error of docs/ENGINE_API.md unless `count` dense pages (and
@@ -79,6 +82,8 @@ class KvPool {
   std::vector<PagedKv> layers_;
   std::vector<int32_t> free_;  // a stack: recently freed pages are reused first (warm caches)
   std::vector<int32_t> free_compressed_;
+  int64_t peak_used_ = 0;
+  int64_t peak_compressed_used_ = 0;
   std::vector<uint8_t> in_use_;  // catches double frees, which would hand a page out twice
 };
 

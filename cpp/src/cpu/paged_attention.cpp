@@ -203,8 +203,8 @@ SLIMRT_TARGET_AVX2 void expand_avx2(const uint8_t* const* records, int n, int64_
   }
 }
 
-// 32 elements per step: vpexpandw places the next popcount(mask) values at the mask's set bits
-// (and reads no further), then each half widens to FP32.
+// 32 elements per step: vpexpandw places the next popcount(mask) values (a masked load reads
+// no further) at the mask's set bits, then each half widens to FP32.
 SLIMRT_TARGET_AVX512_VBMI2 void expand_vbmi2(const uint8_t* const* records, int n, int64_t hd,
                                              float* dst) {
   const int64_t bitmap_bytes = kv_bitmap_bytes(hd);
@@ -213,10 +213,21 @@ SLIMRT_TARGET_AVX512_VBMI2 void expand_vbmi2(const uint8_t* const* records, int 
     const uint16_t* values = reinterpret_cast<const uint16_t*>(records[t] + bitmap_bytes);
     float* row = dst + t * kMaxHeadDim;
     for (int64_t i = 0; i < hd; i += 32) {
-      uint32_t mask = 0;  // the bitmap ends on a 16-bit word: the last step may have only one
-      std::memcpy(&mask, bits + i / 8, bitmap_bytes - i / 8 >= 4 ? 4 : 2);
-      const __m512i x = _mm512_maskz_expandloadu_epi16(mask, values);
-      values += __builtin_popcount(mask);
+      // The bitmap ends on a 16-bit word: the last step may have only one. (Fixed-size copies
+      // compile to loads; a copy of a variable size would call memcpy.)
+      uint32_t mask;
+      if (bitmap_bytes - i / 8 >= 4) {
+        std::memcpy(&mask, bits + i / 8, 4);
+      } else {
+        uint16_t half;
+        std::memcpy(&half, bits + i / 8, 2);
+        mask = half;
+      }
+      // The register form: vpexpandw from memory is microcoded on some CPUs (AMD Zen 4).
+      const int count = __builtin_popcount(mask);
+      const __mmask32 take = static_cast<__mmask32>((uint64_t{1} << count) - 1);
+      const __m512i x = _mm512_maskz_expand_epi16(mask, _mm512_maskz_loadu_epi16(take, values));
+      values += count;
       _mm512_storeu_ps(row + i, _mm512_castsi512_ps(_mm512_slli_epi32(
                                     _mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16)));
       _mm512_storeu_ps(row + i + 16,
