@@ -17,7 +17,7 @@ enum class KvDtype { kBf16, kF32 };
 // With k_records set, the cache also holds compressed pages (docs/FORMAT.md, "Sparse KV
 // pages"): page ids from dense_pages on name them, so the kind of each block-table entry is its
 // id's. Compressed page c = id - dense_pages keeps token i of KV head h as one K record at
-// k_records + ((c * page_size + i) * kv_heads + h) * kv_record_bytes(head_dim, k_kept), V
+// k_records + ((c * kv_heads + h) * page_size + i) * kv_record_bytes(head_dim, k_kept), V
 // likewise; each record region is followed by kKvRecordTailPad bytes (safe over-read).
 struct PagedKv {
   void* k_pages = nullptr;

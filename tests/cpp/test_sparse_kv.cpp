@@ -181,7 +181,8 @@ TEST(KvCompress, RecordsMatchTheSortReferenceByteForByte) {
       EXPECT_EQ(v, v_before);
       for (int i = 0; i < 3; ++i) {
         for (int64_t r = 0; r < page_size * kv_heads; ++r) {
-          const int64_t at = (dst[i] - dense) * page_size * kv_heads + r;
+          const int64_t token = r / kv_heads, head = r % kv_heads;  // dense rows: (token, head)
+          const int64_t at = ((dst[i] - dense) * kv_heads + head) * page_size + token;
           const uint16_t* kx = k.data() + (src[i] * page_size * kv_heads + r) * hd;
           const uint16_t* vx = v.data() + (src[i] * page_size * kv_heads + r) * hd;
           ASSERT_EQ(

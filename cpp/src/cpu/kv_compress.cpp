@@ -53,8 +53,11 @@ void kv_compress(const PagedKv& kv, const int32_t* src_pages, const int32_t* dst
     for (int64_t r = begin; r < end; ++r) {
       const int64_t i = r / rows_per_page;
       const int64_t in_page = r - i * rows_per_page;  // token * kv_heads + head
+      const int64_t token = in_page / kv.kv_heads, head = in_page % kv.kv_heads;
       const int64_t src = (static_cast<int64_t>(src_pages[i]) * rows_per_page + in_page) * hd;
-      const int64_t dst = (dst_pages[i] - kv.dense_pages) * rows_per_page + in_page;
+      // Records head-major, so that attention (a unit per KV head) reads a page's in one run.
+      const int64_t dst =
+          ((dst_pages[i] - kv.dense_pages) * kv.kv_heads + head) * kv.page_size + token;
       compress_row(static_cast<const uint16_t*>(kv.k_pages) + src, hd, kv.k_kept,
                    static_cast<uint8_t*>(kv.k_records) + dst * k_bytes);
       compress_row(static_cast<const uint16_t*>(kv.v_pages) + src, hd, kv.v_kept,

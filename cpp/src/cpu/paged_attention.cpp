@@ -37,6 +37,8 @@ constexpr int64_t kPartialFloats = 16384;
 
 // Blocks of K/V rows requested ahead of use (pages are scattered: see run_unit).
 constexpr int64_t kPrefetchBlocks = 2;
+// Compressed records are a third the size of dense rows: as many bytes ahead take more blocks.
+constexpr int64_t kMixedPrefetchBlocks = 6;
 
 alignas(64) const float kZeros[kMaxHeadDim] = {};
 
@@ -521,13 +523,12 @@ void run_unit(const Problem& p, const Unit& u) {
       const int run = static_cast<int>(std::min<int64_t>(n - t, p.kv.page_size - in_page));
       const int64_t id = pages[page];
       if (p.kv.compressed(id)) {
+        // A compressed page keeps each KV head's records together: the run is contiguous.
         const int64_t first =
-            ((id - p.kv.dense_pages) * p.kv.page_size + in_page) * p.kv.kv_heads + u.kv_head;
+            ((id - p.kv.dense_pages) * p.kv.kv_heads + u.kv_head) * p.kv.page_size + in_page;
         for (int j = 0; j < run; ++j) {
-          k_src[t + j] =
-              static_cast<const char*>(p.kv.k_records) + (first + j * p.kv.kv_heads) * k_record;
-          v_src[t + j] =
-              static_cast<const char*>(p.kv.v_records) + (first + j * p.kv.kv_heads) * v_record;
+          k_src[t + j] = static_cast<const char*>(p.kv.k_records) + (first + j) * k_record;
+          v_src[t + j] = static_cast<const char*>(p.kv.v_records) + (first + j) * v_record;
         }
       } else {
         const int64_t first = (id * p.kv.page_size + in_page) * p.kv.kv_heads + u.kv_head;
@@ -550,21 +551,24 @@ void run_unit(const Problem& p, const Unit& u) {
     for_each_run(b0, n, [&](int t0, int run, bool compressed) {
       const int64_t kb = compressed ? k_record : row_bytes;
       const int64_t vb = compressed ? v_record : row_bytes;
+      // Records start anywhere in a line: their last byte may be one line further.
       for (int t = t0; t < t0 + run; ++t) {
         for (int64_t byte = 0; byte < kb; byte += 64) SLIMRT_PREFETCH(k_src[t] + byte);
+        SLIMRT_PREFETCH(k_src[t] + kb - 1);
         for (int64_t byte = 0; byte < vb; byte += 64) SLIMRT_PREFETCH(v_src[t] + byte);
+        SLIMRT_PREFETCH(v_src[t] + vb - 1);
       }
     });
   };
   if (p.kv.k_records != nullptr) {
-    for (int64_t b = 0; b < kPrefetchBlocks; ++b) prefetch_mixed(u.kv_begin + b * kBlock);
+    for (int64_t b = 0; b < kMixedPrefetchBlocks; ++b) prefetch_mixed(u.kv_begin + b * kBlock);
   } else {
     for (int64_t b = 0; b < kPrefetchBlocks; ++b) prefetch_block(u.kv_begin + b * kBlock);
   }
   for (int64_t b0 = u.kv_begin; b0 < u.kv_end; b0 += kBlock) {
     const int n = static_cast<int>(std::min<int64_t>(kBlock, u.kv_end - b0));
     if (p.kv.k_records != nullptr) {
-      prefetch_mixed(b0 + kPrefetchBlocks * kBlock);
+      prefetch_mixed(b0 + kMixedPrefetchBlocks * kBlock);
       for_each_run(b0, n, [&](int t0, int run, bool compressed) {
         if (compressed) {
           p.kernels.expand(reinterpret_cast<const uint8_t* const*>(k_src + t0), run, hd,
