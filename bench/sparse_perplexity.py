@@ -67,6 +67,8 @@ def main() -> None:
             num_threads=args.threads,
             progress=False,
             kv_window=args.kv_window,
+            # Room for every window at once, also at s = 0 (records larger than dense rows).
+            kv_tokens=2 * 8 * args.window,
             **options,
         )
         ids = llm.tokenizer.encode(text)
