@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cli_run import run
 from slimrt import LLM, SamplingParams
-from slimrt.errors import InvalidArgumentError
+from slimrt.errors import InvalidArgumentError, OutOfMemoryError
 
 PROMPTS = [
     "Once upon a time, in a land far away, there lived a small model with a big vocabulary.",
@@ -106,3 +106,39 @@ def test_the_cli_flags_reach_the_engine_and_stats_report_the_pages(capsys, tiny:
     per_head = record_bytes(c.head_dim, 0.5) + record_bytes(c.head_dim, 0.7)
     assert int(found[1]) > 0
     assert float(found[3]) == c.num_layers * c.num_kv_heads * per_head
+
+
+def tight_llm(tiny: Path, needs: int, **options: object) -> LLM:
+    """The LLM whose compressed pages are the fewest that hold `needs`."""
+    for kv_tokens in range(176, 1024, 16):  # 160 is the dense pages' alone
+        try:
+            llm = LLM(str(tiny), progress=False, kv_tokens=kv_tokens, **options)
+        except OutOfMemoryError:
+            continue  # no compressed page fits yet
+        if llm.engine.total_pages >= needs:
+            return llm
+    raise AssertionError("no budget found")
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5])
+def test_a_tight_sparse_cache_runs_every_request_and_gives_every_page_back(
+    tiny: Path, sparsity: float
+) -> None:
+    """With compressed pages for the longer request alone, the other waits or is preempted and
+    recomputed. At s = 0 the tokens are the dense engine's; at s > 0 they depend on how the
+    prompts were cut into chunks (a chunk attends to itself densely), so only completion is
+    checked there."""
+    options = {**SMALL, "kv_sparsity": sparsity}
+    dense = LLM(str(tiny), progress=False, **SMALL)
+    alone = [dense.generate(p, GREEDY)[0].token_ids for p in PROMPTS]
+    needs = [(len(dense.tokenizer.encode(p)) + 39 - 4) // 16 for p in PROMPTS]
+    tight = tight_llm(tiny, max(needs), **options)
+    assert tight.engine.total_pages < sum(needs), needs
+    done = tight.generate(PROMPTS, GREEDY)
+    assert [len(c.token_ids) for c in done] == [40, 40]
+    if sparsity == 0.0:
+        assert [c.token_ids for c in done] == alone
+    memory = tight.memory()
+    assert memory["kv_dense_pages_used"] == memory["kv_compressed_pages_used"] == 0
+    assert memory["kv_peak_compressed_pages_used"] == tight.engine.total_pages
+    assert tight.engine.free_pages == tight.engine.total_pages
