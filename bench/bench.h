@@ -129,6 +129,11 @@ class Report {
   std::vector<Row> rows_;
 };
 
+// Microseconds of each of `reps` runs of body, after `warmup` untimed ones.
+std::vector<double> time_host(const std::function<void()>& body, int warmup, int reps);
+// Per-rep rates (amount / time / unit), so that their spread is the spread of the rate itself.
+Stats per_second(const std::vector<double>& us, double amount, double unit);
+
 std::string build_commit();
 std::string cpu_device_name();  // the CPU model, from /proc/cpuinfo where there is one
 
@@ -139,5 +144,6 @@ std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int thre
 // Subcommands.
 int bench_df11(ArgParser& args, const CommonOptions& common, Report& report);
 int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report);
+int bench_sparse_attention(ArgParser& args, const CommonOptions& common, Report& report);
 
 }  // namespace slimrt_bench

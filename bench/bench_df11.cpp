@@ -118,25 +118,6 @@ void check_round_trip(const std::vector<uint16_t>& expected, const std::vector<u
   throw CheckFailure(message.str());
 }
 
-std::vector<double> time_host(const std::function<void()>& body, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) body();
-  std::vector<double> us(reps);
-  for (int i = 0; i < reps; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    body();
-    const auto stop = std::chrono::steady_clock::now();
-    us[i] = std::chrono::duration<double, std::micro>(stop - start).count();
-  }
-  return us;
-}
-
-// Per-rep rates, so that their spread is the spread of the rate itself.
-Stats per_second(const std::vector<double>& us, double amount, double unit) {
-  std::vector<double> rates(us.size());
-  for (size_t i = 0; i < us.size(); ++i) rates[i] = amount / (us[i] * 1e-6) / unit;
-  return Stats::of(std::move(rates));
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rows
 

@@ -391,6 +391,24 @@ void Report::print_json(std::ostream& out) const {
 // ---------------------------------------------------------------------------------------------
 // Machine and build
 
+std::vector<double> time_host(const std::function<void()>& body, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) body();
+  std::vector<double> us(reps);
+  for (int i = 0; i < reps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    body();
+    const auto stop = std::chrono::steady_clock::now();
+    us[i] = std::chrono::duration<double, std::micro>(stop - start).count();
+  }
+  return us;
+}
+
+Stats per_second(const std::vector<double>& us, double amount, double unit) {
+  std::vector<double> rates(us.size());
+  for (size_t i = 0; i < us.size(); ++i) rates[i] = amount / (us[i] * 1e-6) / unit;
+  return Stats::of(std::move(rates));
+}
+
 std::string build_commit() { return SLIMRT_GIT_COMMIT; }
 
 std::string cpu_device_name() {
@@ -435,13 +453,15 @@ const Subcommand kSubcommands[] = {
      slimrt_bench::bench_df11},
     {"gemv", "decode-step matmuls of Llama-3.1-8B: BF16, DF11 decoded ahead, DF11 fused",
      slimrt_bench::bench_gemv},
+    {"sparse-attention", "CPU decode attention over compressed KV pages against dense pages",
+     slimrt_bench::bench_sparse_attention},
 };
 
 void print_usage(std::ostream& out) {
   out << "usage: slimrt-bench COMMAND [options]   (slimrt-bench COMMAND --help for options)\n\n"
          "commands:\n";
   for (const Subcommand& s : kSubcommands) {
-    out << "  " << std::left << std::setw(8) << s.name << s.summary << "\n";
+    out << "  " << std::left << std::setw(18) << s.name << s.summary << "\n";
   }
   out << "\nResults go to stdout as a markdown table, or as JSON with --json; progress to "
          "stderr.\n";

@@ -100,7 +100,11 @@ void bind_engine(py::module_& m) {
       .def_readwrite("page_size", &EngineOptions::page_size)
       .def_readwrite("max_step_tokens", &EngineOptions::max_step_tokens)
       .def_readwrite("kv_dtype", &EngineOptions::kv_dtype)
-      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes);
+      .def_readwrite("memory_limit_bytes", &EngineOptions::memory_limit_bytes)
+      .def_readwrite("kv_compression", &EngineOptions::kv_compression)
+      .def_readwrite("k_sparsity", &EngineOptions::k_sparsity)
+      .def_readwrite("v_sparsity", &EngineOptions::v_sparsity)
+      .def_readwrite("kv_window", &EngineOptions::kv_window);
   def_options_checks(engine_options);
   m.attr("ENGINE_OPTIONS") = bound_fields(m.attr("EngineOptions"));
 
@@ -128,16 +132,37 @@ void bind_engine(py::module_& m) {
       .def_property_readonly("kv_tokens", &Engine::kv_tokens)
       .def_property_readonly("vocab_size", &Engine::vocab_size)
       .def_property_readonly("max_position_embeddings", &Engine::max_position_embeddings)
-      .def("memory", [](const Engine& e) {
-        const MemoryUsage u = e.memory();
-        py::dict d;
-        d["weights"] = u.weights;
-        d["df11_scratch"] = u.df11_scratch;
-        d["kv_pool"] = u.kv_pool;
-        d["activations"] = u.activations;
-        d["total"] = u.total();
-        return d;
-      });
+      .def("memory",
+           [](const Engine& e) {
+             const MemoryUsage u = e.memory();
+             py::dict d;
+             d["weights"] = u.weights;
+             d["df11_scratch"] = u.df11_scratch;
+             d["kv_pool"] = u.kv_pool;
+             d["activations"] = u.activations;
+             d["total"] = u.total();
+             return d;
+           })
+      .def(
+          "kv_usage",
+          [](const Engine& e) {
+            const KvUsage u = e.kv_usage();
+            py::dict d;
+            d["page_size"] = u.page_size;
+            d["dense_pages"] = u.dense_pages;
+            d["dense_pages_used"] = u.dense_pages_used;
+            d["compressed_pages"] = u.compressed_pages;
+            d["compressed_pages_used"] = u.compressed_pages_used;
+            d["dense_page_bytes"] = u.dense_page_bytes;
+            d["compressed_page_bytes"] = u.compressed_page_bytes;
+            d["tokens"] = u.tokens;
+            d["peak_dense_pages_used"] = u.peak_dense_pages_used;
+            d["peak_compressed_pages_used"] = u.peak_compressed_pages_used;
+            d["peak_tokens"] = u.peak_tokens;
+            return d;
+          },
+          "The KV pool's pages of each kind (in all, in use, bytes each over all layers) and the "
+          "tokens cached.");
 }
 
 }  // namespace slimrt::bindings

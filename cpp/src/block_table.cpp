@@ -37,6 +37,17 @@ void BlockTable::shrink_to(KvPool& pool, int64_t num_pages) {
 void BlockTable::release(KvPool& pool) {
   shrink_to(pool, 0);
   length_ = 0;
+  compressed_ = 0;
+}
+
+void BlockTable::swap_in_compressed(const int32_t* ids, int64_t count, int32_t* replaced) {
+  SLIMRT_CHECK_AS(ErrorCategory::kInternal, count >= 0 && compressed_ + count <= num_pages(),
+                  "block table: " << count << " pages to compress past " << compressed_);
+  for (int64_t i = 0; i < count; ++i) {
+    replaced[i] = pages_[compressed_ + i];
+    pages_[compressed_ + i] = ids[i];
+  }
+  compressed_ += count;
 }
 
 void fill_step_tables(const BlockTable* const* tables, const int32_t* counts, int64_t batch,

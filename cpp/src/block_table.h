@@ -6,8 +6,12 @@
 //   ... run the step ...
 //   table.commit(5);                        // or table.shrink_to(pool, pages_before) on failure
 //   table.release(pool);                    // every page back to the pool
+//
+// With a compressing pool the table's first compressed_pages() entries are compressed pages and
+// the rest dense: tokens leave the recent window oldest first, a whole page at a time.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -32,9 +36,24 @@ class BlockTable {
   void shrink_to(KvPool& pool, int64_t num_pages);
   void release(KvPool& pool);
 
+  int64_t compressed_pages() const { return compressed_; }
+  // Whole pages of a table `length` tokens long that lie before its newest `window` tokens: the
+  // compressed pages it has then.
+  static int64_t compressed_pages_at(int64_t length, int64_t window, int64_t page_size) {
+    return std::max<int64_t>(0, length - window) / page_size;
+  }
+  // Dense pages that have left the window at length() (the next ones to compress).
+  int64_t pages_to_compress(int64_t window, int64_t page_size) const {
+    return compressed_pages_at(length_, window, page_size) - compressed_;
+  }
+  // Puts compressed pages ids[0, count) in place of the next `count` dense entries, whose ids it
+  // writes to `replaced` (for the caller to release once nothing reads them).
+  void swap_in_compressed(const int32_t* ids, int64_t count, int32_t* replaced);
+
  private:
   std::vector<int32_t> pages_;
   int64_t length_ = 0;
+  int64_t compressed_ = 0;
 };
 
 // Host arrays describing one step, with capacities fixed at load (see Executor).

@@ -15,7 +15,9 @@
 #include "device.h"
 #include "executor.h"
 #include "kv_pool.h"
+#include "kv_record.h"
 #include "model_impl.h"
+#include "ops/kv_compress.h"
 #include "weights.h"
 
 namespace slimrt {
@@ -57,6 +59,14 @@ void EngineOptions::validate() const {
   constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   SLIMRT_CHECK(o.max_step_tokens <= kInt32Max && o.max_batch <= kInt32Max,
                "options: max_step_tokens and max_batch must fit in 32 bits");
+  SLIMRT_CHECK(o.k_sparsity >= 0.0 && o.k_sparsity < 1.0,
+               "options: k_sparsity must be in [0, 1), got " << o.k_sparsity);
+  SLIMRT_CHECK(o.v_sparsity >= 0.0 && o.v_sparsity < 1.0,
+               "options: v_sparsity must be in [0, 1), got " << o.v_sparsity);
+  SLIMRT_CHECK(o.kv_window >= 0 && o.kv_window <= kInt32Max,
+               "options: kv_window must be >= 0, got " << o.kv_window);
+  SLIMRT_CHECK(!o.kv_compression || o.kv_dtype == "bf16",
+               "options: kv_compression needs kv_dtype \"bf16\", got \"" << o.kv_dtype << "\"");
 }
 
 void SamplingParams::validate() const {
@@ -84,6 +94,10 @@ struct Engine::Impl {
   // Per-step bookkeeping, sized at load.
   std::vector<BlockTable*> step_tables;
   std::vector<int64_t> pages_before;
+  // Pages that leave the recent windows in a step: dense sources, compressed destinations.
+  std::vector<int32_t> compress_src, compress_dst;
+  int64_t cached_tokens = 0;
+  int64_t peak_tokens = 0;
   mutable std::mutex mutex;
 
   Impl(std::shared_ptr<const Model> model, const EngineOptions& requested);
@@ -92,7 +106,16 @@ struct Engine::Impl {
   void check_step(const StepInput& in, const SamplingParams* sampling);
   void run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
                 int32_t* token_ids);
+  // Compressed pages a sequence of `length` tokens holds (0 without kv_compression).
+  int64_t compressed_pages_at(int64_t length) const;
+  void compress_left_window(int64_t batch);
 };
+
+int64_t Engine::Impl::compressed_pages_at(int64_t length) const {
+  return options.kv_compression
+             ? BlockTable::compressed_pages_at(length, options.kv_window, options.page_size)
+             : 0;
+}
 
 Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& requested)
     : model(std::move(shared)),
@@ -108,10 +131,34 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   shape.page_size = options.page_size;
   shape.num_pages = options.kv_tokens / options.page_size;
   shape.dtype = options.kv_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kF32;
+  int64_t max_compress = 0;
+  if (options.kv_compression) {
+    ops::check_sparse_kv_supported(device);
+    const int64_t P = options.page_size;
+    // What is dense at most: each of max_batch sequences holds ceil((window + P - 1) / P) pages
+    // after a step; a step adds at most ceil(its tokens / P) + 1 pages to each of its sequences.
+    const int64_t window_pages = (options.kv_window + P - 1 + P - 1) / P;
+    const int64_t step_pages = (options.max_step_tokens + P - 1) / P;
+    const int64_t budget = shape.num_pages * KvPool::dense_page_bytes(shape);
+    shape.num_pages = options.max_batch * (window_pages + 2) + step_pages;
+    shape.k_kept = kv_kept_count(shape.head_dim, options.k_sparsity);
+    shape.v_kept = kv_kept_count(shape.head_dim, options.v_sparsity);
+    const int64_t left = budget - shape.num_pages * KvPool::dense_page_bytes(shape) -
+                         2 * shape.layers * kKvRecordTailPad;
+    shape.compressed_pages = std::max<int64_t>(0, left / KvPool::compressed_page_bytes(shape));
+    SLIMRT_CHECK_AS(ErrorCategory::kOutOfMemory, shape.compressed_pages > 0,
+                    "options: kv_tokens="
+                        << options.kv_tokens << " leaves no room for compressed "
+                        << "pages beside the " << shape.num_pages << " dense pages of max_batch="
+                        << options.max_batch << " windows of kv_window=" << options.kv_window
+                        << " tokens and one step of max_step_tokens=" << options.max_step_tokens);
+    options.kv_tokens = (shape.num_pages + shape.compressed_pages) * P;
+    max_compress = step_pages + options.max_batch;
+  }
   Executor::Limits limits;
   limits.max_batch = options.max_batch;
   limits.max_step_tokens = options.max_step_tokens;
-  limits.max_page_indices = shape.num_pages;
+  limits.max_page_indices = shape.num_pages + shape.compressed_pages;
   limits.max_context = std::min(config.max_context(), options.kv_tokens);
   limits.kv.dtype = shape.dtype;
   limits.kv.page_size = shape.page_size;
@@ -143,6 +190,8 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
+  compress_src.assign(max_compress, 0);
+  compress_dst.assign(max_compress, 0);
 }
 
 BlockTable& Engine::Impl::sequence(int64_t seq_id) {
@@ -171,6 +220,7 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
   SLIMRT_CHECK(sum == T, "step: counts sum to " << sum << " but " << T << " tokens were given");
 
   int64_t pages = 0;
+  int64_t compressed = 0;
   for (int64_t b = 0; b < B; ++b) {
     const int64_t id = in.seq_ids[b];
     const auto it = sequences.find(id);
@@ -188,6 +238,7 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
                                    << config.sliding_window
                                    << " tokens (sliding-window attention is not implemented)");
     pages += table.pages_needed(in.counts[b], options.page_size);
+    compressed += compressed_pages_at(length) - table.compressed_pages();
     step_tables[b] = &table;
   }
   for (int64_t i = 0; i < T; ++i) {
@@ -198,7 +249,40 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
   if (sampling != nullptr) {
     for (int64_t b = 0; b < B; ++b) sampling[b].validate();
   }
-  kv_pool->check_available(pages);
+  kv_pool->check_available(pages, compressed);
+}
+
+// Packs the pages that left each stepped sequence's window into compressed pages (check_step
+// counted them free), in every layer, then gives the dense ones back. A prompt is compressed
+// as its chunks complete, so it is never dense beyond a chunk and a window.
+void Engine::Impl::compress_left_window(int64_t batch) {
+  int64_t count = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const BlockTable& table = *step_tables[b];
+    const int64_t n = table.pages_to_compress(options.kv_window, options.page_size);
+    for (int64_t i = 0; i < n; ++i) {
+      compress_src[count++] = table.pages()[table.compressed_pages() + i];
+    }
+  }
+  if (count == 0) return;
+  kv_pool->allocate_compressed(count, compress_dst.data());
+  try {
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      ops::kv_compress(device, kv_pool->layer(l), compress_src.data(), compress_dst.data(), count,
+                       kv_pool->total_pages() + kv_pool->compressed_pages());
+    }
+  } catch (...) {
+    kv_pool->release(compress_dst.data(), count);
+    throw;
+  }
+  int64_t at = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    BlockTable& table = *step_tables[b];
+    const int64_t n = table.pages_to_compress(options.kv_window, options.page_size);
+    table.swap_in_compressed(compress_dst.data() + at, n, compress_src.data() + at);
+    at += n;
+  }
+  kv_pool->release(compress_src.data(), count);
 }
 
 void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
@@ -233,6 +317,9 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     throw;
   }
   for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
+  cached_tokens += in.num_tokens;
+  peak_tokens = std::max(peak_tokens, cached_tokens);
+  if (options.kv_compression) compress_left_window(B);
 }
 
 Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
@@ -249,7 +336,9 @@ int64_t Engine::add_sequence() {
 
 void Engine::release_sequence(int64_t seq_id) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->sequence(seq_id).release(*impl_->kv_pool);
+  BlockTable& table = impl_->sequence(seq_id);
+  impl_->cached_tokens -= table.length();
+  table.release(*impl_->kv_pool);
   impl_->sequences.erase(seq_id);
 }
 
@@ -261,7 +350,11 @@ int64_t Engine::sequence_length(int64_t seq_id) const {
 int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
   SLIMRT_CHECK(new_tokens >= 0, "pages_needed: new_tokens must be >= 0, got " << new_tokens);
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->sequence(seq_id).pages_needed(new_tokens, impl_->options.page_size);
+  const BlockTable& table = impl_->sequence(seq_id);
+  if (impl_->options.kv_compression) {
+    return impl_->compressed_pages_at(table.length() + new_tokens) - table.compressed_pages();
+  }
+  return table.pages_needed(new_tokens, impl_->options.page_size);
 }
 
 void Engine::step(const StepInput& input, float* logits) {
@@ -276,14 +369,36 @@ void Engine::step(const StepInput& input, const SamplingParams* sampling, int32_
 
 int64_t Engine::free_pages() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->kv_pool->free_pages();
+  return impl_->options.kv_compression ? impl_->kv_pool->free_compressed_pages()
+                                       : impl_->kv_pool->free_pages();
 }
-int64_t Engine::total_pages() const { return impl_->kv_pool->total_pages(); }
+int64_t Engine::total_pages() const {
+  return impl_->options.kv_compression ? impl_->kv_pool->compressed_pages()
+                                       : impl_->kv_pool->total_pages();
+}
 int64_t Engine::page_size() const { return impl_->options.page_size; }
 int64_t Engine::vocab_size() const { return impl_->config.vocab_size; }
 int64_t Engine::max_position_embeddings() const { return impl_->config.max_position_embeddings; }
 int64_t Engine::kv_tokens() const { return impl_->options.kv_tokens; }
 MemoryUsage Engine::memory() const { return impl_->memory; }
+KvUsage Engine::kv_usage() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const KvPool& pool = *impl_->kv_pool;
+  KvUsage u;
+  u.page_size = pool.page_size();
+  u.dense_pages = pool.total_pages();
+  u.dense_pages_used = pool.total_pages() - pool.free_pages();
+  u.compressed_pages = pool.compressed_pages();
+  u.compressed_pages_used = pool.compressed_pages() - pool.free_compressed_pages();
+  u.dense_page_bytes = KvPool::dense_page_bytes(pool.shape());
+  u.compressed_page_bytes =
+      pool.compressed_pages() > 0 ? KvPool::compressed_page_bytes(pool.shape()) : 0;
+  u.tokens = impl_->cached_tokens;
+  u.peak_dense_pages_used = pool.peak_pages_used();
+  u.peak_compressed_pages_used = pool.peak_compressed_pages_used();
+  u.peak_tokens = impl_->peak_tokens;
+  return u;
+}
 const ModelConfig& Engine::config() const { return impl_->config; }
 const Model& Engine::model() const { return *impl_->model; }
 

@@ -13,6 +13,12 @@ enum class KvDtype { kBf16, kF32 };
 // One layer's paged KV cache: a pool of pages, each holding page_size tokens of K (and, in the
 // same layout, V) as [page_size][kv_heads][head_dim] elements of `dtype`. Page ids are shared
 // by all layers.
+//
+// With k_records set, the cache also holds compressed pages (docs/FORMAT.md, "Sparse KV
+// pages"): page ids from dense_pages on name them, so the kind of each block-table entry is its
+// id's. Compressed page c = id - dense_pages keeps token i of KV head h as one K record at
+// k_records + ((c * kv_heads + h) * page_size + i) * kv_record_bytes(head_dim, k_kept), V
+// likewise; each record region is followed by kKvRecordTailPad bytes (safe over-read).
 struct PagedKv {
   void* k_pages = nullptr;
   void* v_pages = nullptr;
@@ -20,6 +26,13 @@ struct PagedKv {
   int64_t page_size = 16;
   int64_t kv_heads = 0;
   int64_t head_dim = 0;
+  void* k_records = nullptr;  // nullptr: every page is dense
+  void* v_records = nullptr;
+  int64_t dense_pages = 0;
+  int64_t k_kept = 0;  // values kept per K record (kv_kept_count)
+  int64_t v_kept = 0;
+
+  bool compressed(int64_t page) const { return k_records != nullptr && page >= dense_pages; }
 };
 
 // The largest head_dim and GQA group (query heads per KV head) attention takes on every backend:

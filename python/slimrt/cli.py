@@ -108,6 +108,10 @@ _LLM_OPTIONS = {
     "kv_tokens": "kv_tokens",
     "kv_dtype": "kv_dtype",
     "max_step_tokens": "max_step_tokens",
+    "kv_sparsity": "kv_sparsity",
+    "k_sparsity": "k_sparsity",
+    "v_sparsity": "v_sparsity",
+    "kv_window": "kv_window",
 }
 
 
@@ -157,6 +161,15 @@ def _print_stats(llm: LLM, completion: Completion | None) -> None:
         f"memory: engine {mib('total')} MiB (weights {mib('weights')}, DF11 scratch "
         f"{mib('df11_scratch')}, KV pool {mib('kv_pool')}, activations {mib('activations')}); "
         f"process peak RSS {mib('peak_rss')} MiB",
+        file=err,
+    )
+    # Requests have released their pages by now: the high-water marks say what they held.
+    print(
+        f"KV cache: at most {memory['kv_peak_tokens']} tokens cached; dense pages at most "
+        f"{memory['kv_peak_dense_pages_used']}/{memory['kv_dense_pages']} in use "
+        f"({memory['kv_dense_bytes_per_token']:.1f} bytes/token), compressed pages at most "
+        f"{memory['kv_peak_compressed_pages_used']}/{memory['kv_compressed_pages']} "
+        f"({memory['kv_compressed_bytes_per_token']:.1f} bytes/token)",
         file=err,
     )
 
@@ -319,6 +332,25 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "--kv-dtype",
         choices=KV_DTYPES,
         help=f"KV cache entries (default: {default['kv_dtype']})",
+    )
+    engine.add_argument(
+        "--kv-sparsity",
+        type=float,
+        metavar="S",
+        help="bitmap-sparse KV cache (CPU): drop this share of each token's K and V values, "
+        "the smallest; older than --kv-window tokens (default: off)",
+    )
+    engine.add_argument(
+        "--k-sparsity", type=float, metavar="S", help="K's sparsity apart (default: --kv-sparsity)"
+    )
+    engine.add_argument(
+        "--v-sparsity", type=float, metavar="S", help="V's sparsity apart (default: --kv-sparsity)"
+    )
+    engine.add_argument(
+        "--kv-window",
+        type=int,
+        metavar="N",
+        help="with a sparse KV cache, the newest tokens of each sequence kept dense (default: 32)",
     )
     engine.add_argument(
         "--max-step-tokens",

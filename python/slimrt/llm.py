@@ -41,6 +41,25 @@ __all__ = ["KV_DTYPES", "LLM", "TextStream"]
 KV_DTYPES = ("bf16", "f32")
 
 
+def _sparse_kv_options(
+    kv_sparsity: float | None,
+    k_sparsity: float | None,
+    v_sparsity: float | None,
+    kv_window: int | None,
+) -> dict[str, object]:
+    """EngineOptions fields of LLM's sparse KV arguments (its docstring); the core checks the
+    values."""
+    if kv_sparsity is None and k_sparsity is None and v_sparsity is None:
+        return {"kv_window": kv_window}
+    both = 0.0 if kv_sparsity is None else kv_sparsity
+    return {
+        "kv_compression": True,
+        "k_sparsity": both if k_sparsity is None else k_sparsity,
+        "v_sparsity": both if v_sparsity is None else v_sparsity,
+        "kv_window": kv_window,
+    }
+
+
 class LLM:
     """A loaded model and its engine.
 
@@ -58,6 +77,13 @@ class LLM:
     num_threads: CPU threads (0: all cores).
     kv_dtype: "bf16" (default) or "f32" KV cache entries.
     max_step_tokens: tokens per engine step, the prefill chunk budget.
+    kv_sparsity: turns on the bitmap-sparse KV cache (CPU only, bf16 KV) at this sparsity for
+    K and V: per token and KV head, round(s * head_dim) of the smallest-magnitude values are
+    dropped. k_sparsity and v_sparsity set K's and V's apart (either one alone also turns it
+    on; the other then defaults to kv_sparsity, or 0). kv_tokens is then the byte budget of
+    that many dense tokens, and the cache holds more tokens in it.
+    kv_window: with a sparse KV cache, the newest tokens of each sequence kept dense (None:
+    the engine's default, 32).
     verify: check the CRC-32 of every DF11 tensor at load (False skips it: faster, and a
     corrupt file then goes unnoticed).
     progress: a progress bar on stderr while loading.
@@ -76,6 +102,10 @@ class LLM:
         *,
         kv_dtype: str = "bf16",
         max_step_tokens: int = 512,
+        kv_sparsity: float | None = None,
+        k_sparsity: float | None = None,
+        v_sparsity: float | None = None,
+        kv_window: int | None = None,
         verify: bool = True,
         progress: bool = True,
     ) -> None:
@@ -87,6 +117,7 @@ class LLM:
                 "max_step_tokens": max_step_tokens,
                 "kv_dtype": kv_dtype,
                 "kv_tokens": kv_tokens,
+                **_sparse_kv_options(kv_sparsity, k_sparsity, v_sparsity, kv_window),
             }
         )
         loaded = load_model(
@@ -161,10 +192,37 @@ class LLM:
         """chat(), streamed as stream() streams."""
         return TextStream(self, self._submit([(self._chat_ids(messages), params)])[0])
 
-    def memory(self) -> dict[str, int]:
-        """Bytes the engine reserved (weights, df11_scratch, kv_pool, activations, total), and
-        the process's peak resident memory (peak_rss) for comparison."""
-        stats = {key: int(value) for key, value in dict(self.engine.memory()).items()}
+    def memory(self) -> dict[str, int | float]:
+        """Bytes the engine reserved (weights, df11_scratch, kv_pool, activations, total), the
+        KV pool's occupancy by page kind (kv_dense_pages, kv_dense_pages_used,
+        kv_compressed_pages, kv_compressed_pages_used, kv_tokens_cached, and the high-water
+        marks kv_peak_dense_pages_used, kv_peak_compressed_pages_used, kv_peak_tokens), what a
+        token costs in
+        each kind (kv_dense_bytes_per_token, kv_compressed_bytes_per_token: all layers, K and
+        V) and in the pages in use now (kv_bytes_per_token, 0.0 with nothing cached), and the
+        process's peak resident memory (peak_rss) for comparison."""
+        stats: dict[str, int | float] = {
+            key: int(value) for key, value in dict(self.engine.memory()).items()
+        }
+        kv = {key: int(value) for key, value in dict(self.engine.kv_usage()).items()}
+        for key in (
+            "dense_pages",
+            "dense_pages_used",
+            "compressed_pages",
+            "compressed_pages_used",
+            "peak_dense_pages_used",
+            "peak_compressed_pages_used",
+            "peak_tokens",
+        ):
+            stats[f"kv_{key}"] = kv[key]
+        stats["kv_tokens_cached"] = kv["tokens"]
+        stats["kv_dense_bytes_per_token"] = kv["dense_page_bytes"] / kv["page_size"]
+        stats["kv_compressed_bytes_per_token"] = kv["compressed_page_bytes"] / kv["page_size"]
+        used = (
+            kv["dense_pages_used"] * kv["dense_page_bytes"]
+            + kv["compressed_pages_used"] * kv["compressed_page_bytes"]
+        )
+        stats["kv_bytes_per_token"] = used / kv["tokens"] if kv["tokens"] else 0.0
         try:
             import resource
         except ImportError:  # Windows: no getrusage

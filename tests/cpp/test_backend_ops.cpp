@@ -34,6 +34,7 @@
 #include "ops/df11_decode.h"
 #include "ops/embed.h"
 #include "ops/head_rms_norm.h"
+#include "ops/kv_compress.h"
 #include "ops/matmul_bf16.h"
 #include "ops/matmul_df11.h"
 #include "ops/paged_attention.h"
@@ -1105,6 +1106,58 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
       "sample: vocabulary of 8388609 tokens; at most 8388608 can be sampled");
   EXPECT_EQ(ids, std::vector<int32_t>(4, 0));
   EXPECT_EQ(f, std::vector<float>(64, 7.0f));
+}
+
+// Compressed KV pages run on the CPU only: CUDA refuses both ops that read or write them, with
+// the unsupported category and the missing piece named, before touching memory; the CPU
+// checks the pages' kinds.
+TEST_P(OpChecks, CompressedKvPagesAreRefusedOnCudaUntilItsKernelsExist) {
+  if (GetParam() == "cuda" && !cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
+  const std::unique_ptr<Device> device = make_device(GetParam(), 1);
+  std::vector<uint16_t> pages(2 * 4 * 8);
+  std::vector<uint8_t> records(4096);
+  std::vector<float> x(64, 0.0f);
+  std::vector<int32_t> ids(4, 0);
+  PagedKv kv;
+  kv.k_pages = kv.v_pages = pages.data();
+  kv.k_records = kv.v_records = records.data();
+  kv.page_size = 4;
+  kv.kv_heads = 1;
+  kv.head_dim = 8;
+  kv.dense_pages = 1;
+  kv.k_kept = kv.v_kept = 4;
+  const int32_t dense = 0, compressed = 1;
+  PagedBatch batch;
+  batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
+  batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
+  if (GetParam() == "cuda") {
+    const std::string refused =
+        "kv_sparsity > 0 runs on the CPU only: the CUDA sparse attention kernels are not built "
+        "yet (issue 14)";
+    EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &compressed, 1, 2); }),
+              refused);
+    EXPECT_EQ(error_message([&] {
+                ops::paged_attention(*device, x.data(), kv, batch, 1, 1.0f, x.data(), {}, x.data(),
+                                     x.data());
+              }),
+              refused);
+    try {
+      ops::kv_compress(*device, kv, &dense, &compressed, 1, 2);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.category(), ErrorCategory::kUnsupported);
+    }
+  } else {
+    EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &compressed, &compressed, 1, 2); }),
+              "kv_compress: source page 1 is not a dense page");
+    kv.k_kept = 9;
+    EXPECT_EQ(error_message([&] {
+                ops::paged_attention(*device, x.data(), kv, batch, 1, 1.0f, x.data(), {}, x.data(),
+                                     x.data());
+              }),
+              "paged_attention: compressed pages need a bf16 cache, V records and kept counts in "
+              "[0, head_dim], got 9 and 4 of 8");
+  }
+  EXPECT_EQ(records, std::vector<uint8_t>(4096, 0));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, OpChecks, testing::Values("cpu", "cuda"),

@@ -125,6 +125,24 @@ TEST(EngineCuda, LogitsMatchTheCpuBackend) {
   }
 }
 
+TEST(EngineCuda, ASparseKvCacheIsRefusedUntilItsKernelsExist) {
+  SKIP_WITHOUT_CUDA();
+  const TinyModel m = make_model(Variant::kLlama);
+  EngineOptions o = test_options("bf16");
+  o.kv_tokens = 1024;
+  o.kv_compression = true;
+  o.k_sparsity = o.v_sparsity = 0.5;
+  try {
+    Engine engine(tiny_model(m.config, m.weights(), "cuda"), o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::kUnsupported);
+    EXPECT_EQ(e.message(),
+              "kv_sparsity > 0 runs on the CPU only: the CUDA sparse attention kernels are not "
+              "built yet (issue 14)");
+  }
+}
+
 TEST(EngineCuda, Df11WeightsMatchTheCpuBackend) {
   SKIP_WITHOUT_CUDA();
   for (Variant variant : {Variant::kLlama, Variant::kQwen2}) {

@@ -164,5 +164,87 @@ TEST(BlockTable, FillStepTablesBuildsCsrArraysAndSlots) {
   EXPECT_EQ(last, (std::vector<int32_t>{2, 3}));
 }
 
+KvPool::Shape compressing_shape() {
+  KvPool::Shape s = small_shape(3);
+  s.compressed_pages = 5;
+  s.k_kept = 3;  // records of 2 + 6 bytes
+  s.v_kept = 8;  // 2 + 16
+  return s;
+}
+
+TEST(KvPool, CompressedPagesFollowEachLayersDensePagesWithTheirTailPads) {
+  CpuDevice device(1);
+  const KvPool::Shape shape = compressing_shape();
+  KvPool pool(device, shape);
+  const int64_t dense = 3 * 4 * 2 * 8 * 2;  // 3 pages x 4 tokens x 2 heads x 8 dims x 2 bytes
+  const int64_t k_records = 5 * 4 * 2 * 8 + 64, v_records = 5 * 4 * 2 * 18 + 64;
+  auto aligned = [](int64_t b) { return (b + 63) / 64 * 64; };
+  EXPECT_EQ(pool.bytes(), 2 * (2 * dense + aligned(k_records) + aligned(v_records)));
+  EXPECT_EQ(KvPool::bytes_needed(shape), pool.bytes());
+  EXPECT_EQ(KvPool::dense_page_bytes(shape), 2 * 2 * 4 * 2 * 8 * 2);
+  EXPECT_EQ(KvPool::compressed_page_bytes(shape), 2 * 4 * 2 * (8 + 18));
+  const PagedKv l0 = pool.layer(0), l1 = pool.layer(1);
+  EXPECT_EQ(static_cast<char*>(l0.k_records) - static_cast<char*>(l0.v_pages), dense);
+  EXPECT_EQ(static_cast<char*>(l0.v_records) - static_cast<char*>(l0.k_records),
+            aligned(k_records));
+  EXPECT_EQ(static_cast<char*>(l1.k_pages) - static_cast<char*>(l0.v_records), aligned(v_records));
+  EXPECT_EQ(l1.dense_pages, 3);
+  EXPECT_EQ(l1.k_kept, 3);
+  EXPECT_EQ(l1.v_kept, 8);
+}
+
+TEST(KvPool, LendsEachKindFromItsOwnFreeListAndTakesBothBack) {
+  CpuDevice device(1);
+  KvPool pool(device, compressing_shape());
+  int32_t dense[3], compressed[5];
+  pool.allocate(3, dense);
+  pool.allocate_compressed(5, compressed);
+  EXPECT_EQ(std::vector<int32_t>(dense, dense + 3), (std::vector<int32_t>{0, 1, 2}));
+  EXPECT_EQ(std::vector<int32_t>(compressed, compressed + 5),
+            (std::vector<int32_t>{3, 4, 5, 6, 7}));
+  EXPECT_TRUE(pool.is_compressed(3));
+  EXPECT_FALSE(pool.is_compressed(2));
+  EXPECT_EQ(pool.free_pages(), 0);
+  EXPECT_EQ(pool.free_compressed_pages(), 0);
+  try {
+    pool.allocate_compressed(1, compressed);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.category(), ErrorCategory::kOutOfMemory);
+    EXPECT_EQ(message(e),
+              "KV cache out of pages: this step needs 1 more compressed pages, 0 are free (5 "
+              "compressed pages of 4 tokens)");
+  }
+  const int32_t mixed[3] = {6, 1, 3};
+  pool.release(mixed, 3);
+  EXPECT_EQ(pool.free_pages(), 1);
+  EXPECT_EQ(pool.free_compressed_pages(), 2);
+  EXPECT_THROW(pool.release(mixed, 1), Error);  // page 6 is free already
+  int32_t again[2];
+  pool.allocate_compressed(2, again);
+  EXPECT_EQ(std::vector<int32_t>(again, again + 2), (std::vector<int32_t>{3, 6}));
+}
+
+TEST(BlockTable, CompressedPagesReplaceTheOldestDenseEntries) {
+  CpuDevice device(1);
+  KvPool pool(device, compressing_shape());
+  BlockTable table(8);
+  table.grow(pool, 11);  // 3 dense pages of 4
+  table.commit(11);
+  EXPECT_EQ(table.pages_to_compress(/*window=*/2, 4), 2);  // tokens 0..7 are outside
+  int32_t ids[2], replaced[2];
+  pool.allocate_compressed(2, ids);
+  table.swap_in_compressed(ids, 2, replaced);
+  pool.release(replaced, 2);
+  EXPECT_EQ(table.compressed_pages(), 2);
+  EXPECT_EQ(std::vector<int32_t>(table.pages(), table.pages() + 3),
+            (std::vector<int32_t>{ids[0], ids[1], 2}));
+  EXPECT_EQ(table.pages_to_compress(2, 4), 0);
+  table.release(pool);
+  EXPECT_EQ(pool.free_pages(), 3);
+  EXPECT_EQ(pool.free_compressed_pages(), 5);
+  EXPECT_EQ(table.compressed_pages(), 0);
+}
+
 }  // namespace
 }  // namespace slimrt

@@ -171,6 +171,24 @@ class Engine:
             "total": weights,
         }
 
+    def kv_usage(self) -> dict[str, int]:
+        # The reference keeps no pages: it reports the dense pages its sequences would hold.
+        used = self.total_pages - self.free_pages
+        tokens = sum(len(t) for t in self._tokens.values())
+        return {
+            "page_size": self.page_size,
+            "dense_pages": self.total_pages,
+            "dense_pages_used": used,
+            "compressed_pages": 0,
+            "compressed_pages_used": 0,
+            "dense_page_bytes": 0,
+            "compressed_page_bytes": 0,
+            "tokens": tokens,
+            "peak_dense_pages_used": used,
+            "peak_compressed_pages_used": 0,
+            "peak_tokens": tokens,
+        }
+
     def step(self, seq_ids, tokens, counts, sampling=None):
         seq_ids, tokens, counts = (np.asarray(a).tolist() for a in (seq_ids, tokens, counts))
         self._check(seq_ids, tokens, counts, sampling)

@@ -277,7 +277,10 @@ def test_from_tensors_refuses_bad_configs_and_weights(tiny_llama) -> None:
 def test_engine_refuses_bad_options_and_budgets(tiny_llama) -> None:
     model = tiny_llama[0]
     known = ", ".join(_core.ENGINE_OPTIONS)
-    assert known == "kv_dtype, kv_tokens, max_batch, max_step_tokens, memory_limit_bytes, page_size"
+    assert known == (
+        "k_sparsity, kv_compression, kv_dtype, kv_tokens, kv_window, max_batch, max_step_tokens, "
+        "memory_limit_bytes, page_size, v_sparsity"
+    )
     # device and num_threads belong to the model now: an engine refuses them by name.
     for name in ("device", "num_threads", "max_batchh"):
         assert refusal(InvalidArgumentError, lambda n=name: _core.Engine(model, {n: 1})) == (

@@ -38,6 +38,15 @@ struct EngineOptions {
   std::string kv_dtype = "bf16";   // "bf16" or "f32"
   int64_t memory_limit_bytes = 0;  // the model's weights and this engine's arenas together;
                                    // 0 = what the device has available
+  // The bitmap-sparse KV cache (CPU only; bf16 KV): each sequence's newest kv_window tokens stay
+  // dense, older ones are pruned per token and KV head to k = head_dim - round(s * head_dim)
+  // values (s = k_sparsity for K, v_sparsity for V) and packed into compressed pages, a whole
+  // page at a time. kv_tokens is then the byte budget of that many dense tokens, shared by the
+  // dense pages of max_batch recent windows and by as many compressed pages as the rest holds.
+  bool kv_compression = false;
+  double k_sparsity = 0.0;  // in [0, 1)
+  double v_sparsity = 0.0;
+  int64_t kv_window = 32;  // >= 0
 
   // Throws "options: ..." naming the first value out of range (Engine's constructor calls it;
   // an application may call it before loading a model, to fail early).
@@ -77,6 +86,22 @@ struct MemoryUsage {
   int64_t total() const { return weights + df11_scratch + kv_pool + activations; }
 };
 
+// Where the KV cache's bytes are: its pages of each kind, in use and in all, and what one token
+// costs in each (all layers, K and V). Without kv_compression there are no compressed pages.
+struct KvUsage {
+  int64_t page_size = 0;
+  int64_t dense_pages = 0;
+  int64_t dense_pages_used = 0;
+  int64_t compressed_pages = 0;
+  int64_t compressed_pages_used = 0;
+  int64_t dense_page_bytes = 0;
+  int64_t compressed_page_bytes = 0;
+  int64_t tokens = 0;                 // tokens cached over all sequences
+  int64_t peak_dense_pages_used = 0;  // the most in use at once so far
+  int64_t peak_compressed_pages_used = 0;
+  int64_t peak_tokens = 0;  // the most tokens cached at once after a step
+};
+
 class Engine {
  public:
   // Checks the options and the memory budget, then reserves the arenas on the model's device.
@@ -89,7 +114,9 @@ class Engine {
   void release_sequence(int64_t seq_id);  // returns its pages to the pool
   int64_t sequence_length(int64_t seq_id) const;
   // KV pages the pool must hand sequence seq_id for it to grow by new_tokens (0 when its last
-  // page has room): what a scheduler compares with free_pages() before it plans a step.
+  // page has room): what a scheduler compares with free_pages() before it plans a step. With
+  // kv_compression, pages and free_pages() count compressed pages (the pages that bind: the
+  // dense ones are sized for max_batch recent windows and a step's tokens).
   int64_t pages_needed(int64_t seq_id, int64_t new_tokens) const;
 
   // Runs one step and writes the logits of each sequence's last new token: [batch][vocab].
@@ -102,8 +129,11 @@ class Engine {
   int64_t page_size() const;
   int64_t vocab_size() const;
   int64_t max_position_embeddings() const;
-  int64_t kv_tokens() const;  // the pool's capacity in tokens (options.kv_tokens, rounded up)
+  // The pool's capacity in tokens: options.kv_tokens, rounded up to pages; with kv_compression,
+  // the tokens its dense and compressed pages hold together.
+  int64_t kv_tokens() const;
   MemoryUsage memory() const;
+  KvUsage kv_usage() const;
   const ModelConfig& config() const;
   const Model& model() const;
 

@@ -29,6 +29,16 @@ Isa env_cap() {
 }
 
 std::atomic<int> g_cap{static_cast<int>(Isa::kAvx512)};
+std::atomic<bool> g_vbmi2_allowed{true};
+
+bool detect_vbmi2() {
+#if SLIMRT_X86_SIMD
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512vbmi2");
+#else
+  return false;
+#endif
+}
 
 }  // namespace
 
@@ -49,6 +59,16 @@ Isa active_isa() {
 
 Isa set_isa_cap(Isa cap) {
   return static_cast<Isa>(g_cap.exchange(static_cast<int>(cap), std::memory_order_relaxed));
+}
+
+bool vbmi2_active() {
+  static const bool detected = detect_vbmi2();
+  return detected && active_isa() == Isa::kAvx512 &&
+         g_vbmi2_allowed.load(std::memory_order_relaxed);
+}
+
+bool set_vbmi2_allowed(bool allowed) {
+  return g_vbmi2_allowed.exchange(allowed, std::memory_order_relaxed);
 }
 
 const char* isa_name(Isa isa) {

@@ -22,6 +22,12 @@ Isa set_isa_cap(Isa cap);
 
 const char* isa_name(Isa isa);
 
+// Whether kernels may use AVX-512 VBMI2 (vpexpandw, vpcompressw) on top of kAvx512: the CPU has
+// it and active_isa() is kAvx512, unless set_vbmi2_allowed(false) (tests run the AVX-512 kernels
+// both ways on one machine). Returns the previous setting.
+bool vbmi2_active();
+bool set_vbmi2_allowed(bool allowed);
+
 }  // namespace slimrt::cpu
 
 // Function attributes for the variants. Functions a variant calls must be inlined into it to be
@@ -31,6 +37,8 @@ const char* isa_name(Isa isa);
 #define SLIMRT_X86_SIMD 1
 #define SLIMRT_TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define SLIMRT_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define SLIMRT_TARGET_AVX512_VBMI2 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vbmi2,popcnt,avx2,fma")))
 #define SLIMRT_FLATTEN __attribute__((flatten))
 #else
 #define SLIMRT_X86_SIMD 0

@@ -96,9 +96,17 @@ void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool);
 void kv_write(const PagedKv& kv, const float* k, const float* v, int64_t row_stride,
               const int32_t* slots, int64_t tokens, ThreadPool& pool);
 
+// Packs the BF16 dense pages src_pages[i] (every one of their page_size tokens) into the
+// compressed pages dst_pages[i] (ids from kv.dense_pages on): per token and KV head, a K record
+// of the kv.k_kept largest-|x| values, ties to the lower index, and a V record of kv.v_kept
+// (docs/FORMAT.md, "Sparse KV pages"). The dense pages are left as they are.
+void kv_compress(const PagedKv& kv, const int32_t* src_pages, const int32_t* dst_pages,
+                 int64_t count, ThreadPool& pool);
+
 // Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
 // reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max
 // (numerically safe for any context length). out is [tokens][heads][head_dim].
+// Compressed pages (kv.k_records set, BF16 only) read as their kept values with zeros elsewhere.
 // Limits: head_dim <= kMaxAttentionHeadDim, heads / kv_heads <= kMaxAttentionGroup; a sequence
 // with more query tokens than context, or fewer pages than its context needs, throws
 // slimrt::Error (checked per call, O(seqs)).

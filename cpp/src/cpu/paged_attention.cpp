@@ -1,10 +1,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <utility>
 
 #include "../fast_exp.h"
+#include "../kv_record.h"
 #include "bf16.h"
 #include "check.h"
 #include "kernels.h"
@@ -35,6 +37,8 @@ constexpr int64_t kPartialFloats = 16384;
 
 // Blocks of K/V rows requested ahead of use (pages are scattered: see run_unit).
 constexpr int64_t kPrefetchBlocks = 2;
+// Compressed records are a third the size of dense rows: as many bytes ahead take more blocks.
+constexpr int64_t kMixedPrefetchBlocks = 6;
 
 alignas(64) const float kZeros[kMaxHeadDim] = {};
 
@@ -57,6 +61,10 @@ using BlockFn = void (*)(const BlockRows& rows, const float* const* k, const flo
                          int64_t head_dim, float scale_log2);
 // Widens n BF16 rows of head_dim (src[t]) into dst[t * kMaxHeadDim].
 using WidenFn = void (*)(const uint16_t* const* src, int n, int64_t head_dim, float* dst);
+// Expands n compressed records (kv_record.h) into dst[t * kMaxHeadDim]: the kept values where
+// the bitmap is set, zeros elsewhere. It may write zeros up to the next multiple of 32 past
+// head_dim, and read up to 16 bytes past a record (kKvRecordTailPad).
+using ExpandFn = void (*)(const uint8_t* const* records, int n, int64_t head_dim, float* dst);
 
 inline void block_portable(const BlockRows& rows, const float* const* k, const float* const* v,
                            int64_t hd, float scale_log2) {
@@ -115,6 +123,27 @@ inline void widen_portable(const uint16_t* const* src, int n, int64_t hd, float*
   }
 }
 
+inline void expand_portable(const uint8_t* const* records, int n, int64_t hd, float* dst) {
+  const int64_t bitmap_bytes = kv_bitmap_bytes(hd);
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* bits = records[t];
+    const uint8_t* values = records[t] + bitmap_bytes;
+    float* row = dst + t * kMaxHeadDim;
+    for (int64_t i = 0; i < hd; ++i) {
+      uint16_t x = 0;
+      if (bits[i / 8] >> (i % 8) & 1u) {
+        std::memcpy(&x, values, 2);
+        values += 2;
+      }
+      row[i] = bf16_to_f32(x);
+    }
+  }
+}
+
+void expand_scalar(const uint8_t* const* records, int n, int64_t hd, float* dst) {
+  expand_portable(records, n, hd, dst);
+}
+
 void block_scalar(const BlockRows& rows, const float* const* k, const float* const* v, int64_t hd,
                   float scale_log2) {
   block_portable(rows, k, v, hd, scale_log2);
@@ -134,6 +163,80 @@ SLIMRT_TARGET_AVX2 SLIMRT_FLATTEN void block_avx2(const BlockRows& rows, const f
 SLIMRT_TARGET_AVX2 SLIMRT_FLATTEN void widen_avx2(const uint16_t* const* src, int n, int64_t hd,
                                                   float* dst) {
   widen_portable(src, n, hd, dst);
+}
+
+// For each bitmap byte b, lane j's rank: how many of b's bits below j are set, which is where
+// element j's value sits among the byte's kept values.
+struct ExpandRanks {
+  uint8_t rank[256][8];
+  constexpr ExpandRanks() : rank{} {
+    for (int b = 0; b < 256; ++b) {
+      int seen = 0;
+      for (int j = 0; j < 8; ++j) {
+        rank[b][j] = static_cast<uint8_t>(seen);
+        seen += b >> j & 1;
+      }
+    }
+  }
+};
+constexpr ExpandRanks kExpandRanks;
+
+// Eight elements per bitmap byte: the next eight values, widened to 32 bits, permuted to their
+// elements by the byte's ranks and masked by its bits.
+SLIMRT_TARGET_AVX2 void expand_avx2(const uint8_t* const* records, int n, int64_t hd, float* dst) {
+  const int64_t bitmap_bytes = kv_bitmap_bytes(hd);
+  const __m256i select = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* bits = records[t];
+    const uint16_t* values = reinterpret_cast<const uint16_t*>(records[t] + bitmap_bytes);
+    float* row = dst + t * kMaxHeadDim;
+    for (int64_t i = 0; i < hd; i += 8) {
+      const unsigned b = bits[i / 8];
+      const __m256i x =
+          _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(values)));
+      const __m256i rank = _mm256_cvtepu8_epi32(
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(kExpandRanks.rank[b])));
+      const __m256i keep = _mm256_cmpeq_epi32(
+          _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(b)), select), select);
+      const __m256i y = _mm256_and_si256(_mm256_permutevar8x32_epi32(x, rank), keep);
+      _mm256_storeu_ps(row + i, _mm256_castsi256_ps(_mm256_slli_epi32(y, 16)));
+      values += __builtin_popcount(b);
+    }
+  }
+}
+
+// 32 elements per step: vpexpandw places the next popcount(mask) values (a masked load reads
+// no further) at the mask's set bits, then each half widens to FP32.
+SLIMRT_TARGET_AVX512_VBMI2 void expand_vbmi2(const uint8_t* const* records, int n, int64_t hd,
+                                             float* dst) {
+  const int64_t bitmap_bytes = kv_bitmap_bytes(hd);
+  for (int t = 0; t < n; ++t) {
+    const uint8_t* bits = records[t];
+    const uint16_t* values = reinterpret_cast<const uint16_t*>(records[t] + bitmap_bytes);
+    float* row = dst + t * kMaxHeadDim;
+    for (int64_t i = 0; i < hd; i += 32) {
+      // The bitmap ends on a 16-bit word: the last step may have only one. (Fixed-size copies
+      // compile to loads; a copy of a variable size would call memcpy.)
+      uint32_t mask;
+      if (bitmap_bytes - i / 8 >= 4) {
+        std::memcpy(&mask, bits + i / 8, 4);
+      } else {
+        uint16_t half;
+        std::memcpy(&half, bits + i / 8, 2);
+        mask = half;
+      }
+      // The register form: vpexpandw from memory is microcoded on some CPUs (AMD Zen 4).
+      const int count = __builtin_popcount(mask);
+      const __mmask32 take = static_cast<__mmask32>((uint64_t{1} << count) - 1);
+      const __m512i x = _mm512_maskz_expand_epi16(mask, _mm512_maskz_loadu_epi16(take, values));
+      values += count;
+      _mm512_storeu_ps(row + i, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                    _mm512_cvtepu16_epi32(_mm512_castsi512_si256(x)), 16)));
+      _mm512_storeu_ps(row + i + 16,
+                       _mm512_castsi512_ps(_mm512_slli_epi32(
+                           _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(x, 1)), 16)));
+    }
+  }
 }
 
 // Masked loads and stores only for a head_dim tail: a masked store does not forward to the
@@ -281,6 +384,7 @@ BlockFn avx512_block_for(int64_t nc, std::integer_sequence<int, NCs...>) {
 struct Kernels {
   BlockFn block;
   WidenFn widen;
+  ExpandFn expand;
 };
 
 Kernels kernels_for(Isa isa, int64_t head_dim) {
@@ -289,12 +393,12 @@ Kernels kernels_for(Isa isa, int64_t head_dim) {
     case Isa::kAvx512:
       return {avx512_block_for((head_dim + 15) / 16,
                                std::make_integer_sequence<int, kMaxHeadDim / 16>()),
-              widen_avx512};
+              widen_avx512, vbmi2_active() ? expand_vbmi2 : expand_avx2};
     case Isa::kAvx2:
-      return {block_avx2, widen_avx2};
+      return {block_avx2, widen_avx2, expand_avx2};
 #endif
     default:
-      return {block_scalar, widen_scalar};
+      return {block_scalar, widen_scalar, expand_scalar};
   }
 }
 
@@ -408,23 +512,94 @@ void run_unit(const Problem& p, const Unit& u) {
       }
     }
   };
-  for (int64_t b = 0; b < kPrefetchBlocks; ++b) prefetch_block(u.kv_begin + b * kBlock);
-  for (int64_t b0 = u.kv_begin; b0 < u.kv_end; b0 += kBlock) {
-    prefetch_block(b0 + kPrefetchBlocks * kBlock);
-    const int n = static_cast<int>(std::min<int64_t>(kBlock, u.kv_end - b0));
-    row_offsets(b0, n, offsets);
-    for (int t = 0; t < n; ++t) {
-      k_src[t] = static_cast<const char*>(p.kv.k_pages) + offsets[t];
-      v_src[t] = static_cast<const char*>(p.kv.v_pages) + offsets[t];
-    }
-    if (p.kv.dtype == KvDtype::kF32) {
-      for (int t = 0; t < n; ++t) {
-        k_rows[t] = reinterpret_cast<const float*>(k_src[t]);
-        v_rows[t] = reinterpret_cast<const float*>(v_src[t]);
+  // With compressed pages, positions [b0, b0 + n) are cut into runs that stay on one page, and
+  // each run is widened (dense) or expanded (compressed) into the block's buffers.
+  const int64_t k_record = kv_record_bytes(hd, p.kv.k_kept);
+  const int64_t v_record = kv_record_bytes(hd, p.kv.v_kept);
+  auto for_each_run = [&](int64_t b0, int n, auto&& fn) {
+    int64_t page = b0 / p.kv.page_size;
+    int64_t in_page = b0 - page * p.kv.page_size;
+    for (int t = 0; t < n;) {
+      const int run = static_cast<int>(std::min<int64_t>(n - t, p.kv.page_size - in_page));
+      const int64_t id = pages[page];
+      if (p.kv.compressed(id)) {
+        // A compressed page keeps each KV head's records together: the run is contiguous.
+        const int64_t first =
+            ((id - p.kv.dense_pages) * p.kv.kv_heads + u.kv_head) * p.kv.page_size + in_page;
+        for (int j = 0; j < run; ++j) {
+          k_src[t + j] = static_cast<const char*>(p.kv.k_records) + (first + j) * k_record;
+          v_src[t + j] = static_cast<const char*>(p.kv.v_records) + (first + j) * v_record;
+        }
+      } else {
+        const int64_t first = (id * p.kv.page_size + in_page) * p.kv.kv_heads + u.kv_head;
+        for (int j = 0; j < run; ++j) {
+          k_src[t + j] =
+              static_cast<const char*>(p.kv.k_pages) + (first + j * p.kv.kv_heads) * row_bytes;
+          v_src[t + j] =
+              static_cast<const char*>(p.kv.v_pages) + (first + j * p.kv.kv_heads) * row_bytes;
+        }
       }
+      fn(t, run, p.kv.compressed(id));
+      t += run;
+      in_page = 0;
+      ++page;
+    }
+  };
+  auto prefetch_mixed = [&](int64_t b0) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlock, u.kv_end - b0));
+    if (n <= 0) return;
+    for_each_run(b0, n, [&](int t0, int run, bool compressed) {
+      const int64_t kb = compressed ? k_record : row_bytes;
+      const int64_t vb = compressed ? v_record : row_bytes;
+      // Records start anywhere in a line: their last byte may be one line further.
+      for (int t = t0; t < t0 + run; ++t) {
+        for (int64_t byte = 0; byte < kb; byte += 64) SLIMRT_PREFETCH(k_src[t] + byte);
+        SLIMRT_PREFETCH(k_src[t] + kb - 1);
+        for (int64_t byte = 0; byte < vb; byte += 64) SLIMRT_PREFETCH(v_src[t] + byte);
+        SLIMRT_PREFETCH(v_src[t] + vb - 1);
+      }
+    });
+  };
+  if (p.kv.k_records != nullptr) {
+    for (int64_t b = 0; b < kMixedPrefetchBlocks; ++b) prefetch_mixed(u.kv_begin + b * kBlock);
+  } else {
+    for (int64_t b = 0; b < kPrefetchBlocks; ++b) prefetch_block(u.kv_begin + b * kBlock);
+  }
+  for (int64_t b0 = u.kv_begin; b0 < u.kv_end; b0 += kBlock) {
+    const int n = static_cast<int>(std::min<int64_t>(kBlock, u.kv_end - b0));
+    if (p.kv.k_records != nullptr) {
+      prefetch_mixed(b0 + kMixedPrefetchBlocks * kBlock);
+      for_each_run(b0, n, [&](int t0, int run, bool compressed) {
+        if (compressed) {
+          p.kernels.expand(reinterpret_cast<const uint8_t* const*>(k_src + t0), run, hd,
+                           &k_buf[t0][0]);
+          p.kernels.expand(reinterpret_cast<const uint8_t* const*>(v_src + t0), run, hd,
+                           &v_buf[t0][0]);
+        } else {
+          p.kernels.widen(reinterpret_cast<const uint16_t* const*>(k_src + t0), run, hd,
+                          &k_buf[t0][0]);
+          p.kernels.widen(reinterpret_cast<const uint16_t* const*>(v_src + t0), run, hd,
+                          &v_buf[t0][0]);
+        }
+      });
     } else {
-      p.kernels.widen(reinterpret_cast<const uint16_t* const*>(k_src), n, hd, &k_buf[0][0]);
-      p.kernels.widen(reinterpret_cast<const uint16_t* const*>(v_src), n, hd, &v_buf[0][0]);
+      prefetch_block(b0 + kPrefetchBlocks * kBlock);
+      row_offsets(b0, n, offsets);
+      for (int t = 0; t < n; ++t) {
+        k_src[t] = static_cast<const char*>(p.kv.k_pages) + offsets[t];
+        v_src[t] = static_cast<const char*>(p.kv.v_pages) + offsets[t];
+      }
+      if (p.kv.dtype == KvDtype::kF32) {
+        for (int t = 0; t < n; ++t) {
+          k_rows[t] = reinterpret_cast<const float*>(k_src[t]);
+          v_rows[t] = reinterpret_cast<const float*>(v_src[t]);
+        }
+      } else {
+        p.kernels.widen(reinterpret_cast<const uint16_t* const*>(k_src), n, hd, &k_buf[0][0]);
+        p.kernels.widen(reinterpret_cast<const uint16_t* const*>(v_src), n, hd, &v_buf[0][0]);
+      }
+    }
+    if (p.kv.k_records != nullptr || p.kv.dtype != KvDtype::kF32) {
       for (int t = 0; t < n; ++t) {
         k_rows[t] = k_buf[t];
         v_rows[t] = v_buf[t];

@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "check.h"
 #include "cpu/kernels.h"
+#include "ops/kv_compress.h"
 #include "ops/matmul_bf16.h"
 
 namespace slimrt::ops {
@@ -31,6 +32,15 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
            batch.page_indices != nullptr && batch.context_lens != nullptr &&
            (input_scratch != nullptr || matmul_input_bytes(device, batch.num_tokens, width) == 0)),
       "paged_attention: a null pointer");
+  if (kv.k_records != nullptr) {
+    check_sparse_kv_supported(device);
+    SLIMRT_CHECK(kv.v_records != nullptr && kv.dtype == KvDtype::kBf16 && kv.dense_pages >= 0 &&
+                     kv.k_kept >= 0 && kv.k_kept <= kv.head_dim && kv.v_kept >= 0 &&
+                     kv.v_kept <= kv.head_dim,
+                 "paged_attention: compressed pages need a bf16 cache, V records and kept counts "
+                 "in [0, head_dim], got "
+                     << kv.k_kept << " and " << kv.v_kept << " of " << kv.head_dim);
+  }
   switch (device.backend()) {
     case Backend::kCpu:
       cpu::paged_attention(q, kv, batch, heads, scale, out, cpu_device(device).pool());
