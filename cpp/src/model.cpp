@@ -37,8 +37,8 @@ Model::Model(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Model::~Model() = default;
 
 std::shared_ptr<const Model> make_model(const ModelConfig& config, const WeightMap& tensors,
-                                        const ModelOptions& options, std::unique_ptr<Device> device,
-                                        std::string format, std::string summary,
+                                        const ModelOptions& options, std::string format,
+                                        std::string summary,
                                         std::map<std::string, MetadataValue> metadata) {
   auto impl = std::make_unique<Model::Impl>();
   impl->config = config;
@@ -46,7 +46,7 @@ std::shared_ptr<const Model> make_model(const ModelConfig& config, const WeightM
   impl->format = std::move(format);
   impl->summary = std::move(summary);
   impl->metadata = std::move(metadata);
-  impl->device = std::move(device);
+  impl->device = make_device(options.device, options.num_threads);
   impl->device_name = impl->device->name();
   impl->weights = std::make_unique<Weights>(impl->config, tensors);
   MemoryPlan plan;
@@ -73,9 +73,8 @@ std::shared_ptr<const Model> Model::from_tensors(const ModelConfig& config,
   // The requested weight format: DF11 inputs decoded, or BF16 matrices compressed (staged here
   // until the arena holds them).
   WeightStaging staging;
-  std::unique_ptr<Device> device = make_device(o.device, o.num_threads);
-  const WeightMap converted = to_weight_format(checked, tensors, o, staging, *device);
-  return make_model(checked, converted, o, std::move(device), "tensors",
+  const WeightMap converted = to_weight_format(checked, tensors, o, staging);
+  return make_model(checked, converted, o, "tensors",
                     std::string("tensors in memory (") + architecture_name(checked.architecture) +
                         "; " + weights_held(checked, converted) + ")",
                     {});

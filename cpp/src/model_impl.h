@@ -29,11 +29,11 @@ struct Model::Impl {
 // The options a model is made with, checked, with "auto" resolved to a device name.
 ModelOptions resolve_model_options(const ModelOptions& options);
 
-// Lays the weights out in `device`'s arena (after checking the budget) and copies `tensors`
-// there; the model keeps the device. The tensors may be dropped once this returns.
+// Makes the model's device, lays the weights out in its arena (after checking the budget) and
+// copies `tensors` there. The tensors may be dropped once this returns.
 std::shared_ptr<const Model> make_model(const ModelConfig& config, const WeightMap& tensors,
-                                        const ModelOptions& options, std::unique_ptr<Device> device,
-                                        std::string format, std::string summary,
+                                        const ModelOptions& options, std::string format,
+                                        std::string summary,
                                         std::map<std::string, MetadataValue> metadata);
 
 }  // namespace slimrt

@@ -99,15 +99,13 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOpt
   ModelSource source =
       detect(path, gguf) == SourceKind::kGguf ? read_gguf(gguf, o) : read_hf_dir(path, o);
   WeightStaging staging;
-  std::unique_ptr<Device> device = make_device(o.device, o.num_threads);
-  const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging, *device,
+  const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
                                              o.verify ? &source.checksums : nullptr);
   // "PATH (what the reader found; how the matrices are held)".
   std::string summary = source.summary;
   summary.insert(summary.size() - 1, "; " + weights_held(source.config, tensors));
   std::shared_ptr<const Model> model =
-      make_model(source.config, tensors, o, std::move(device), source.format, summary,
-                 std::move(source.metadata));
+      make_model(source.config, tensors, o, source.format, summary, std::move(source.metadata));
   if (o.verify) verify_kept_df11(*model, source.checksums, o);
   log_line(LogLevel::kInfo, "loaded " + summary);
   return model;

@@ -1,56 +1,10 @@
 #include "weights_format.h"
 
-#include "arena.h"
 #include "check.h"
 #include "crc32.h"
-#include "ops/checksum.h"
-#include "ops/df11_decode.h"
 #include "tensor_table.h"
 
 namespace slimrt {
-namespace {
-
-// Decodes `w` (host memory) into `out` (host, numel BF16) on `device`, whose memory holds a
-// copy only while this runs; returns the CRC-32 of the decoded bits. The copy's table goes with
-// its block (Device::deallocate).
-uint32_t decode_on_device(Device& device, const Df11View& w, uint16_t* out) {
-  const int64_t lengths = align_up(df11::kSymbols);
-  const int64_t bitstream = align_up(w.bitstream_words * 4);
-  const int64_t index = align_up(w.groups() * df11::kIndexWords * 4);
-  const int64_t signmant = align_up(w.numel);
-  const int64_t decoded = align_up(w.numel * 2);
-  const int64_t scratch = ops::crc32_scratch_bytes(device, w.numel * 2);
-  char* block = static_cast<char*>(
-      device.allocate(lengths + bitstream + index + signmant + decoded + scratch));
-  try {
-    Df11View d = w;
-    char* at = block;
-    auto place = [&](const void* host, int64_t bytes, int64_t room) {
-      device.copy_to_device(at, host, bytes);
-      void* placed = at;
-      at += room;
-      return placed;
-    };
-    d.lengths = static_cast<const uint8_t*>(place(w.lengths, df11::kSymbols, lengths));
-    d.bitstream =
-        static_cast<const uint32_t*>(place(w.bitstream, w.bitstream_words * 4, bitstream));
-    d.index =
-        static_cast<const uint32_t*>(place(w.index, w.groups() * df11::kIndexWords * 4, index));
-    d.signmant = static_cast<const uint8_t*>(place(w.signmant, w.numel, signmant));
-    auto* bits = reinterpret_cast<uint16_t*>(at);
-    device.prepare_df11(d);
-    ops::decode_df11(device, d, bits);
-    const uint32_t crc = ops::crc32(device, bits, w.numel * 2, at + decoded);
-    device.copy_to_host(out, bits, w.numel * 2);
-    device.deallocate(block);
-    return crc;
-  } catch (...) {
-    device.deallocate(block);
-    throw;
-  }
-}
-
-}  // namespace
 
 void check_checksum(const std::string& name, const Df11Checksum& sum, uint32_t crc) {
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, crc == sum.crc32,
@@ -60,7 +14,7 @@ void check_checksum(const std::string& name, const Df11Checksum& sum, uint32_t c
 }
 
 WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
-                           const ModelOptions& options, WeightStaging& staging, Device& device,
+                           const ModelOptions& options, WeightStaging& staging,
                            const std::map<std::string, Df11Checksum>* checksums) {
   WeightMap out = tensors;
   if (options.weights == "stored") return out;
@@ -94,18 +48,12 @@ WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
       }
     } else {
       std::vector<uint16_t>& bits = staging.decoded.emplace_back(numel);
-      const Df11Checksum* sum = nullptr;
+      df11_decode_cpu(tensor->df11, bits.data(), options.num_threads);
       if (checksums != nullptr) {
-        const auto found = checksums->find(name);
-        if (found != checksums->end()) sum = &found->second;
-      }
-      if (device.backend() != Backend::kCpu) {  // a GPU: the host's decode made loading slow
-        const uint32_t crc = decode_on_device(device, tensor->df11, bits.data());
-        if (sum != nullptr) check_checksum(name, *sum, crc);
-      } else {
-        df11_decode_cpu(tensor->df11, bits.data(), options.num_threads);
-        if (sum != nullptr) {
-          check_checksum(name, *sum, crc32(bits.data(), bits.size() * 2, options.num_threads));
+        const auto sum = checksums->find(name);
+        if (sum != checksums->end()) {
+          check_checksum(name, sum->second,
+                         crc32(bits.data(), bits.size() * 2, options.num_threads));
         }
       }
       out[name] = WeightTensor::bf16(bits.data(), tensor->shape);

@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "device.h"
 #include "model_source.h"
 #include "slimrt/model.h"
 
@@ -28,12 +27,10 @@ struct WeightStaging {
 void check_checksum(const std::string& name, const Df11Checksum& sum, uint32_t crc);
 
 // `tensors` stays borrowed: the result points into it and into `staging`. A DF11 matrix decoded
-// to BF16 is checked against its entry in `checksums`, if any; `device` (the model's) decodes
-// and checks it: a GPU in milliseconds, where the host took 18 s for an 8B model (its copy is
-// brought back to host staging, which the arena is then filled from). Reports progress in bytes
-// of matrices converted, as stage "compress" or "decode".
+// to BF16 is checked against its entry in `checksums`, if any. Reports progress in bytes of
+// matrices converted, as stage "compress" or "decode".
 WeightMap to_weight_format(const ModelConfig& config, const WeightMap& tensors,
-                           const ModelOptions& options, WeightStaging& staging, Device& device,
+                           const ModelOptions& options, WeightStaging& staging,
                            const std::map<std::string, Df11Checksum>* checksums = nullptr);
 
 // How `tensors` (the result of to_weight_format) hold the model's matrices, for a summary:
