@@ -157,6 +157,29 @@ TEST(SparseEngine, AStepBeyondTheCompressedPagesIsRefusedAndChangesNothing) {
   expect_pool_full(engine);
 }
 
+// The dense pages hold max_batch windows and a step: an application that keeps more sequences
+// than that alive runs out of them, with its own message, and nothing changes.
+TEST(SparseEngine, MoreLiveSequencesThanMaxBatchRunOutOfDensePages) {
+  const TinyModel m = make_model(Variant::kLlama);
+  Engine engine(tiny_model(m.config, m.weights()), sparse_options(0.5, 0.5, 8));
+  ASSERT_EQ(engine.kv_usage().dense_pages, 36);
+  std::vector<int64_t> ids;
+  // 12 tokens each: 3 dense pages during the step, then 1 compressed and 2 dense.
+  for (int i = 0; i < 17; ++i) {
+    ids.push_back(engine.add_sequence());
+    run_step(engine, {ids.back()}, {random_tokens(12, 97, i)});
+  }
+  EXPECT_EQ(engine.kv_usage().dense_pages_used, 34);
+  ids.push_back(engine.add_sequence());
+  EXPECT_EQ(error_message([&] { run_step(engine, {ids.back()}, {random_tokens(12, 97, 99)}); }),
+            "KV cache out of dense pages: this step needs 3 more, 2 are free (36 dense pages hold "
+            "the recent windows of max_batch sequences)");
+  EXPECT_EQ(engine.kv_usage().compressed_pages_used, 17);
+  EXPECT_EQ(engine.sequence_length(ids.back()), 0);
+  for (int64_t id : ids) engine.release_sequence(id);
+  expect_pool_full(engine);
+}
+
 TEST(SparseEngine, BadOptionsGiveClearErrors) {
   const TinyModel m = make_model(Variant::kLlama);
   const auto model = tiny_model(m.config, m.weights());
