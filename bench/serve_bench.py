@@ -203,7 +203,8 @@ def main() -> int:
         # One context of 2048 tokens, as a new user starts it (the server's default).
         "llama-cpp-python": lambda: llama_cpp_python_server(args.model, args.threads, 2048),
     }
-    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    # Taken before the run: the tree may change while it runs.
+    commit, load = source_commit(), "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     rows = []
     for name in args.servers:
         with makers[name]() as server:
@@ -215,7 +216,7 @@ def main() -> int:
                 print(rows[-1], file=sys.stderr, flush=True)
     print(
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
-        f"slimrt {source_commit()}, {args.model.name}, {args.threads} threads, "
+        f"slimrt {commit}, {args.model.name}, {args.threads} threads, "
         f"max_tokens {args.max_tokens}, temperature 0, {args.requests_per_client} requests "
         f"per client, load average before: {load}\n"
     )
