@@ -2,11 +2,13 @@
 
     python bench/serve_bench.py                         # SmolLM2 GGUF, concurrency 1 4 16
     python bench/serve_bench.py --servers slimrt --concurrency 1 16 --max-tokens 32
+    python bench/serve_bench.py --concurrency --rates 2 8     # open loop only
 
 Each server is started on the same GGUF file with the same thread count, then driven closed
-loop: C clients, each sending its requests one after the other (chat, streamed, temperature 0), for
-C in --concurrency. The prompts come from a fixed seed, so every server and every run gets the
-same ones. Reported per server and C: output tokens per second over the wall time, time to
+loop: C clients, each sending its requests one after the other (chat, streamed, temperature
+0), for C in --concurrency; then open loop: requests arriving at each of --rates per second.
+The prompts and arrival times come from a fixed seed, so every server and every run gets the
+same ones. Reported per server and load: output tokens per second over the wall time, time to
 first token and inter-token latency (p50, p99), as a markdown table with the machine, the date
 and the commit. Both servers stop at EOS; tokens are counted from the usage they report.
 """
@@ -48,7 +50,7 @@ class Sample:
 
 @dataclass
 class Level:
-    concurrency: int
+    load: str  # "C" clients closed loop, or "R/s" open loop
     wall_s: float
     samples: list[Sample] = field(default_factory=list)
 
@@ -57,7 +59,7 @@ class Level:
         ttft = sorted(s.ttft for s in self.samples)
         gaps = sorted(g for s in self.samples for g in s.gaps)
         return (
-            f"| {server} | {self.concurrency} | {len(self.samples)} | {tokens} "
+            f"| {server} | {self.load} | {len(self.samples)} | {tokens} "
             f"| {tokens / self.wall_s:.1f} | {_pct(ttft, 50):.3f} | {_pct(ttft, 99):.3f} "
             f"| {1000 * _pct(gaps, 50):.1f} | {1000 * _pct(gaps, 99):.1f} |"
         )
@@ -169,9 +171,29 @@ def run_level(server: Server, concurrency: int, per_client: int, args: argparse.
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         results = list(pool.map(client_loop, range(concurrency)))
-    level = Level(concurrency, time.perf_counter() - start)
+    level = Level(str(concurrency), time.perf_counter() - start)
     level.samples = [s for r in results for s in r]
     return level
+
+
+def run_open_loop(server: Server, rate: float, count: int, args: argparse.Namespace) -> Level:
+    """`count` requests arriving at `rate` per second on average (Poisson, seeded), each sent
+    when due whatever is still running."""
+    from openai import OpenAI
+
+    texts = prompts(args.seed, count)
+    rng = random.Random(args.seed)
+    due = list(itertools.accumulate(rng.expovariate(rate) for _ in range(count)))
+    client = OpenAI(base_url=server.url, api_key="bench", max_retries=0, timeout=600)
+    start = time.perf_counter()
+
+    def send(index: int) -> Sample:
+        time.sleep(max(0.0, start + due[index] - time.perf_counter()))  # the arrival schedule
+        return one_request(client, server.model, texts[index], args.max_tokens)
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        samples = list(pool.map(send, range(count)))
+    return Level(f"{rate:g}/s", time.perf_counter() - start, samples)
 
 
 def cpu_model() -> str:
@@ -187,8 +209,12 @@ def main() -> int:
         "--servers", nargs="+", default=["slimrt", "llama-cpp-python"],
         choices=["slimrt", "llama-cpp-python"],
     )  # fmt: skip
-    parser.add_argument("--concurrency", nargs="+", type=int, default=[1, 4, 16])
+    parser.add_argument("--concurrency", nargs="*", type=int, default=[1, 4, 16])
     parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument(
+        "--rates", nargs="*", type=float, default=[], help="open loop: requests per second"
+    )
+    parser.add_argument("--open-requests", type=int, default=32, help="per open-loop rate")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -197,9 +223,9 @@ def main() -> int:
         from slimrt.model_source import default_model_path
 
         args.model = default_model_path()
-    max_c = max(args.concurrency)
+    max_batch = max([*args.concurrency, 16])
     makers = {
-        "slimrt": lambda: slimrt_server(args.model, args.threads, max_c),
+        "slimrt": lambda: slimrt_server(args.model, args.threads, max_batch),
         # One context of 2048 tokens, as a new user starts it (the server's default).
         "llama-cpp-python": lambda: llama_cpp_python_server(args.model, args.threads, 2048),
     }
@@ -214,13 +240,16 @@ def main() -> int:
                 level = run_level(server, concurrency, args.requests_per_client, args)
                 rows.append(level.row(name))
                 print(rows[-1], file=sys.stderr, flush=True)
+            for rate in args.rates:
+                rows.append(run_open_loop(server, rate, args.open_requests, args).row(name))
+                print(rows[-1], file=sys.stderr, flush=True)
     print(
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
         f"slimrt {commit}, {args.model.name}, {args.threads} threads, "
         f"max_tokens {args.max_tokens}, temperature 0, {args.requests_per_client} requests "
         f"per client, load average before: {load}\n"
     )
-    print("| server | concurrency | requests | output tokens | output tok/s | TTFT p50 s "
+    print("| server | clients or rate | requests | output tokens | output tok/s | TTFT p50 s "
           "| TTFT p99 s | ITL p50 ms | ITL p99 ms |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))

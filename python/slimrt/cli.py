@@ -10,7 +10,7 @@
     slimrt serve --port 8000
     slimrt --version
 
-generate and chat take LLM's options under the same names (--max-batch is max_batch), and
+generate, chat and serve take LLM's options under the same names (--max-batch is max_batch), and
 leave every check of their values to the core.
 
 Exit codes: 0 success, 1 verify found a difference, 2 bad input (one line on stderr, never a

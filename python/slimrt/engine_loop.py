@@ -190,14 +190,15 @@ class EngineLoop:
                 self._stats = self._snapshot()
                 self._in_transit = 0
             touched = {out.request for out in engine.step()}
+            # Before anyone hears of the step: what they do next sees the queues after it.
+            with self._changed:
+                self._stats = self._snapshot()
             for sequence in touched:
                 request = self._requests.get(sequence)
                 if request is not None:
                     if sequence.finished:
                         del self._requests[sequence]
                     self._notify(request)
-            with self._changed:
-                self._stats = self._snapshot()
 
     def _queue(self, request: LoopRequest) -> None:
         try:

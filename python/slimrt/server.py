@@ -82,6 +82,12 @@ def create_app(llm: LLM, loop: EngineLoop, options: ServerOptions, model_name: s
         kind = "not_found" if error.status_code == 404 else "invalid_request_error"
         return error_reply(ApiError(error.status_code, str(error.detail), type=kind))
 
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, error: Exception) -> JSONResponse:
+        # A bug, not the client's fault: still an error body a client can read.
+        metrics.requests.labels(endpoint=request.url.path, status="500").inc()
+        return error_reply(ApiError(500, f"internal error: {error}", type="internal_error"))
+
     @app.middleware("http")
     async def check_key(request: Request, call_next: Callable) -> Response:
         if api_key is not None and request.url.path.startswith("/v1/"):

@@ -80,7 +80,8 @@ class ServeProcess:
     def client(self, api_key: str = "unused", **options: object):
         from openai import OpenAI
 
-        return OpenAI(base_url=self.url, api_key=api_key, max_retries=0, timeout=120, **options)
+        options = {"timeout": 120, "max_retries": 0, **options}
+        return OpenAI(base_url=self.url, api_key=api_key, **options)
 
     @property
     def root(self) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import signal
+import socket
+import time
 from pathlib import Path
 
 import openai
@@ -214,6 +216,21 @@ def test_a_stream_dropped_half_way_frees_its_pages(smollm2_server) -> None:
     metrics = smollm2_server.metrics()
     assert metrics["slimrt_requests_running"] == 0
     # It was cancelled, not finished: a finished request would have counted its tokens.
+    assert metrics["slimrt_generation_tokens_total"] == generated
+
+
+def test_a_client_that_gives_up_on_an_unstreamed_request_cancels_it(smollm2_server) -> None:
+    generated = smollm2_server.metrics()["slimrt_generation_tokens_total"]
+    with pytest.raises(openai.APITimeoutError):
+        smollm2_server.client(timeout=1.0).completions.create(
+            model=smollm2_server.model_name,
+            prompt="Once upon a time",
+            max_tokens=2000,
+            extra_body={"ignore_eos": True},
+        )
+    smollm2_server.wait_for_metric("slimrt_requests_running", 0)
+    metrics = smollm2_server.metrics()
+    assert metrics["slimrt_kv_pages_used"] == 0
     assert metrics["slimrt_generation_tokens_total"] == generated
 
 
@@ -428,3 +445,41 @@ def test_sigterm_cancels_what_is_still_running_after_the_shutdown_timeout(
 def test_bad_serve_options_are_one_line_errors(capsys, argv: list[str], message: str) -> None:
     code, out, err = run(capsys, "serve", *argv)
     assert (code, out, one_error_line(err)) == (2, "", message)
+
+
+def test_a_request_that_arrives_during_shutdown_gets_503(tiny_path: Path) -> None:
+    with ServeProcess(tiny_path) as server:
+        body = json.dumps({"model": "llama", "prompt": "The quick", "max_tokens": 2}).encode()
+        host, port = server.root.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=60) as connection:
+            # The handler starts before the signal and gets the body after it: "100 Continue"
+            # says it is reading the body.
+            connection.sendall(
+                b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+            )
+            replies = connection.makefile("rb")
+            assert replies.readline().startswith(b"HTTP/1.1 100 ")
+            assert replies.readline() == b"\r\n"
+            server.process.send_signal(signal.SIGTERM)
+            _wait_until_refused(host, int(port))
+            connection.sendall(body)
+            reply = replies.read()
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert json.loads(payload) == _error(
+            "the server is shutting down", None, "shutting_down", kind="unavailable"
+        )
+        assert server.stop() == 0
+
+
+def _wait_until_refused(host: str, port: int) -> None:
+    """Until the server has closed its listening socket: the sign it took the signal."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the server kept accepting connections after SIGTERM")
