@@ -125,20 +125,34 @@ def parse_chat(body: object, llm: LLM, model_name: str) -> ParsedRequest:
     messages = body["messages"]
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
-    for message in messages:
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise ApiError(
-                400, "each message must be an object with a string content", param="messages"
-            )
-    ids = _as_request(
-        lambda: llm.chat_ids([{"role": m.get("role"), "content": m["content"]} for m in messages]),
-        "messages",
-    )
+    turns = [{"role": _role(m), "content": _text_of(m)} for m in messages]
+    ids = _as_request(lambda: llm.chat_ids(turns), "messages")
     if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
         raise ApiError(400, "logprobs is not supported yet", param="logprobs")
     name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     max_tokens = body.get(name, max(1, llm.context_length - len(ids)))
     return _finish(body, llm, ids, max_tokens, name)
+
+
+def _role(message: object) -> object:
+    if not isinstance(message, dict):
+        raise ApiError(400, "each message must be an object", param="messages")
+    return message.get("role")
+
+
+def _text_of(message: dict) -> str:
+    """A message's content: a string, or OpenAI's list of text parts (joined)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise ApiError(
+        400, "a message's content must be a string or a list of text parts", param="messages"
+    )
 
 
 def _common_checks(body: object, known: set[str], model_name: str) -> dict[str, Any]:

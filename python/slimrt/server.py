@@ -218,8 +218,7 @@ class _Run:
         now = time.perf_counter()
         if self._tokens == 0:
             self.metrics.time_to_first_token.observe(now - self._arrived)
-            new -= 1
-        elif self._last_token:
+        else:
             # Tokens that arrived together share the time since the last one.
             for _ in range(new):
                 self.metrics.inter_token_latency.observe((now - self._last_token) / new)

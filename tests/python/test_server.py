@@ -130,6 +130,23 @@ def test_chat_replies_through_the_models_chat_template(tiny_server, tiny_llm) ->
     assert chunks[-1].choices[0].finish_reason == expected.finish_reason
 
 
+def test_chat_content_may_be_a_list_of_text_parts(tiny_server) -> None:
+    def reply(content: object) -> str:
+        return (
+            tiny_server.client()
+            .chat.completions.create(
+                model=tiny_server.model_name,
+                messages=[{"role": "user", "content": content}],
+                max_tokens=6,
+            )
+            .choices[0]
+            .message.content
+        )
+
+    parts = [{"type": "text", "text": "A memory-slim "}, {"type": "text", "text": "runtime"}]
+    assert reply(parts) == reply("A memory-slim runtime")
+
+
 def test_the_default_model_chats_as_llm_chat_does(smollm2_server, smollm2_gguf) -> None:
     messages = [{"role": "user", "content": "What is the capital of France?"}]
     expected = LLM(smollm2_gguf, progress=False).chat(messages, SamplingParams(max_tokens=16))
@@ -329,16 +346,25 @@ def test_a_bad_completion_gets_its_status_and_error_body(tiny_server, options, s
 def test_a_bad_chat_gets_its_status_and_error_body(tiny_server) -> None:
     client = tiny_server.client()
     cases = [
-        ([{"role": "robot", "content": "hi"}], 400, "messages"),
-        ([], 400, "messages"),
+        (
+            [{"role": "robot", "content": "hi"}],
+            "message 0 has the unknown role 'robot'; roles are system, user, assistant, tool",
+        ),
+        ([], "messages must be a non-empty list"),
+        (["hi"], "each message must be an object"),
+        (
+            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            "a message's content must be a string or a list of text parts",
+        ),
     ]
-    for messages, status, param in cases:
-        with pytest.raises(openai.APIStatusError) as refused:
+    for messages, message in cases:
+        with pytest.raises(openai.BadRequestError) as refused:
             client.chat.completions.create(
                 model=tiny_server.model_name, messages=messages, max_tokens=2
             )
-        assert refused.value.status_code == status
-        assert refused.value.response.json()["error"]["param"] == param
+        error = refused.value.response.json()["error"]
+        assert (error["param"], error["type"]) == ("messages", "invalid_request_error")
+        assert error["message"] == message
     with pytest.raises(openai.BadRequestError) as refused:
         client.chat.completions.create(
             model=tiny_server.model_name,
