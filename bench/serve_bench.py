@@ -229,30 +229,26 @@ def main() -> int:
         # One context of 2048 tokens, as a new user starts it (the server's default).
         "llama-cpp-python": lambda: llama_cpp_python_server(args.model, args.threads, 2048),
     }
-    # Taken before the run: the tree may change while it runs.
-    commit, load = source_commit(), "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    rows = []
+    # The header first and each row as its level ends: a run stopped early keeps what it did.
+    load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    print(
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
+        f"slimrt {source_commit()}, {args.model.name}, {args.threads} threads, "
+        f"max_tokens {args.max_tokens}, temperature 0, {args.requests_per_client} requests "
+        f"per client, {args.open_requests} per open-loop rate, load average before: {load}\n"
+    )
+    print("| server | clients or rate | requests | output tokens | output tok/s | TTFT p50 s "
+          "| TTFT p99 s | ITL p50 ms | ITL p99 ms |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for name in args.servers:
         with makers[name]() as server:
             # A first request's costs (allocations, thread start) are not serving.
             run_level(server, 1, 1, argparse.Namespace(seed=args.seed + 1, max_tokens=4))
             for concurrency in args.concurrency:
                 level = run_level(server, concurrency, args.requests_per_client, args)
-                rows.append(level.row(name))
-                print(rows[-1], file=sys.stderr, flush=True)
+                print(level.row(name), flush=True)
             for rate in args.rates:
-                rows.append(run_open_loop(server, rate, args.open_requests, args).row(name))
-                print(rows[-1], file=sys.stderr, flush=True)
-    print(
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_model()}, "
-        f"slimrt {commit}, {args.model.name}, {args.threads} threads, "
-        f"max_tokens {args.max_tokens}, temperature 0, {args.requests_per_client} requests "
-        f"per client, load average before: {load}\n"
-    )
-    print("| server | clients or rate | requests | output tokens | output tok/s | TTFT p50 s "
-          "| TTFT p99 s | ITL p50 ms | ITL p99 ms |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(rows))
+                print(run_open_loop(server, rate, args.open_requests, args).row(name), flush=True)
     return 0
 
 
