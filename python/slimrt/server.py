@@ -364,8 +364,12 @@ def serve(llm: LLM, options: ServerOptions, on_ready: Callable[[str], None] | No
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((options.host, options.port))
-    listener.listen(2048)
+    try:
+        listener.bind((options.host, options.port))
+        listener.listen(2048)
+    except OSError as e:
+        listener.close()
+        raise OSError(e.errno, f"{options.host}:{options.port}: {e.strerror}") from None
     # uvicorn raises the signal it caught again once it has stopped; these handlers take it,
     # so a shut-down server returns instead of dying of it.
     previous = {s: signal.signal(s, lambda *_: None) for s in (signal.SIGTERM, signal.SIGINT)}

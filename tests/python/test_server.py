@@ -509,3 +509,10 @@ def _wait_until_refused(host: str, port: int) -> None:
             return
         time.sleep(0.05)
     raise AssertionError("the server kept accepting connections after SIGTERM")
+
+
+def test_a_port_in_use_is_a_one_line_error(capsys, tiny_server, tiny_path: Path) -> None:
+    port = tiny_server.root.rsplit(":", 1)[1]
+    code, out, err = run(capsys, "serve", tiny_path, "--port", port, "--no-progress")
+    assert (code, out) == (2, "")
+    assert one_error_line(err) == f"slimrt: error: 127.0.0.1:{port}: Address already in use"
