@@ -28,7 +28,7 @@ from collections.abc import Callable
 from collections.abc import Sequence as Ids
 from dataclasses import dataclass
 
-from slimrt.errors import SlimrtError
+from slimrt.errors import InvalidArgumentError, SlimrtError
 from slimrt.llm_engine import LLMEngine
 from slimrt.sampling_params import SamplingParams
 from slimrt.sequence import Sequence
@@ -94,7 +94,7 @@ class EngineLoop:
 
     def __init__(self, llm_engine: LLMEngine, *, max_waiting: int) -> None:
         if max_waiting < 1:
-            raise ValueError(f"max_waiting must be >= 1, got {max_waiting}")
+            raise InvalidArgumentError(f"max_waiting must be >= 1, got {max_waiting}")
         self.llm_engine = llm_engine
         self.max_waiting = max_waiting
         self._changed = threading.Condition()

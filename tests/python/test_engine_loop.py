@@ -16,6 +16,7 @@ from slimrt.engine_loop import (
     QueueFullError,
     ShuttingDownError,
 )
+from slimrt.errors import InvalidArgumentError
 
 WAIT_S = 60
 
@@ -117,3 +118,8 @@ def test_shutdown_cancels_what_runs_past_its_timeout(llm) -> None:
     loop.join()
     assert isinstance(request.sequence.error, ShuttingDownError)
     assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_max_waiting_must_be_positive(llm) -> None:
+    with pytest.raises(InvalidArgumentError, match="max_waiting must be >= 1, got 0"):
+        EngineLoop(llm.llm_engine, max_waiting=0)
