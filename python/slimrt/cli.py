@@ -7,9 +7,10 @@
     slimrt verify minilm-df11 minilm-bf16
     slimrt inspect minilm-df11
     slimrt inspect SmolLM2-135M-Instruct.Q4_1.gguf
+    slimrt serve --port 8000
     slimrt --version
 
-generate and chat take LLM's options under the same names (--max-batch is max_batch), and
+generate, chat and serve take LLM's options under the same names (--max-batch is max_batch), and
 leave every check of their values to the core.
 
 Exit codes: 0 success, 1 verify found a difference, 2 bad input (one line on stderr, never a
@@ -277,7 +278,7 @@ def _llm_defaults() -> dict[str, object]:
     return {name: p.default for name, p in inspect.signature(LLM).parameters.items()}
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def _add_model_options(parser: argparse.ArgumentParser, *, sampling: bool = True) -> None:
     from slimrt.llm import KV_DTYPES
     from slimrt.model_loader import DEVICES, WEIGHT_FORMATS
 
@@ -359,6 +360,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help=f"tokens per engine step, the prefill chunk (default: {default['max_step_tokens']})",
     )
 
+    if not sampling:  # serve: each request says how to sample
+        return
     sampling = parser.add_argument_group("sampling")
     sampling.add_argument(
         "--temperature", type=float, default=0.0, metavar="T", help="0 = greedy (default)"
@@ -441,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(chat)
     chat.set_defaults(run=_chat)
 
+    _add_serve_command(commands)
+
     compress = commands.add_parser(
         "compress",
         help="compress a Hugging Face model directory to DF11",
@@ -492,6 +497,108 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
     example.set_defaults(run=_example_model)
     return parser
+
+
+def _add_serve_command(commands: argparse._SubParsersAction) -> None:
+    from slimrt.server_options import ServerOptions
+
+    default = ServerOptions()
+    serve = commands.add_parser(
+        "serve",
+        help="an OpenAI-compatible HTTP server (/v1/completions, /v1/chat/completions)",
+        description="Serve the model over HTTP with OpenAI's API: /v1/completions, "
+        "/v1/chat/completions (streamed with SSE when asked), /v1/models, /health, /metrics. "
+        "Concurrent requests are batched in one engine loop. SIGTERM or Ctrl-C stops it "
+        "gracefully.",
+        epilog=DEFAULT_MODEL_HELP,
+    )
+    serve.add_argument("model_path", nargs="?", metavar="MODEL", help="as --model")
+    serve.add_argument("--host", default=default.host, help=f"(default: {default.host})")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=default.port,
+        help=f"0 = any free port (default: {default.port})",
+    )
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("SLIMRT_API_KEY"),
+        metavar="KEY",
+        help="require 'Authorization: Bearer KEY' on /v1/ (default: $SLIMRT_API_KEY, else none)",
+    )
+    serve.add_argument(
+        "--model-name",
+        metavar="NAME",
+        help="the model id clients send (default: the model file's or directory's name)",
+    )
+    serve.add_argument(
+        "--max-waiting",
+        type=int,
+        default=default.max_waiting,
+        metavar="N",
+        help=f"requests queued for a slot before new ones get 429 (default: {default.max_waiting})",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=default.shutdown_timeout,
+        metavar="S",
+        help="seconds running requests get to finish after SIGTERM "
+        f"(default: {default.shutdown_timeout:g})",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=default.max_body_bytes,
+        metavar="N",
+        help=f"largest request body, 413 beyond (default: {default.max_body_bytes})",
+    )
+    _add_model_options(serve, sampling=False)
+    serve.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from slimrt.errors import InvalidArgumentError
+    from slimrt.model_source import default_model_path
+    from slimrt.server_options import ServerOptions, missing_packages
+
+    missing = missing_packages()
+    if missing:
+        raise InvalidArgumentError(
+            f"slimrt serve needs {', '.join(missing)}: pip install 'slimrt[serve]'"
+        )
+    from slimrt.server import serve
+
+    if args.model_path is not None:
+        if args.model is not None:
+            raise InvalidArgumentError("give the model as MODEL or --model, not both")
+        args.model = args.model_path
+    for name in ("max_waiting", "max_body_bytes"):
+        if getattr(args, name) < 1:
+            raise InvalidArgumentError(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0 <= args.port < 65536:
+        raise InvalidArgumentError(f"--port must be in [0, 65535], got {args.port}")
+    if not args.shutdown_timeout >= 0:
+        raise InvalidArgumentError("--shutdown-timeout must be >= 0")
+    model_name = args.model_name or Path(args.model or default_model_path()).name
+    options = ServerOptions(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or None,
+        model_name=model_name.removesuffix(".gguf"),
+        max_waiting=args.max_waiting,
+        shutdown_timeout=args.shutdown_timeout,
+        max_body_bytes=args.max_body_bytes,
+    )
+    llm = _load_llm(args)
+
+    def ready(url: str) -> None:
+        print(f"slimrt: serving {options.model_name} at {url}/v1", file=sys.stderr, flush=True)
+
+    serve(llm, options, on_ready=ready)
+    return EXIT_OK
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -234,6 +234,21 @@ class LLM:
 
     # -- preparing requests --------------------------------------------------------------
 
+    # For a loop of one's own (slimrt.engine_loop): the ids generate() and chat() would run,
+    # checked as they check them.
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """`prompt` encoded as generate() encodes it (text, not empty)."""
+        return self._encode(prompt, 0, 1)
+
+    def chat_ids(self, messages: Seq[Mapping[str, str]]) -> list[int]:
+        """The messages rendered with the model's chat template and encoded, as chat() does."""
+        return self._chat_ids(messages)
+
+    def check_context(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raises RequestError when the prompt and params.max_tokens do not fit the context."""
+        self._check_context(prompt_ids, params)
+
     def _params_for(
         self, count: int, params: SamplingParams | Seq[SamplingParams] | None
     ) -> list[SamplingParams]:
