@@ -9,16 +9,16 @@
 // weights (cuBLAS, at one row) runs at the device's read bandwidth, so this is how close a way
 // comes to the memory bound of the bytes it has to read. "x BF16" is BF16's time over its own.
 #include <algorithm>
-#include <cmath>
-#include <cstring>
 #include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "arena.h"
 #include "bench.h"
 #include "bench_cuda.h"
+#include "cpu/bf16.h"
 #include "device.h"
 #include "kernel_args.h"
 #include "ops/df11_decode.h"
@@ -90,12 +90,6 @@ std::vector<double> time_us(slimrt::Device& device, const std::function<void()>&
   return us;
 }
 
-Stats per_second(const std::vector<double>& us, double bytes) {
-  std::vector<double> rates;
-  for (const double t : us) rates.push_back(bytes / (t * 1e-6) / 1e9);
-  return Stats::of(std::move(rates));
-}
-
 }  // namespace
 
 int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
@@ -133,17 +127,12 @@ int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
       all_n += shape.n[j];
       dense_bytes += shape.n[j] * shape.k * 2;
       compressed_bytes += matrices.back().compressed_bytes;
-      decoded_elements += (shape.n[j] * shape.k + 31) / 32 * 32;  // 64-byte aligned slots
+      decoded_elements += slimrt::align_up(shape.n[j] * shape.k * 2) / 2;  // as the engine's slots
     }
     const std::vector<uint16_t> x_host = make_matrix(max_rows * shape.k, 1.0, 99, threads);
     const uint16_t* x_bf16 = memory.copy(x_host);
     std::vector<float> x_f32(x_host.size());
-    std::transform(x_host.begin(), x_host.end(), x_f32.begin(), [](uint16_t b) {
-      const uint32_t u = static_cast<uint32_t>(b) << 16;
-      float f;
-      std::memcpy(&f, &u, sizeof(f));
-      return f;
-    });
+    std::transform(x_host.begin(), x_host.end(), x_f32.begin(), slimrt::cpu::bf16_to_f32);
     const void* x_data = slimrt::ops::matmul_input_bytes(*device, 1, 1) > 0
                              ? static_cast<const void*>(x_bf16)
                              : static_cast<const void*>(memory.copy(x_f32));
@@ -177,7 +166,7 @@ int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
                         uint16_t* at = decoded;
                         for (size_t j = 0; j < matrices.size(); ++j) {
                           slimrt::ops::decode_df11(*device, matrices[j].df11, at);
-                          at += (shape.n[j] * shape.k + 31) / 32 * 32;
+                          at += slimrt::align_up(shape.n[j] * shape.k * 2) / 2;
                         }
                         slimrt::ops::matmul_bf16(*device, x, decoded, all_n, nullptr, out);
                       }});
@@ -189,7 +178,7 @@ int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
       double bf16_gbps = 0, bf16_us = 0;
       for (const Way& way : ways) {
         const std::vector<double> us = time_us(*device, way.body, warmup, reps);
-        const Stats gbps = per_second(us, static_cast<double>(way.bytes));
+        const Stats gbps = per_second(us, static_cast<double>(way.bytes), 1e9);
         const Stats time = Stats::of(us);
         if (bf16_gbps == 0) bf16_gbps = gbps.median, bf16_us = time.median;  // the first way
         Row row = report.new_row(common.device, device_name);
