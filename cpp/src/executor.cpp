@@ -265,8 +265,7 @@ void Executor::tune_df11() {
       combined = product == kQkvProduct ? qkv_ : product == kGateUpProduct ? gate_up_ : h_;
     }
     if (decoded == nullptr) continue;  // nothing decodes ahead: nothing to compare with
-    const int64_t cap = fused_rows_cap();
-    const MatmulInput x{matmul_in_, std::min(rows, cap), set.k};
+    const MatmulInput x{matmul_in_, std::min(rows, fused_rows_cap()), set.k};
     fused_rows_[product] = x.rows == 0 ? 0
                                        : ops::tune_matmul_df11(device_, x, set.p.data(), set.count,
                                                                decoded, combined, fused_scratch_);
@@ -426,6 +425,16 @@ void Executor::matmul(Product product, const Matrix& m, const uint16_t* dense,
   }
 }
 
+void Executor::matmul_df11_product(Product product, int64_t layer, const MatmulInput& in) {
+  const Df11Products set = df11_products(product, layer, in.rows);
+  if (set.count > 0) ops::matmul_df11(device_, in, set.p.data(), set.count, fused_scratch_);
+}
+
+void Executor::matmul_unless_fused(Product product, const Matrix& m, const uint16_t* dense,
+                                   const MatmulInput& in, const float* bias, float* out) {
+  if (!(m.is_df11 && fused(product, in.rows))) matmul(product, m, dense, in, bias, out);
+}
+
 void Executor::apply_df11_head(const Matrix& head, const MatmulInput& in) {
   const int64_t H = config_.hidden_size;
   const int64_t V = config_.vocab_size;
@@ -471,25 +480,21 @@ void Executor::run_layer(int64_t index) {
                                                      w.input_norm, T, H, eps, h_, matmul_in_);
   // q, k and v (and their biases) lie back to back in their arena (or DF11 scratch) whenever
   // their sizes keep the arena's alignment: then one matmul makes all three.
+  // A product that multiplies as it decodes at this step's size runs its compressed matrices in
+  // one launch (their slots, if any, were not decoded); the other matrices go one at a time.
+  const bool fuse_qkv = fused(kQkvProduct, T);
   QkvRows rows;
-  if (fused(kQkvProduct, T)) {
-    // The compressed ones in one launch, any dense one on its own, each into its own block.
-    rows = {qkv_, qkv_ + T * Q, qkv_ + T * (Q + KV), Q, KV};
-    const Df11Products set = df11_products(kQkvProduct, index, T);
-    if (set.count > 0) ops::matmul_df11(device_, normed, set.p.data(), set.count, fused_scratch_);
-    if (!w.q.is_df11) ops::matmul_bf16(device_, normed, wq, Q, w.q_bias, rows.q);
-    if (!w.k.is_df11) ops::matmul_bf16(device_, normed, wk, KV, w.k_bias, rows.k);
-    if (!w.v.is_df11) ops::matmul_bf16(device_, normed, wv, KV, w.v_bias, qkv_ + T * (Q + KV));
-  } else if (wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
-             (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
+  if (!fuse_qkv && wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
+      (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
     ops::matmul_bf16(device_, normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
     float* v = qkv_ + T * (Q + KV);
     rows = {qkv_, qkv_ + T * Q, v, Q, KV};
-    matmul(kQkvProduct, w.q, wq, normed, w.q_bias, rows.q);
-    matmul(kQkvProduct, w.k, wk, normed, w.k_bias, rows.k);
-    matmul(kQkvProduct, w.v, wv, normed, w.v_bias, v);
+    if (fuse_qkv) matmul_df11_product(kQkvProduct, index, normed);
+    matmul_unless_fused(kQkvProduct, w.q, wq, normed, w.q_bias, rows.q);
+    matmul_unless_fused(kQkvProduct, w.k, wk, normed, w.k_bias, rows.k);
+    matmul_unless_fused(kQkvProduct, w.v, wv, normed, w.v_bias, v);
   }
   if (config_.qk_norm) {
     ops::head_rms_norm(device_, rows.q, T, rows.q_stride, config_.num_heads, config_.head_dim,
@@ -517,20 +522,14 @@ void Executor::run_layer(int64_t index) {
   const MatmulInput normed_mlp =
       ops::add_rms_norm_input(device_, x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
   MatmulInput activated;
-  if (fused(kGateUpProduct, T)) {
-    const Df11Products set = df11_products(kGateUpProduct, index, T);
-    if (set.count > 0) {
-      ops::matmul_df11(device_, normed_mlp, set.p.data(), set.count, fused_scratch_);
-    }
-    if (!w.gate.is_df11) ops::matmul_bf16(device_, normed_mlp, wg, I, nullptr, gate_up_);
-    if (!w.up.is_df11) ops::matmul_bf16(device_, normed_mlp, wu, I, nullptr, gate_up_ + T * I);
-    activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
-  } else if (wg != nullptr && wu == wg + I * H) {  // gate and up back to back, as q, k and v above
+  const bool fuse_gate_up = fused(kGateUpProduct, T);
+  if (!fuse_gate_up && wg != nullptr && wu == wg + I * H) {  // back to back, as q, k and v
     ops::matmul_bf16(device_, normed_mlp, wg, 2 * I, nullptr, gate_up_);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
   } else {
-    matmul(kGateUpProduct, w.gate, wg, normed_mlp, nullptr, gate_up_);
-    matmul(kGateUpProduct, w.up, wu, normed_mlp, nullptr, gate_up_ + T * I);
+    if (fuse_gate_up) matmul_df11_product(kGateUpProduct, index, normed_mlp);
+    matmul_unless_fused(kGateUpProduct, w.gate, wg, normed_mlp, nullptr, gate_up_);
+    matmul_unless_fused(kGateUpProduct, w.up, wu, normed_mlp, nullptr, gate_up_ + T * I);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + T * I, I, T, I, act_, matmul_in_);
   }
   // Its output joins the residual stream in the next layer's input norm (or the head's).

@@ -93,6 +93,11 @@ class Executor {
   // is fused at in.rows, else from its dense bits (the arena's, or the decoded slot's).
   void matmul(Product product, const Matrix& m, const uint16_t* dense, const MatmulInput& in,
               const float* bias, float* out);
+  // A fused product's compressed matrices of `layer` in one launch (their run_layer outputs),
+  // and the matmul of each matrix that launch leaves out.
+  void matmul_df11_product(Product product, int64_t layer, const MatmulInput& in);
+  void matmul_unless_fused(Product product, const Matrix& m, const uint16_t* dense,
+                           const MatmulInput& in, const float* bias, float* out);
   // `product` of layer `layer` (the head: layer ignored) for `rows` input rows: its DF11
   // matrices with their biases and the outputs run_layer gives them; count 0 unless all its
   // matrices are compressed.
