@@ -20,6 +20,7 @@
 #include "bench_cuda.h"
 #include "cpu/bf16.h"
 #include "device.h"
+#include "device_memory.h"
 #include "kernel_args.h"
 #include "ops/df11_decode.h"
 #include "ops/matmul_bf16.h"
@@ -42,24 +43,6 @@ const Shape kShapes[] = {
 };
 
 // Device memory, freed with the device.
-struct DeviceMemory {
-  slimrt::Device& device;
-  std::vector<void*> blocks;
-  ~DeviceMemory() {
-    for (void* b : blocks) device.deallocate(b);
-  }
-  void* allocate(int64_t bytes) {
-    blocks.push_back(device.allocate(std::max<int64_t>(bytes, 64)));
-    return blocks.back();
-  }
-  template <class T>
-  T* copy(const std::vector<T>& host) {
-    auto* at = static_cast<T*>(allocate(static_cast<int64_t>(host.size() * sizeof(T))));
-    device.copy_to_device(at, host.data(), static_cast<int64_t>(host.size() * sizeof(T)));
-    return at;
-  }
-};
-
 struct Matrix {
   uint16_t* dense = nullptr;
   slimrt::Df11View df11;
@@ -80,14 +63,6 @@ Matrix upload(DeviceMemory& memory, const std::vector<uint16_t>& bits, int threa
   m.compressed_bytes = t.compressed_bytes();
   memory.device.prepare_df11(m.df11);
   return m;
-}
-
-std::vector<double> time_us(slimrt::Device& device, const std::function<void()>& body,
-                            int64_t warmup, int64_t reps) {
-  for (int64_t i = 0; i < warmup; ++i) body();
-  std::vector<double> us;
-  for (int64_t i = 0; i < reps; ++i) us.push_back(device.time_ms(body) * 1000.0);
-  return us;
 }
 
 }  // namespace

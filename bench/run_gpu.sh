@@ -14,7 +14,9 @@
 #   SKIP_GEMV        slimrt-bench gemv (Llama-3.1-8B's decode matmuls: BF16, DF11 ahead, fused;
 #                    GEMV_ROWS picks the rows, default 1,2,3,4,5,6,7,8)
 #   SKIP_DFLOAT11    bench/compare_dfloat11.py (about 30 s of dfloat11 encoding)
-#   SKIP_ATTENTION   bench/compare_attention.py
+#   SKIP_ATTENTION   bench/compare_attention.py (ATTENTION_CASES: its --cases, BATCHxCONTEXT,...)
+#   SKIP_SPARSE      slimrt-bench sparse-attention --device cuda (Llama-3.1-8B heads) at each of
+#                    SPARSITIES (default 0.5,0.7)
 #   SKIP_8B          the Llama-3.1-8B section
 # The 8B section writes a random-weight Llama-3.1-8B to $M8B (default /tmp/llama8b) on the GPU,
 # compresses it to $M8B-df11, and runs bench/compare_gpu_generate.py; an existing directory is
@@ -76,7 +78,14 @@ if ! skip SKIP_GEMV; then
   tail_lines=130 run gemv build/gpu/bench/slimrt-bench gemv --device cuda --rows "${GEMV_ROWS:-1,2,3,4,5,6,7,8}"
 fi
 skip SKIP_DFLOAT11 || run compare python3 bench/compare_dfloat11.py --json "$out/compare_dfloat11.json"
-skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py --json "$out/compare_attention.json"
+skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py \
+  ${ATTENTION_CASES:+--cases "$ATTENTION_CASES"} --json "$out/compare_attention.json"
+if ! skip SKIP_SPARSE; then
+  for sparsity in ${SPARSITIES:-0.5 0.7}; do
+    run "sparse_$sparsity" bash -c "build/gpu/bench/slimrt-bench sparse-attention --device cuda \
+      --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 --json >$out/sparse_$sparsity.json"
+  done
+fi
 
 if [ -z "${SKIP_8B:-}" ]; then
   m8b=${M8B:-/tmp/llama8b}

@@ -121,4 +121,58 @@ struct PagedPrefillArgs {
 // Throws slimrt::Error for sizes that do not fit, null or misaligned pointers, a non-finite scale.
 void paged_prefill_attention_cuda(const PagedPrefillArgs& args, void* stream);
 
+// ---- compressed pages: block tables mixing dense and bitmap-sparse pages ----------------------
+//
+// Attention of a ragged batch (decode or prefill, any mix of query counts) over a cache whose
+// block tables mix dense BF16 pages and compressed pages (docs/FORMAT.md, "Sparse KV pages"),
+// with the semantics of cpu::paged_attention: a compressed position reads its kept values, zeros
+// elsewhere.
+//
+//   if (slimrt::sparse_paged_attention_fits(heads, kv_heads, head_dim, page_size)) {
+//     slimrt::SparsePagedArgs args;  // device pointers, sizes, scale
+//     slimrt::sparse_paged_attention_cuda(args, workspace, workspace_bytes, stream);
+//   }
+//
+// Allocates and synchronises nothing (CUDA-graph safe). Decode batches (max_query_tokens 1) are
+// split over the context as far as the workspace allows (split_workspace_bytes in
+// decode_splits.h); with no workspace each block walks a whole context.
+
+// Whether the kernel takes these sizes: head_dim 64 or 128, heads a positive multiple of
+// kv_heads, heads <= 65536, page_size a power of two <= 2^30. Always false without CUDA.
+bool sparse_paged_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 int64_t page_size);
+
+// Device pointers and sizes of one call; the batch arrays as in PagedPrefillArgs. Page id
+// `id` of page_indices is dense page id when id < dense_pages, else compressed page
+// id - dense_pages, whose records start at k_records / v_records (kv_record_bytes each, followed
+// by kKvRecordTailPad bytes: the kernel reads up to 15 bytes past a record and up to 14 before
+// one, within the region). q, the dense pages, the record regions and out 16-byte aligned.
+struct SparsePagedArgs {
+  const float* q = nullptr;  // [num_tokens][heads][head_dim] FP32, RoPE applied
+  const uint16_t* k_pages = nullptr;
+  const uint16_t* v_pages = nullptr;
+  const uint8_t* k_records = nullptr;
+  const uint8_t* v_records = nullptr;
+  int64_t dense_pages = 0;
+  int64_t k_record_bytes = 0;  // kv_record_bytes(head_dim, k_kept)
+  int64_t v_record_bytes = 0;
+  const int32_t* q_indptr = nullptr;
+  const int32_t* page_indptr = nullptr;
+  const int32_t* page_indices = nullptr;
+  const int32_t* context_lens = nullptr;
+  uint16_t* out = nullptr;  // [num_tokens][heads][head_dim] BF16 bits
+  float scale = 0.0f;
+  int64_t num_seqs = 0, heads = 0, kv_heads = 0, head_dim = 0, page_size = 0;
+  int64_t max_query_tokens = 0;  // host-side upper bounds of the batch arrays
+  int64_t max_context = 0;
+  int32_t force_splits = 0;  // > 0: that many splits of a decode batch (tests of the merge)
+};
+
+// out = softmax(q·Kᵀ * scale) · V per query token and head, causal, as the prefill kernel rounds
+// (q and P to BF16 for the tensor cores, FP32 softmax and accumulation). Throws slimrt::Error
+// for sizes that do not fit, null or misaligned pointers, a non-finite scale, a forced split
+// whose workspace is not given.
+void sparse_paged_attention_cuda(const SparsePagedArgs& args, void* workspace,
+                                 int64_t workspace_bytes, void* stream);
+
 }  // namespace slimrt

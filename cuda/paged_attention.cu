@@ -2,7 +2,8 @@
 // sizes the kernel takes) use the split-K paged decode attention kernel
 // (paged_decode_attention.cu), other steps with BF16 KV the tensor-core prefill kernel
 // (paged_prefill_attention.cu); the rest (FP32 KV, other head sizes) the simple kernel here, with
-// one warp per query token. All three leave the o_proj matmul's input in BF16.
+// one warp per query token. A cache with compressed pages takes the kernel of
+// sparse_paged_attention.cu for every step. All leave the o_proj matmul's input in BF16.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "cuda_check.h"
 #include "cuda_device.h"
 #include "kernel_helpers.h"
+#include "kv_record.h"
 
 namespace slimrt::cuda {
 namespace {
@@ -165,6 +167,36 @@ MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& k
                                    << " heads is too large a grid");
   const int64_t width = heads * kv.head_dim;
   if (batch.num_seqs <= 0) return {input_scratch, 0, width};
+  if (kv.k_records != nullptr) {
+    SparsePagedArgs args;
+    args.q = q;
+    args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
+    args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
+    args.k_records = static_cast<const uint8_t*>(kv.k_records);
+    args.v_records = static_cast<const uint8_t*>(kv.v_records);
+    args.dense_pages = kv.dense_pages;
+    args.k_record_bytes = kv_record_bytes(kv.head_dim, kv.k_kept);
+    args.v_record_bytes = kv_record_bytes(kv.head_dim, kv.v_kept);
+    args.q_indptr = batch.q_indptr;
+    args.page_indptr = batch.page_indptr;
+    args.page_indices = batch.page_indices;
+    args.context_lens = batch.context_lens;
+    args.out = static_cast<uint16_t*>(input_scratch);
+    args.scale = scale;
+    args.num_seqs = batch.num_seqs;
+    args.heads = heads;
+    args.kv_heads = kv.kv_heads;
+    args.head_dim = kv.head_dim;
+    args.page_size = kv.page_size;
+    args.max_query_tokens = batch.max_query_tokens;
+    args.max_context = batch.max_context;
+    // The decode kernel's split workspace (plan_attention_scratch) serves this kernel's splits.
+    const bool planned = scratch != nullptr && plan.workspace_bytes > 0;
+    sparse_paged_attention_cuda(args,
+                                planned ? static_cast<char*>(scratch) + 2 * plan.q_bytes : nullptr,
+                                planned ? plan.workspace_bytes : 0, device.stream());
+    return {input_scratch, batch.num_tokens, width};
+  }
   if (batch.max_query_tokens == 1 && scratch != nullptr && plan.bytes > 0 &&
       decode_kernel_fits(kv, heads)) {
     return {decode_attention(device, q, kv, batch, heads, scale, plan, scratch), batch.num_seqs,

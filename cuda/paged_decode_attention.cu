@@ -30,6 +30,8 @@
 
 #include "attention_cuda.h"
 #include "cuda_check.h"
+#include "decode_splits.h"
+#include "split_merge.cuh"
 
 namespace slimrt {
 namespace {
@@ -309,46 +311,14 @@ __global__ void __launch_bounds__(kThreads, Tune<G>::kMinBlocks)
 // the splits that saw any position.
 template <int HD>
 __global__ void __launch_bounds__(kThreads) paged_decode_merge_kernel(const Params p) {
-  constexpr int kVec = HD / 32;  // dims per lane
   asm volatile("griddepcontrol.wait;" ::: "memory");
   const int row = blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
   if (row >= p.num_seqs * p.heads) return;
-  const int lane = threadIdx.x % 32;
   const int ctx = p.context_lens[row / p.heads];
   const int n = ctx <= 0 ? 0 : min(p.splits, (ctx + p.chunk - 1) / p.chunk);
-  const float* lse = p.partial_lse + static_cast<int64_t>(row) * p.splits;
-  const float* po = p.partial_o + static_cast<int64_t>(row) * p.splits * HD + lane * kVec;
-
-  float mx = -INFINITY;
-  for (int s = lane; s < n; s += 32) mx = fmaxf(mx, lse[s]);
-#pragma unroll
-  for (int mask = 16; mask >= 1; mask /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, mask));
-
-  float sum = 0.0f;
-  float o[kVec] = {};
-#pragma unroll 4
-  for (int s = 0; s < n; ++s) {
-    const float w = exp2_approx(lse[s] - mx);
-    sum += w;
-    float a[kVec];
-    if constexpr (kVec == 4) {
-      const float4 v = *reinterpret_cast<const float4*>(po + s * HD);
-      a[0] = v.x, a[1] = v.y, a[2] = v.z, a[3] = v.w;
-    } else {
-      const float2 v = *reinterpret_cast<const float2*>(po + s * HD);
-      a[0] = v.x, a[1] = v.y;
-    }
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) o[i] = fmaf(a[i], w, o[i]);
-  }
-  const float inv = n > 0 ? 1.0f / sum : 0.0f;
-  uint16_t* dst = p.out + static_cast<int64_t>(row) * HD + lane * kVec;
-  if constexpr (kVec == 4) {
-    *reinterpret_cast<uint2*>(dst) =
-        make_uint2(pack_bf16x2(o[0] * inv, o[1] * inv), pack_bf16x2(o[2] * inv, o[3] * inv));
-  } else {
-    *reinterpret_cast<uint32_t*>(dst) = pack_bf16x2(o[0] * inv, o[1] * inv);
-  }
+  split_merge::merge_row<HD>(p.partial_lse + static_cast<int64_t>(row) * p.splits,
+                             p.partial_o + static_cast<int64_t>(row) * p.splits * HD, n,
+                             p.out + static_cast<int64_t>(row) * HD, threadIdx.x % 32);
 }
 
 // ---- host side --------------------------------------------------------------------------------
@@ -406,9 +376,7 @@ void check_shape(const PagedDecodeShape& s) {
 int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
 int64_t workspace_for(const PagedDecodeShape& s, int64_t splits) {
-  if (splits <= 1) return 0;
-  const int64_t rows = s.num_seqs * s.heads * splits;
-  return align16(rows * s.head_dim * 4) + align16(rows * 4);
+  return split_workspace_bytes(s.num_seqs * s.heads, s.head_dim, splits);
 }
 
 }  // namespace
@@ -430,27 +398,14 @@ PagedDecodePlan paged_decode_attention_plan(const PagedDecodeShape& shape, int64
   if (force_splits > 0) {
     splits = std::min<int64_t>(force_splits, ctx);
   } else if (shape.num_seqs > 0) {
-    // Blocks share the memory bandwidth evenly, so a block takes about (chunk + fixed) time,
-    // where `fixed` (start-up, pipeline fill, the final merge) is worth ~kFixedTokens positions,
-    // and the kernel takes waves(units * s) of them: pick the split count that minimises that.
+    // The fewest waves of the shortest blocks at this kernel's occupancy (decode_splits.h).
     int device = 0, sms = 0, per_sm = 0;
     SLIMRT_CUDA_CHECK(cudaGetDevice(&device));
     SLIMRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     SLIMRT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
         &per_sm, pick_kernel(shape.head_dim, shape.heads / shape.kv_heads), kThreads, 0));
-    const int64_t slots = std::max(1, sms * per_sm);
-    const int64_t units = shape.num_seqs * shape.kv_heads;
-    const int64_t most =
-        std::min<int64_t>(kMaxSplits, (ctx + kMinChunkTokens - 1) / kMinChunkTokens);
-    int64_t best = INT64_MAX;
-    for (int64_t n = 1; n <= most; ++n) {
-      const int64_t waves = (units * n + slots - 1) / slots;
-      const int64_t cost = waves * ((ctx + n - 1) / n + kFixedTokens);
-      if (cost < best) {
-        best = cost;
-        splits = n;
-      }
-    }
+    splits = best_split_count(shape.num_seqs * shape.kv_heads, ctx, int64_t{sms} * per_sm,
+                              kMinChunkTokens, kFixedTokens, kMaxSplits);
   }
   // Chunks are whole tiles of 32 positions where the context allows, so that no step of a
   // middle split is partly masked.

@@ -47,4 +47,10 @@ void paged_prefill_attention_cuda(const PagedPrefillArgs&, void*) {
   SLIMRT_NO_CUDA("running prefill attention on the GPU");
 }
 
+bool sparse_paged_attention_fits(int64_t, int64_t, int64_t, int64_t) { return false; }
+
+void sparse_paged_attention_cuda(const SparsePagedArgs&, void*, int64_t, void*) {
+  SLIMRT_NO_CUDA("running attention on compressed KV pages on the GPU");
+}
+
 }  // namespace slimrt

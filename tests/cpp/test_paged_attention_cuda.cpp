@@ -2,8 +2,9 @@
 // random q/K/V, page indices shuffled through a pool larger than the batch needs, ragged contexts,
 // GQA and plain multi-head, head_dim 128 and 64, page sizes 16 and 1, with and without splits.
 // Prefill attention the same way, over ragged query counts: whole prompts and chunks after a
-// prefix. The output is poisoned before every run. Without a CUDA device the comparisons are
-// skipped.
+// prefix. The kernel over compressed (bitmap-sparse) pages likewise, against the CPU kernel on
+// pages compressed by cpu::kv_compress. The output is poisoned before every run. Without a CUDA
+// device the comparisons are skipped.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +20,9 @@
 #include "check.h"
 #include "cpu/bf16.h"
 #include "cpu/kernels.h"
+#include "decode_splits.h"
 #include "df11_cuda.h"
+#include "kv_record.h"
 #include "slimrt/version.h"
 #include "thread_pool.h"
 
@@ -494,6 +497,234 @@ TEST(PagedPrefillAttentionCuda, RejectsUnsupportedShapesAndNullPointers) {
 #ifdef SLIMRT_WITH_CUDA
   args.num_seqs = 0;  // an empty batch launches nothing, so needs no pointers
   EXPECT_NO_THROW(slimrt::paged_prefill_attention_cuda(args, nullptr));
+#endif
+}
+
+// ---- compressed pages ---------------------------------------------------------------------------
+
+struct SparseCase {
+  int64_t heads;
+  int64_t kv_heads;
+  int64_t head_dim;
+  int64_t page_size;
+  std::vector<int32_t> queries;   // query tokens of each sequence
+  std::vector<int32_t> contexts;  // its context_lens entry (>= its query tokens)
+  double k_sparsity;
+  double v_sparsity;
+  int64_t dense_tail;    // full pages left dense at the end of each sequence (the window)
+  int32_t force_splits;  // decode batches: 0 = the heuristic
+};
+
+std::string describe(const SparseCase& c) {
+  std::string s = "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " d " +
+                  std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) +
+                  " sparsity " + std::to_string(c.k_sparsity) + "/" + std::to_string(c.v_sparsity) +
+                  " dense tail " + std::to_string(c.dense_tail) + " splits " +
+                  std::to_string(c.force_splits) + " queries/contexts";
+  for (size_t i = 0; i < c.queries.size(); ++i) {
+    s += " " + std::to_string(c.queries[i]) + "/" + std::to_string(c.contexts[i]);
+  }
+  return s;
+}
+
+// Each sequence's full pages but the last dense_tail are compressed (cpu::kv_compress, into
+// shuffled compressed ids) and their dense copies overwritten with NaN, so that reading a dense
+// page where its records belong shows; then the CUDA kernel must match the CPU kernel.
+void check_sparse_against_cpu(const SparseCase& c) {
+#ifdef SLIMRT_WITH_CUDA
+  SCOPED_TRACE(describe(c));
+  using slimrt::cpu::bf16_to_f32;
+  using slimrt::cpu::f32_to_bf16;
+  const int64_t seqs = static_cast<int64_t>(c.queries.size());
+  const int64_t hd = c.head_dim;
+  const int64_t row = c.heads * hd;
+  Random rng;
+  PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+  std::vector<int32_t> q_indptr{0};
+  for (int32_t n : c.queries) q_indptr.push_back(q_indptr.back() + n);
+  const int64_t tokens = q_indptr.back();
+  const int32_t max_queries = *std::max_element(c.queries.begin(), c.queries.end());
+  const int32_t max_context = *std::max_element(c.contexts.begin(), c.contexts.end());
+
+  const int64_t page_elems = c.page_size * c.kv_heads * hd;
+  const std::vector<float> q = rng.f32(tokens * row, 2.0f);
+  std::vector<uint16_t> k = rng.bf16(table.pool_pages * page_elems, 1.0f);
+  std::vector<uint16_t> v = rng.bf16(table.pool_pages * page_elems, 1.0f);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+
+  std::vector<int32_t> src, at;  // dense page ids to compress and where they sit in the table
+  for (int64_t s = 0; s < seqs; ++s) {
+    const int64_t full = c.contexts[s] / c.page_size;
+    for (int64_t i = 0; i < full - c.dense_tail; ++i) {
+      at.push_back(table.indptr[s] + static_cast<int32_t>(i));
+      src.push_back(table.indices[at.back()]);
+    }
+  }
+  const int64_t compressed_pages = static_cast<int64_t>(src.size()) + 3;  // some left unused
+  std::vector<int32_t> dst(compressed_pages);
+  std::iota(dst.begin(), dst.end(), static_cast<int32_t>(table.pool_pages));
+  std::shuffle(dst.begin(), dst.end(), rng.engine);
+  dst.resize(src.size());
+
+  slimrt::cpu::PagedKv kv = bf16_pool(k, v, c.page_size, c.kv_heads, hd);
+  kv.dense_pages = table.pool_pages;
+  kv.k_kept = slimrt::kv_kept_count(hd, c.k_sparsity);
+  kv.v_kept = slimrt::kv_kept_count(hd, c.v_sparsity);
+  const int64_t kb = slimrt::kv_record_bytes(hd, kv.k_kept);
+  const int64_t vb = slimrt::kv_record_bytes(hd, kv.v_kept);
+  const int64_t records = compressed_pages * c.page_size * c.kv_heads;
+  std::vector<uint8_t> k_records(records * kb + slimrt::kKvRecordTailPad, 0xAB);
+  std::vector<uint8_t> v_records(records * vb + slimrt::kKvRecordTailPad, 0xAB);
+  kv.k_records = k_records.data();
+  kv.v_records = v_records.data();
+  slimrt::ThreadPool pool(8);
+  slimrt::cpu::kv_compress(kv, src.data(), dst.data(), static_cast<int64_t>(src.size()), pool);
+  for (size_t i = 0; i < src.size(); ++i) {
+    table.indices[at[i]] = dst[i];
+    std::fill_n(k.begin() + src[i] * page_elems, page_elems, uint16_t{0xFFFF});
+    std::fill_n(v.begin() + src[i] * page_elems, page_elems, uint16_t{0xFFFF});
+  }
+
+  std::vector<float> q_ref(q.size());  // q as the kernel's tensor cores see it
+  for (size_t i = 0; i < q.size(); ++i) q_ref[i] = bf16_to_f32(f32_to_bf16(q[i]));
+  slimrt::cpu::PagedBatch batch;
+  batch.q_indptr = q_indptr.data();
+  batch.page_indptr = table.indptr.data();
+  batch.page_indices = table.indices.data();
+  batch.context_lens = c.contexts.data();
+  batch.num_seqs = seqs;
+  batch.num_tokens = tokens;
+  batch.max_query_tokens = max_queries;
+  batch.max_context = max_context;
+  std::vector<float> expected(tokens * row);
+  slimrt::cpu::paged_attention(q_ref.data(), kv, batch, c.heads, scale, expected.data(), pool);
+
+  Device<float> dq(q);
+  Device<uint16_t> dk(k), dv(v);
+  Device<uint8_t> dk_records(k_records), dv_records(v_records);
+  Device<int32_t> dq_indptr(q_indptr), dindptr(table.indptr), dindices(table.indices),
+      dctx(c.contexts);
+  Device<uint16_t> dout(static_cast<size_t>(tokens * row));
+  const int64_t workspace_bytes = slimrt::split_workspace_bytes(seqs * c.heads, hd, 1024);
+  Device<char> workspace(static_cast<size_t>(workspace_bytes));
+  slimrt::SparsePagedArgs args;
+  args.q = dq.get();
+  args.k_pages = dk.get();
+  args.v_pages = dv.get();
+  args.k_records = dk_records.get();
+  args.v_records = dv_records.get();
+  args.dense_pages = table.pool_pages;
+  args.k_record_bytes = kb;
+  args.v_record_bytes = vb;
+  args.q_indptr = dq_indptr.get();
+  args.page_indptr = dindptr.get();
+  args.page_indices = dindices.get();
+  args.context_lens = dctx.get();
+  args.out = dout.get();
+  args.scale = scale;
+  args.num_seqs = seqs;
+  args.heads = c.heads;
+  args.kv_heads = c.kv_heads;
+  args.head_dim = hd;
+  args.page_size = c.page_size;
+  args.max_query_tokens = max_queries;
+  args.max_context = max_context;
+  args.force_splits = c.force_splits;
+
+  for (int poison : {0xFF, 0x5A}) {
+    dout.fill_bytes(poison);
+    workspace.fill_bytes(poison);
+    slimrt::sparse_paged_attention_cuda(args, workspace.get(), workspace_bytes, nullptr);
+    TEST_CUDA(cudaDeviceSynchronize());
+    const std::vector<uint16_t> got = dout.download();
+    for (int64_t s = 0; s < seqs; ++s) {
+      for (int64_t i = 0; i < c.queries[s]; ++i) {
+        for (int64_t h = 0; h < c.heads; ++h) {
+          const size_t i_at = static_cast<size_t>((q_indptr[s] + i) * row + h * hd);
+          ASSERT_LT(relative_error(&got[i_at], &expected[i_at], hd), 1e-2)
+              << "sequence " << s << " (" << c.queries[s] << " queries, context " << c.contexts[s]
+              << ") query " << i << " head " << h << " poison " << poison;
+        }
+      }
+    }
+  }
+#else
+  (void)c;
+#endif
+}
+
+const std::vector<int32_t> kDecodeOnes(kRagged.size(), 1);
+
+TEST(SparsePagedAttentionCuda, DecodeMatchesCpuForRaggedGqaBatch) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 2, 0});
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.5, 0.7, 2, 0});
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.5, 0.5, 0, 0});
+}
+
+TEST(SparsePagedAttentionCuda, DecodeMatchesCpuForGroups1And3And8AndHeadDim64) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({8, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 1, 0});
+  check_sparse_against_cpu({24, 8, 64, 32, kDecodeOnes, kRagged, 0.7, 0.5, 1, 0});
+  check_sparse_against_cpu({64, 8, 128, 1, kDecodeOnes, kRagged, 0.7, 0.7, 16, 0});
+  check_sparse_against_cpu({32, 8, 64, 16, kDecodeOnes, kRagged, 0.7, 0.7, 2, 0});
+  check_sparse_against_cpu({16, 2, 64, 4, kDecodeOnes, kRagged, 0.3, 0.6, 3, 0});
+}
+
+TEST(SparsePagedAttentionCuda, DecodeMergesForcedSplits) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 2, 7});
+  check_sparse_against_cpu({32, 8, 128, 16, {1}, {32768}, 0.7, 0.7, 2, 0});
+  check_sparse_against_cpu({8, 8, 64, 1, kDecodeOnes, kRagged, 0.5, 0.5, 4, 3});
+}
+
+// Sparsity 0 keeps every value: records wider than a dense row take the wide staging slots.
+TEST(SparsePagedAttentionCuda, KeepsEveryValueAtSparsityZero) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.0, 0.0, 1, 0});
+  check_sparse_against_cpu({32, 8, 64, 16, kQueries, kContexts, 0.0, 0.05, 1, 0});
+}
+
+TEST(SparsePagedAttentionCuda, PrefillMatchesCpuOverCompressedPrefixes) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({32, 8, 128, 16, kQueries, kContexts, 0.7, 0.7, 2, 0});
+  check_sparse_against_cpu({8, 8, 128, 16, kQueries, kContexts, 0.5, 0.7, 0, 0});
+  check_sparse_against_cpu({24, 8, 64, 32, kQueries, kContexts, 0.7, 0.7, 1, 0});
+  check_sparse_against_cpu({64, 8, 64, 1, kQueries, kContexts, 0.7, 0.5, 8, 0});
+  check_sparse_against_cpu({32, 8, 128, 16, {300, 1}, {3000, 2000}, 0.7, 0.7, 2, 0});
+}
+
+TEST(SparsePagedAttentionCuda, WithoutCompressedPagesMatchesTheDenseKernels) {
+  SKIP_WITHOUT_CUDA();
+  check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 1000, 0});
+  check_sparse_against_cpu({32, 8, 128, 16, kQueries, kContexts, 0.7, 0.7, 1000, 0});
+}
+
+TEST(SparsePagedAttentionCuda, RejectsUnsupportedShapesAndBadRecords) {
+  using slimrt::sparse_paged_attention_fits;
+#ifdef SLIMRT_WITH_CUDA
+  EXPECT_TRUE(sparse_paged_attention_fits(32, 8, 128, 16));
+  EXPECT_TRUE(sparse_paged_attention_fits(24, 8, 64, 1));
+#endif
+  EXPECT_FALSE(sparse_paged_attention_fits(32, 8, 96, 16));
+  EXPECT_FALSE(sparse_paged_attention_fits(32, 8, 128, 12));
+  EXPECT_FALSE(sparse_paged_attention_fits(30, 8, 128, 16));
+  slimrt::SparsePagedArgs args;
+  args.num_seqs = 1;
+  args.heads = 32;
+  args.kv_heads = 8;
+  args.head_dim = 96;
+  args.page_size = 16;
+  args.max_query_tokens = 1;
+  args.k_record_bytes = args.v_record_bytes = 92;
+  args.scale = 0.1f;
+  EXPECT_THROW(slimrt::sparse_paged_attention_cuda(args, nullptr, 0, nullptr), slimrt::Error);
+#ifdef SLIMRT_WITH_CUDA
+  args.head_dim = 128;
+  args.k_record_bytes = 91;  // odd: not a record of BF16 values
+  EXPECT_THROW(slimrt::sparse_paged_attention_cuda(args, nullptr, 0, nullptr), slimrt::Error);
+  args.k_record_bytes = 92;  // a shape that fits, but null pointers
+  EXPECT_THROW(slimrt::sparse_paged_attention_cuda(args, nullptr, 0, nullptr), slimrt::Error);
 #endif
 }
 

@@ -1,9 +1,9 @@
 #include "ops/paged_attention.h"
 
+#include "attention_cuda.h"
 #include "backend.h"
 #include "check.h"
 #include "cpu/kernels.h"
-#include "ops/kv_compress.h"
 #include "ops/matmul_bf16.h"
 
 namespace slimrt::ops {
@@ -33,7 +33,7 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
            (input_scratch != nullptr || matmul_input_bytes(device, batch.num_tokens, width) == 0)),
       "paged_attention: a null pointer");
   if (kv.k_records != nullptr) {
-    check_sparse_kv_supported(device);
+    check_sparse_attention_supported(device, heads, kv);
     SLIMRT_CHECK(kv.v_records != nullptr && kv.dtype == KvDtype::kBf16 && kv.dense_pages >= 0 &&
                      kv.k_kept >= 0 && kv.k_kept <= kv.head_dim && kv.v_kept >= 0 &&
                      kv.v_kept <= kv.head_dim,
@@ -50,6 +50,16 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                                                plan, scratch, input_scratch));
   }
   return {out, batch.num_tokens, width};  // the CPU's matmul reads the FP32 output itself
+}
+
+void check_sparse_attention_supported(Device& device, int64_t heads, const PagedKv& kv) {
+  SLIMRT_CHECK_AS(ErrorCategory::kUnsupported,
+                  device.backend() == Backend::kCpu ||
+                      sparse_paged_attention_fits(heads, kv.kv_heads, kv.head_dim, kv.page_size),
+                  "kv_sparsity > 0 on CUDA needs head_dim 64 or 128 and a power-of-two page_size, "
+                  "got head_dim "
+                      << kv.head_dim << ", page_size " << kv.page_size << " (" << heads
+                      << " query heads, " << kv.kv_heads << " KV heads)");
 }
 
 AttentionScratchPlan plan_attention_scratch(Device& device, int64_t max_seqs, int64_t heads,

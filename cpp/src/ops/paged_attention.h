@@ -24,6 +24,11 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                             const PagedBatch& batch, int64_t heads, float scale, float* out,
                             const AttentionScratchPlan& plan, void* scratch, void* input_scratch);
 
+// Throws slimrt::Error (kUnsupported) naming the sizes when this device's kernels cannot attend
+// over compressed pages of kv's shape with `heads` query heads (the CPU takes any; CUDA head_dim
+// 64 or 128 and a power-of-two page size).
+void check_sparse_attention_supported(Device& device, int64_t heads, const PagedKv& kv);
+
 // What the device's fastest kernels need for batches of at most max_seqs sequences of at most
 // max_context tokens (plan.bytes 0 when they need nothing). Host arithmetic only: plan once.
 AttentionScratchPlan plan_attention_scratch(Device& device, int64_t max_seqs, int64_t heads,
