@@ -102,9 +102,9 @@ struct Timings {
   double dense_bytes = 0, sparse_bytes = 0;
 };
 
-// Distinct pages at most (K and V of one layer): past that, sequences' block tables share pages,
-// each entry drawn at random from the pool, so that a GPU's L2 (50 MB on an H200) holds a few
-// percent of it and the bytes a step reads still come from memory.
+// Distinct pages at most (K and V of one layer): past that, block tables reuse the pool's pages
+// in turn, so that a GPU's L2 (50 MB on an H200) holds a few percent of it and the bytes a step
+// reads still come from memory.
 constexpr int64_t kPoolBytes = int64_t{2} << 30;
 
 Timings run_case(const Case& c, slimrt::Device& device, slimrt::ThreadPool& pool, int warmup,
@@ -152,13 +152,17 @@ Timings run_case(const Case& c, slimrt::Device& device, slimrt::ThreadPool& pool
     q_indptr[s] = static_cast<int32_t>(s);
     page_indptr[s] = static_cast<int32_t>(s * pages_per_seq);
   }
+  // Pages in random order (as an engine's pool hands them out): a regular stride between
+  // sequences would make concurrent blocks contend for the same memory channels.
+  std::vector<int64_t> order(dense_pages);
+  std::iota(order.begin(), order.end(), int64_t{0});
+  for (int64_t i = dense_pages - 1; i > 0; --i) {
+    std::swap(order[i], order[splitmix64(state) % static_cast<uint64_t>(i + 1)]);
+  }
   for (int64_t s = 0; s < c.batch; ++s) {
     for (int64_t i = 0; i < pages_per_seq; ++i) {
       const int64_t at = s * pages_per_seq + i;
-      const auto id = static_cast<int32_t>(
-          table_pages == dense_pages
-              ? at
-              : static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(dense_pages)));
+      const auto id = static_cast<int32_t>(order[at % dense_pages]);
       dense_indices[at] = id;
       mixed_indices[at] = i < compressed_per_seq ? static_cast<int32_t>(dense_pages + id) : id;
     }

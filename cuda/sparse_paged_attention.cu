@@ -7,16 +7,18 @@
 //   the block (the query heads of a GQA group, and for prefill several tokens) uses it through
 //   mma.sync.m16n8k16, so the math costs a few instructions per position whatever the group.
 // - A block holds 16 query rows (one mma M tile): P query heads of one KV head (P the largest
-//   power of two <= 16 dividing the group) times 16 / P tokens, token-major. Its 4 warps split
-//   each step's 64 positions, 16 each, with an online softmax per warp; the warps are merged once
-//   at the end through shared memory, and decode blocks also split the context across blocks
+//   power of two <= 16 dividing the group) times 16 / P tokens, token-major. Its 4 warps take
+//   interleaved steps of 16 positions, each warp with its own pipeline (staging, expansion, mma,
+//   online softmax) and no barrier with the others, since a block-wide barrier per step left
+//   too few warps issuing to hide the expansion's latency; the warps are merged once at the end
+//   through shared memory, and decode blocks also split the context across blocks
 //   (FlashDecoding, decode_splits.h) merged by a second kernel (split_merge.cuh).
 // - Each step's K and V bytes are staged with 16-byte cp.async, double buffered, so the next
 //   step's loads are in flight while this one is expanded and multiplied: a dense row as its
 //   head_dim * 2 bytes, a compressed record as the aligned 16-byte pieces that cover it (records
 //   are 2-byte aligned; the pieces read up to 14 bytes before one and 15 past, which the record
 //   region's layout allows).
-// - Expansion: 16 threads per row (HD 128), one per 8 dimensions, i.e. one bitmap byte each; a
+// - Expansion: 16 lanes per row (HD 128), one per 8 dimensions, i.e. one bitmap byte each; a
 //   thread's first value is the popcount of the bytes before its own, a prefix sum over the 16
 //   lanes with shuffles, and its 8 outputs are its values or zeros by the bits of its byte. The
 //   expanded tile's rows are padded by 16 bytes so that ldmatrix reads fall in different banks.
@@ -142,11 +144,11 @@ template <int HD, int P>
 __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params p) {
   using L = Layout<HD>;
   constexpr int kPitch = L::kPitch;
-  constexpr int kTokens = kRows / P;           // query tokens per block
-  constexpr int kDimSteps = HD / 16;           // k steps of Q·Kᵀ
-  constexpr int kDimTiles = HD / 8;            // 8-column tiles of the output
-  constexpr int kChunks = HD / 8;              // 8-dimension chunks of a row = bytes of a bitmap
-  constexpr int kRowsPerPass = kThreads / 16;  // staging: 16 threads per position
+  constexpr int kTokens = kRows / P;     // query tokens per block
+  constexpr int kDimSteps = HD / 16;     // k steps of Q·Kᵀ
+  constexpr int kDimTiles = HD / 8;      // 8-column tiles of the output
+  constexpr int kChunks = HD / 8;        // 8-dimension chunks of a row = bytes of a bitmap
+  constexpr int kStep = kTile / kWarps;  // positions of one warp's step
 
   const int seq = blockIdx.y;
   const int split = blockIdx.z % p.splits;
@@ -180,28 +182,34 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
     return;
   }
 
+  // Each warp owns its staging buffers, metadata and expanded rows, so that its pipeline
+  // needs no barrier with the others.
   extern __shared__ uint4 smem_raw[];
-  uint8_t* const stage = reinterpret_cast<uint8_t*>(smem_raw);  // [2][2][kTile][slot]
-  uint16_t* const sk = reinterpret_cast<uint16_t*>(stage + 4 * kTile * p.slot);
+  uint8_t* const stage = reinterpret_cast<uint8_t*>(smem_raw);  // [warp][2][2][kStep][slot]
+  uint16_t* const sk = reinterpret_cast<uint16_t*>(stage + 4 * kTile * p.slot);  // [kTile][kPitch]
   uint16_t* const sv = sk + kTile * kPitch;
   uint16_t* const sq = sv + kTile * kPitch;
-  int* const meta = reinterpret_cast<int*>(sq + kRows * kPitch);  // [2][2][kTile]
+  int* const meta_all = reinterpret_cast<int*>(sq + kRows * kPitch);  // [warp][2][2][kStep]
+  uint8_t* const wstage = stage + warp * 4 * kStep * p.slot;
+  int* const meta = meta_all + warp * 4 * kStep;
+  uint16_t* const wk = sk + warp * kStep * kPitch;
+  uint16_t* const wv = sv + warp * kStep * kPitch;
 
-  // ---- staging: 16 threads per position, piece c = thread % 16 (and c + 16 for the records
-  // of a wide slot) of its K and its V bytes.
+  // ---- staging: 16 lanes per position, piece c = lane % 16 (and c + 16 for the records of a
+  // wide slot) of its K and its V bytes.
   const int32_t* pages = p.page_indices + p.page_indptr[seq];
   const int page_mask = (1 << p.log2_page) - 1;
-  const int piece = threadIdx.x % 16;
-  auto load_tile = [&](int t0, int buf) {
-#pragma unroll 2
-    for (int i = 0; i < kTile / kRowsPerPass; ++i) {
-      const int pos_in = threadIdx.x / 16 + i * kRowsPerPass;
+  const int piece = lane % 16;
+  auto load_step = [&](int t0, int buf) {
+#pragma unroll
+    for (int i = 0; i < kStep / 2; ++i) {
+      const int pos_in = lane / 16 + 2 * i;
       const int pos = t0 + pos_in;
-      uint8_t* const k_slot = stage + ((buf * 2 + 0) * kTile + pos_in) * p.slot;
-      uint8_t* const v_slot = stage + ((buf * 2 + 1) * kTile + pos_in) * p.slot;
+      uint8_t* const k_slot = wstage + ((buf * 2 + 0) * kStep + pos_in) * p.slot;
+      uint8_t* const v_slot = wstage + ((buf * 2 + 1) * kStep + pos_in) * p.slot;
       if (pos >= end) {
-        if (piece == 0) meta[(buf * 2 + 0) * kTile + pos_in] = kOutside;
-        if (piece == 0) meta[(buf * 2 + 1) * kTile + pos_in] = kOutside;
+        if (piece == 0) meta[(buf * 2 + 0) * kStep + pos_in] = kOutside;
+        if (piece == 0) meta[(buf * 2 + 1) * kStep + pos_in] = kOutside;
         continue;
       }
       const int id = __ldg(pages + (pos >> p.log2_page));
@@ -236,23 +244,24 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         cp_async16(smem_addr(v_slot + c * 16), v_src + c * 16);
       }
       if (piece == 0) {
-        meta[(buf * 2 + 0) * kTile + pos_in] = k_meta;
-        meta[(buf * 2 + 1) * kTile + pos_in] = v_meta;
+        meta[(buf * 2 + 0) * kStep + pos_in] = k_meta;
+        meta[(buf * 2 + 1) * kStep + pos_in] = v_meta;
       }
     }
   };
 
-  // ---- expansion of a staged buffer into the dense tiles: thread item = (tensor, position,
-  // chunk); the kChunks threads of a position are adjacent lanes.
-  auto expand_tile = [&](int buf) {
-#pragma unroll 2
-    for (int it = 0; it < 2 * kTile * kChunks / kThreads; ++it) {
-      const int item = threadIdx.x + it * kThreads;
-      const int tensor = item / (kTile * kChunks);
-      const int pos_in = (item / kChunks) % kTile;
+  // ---- expansion of a staged buffer into the warp's dense rows: lane item = (tensor, position,
+  // chunk); the kChunks lanes of a position are adjacent. Fully unrolled, so that the loads of
+  // many items are in flight together.
+  auto expand_step = [&](int buf) {
+#pragma unroll
+    for (int it = 0; it < 2 * kStep * kChunks / 32; ++it) {
+      const int item = lane + it * 32;
+      const int tensor = item / (kStep * kChunks);
+      const int pos_in = (item / kChunks) % kStep;
       const int c = item % kChunks;
-      const int m = meta[(buf * 2 + tensor) * kTile + pos_in];
-      const uint8_t* const slot = stage + ((buf * 2 + tensor) * kTile + pos_in) * p.slot;
+      const int m = meta[(buf * 2 + tensor) * kStep + pos_in];
+      const uint8_t* const slot = wstage + ((buf * 2 + tensor) * kStep + pos_in) * p.slot;
       const uint8_t* const record = slot + (m > 0 ? m : 0);
       const uint32_t bits = m >= 0 ? record[c] : 0u;
       // Exclusive prefix of the popcounts over the position's kChunks lanes.
@@ -281,12 +290,14 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         out =
             make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
       }
-      uint16_t* const dst = (tensor == 0 ? sk : sv) + pos_in * kPitch + c * 8;
+      uint16_t* const dst = (tensor == 0 ? wk : wv) + pos_in * kPitch + c * 8;
       *reinterpret_cast<uint4*>(dst) = out;
     }
   };
 
-  load_tile(begin, 0);
+  // Warp w takes positions begin + 16 w + 64 i, i = 0, 1, ...
+  const int first = begin + warp * kStep;
+  if (first < end) load_step(first, 0);
   cp_async_commit();
 
   // ---- Q tile: FP32 -> BF16 into shared memory (rows past the sequence's end are zero).
@@ -331,13 +342,13 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.0f, 0.0f};  // this lane's share of the row sums, reduced at the end
 
-  for (int t0 = begin, buf = 0; t0 < end; t0 += kTile, buf ^= 1) {
-    if (t0 + kTile < end) load_tile(t0 + kTile, buf ^ 1);
+  for (int t0 = first, buf = 0; t0 < end; t0 += kTile, buf ^= 1) {
+    if (t0 + kTile < end) load_step(t0 + kTile, buf ^ 1);
     cp_async_commit();
     cp_async_wait<1>();
-    __syncthreads();  // this step's bytes and metadata are in; the last step's math is done
-    expand_tile(buf);
-    __syncthreads();
+    __syncwarp();  // the warp's bytes and metadata are in; its last step's math is done
+    expand_step(buf);
+    __syncwarp();
 
     float s[2][4] = {};
 #pragma unroll
@@ -351,7 +362,7 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
     for (int n = 0; n < 2; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int pos = t0 + warp * 16 + n * 8 + 2 * t + (e & 1);
+        const int pos = t0 + n * 8 + 2 * t + (e & 1);
         s[n][e] = pos >= end || pos > row_pos[e / 2] ? -INFINITY : s[n][e] * p.scale_log2;
       }
     }
@@ -553,11 +564,17 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   // A record's pieces cover at most 14 bytes before it; a slot is a dense row unless a record
   // and those bytes take more (sparsities under about 10 %).
   const int64_t widest = std::max(a.k_record_bytes, a.v_record_bytes) + 14;
-  const int slot = static_cast<int>(std::max<int64_t>(a.head_dim * 2, (widest + 15) / 16 * 16));
+  // The 16 extra bytes shift consecutive slots by 4 banks: the two positions a warp expands at a
+  // time then read different banks.
+  const int slot =
+      static_cast<int>(std::max<int64_t>(a.head_dim * 2, (widest + 15) / 16 * 16) + 16);
   const KernelFn kernel = a.head_dim == 128 ? pick_for_dim<128>(pack) : pick_for_dim<64>(pack);
   const int smem = a.head_dim == 128 ? Layout<128>::bytes(slot) : Layout<64>::bytes(slot);
   SLIMRT_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  // Two blocks per SM need nearly all of its shared memory.
+  SLIMRT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                         cudaSharedmemCarveoutMaxShared));
 
   // Splits for decode batches only (one token per sequence: partial rows are sequences').
   const int64_t rows = a.num_seqs * a.heads;
