@@ -367,6 +367,8 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
       }
     }
 #pragma unroll
+    float alpha[2];
+#pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = fmaxf(
           m[h], fmaxf(fmaxf(s[0][2 * h], s[0][2 * h + 1]), fmaxf(s[1][2 * h], s[1][2 * h + 1])));
@@ -375,19 +377,22 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
       // A warp whose positions are all masked so far keeps m = -inf: subtracting 0 then keeps
       // every exp at 0 instead of NaN.
       const float base = mx == -INFINITY ? 0.0f : mx;
-      const float alpha = split_merge::exp2_approx(m[h] - base);
+      alpha[h] = split_merge::exp2_approx(m[h] - base);
       m[h] = mx;
-      l[h] *= alpha;
-#pragma unroll
-      for (int d = 0; d < kDimTiles; ++d) {
-        o[d][2 * h] *= alpha;
-        o[d][2 * h + 1] *= alpha;
-      }
+      l[h] *= alpha[h];
 #pragma unroll
       for (int n = 0; n < 2; ++n) {
         s[n][2 * h] = split_merge::exp2_approx(s[n][2 * h] - base);
         s[n][2 * h + 1] = split_merge::exp2_approx(s[n][2 * h + 1] - base);
         l[h] += s[n][2 * h] + s[n][2 * h + 1];
+      }
+    }
+    // Past the first steps the running maxima rarely move: skip the 64 multiplies by 1.
+    if (!__all_sync(0xFFFFFFFFu, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
+#pragma unroll
+      for (int d = 0; d < kDimTiles; ++d) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[d][e] *= alpha[e / 2];
       }
     }
     const uint32_t a[4] = {

@@ -62,6 +62,43 @@ def test_cuda_backend_generates_what_the_cpu_backend_generates(
     assert compared >= 24  # most choices of a random model are clear
 
 
+def step_logits(llm: LLM, chunks: list[list[int]]) -> list[np.ndarray]:
+    """The last logits of each step of one sequence fed `chunks` in turn."""
+    seq = llm.engine.add_sequence()
+    try:
+        return [np.array(llm.engine.step([seq], ids, [len(ids)])[0]) for ids in chunks]
+    finally:
+        llm.engine.release_sequence(seq)
+
+
+@pytest.mark.parametrize("weights", ["bf16", "df11"])
+def test_sparse_kv_on_cuda_matches_the_cpu_step_by_step(tiny_model_dir, weights: str) -> None:
+    # A window of 16 tokens in pages of 16: pages are compressed after every chunk and every
+    # 16 decode steps, on the GPU by its own kernel; the second chunk is a prefill over
+    # compressed pages, the single tokens decode over them.
+    path = str(tiny_model_dir("llama-d64")[0])
+    options = {
+        "weights": weights,
+        "max_batch": 1,
+        "max_step_tokens": 128,
+        "kv_sparsity": 0.7,
+        "kv_window": 16,
+        "progress": False,
+    }
+    cpu = LLM(path, device="cpu", **options)
+    gpu = LLM(path, device="cuda", **options)
+    rng = np.random.default_rng(7)
+    ids = rng.integers(4, cpu.engine.vocab_size, size=150).tolist()
+    chunks = [ids[:70], ids[70:120], *([i] for i in ids[120:])]
+    for step, (got, want) in enumerate(
+        zip(step_logits(gpu, chunks), step_logits(cpu, chunks), strict=True)
+    ):
+        assert np.abs(got - want).max() / np.abs(want).max() < TOLERANCE, step
+    usage = gpu.engine.kv_usage()
+    assert usage["peak_compressed_pages_used"] >= 8  # 150 tokens, 16 of them dense at a time
+    assert usage["compressed_pages_used"] == 0 and usage["dense_pages_used"] == 0
+
+
 def test_a_budget_that_does_not_fit_is_refused_with_torch_loaded(tiny_model_dir) -> None:
     # In a process that had loaded torch, formatting this message once crashed (H100, 2026-11-23).
     torch = pytest.importorskip("torch")

@@ -92,6 +92,16 @@ def tiny_config(architecture: str, vocab_size: int, seed: int = 0) -> object:
             attention_bias=architecture == "llama-bias",
             **common,
         )
+    if architecture == "llama-d64":
+        # Heads of 64, a size the CUDA kernels over compressed KV pages take (GQA group 2).
+        return transformers.LlamaConfig(
+            hidden_size=256,
+            intermediate_size=256,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=10000.0,
+            **common,
+        )
     if architecture == "mistral":
         return transformers.MistralConfig(
             hidden_size=64,
@@ -138,6 +148,7 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
     model_class = {
         "llama": transformers.LlamaForCausalLM,
         "llama-bias": transformers.LlamaForCausalLM,
+        "llama-d64": transformers.LlamaForCausalLM,
         "mistral": transformers.MistralForCausalLM,
         "qwen2": transformers.Qwen2ForCausalLM,
         "qwen3": transformers.Qwen3ForCausalLM,
