@@ -74,6 +74,11 @@ void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positi
                     int64_t heads, const float* inv_freq, const PagedKv& kv, const int32_t* slots,
                     float* q_out);
 
+// ops::kv_compress with the page ids in device memory (kv_compress.cu). Allocates nothing and
+// synchronises nothing.
+void kv_compress(CudaDevice& device, const PagedKv& kv, const int32_t* src_pages,
+                 const int32_t* dst_pages, int64_t count);
+
 // Chooses between the split-K decode kernel (paged_decode_attention.cu), the tensor-core prefill
 // kernel (paged_prefill_attention.cu) and a simple kernel for the rest.
 MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& kv,

@@ -18,6 +18,7 @@
 #include "kv_record.h"
 #include "model_impl.h"
 #include "ops/kv_compress.h"
+#include "ops/paged_attention.h"
 #include "weights.h"
 
 namespace slimrt {
@@ -94,8 +95,10 @@ struct Engine::Impl {
   // Per-step bookkeeping, sized at load.
   std::vector<BlockTable*> step_tables;
   std::vector<int64_t> pages_before;
-  // Pages that leave the recent windows in a step: dense sources, compressed destinations.
-  std::vector<int32_t> compress_src, compress_dst;
+  // Pages that leave the recent windows in a step: [max_compress] dense sources, then as many
+  // compressed destinations, the layout of the executor's device copy (one upload for both).
+  int64_t max_compress = 0;
+  std::vector<int32_t> compress_ids;
   int64_t cached_tokens = 0;
   int64_t peak_tokens = 0;
   mutable std::mutex mutex;
@@ -131,9 +134,12 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   shape.page_size = options.page_size;
   shape.num_pages = options.kv_tokens / options.page_size;
   shape.dtype = options.kv_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kF32;
-  int64_t max_compress = 0;
   if (options.kv_compression) {
-    ops::check_sparse_kv_supported(device);
+    PagedKv layer;
+    layer.kv_heads = shape.kv_heads;
+    layer.head_dim = shape.head_dim;
+    layer.page_size = shape.page_size;
+    ops::check_sparse_attention_supported(device, config.num_heads, layer);
     const int64_t P = options.page_size;
     // What is dense at most: each of max_batch sequences holds ceil((window + P - 1) / P) pages
     // after a step; a step adds at most ceil(its tokens / P) + 1 pages to each of its sequences.
@@ -164,6 +170,7 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   limits.kv.page_size = shape.page_size;
   limits.kv.kv_heads = shape.kv_heads;
   limits.kv.head_dim = shape.head_dim;
+  limits.max_compress_pages = max_compress;
 
   // Every arena is measured, and the sum checked, before the first byte is reserved.
   const Executor::Sizes sizes = Executor::measure(config, weights, device, limits);
@@ -190,8 +197,7 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
-  compress_src.assign(max_compress, 0);
-  compress_dst.assign(max_compress, 0);
+  compress_ids.assign(2 * max_compress, 0);
 }
 
 BlockTable& Engine::Impl::sequence(int64_t seq_id) {
@@ -256,33 +262,38 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
 // counted them free), in every layer, then gives the dense ones back. A prompt is compressed
 // as its chunks complete, so it is never dense beyond a chunk and a window.
 void Engine::Impl::compress_left_window(int64_t batch) {
+  int32_t* src = compress_ids.data();
+  int32_t* dst = src + max_compress;
   int64_t count = 0;
   for (int64_t b = 0; b < batch; ++b) {
     const BlockTable& table = *step_tables[b];
     const int64_t n = table.pages_to_compress(options.kv_window, options.page_size);
-    for (int64_t i = 0; i < n; ++i) {
-      compress_src[count++] = table.pages()[table.compressed_pages() + i];
-    }
+    for (int64_t i = 0; i < n; ++i) src[count++] = table.pages()[table.compressed_pages() + i];
   }
   if (count == 0) return;
-  kv_pool->allocate_compressed(count, compress_dst.data());
+  kv_pool->allocate_compressed(count, dst);
   try {
+    // One upload (the whole buffer: one copy beats two) serves every layer's launch.
+    int32_t* device_src = executor->compress_ids();
+    device.copy_to_device(device_src, src,
+                          static_cast<int64_t>(compress_ids.size() * sizeof(int32_t)));
+    const ops::KvCompressIds ids{src, dst, device_src, device_src + max_compress, count};
     for (int64_t l = 0; l < config.num_layers; ++l) {
-      ops::kv_compress(device, kv_pool->layer(l), compress_src.data(), compress_dst.data(), count,
+      ops::kv_compress(device, kv_pool->layer(l), ids,
                        kv_pool->total_pages() + kv_pool->compressed_pages());
     }
   } catch (...) {
-    kv_pool->release(compress_dst.data(), count);
+    kv_pool->release(dst, count);
     throw;
   }
   int64_t at = 0;
   for (int64_t b = 0; b < batch; ++b) {
     BlockTable& table = *step_tables[b];
     const int64_t n = table.pages_to_compress(options.kv_window, options.page_size);
-    table.swap_in_compressed(compress_dst.data() + at, n, compress_src.data() + at);
+    table.swap_in_compressed(dst + at, n, src + at);
     at += n;
   }
-  kv_pool->release(compress_src.data(), count);
+  kv_pool->release(src, count);
 }
 
 void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling, float* logits,

@@ -129,6 +129,7 @@ void Executor::lay_out() {
   context_lens_ = mirror(tables_.context_lens);
   last_rows_ = mirror(tables_.last_rows);
   sample_params_device_ = mirror(sample_params_);
+  compress_ids_ = activations_.allocate<int32_t>(2 * limits_.max_compress_pages);
   inv_freq_ = activations_.allocate<float>(config_.head_dim / 2);
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);

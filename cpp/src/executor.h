@@ -47,9 +47,10 @@ class Executor {
   struct Limits {
     int64_t max_batch = 0;
     int64_t max_step_tokens = 0;
-    int64_t max_page_indices = 0;  // the pool's page count: a page serves one sequence at most
-    int64_t max_context = 0;       // the longest sequence, in tokens
-    PagedKv kv;                    // the KV pool's layout (no pages)
+    int64_t max_page_indices = 0;    // the pool's page count: a page serves one sequence at most
+    int64_t max_context = 0;         // the longest sequence, in tokens
+    PagedKv kv;                      // the KV pool's layout (no pages)
+    int64_t max_compress_pages = 0;  // the most pages a step packs (ops::kv_compress)
   };
   struct Sizes {
     int64_t activations = 0;  // activations + staging
@@ -73,6 +74,9 @@ class Executor {
   StepTables& tables() { return tables_; }
   // Host, [max_batch]: written before forward(), which uploads them with the step tables.
   SampleParams* sample_params() { return sample_params_; }
+  // Device, [2 * max_compress_pages]: where the engine uploads the ids of the pages a step
+  // packs (sources, then destinations), once for every layer's ops::kv_compress.
+  int32_t* compress_ids() { return compress_ids_; }
 
   void forward();
   void read_logits(float* host_out);  // [batch][vocab]
@@ -142,6 +146,7 @@ class Executor {
   int32_t* context_lens_ = nullptr;
   int32_t* last_rows_ = nullptr;
   SampleParams* sample_params_device_ = nullptr;
+  int32_t* compress_ids_ = nullptr;
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
   float* inv_freq_ = nullptr;
   void* matmul_in_ = nullptr;  // ops::matmul_input_bytes() of scratch

@@ -1108,10 +1108,11 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   EXPECT_EQ(f, std::vector<float>(64, 7.0f));
 }
 
-// Compressed KV pages run on the CPU only: CUDA refuses both ops that read or write them, with
-// the unsupported category and the missing piece named, before touching memory; the CPU
-// checks the pages' kinds.
-TEST_P(OpChecks, CompressedKvPagesAreRefusedOnCudaUntilItsKernelsExist) {
+// Attention over compressed KV pages: CUDA refuses head sizes its kernel does not take, with
+// the unsupported category and the sizes named, before touching memory; the CPU checks the kept
+// counts. kv_compress runs on both and checks the pages' kinds (on the host ids) before
+// launching anything.
+TEST_P(OpChecks, CompressedKvPagesAreCheckedBeforeAnyKernelRuns) {
   if (GetParam() == "cuda" && !cuda_available()) GTEST_SKIP() << cuda_unavailable_reason();
   const std::unique_ptr<Device> device = make_device(GetParam(), 1);
   std::vector<uint16_t> pages(2 * 4 * 8);
@@ -1126,31 +1127,21 @@ TEST_P(OpChecks, CompressedKvPagesAreRefusedOnCudaUntilItsKernelsExist) {
   kv.head_dim = 8;
   kv.dense_pages = 1;
   kv.k_kept = kv.v_kept = 4;
-  const int32_t dense = 0, compressed = 1;
+  const int32_t compressed = 1;
   PagedBatch batch;
   batch.q_indptr = batch.page_indptr = batch.page_indices = batch.context_lens = ids.data();
   batch.num_seqs = batch.num_tokens = batch.max_query_tokens = batch.max_context = 1;
   if (GetParam() == "cuda") {
-    const std::string refused =
-        "kv_sparsity > 0 runs on the CPU only: the CUDA sparse attention kernels are not built "
-        "yet (issue 14)";
-    EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &compressed, 1, 2); }),
-              refused);
-    // Attention over compressed pages runs on CUDA for the head sizes its kernel takes.
-    EXPECT_EQ(error_message([&] {
-                ops::paged_attention(*device, x.data(), kv, batch, 1, 1.0f, x.data(), {}, x.data(),
-                                     x.data());
-              }),
-              "kv_sparsity > 0 on CUDA needs head_dim 64 or 128 and a power-of-two page_size, got "
-              "head_dim 8, page_size 4 (1 query heads, 1 KV heads)");
     try {
-      ops::kv_compress(*device, kv, &dense, &compressed, 1, 2);
+      ops::paged_attention(*device, x.data(), kv, batch, 1, 1.0f, x.data(), {}, x.data(), x.data());
+      ADD_FAILURE() << "head_dim 8 over compressed pages was not refused";
     } catch (const Error& e) {
       EXPECT_EQ(e.category(), ErrorCategory::kUnsupported);
+      EXPECT_EQ(e.message(),
+                "kv_sparsity > 0 on CUDA needs head_dim 64 or 128 and a power-of-two page_size, "
+                "got head_dim 8, page_size 4 (1 query heads, 1 KV heads)");
     }
   } else {
-    EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &compressed, &compressed, 1, 2); }),
-              "kv_compress: source page 1 is not a dense page");
     kv.k_kept = 9;
     EXPECT_EQ(error_message([&] {
                 ops::paged_attention(*device, x.data(), kv, batch, 1, 1.0f, x.data(), {}, x.data(),
@@ -1159,6 +1150,10 @@ TEST_P(OpChecks, CompressedKvPagesAreRefusedOnCudaUntilItsKernelsExist) {
               "paged_attention: compressed pages need a bf16 cache, V records and kept counts in "
               "[0, head_dim], got 9 and 4 of 8");
   }
+  kv.k_kept = 4;
+  const ops::KvCompressIds from_compressed{&compressed, &compressed, &compressed, &compressed, 1};
+  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, from_compressed, 2); }),
+            "kv_compress: source page 1 is not a dense page");
   EXPECT_EQ(records, std::vector<uint8_t>(4096, 0));
 }
 

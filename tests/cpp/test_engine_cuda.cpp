@@ -90,12 +90,12 @@ std::vector<std::vector<float>> run_steps(Engine& engine, const Steps& s) {
   return out;
 }
 
-void expect_cuda_matches_cpu(const TinyModel& m, const std::string& kv_dtype,
+void expect_cuda_matches_cpu(const TinyModel& m, const EngineOptions& options,
                              const std::string& what) {
-  SCOPED_TRACE(what + ", kv_dtype " + kv_dtype);
+  SCOPED_TRACE(what + ", kv_dtype " + options.kv_dtype);
   const Steps s = two_sequences(m.config.vocab_size);
-  Engine cpu(tiny_model(m.config, m.weights(), "cpu"), test_options(kv_dtype));
-  Engine cuda(tiny_model(m.config, m.weights(), "cuda"), test_options(kv_dtype));
+  Engine cpu(tiny_model(m.config, m.weights(), "cpu"), options);
+  Engine cuda(tiny_model(m.config, m.weights(), "cuda"), options);
   EXPECT_EQ(cuda.memory().df11_scratch > 0, cpu.memory().df11_scratch > 0);
   const auto want = run_steps(cpu, s);
   const auto got = run_steps(cuda, s);
@@ -121,25 +121,47 @@ TEST(EngineCuda, LogitsMatchTheCpuBackend) {
                              : variant == Variant::kLlamaHead128  ? "llama head_dim 128"
                              : variant == Variant::kLlamaOddSizes ? "llama odd sizes"
                                                                   : "llama3";
-    for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, kv, name);
+    for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, test_options(kv), name);
   }
 }
 
-TEST(EngineCuda, ASparseKvCacheIsRefusedUntilItsKernelsExist) {
-  SKIP_WITHOUT_CUDA();
-  const TinyModel m = make_model(Variant::kLlama);
+EngineOptions sparse_options(double k_sparsity, double v_sparsity) {
   EngineOptions o = test_options("bf16");
   o.kv_tokens = 1024;
   o.kv_compression = true;
-  o.k_sparsity = o.v_sparsity = 0.5;
+  o.k_sparsity = k_sparsity;
+  o.v_sparsity = v_sparsity;
+  o.kv_window = 4;  // one page: the prompts and the decodes compress pages at every step
+  return o;
+}
+
+// The GPU prunes and packs the pages that leave the window and attends over them, as the CPU.
+TEST(EngineCuda, ASparseKvCacheMatchesTheCpuBackend) {
+  SKIP_WITHOUT_CUDA();
+  for (Variant variant : {Variant::kLlamaHead128, Variant::kLlamaWide}) {
+    const TinyModel m = make_model(variant);
+    for (double v : {0.5, 0.7}) {
+      expect_cuda_matches_cpu(m, sparse_options(0.7, v),
+                              "sparse, head_dim " + std::to_string(m.config.head_dim) +
+                                  ", V sparsity " + std::to_string(v));
+    }
+  }
+}
+
+TEST(EngineCuda, ASparseKvCacheOfHeadsTheKernelsDoNotTakeIsRefused) {
+  SKIP_WITHOUT_CUDA();
+  const TinyModel m = make_model(Variant::kLlama);
   try {
-    Engine engine(tiny_model(m.config, m.weights(), "cuda"), o);
+    Engine engine(tiny_model(m.config, m.weights(), "cuda"), sparse_options(0.5, 0.5));
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     EXPECT_EQ(e.category(), ErrorCategory::kUnsupported);
     EXPECT_EQ(e.message(),
-              "kv_sparsity > 0 runs on the CPU only: the CUDA sparse attention kernels are not "
-              "built yet (issue 14)");
+              "kv_sparsity > 0 on CUDA needs head_dim 64 or 128 and a power-of-two "
+              "page_size, got head_dim " +
+                  std::to_string(m.config.head_dim) + ", page_size 4 (" +
+                  std::to_string(m.config.num_heads) + " query heads, " +
+                  std::to_string(m.config.num_kv_heads) + " KV heads)");
   }
 }
 
@@ -150,7 +172,7 @@ TEST(EngineCuda, Df11WeightsMatchTheCpuBackend) {
     // Every matrix, the embedding (tied or not) and lm_head included.
     m.compress([](const std::string&) { return true; });
     const std::string name = variant == Variant::kLlama ? "llama df11" : "qwen2 df11";
-    for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, kv, name);
+    for (const std::string kv : {"f32", "bf16"}) expect_cuda_matches_cpu(m, test_options(kv), name);
   }
 }
 
@@ -178,7 +200,7 @@ TEST(EngineCuda, FusedDf11MatmulsMatchTheCpuBackendAndKeepTheGreedyIds) {
   Engine dense(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
   const auto dense_logits = run_steps(dense, s);
   m.compress([](const std::string&) { return true; });
-  expect_cuda_matches_cpu(m, "bf16", "llama wide df11");
+  expect_cuda_matches_cpu(m, test_options("bf16"), "llama wide df11");
   Engine compressed(tiny_model(m.config, m.weights(), "cuda"), test_options("bf16"));
   const auto logits = run_steps(compressed, s);
   ASSERT_EQ(logits.size(), dense_logits.size());
@@ -239,7 +261,7 @@ TEST(EngineCuda, LargeDf11LmHeadInChunksMatchesTheCpuBackend) {
     }
   }
   m.compress([](const std::string& name) { return name == "lm_head.weight"; });
-  expect_cuda_matches_cpu(m, "bf16", "vocab 70001, df11 lm_head");
+  expect_cuda_matches_cpu(m, test_options("bf16"), "vocab 70001, df11 lm_head");
 }
 
 // Sampling on the CUDA backend draws what the CPU sampler draws from the same logits: those the

@@ -382,20 +382,19 @@ TEST(KvCompress, RefusesPagesOfTheWrongKind) {
   kv.dense_pages = 2;
   kv.k_kept = kv.v_kept = 4;
   const int32_t dense = 1, compressed = 3;
-  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &compressed, 1, 4); }),
-            "kv_compress: the cache has no compressed pages");
+  // Host memory is the CPU's device memory: the same ids serve both.
+  auto compress = [&](const int32_t& src, const int32_t& dst) {
+    return error_message([&] { ops::kv_compress(*device, kv, {&src, &dst, &src, &dst, 1}, 4); });
+  };
+  EXPECT_EQ(compress(dense, compressed), "kv_compress: the cache has no compressed pages");
   kv.k_records = kv.v_records = records.data();
-  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &compressed, &compressed, 1, 4); }),
-            "kv_compress: source page 3 is not a dense page");
-  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &dense, 1, 4); }),
-            "kv_compress: destination page 1 is not a compressed page");
+  EXPECT_EQ(compress(compressed, compressed), "kv_compress: source page 3 is not a dense page");
+  EXPECT_EQ(compress(dense, dense), "kv_compress: destination page 1 is not a compressed page");
   kv.v_kept = 9;
-  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &compressed, 1, 4); }),
-            "kv_compress: 4 K and 9 V values kept of head_dim 8");
+  EXPECT_EQ(compress(dense, compressed), "kv_compress: 4 K and 9 V values kept of head_dim 8");
   kv.v_kept = 4;
   kv.dtype = KvDtype::kF32;
-  EXPECT_EQ(error_message([&] { ops::kv_compress(*device, kv, &dense, &compressed, 1, 4); }),
-            "kv_compress: compressed pages need a bf16 KV cache");
+  EXPECT_EQ(compress(dense, compressed), "kv_compress: compressed pages need a bf16 KV cache");
 }
 
 }  // namespace

@@ -6,15 +6,7 @@
 
 namespace slimrt::ops {
 
-void check_sparse_kv_supported(Device& device) {
-  SLIMRT_CHECK_AS(ErrorCategory::kUnsupported, device.backend() == Backend::kCpu,
-                  "kv_sparsity > 0 runs on the CPU only: the CUDA sparse attention kernels are "
-                  "not built yet (issue 14)");
-}
-
-void kv_compress(Device& device, const PagedKv& kv, const int32_t* src_pages,
-                 const int32_t* dst_pages, int64_t count, int64_t num_pages) {
-  check_sparse_kv_supported(device);
+void kv_compress(Device& device, const PagedKv& kv, const KvCompressIds& ids, int64_t num_pages) {
   SLIMRT_CHECK(kv.k_records != nullptr && kv.v_records != nullptr,
                "kv_compress: the cache has no compressed pages");
   SLIMRT_CHECK(kv.dtype == KvDtype::kBf16, "kv_compress: compressed pages need a bf16 KV cache");
@@ -26,14 +18,25 @@ void kv_compress(Device& device, const PagedKv& kv, const int32_t* src_pages,
       kv.k_kept >= 0 && kv.k_kept <= kv.head_dim && kv.v_kept >= 0 && kv.v_kept <= kv.head_dim,
       "kv_compress: " << kv.k_kept << " K and " << kv.v_kept << " V values kept of head_dim "
                       << kv.head_dim);
-  SLIMRT_CHECK(count >= 0, "kv_compress: " << count << " pages");
-  for (int64_t i = 0; i < count; ++i) {
-    SLIMRT_CHECK(src_pages[i] >= 0 && src_pages[i] < kv.dense_pages,
-                 "kv_compress: source page " << src_pages[i] << " is not a dense page");
-    SLIMRT_CHECK(dst_pages[i] >= kv.dense_pages && dst_pages[i] < num_pages,
-                 "kv_compress: destination page " << dst_pages[i] << " is not a compressed page");
+  SLIMRT_CHECK(ids.count >= 0, "kv_compress: " << ids.count << " pages");
+  if (ids.count == 0) return;
+  SLIMRT_CHECK(ids.src != nullptr && ids.dst != nullptr && ids.device_src != nullptr &&
+                   ids.device_dst != nullptr,
+               "kv_compress: a null page id array");
+  for (int64_t i = 0; i < ids.count; ++i) {
+    SLIMRT_CHECK(ids.src[i] >= 0 && ids.src[i] < kv.dense_pages,
+                 "kv_compress: source page " << ids.src[i] << " is not a dense page");
+    SLIMRT_CHECK(ids.dst[i] >= kv.dense_pages && ids.dst[i] < num_pages,
+                 "kv_compress: destination page " << ids.dst[i] << " is not a compressed page");
   }
-  cpu::kv_compress(kv, src_pages, dst_pages, count, cpu_device(device).pool());
+  switch (device.backend()) {
+    case Backend::kCpu:
+      return cpu::kv_compress(kv, ids.device_src, ids.device_dst, ids.count,
+                              cpu_device(device).pool());
+    case Backend::kCuda:
+      return SLIMRT_CUDA(
+          cuda::kv_compress(cuda_device(device), kv, ids.device_src, ids.device_dst, ids.count));
+  }
 }
 
 }  // namespace slimrt::ops
