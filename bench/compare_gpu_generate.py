@@ -1,8 +1,9 @@
 """Decode tokens/s and GPU memory in one run: slimrt (BF16, DF11) vs transformers generate.
 
 Side by side: slimrt's CUDA engine with BF16 and with DF11 weights, and transformers `generate`
-(default, and static cache + torch.compile), plus the longest context each slimrt weight format
-fits in a fixed memory budget.
+(default, and static cache + torch.compile), plus the longest context and KV capacity each
+slimrt weight format fits in a fixed memory budget, dense and with the bitmap-sparse KV cache,
+and slimrt's decode speed at a long context.
 
 All engines run the same model (e.g. `bench/make_random_model.py llama-3.1-8b DIR --device
 cuda`), `--prompt` random prompt tokens then `--new` generated tokens per sequence, at each
@@ -33,23 +34,52 @@ transformers after each `generate` (torch's caching allocator keeps what it rese
 is its peak; its cache is emptied before each batch). Per slimrt engine also engine.memory()
 and the GPU memory the model's load and the engine's construction took.
 
-Longest context in a fixed budget (`--budget-gib X`, 0 skips): per weight format, the largest
-KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB (the model's
-weights and the engine's arenas together), max_batch 1, max_step_tokens 512 accepts, i.e. the
-longest single sequence (also capped by max_position_embeddings). A one-page engine's memory()
-gives the fixed part and the size of a page (K and V: 2 x layers x kv_heads x head_dim x 2
-bytes per token for BF16 KV), hence an estimate; then the estimate + 1 page must be refused
-with "not enough memory" and the estimate must fit (one step down or up if not). The model is
-loaded once per format; a refusal is cheap (the budget is checked before anything is
-reserved), a fit reserves the engine's arenas: at most three fits per format.
+Longest context in a fixed budget (`--budget-gib X`, 0 skips): per weight format and per KV
+sparsity of `--kv-sparsity` (0: the dense cache; s > 0: the bitmap-sparse one, s of K's and of
+V's values dropped per token and head, the newest `--kv-window` tokens of each sequence dense),
+the largest KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB (the
+model's weights and the engine's arenas together), max_batch 1, max_step_tokens 512 accepts.
+Two figures per row: the pool's capacity, the tokens it holds across sequences (pages x page
+size; for a sparse cache its dense window and step pages plus its compressed pages, which the
+engine fits into the bytes of a dense pool of kv_tokens tokens), with its ratio to the BF16
+dense row's; and the longest single sequence, at most max_position_embeddings (a sparse
+cache's compressed pages plus its window: a 70 % sparse pool can hold more than that). A
+one-page dense engine's memory() gives the fixed part and the size of a page (K and V: 2 x
+layers x kv_heads x head_dim x 2 bytes per token for BF16 KV), hence an estimate of kv_tokens;
+then the estimate + 1 page must be refused with "not enough memory" and the estimate must fit
+(a page down or up if not; further down in growing steps when the plan grew faster than the
+probe showed). The model is loaded once per format; a refusal is cheap (the budget is checked
+before anything is reserved), a fit reserves the engine's arenas: at most three fits per row
+("constructions" counts every engine tried, the format's shared probe included). A sparsity
+the device cannot run is a row with the error. In the JSON's "budget" rows kv_tokens is the
+option that fit (a sparse cache's byte budget, in dense tokens), capacity_tokens, dense_pages
+and compressed_pages what the engine made of it, context_tokens the longest sequence and
+capacity_vs_bf16_dense the ratio.
+
+Long context (`--long-context N`, 0 skips; `--long-batches 1,8`): per weight format and per
+KV sparsity, decode tokens/s with every sequence prefilled to N random tokens (seeded), in
+chunks of 512 tokens (slimrt.LLM's max_step_tokens), then `--new` greedy decode steps, the first
+untimed; the prefill's tokens/s too. A warm-up pass goes first: one sequence prefilled to N and
+the others to one token, decoded as many steps, so that every CUDA graph the timed steps
+replay (keyed by batch size and the longest context's bucket) is recorded outside the timing.
+One engine per row, sized for its batch (a sparse one gets the dense pool's bytes and room for
+its dense pages, more than it needs; the row's kv_usage in the JSON says what it used). What the
+engine refuses (not enough memory, a sparse cache the device cannot run) and a context past
+max_position_embeddings are rows with the error; the run goes on. The budget and long-context
+sections share one load of each format's model.
 
     python bench/compare_gpu_generate.py MODEL_DIR [--df11-model DIR] [--weights bf16,df11]
         [--batches 1,16,64] [--prompt 128] [--new 128] [--sampling greedy]
-        [--transformers default,static] [--budget-gib 24] [--device cuda|cpu] [--json out.json]
+        [--transformers default,static] [--budget-gib 24] [--kv-sparsity 0,0.5,0.7]
+        [--kv-window 32] [--long-context 32768] [--long-batches 1,8] [--device cuda|cpu]
+        [--json out.json]
 
-`--device cpu` checks the script on a machine without a GPU (memory columns stay empty). The
-markdown tables go to stdout at the end; each result is also logged to stderr when it is
-measured, and `--json` is rewritten after each one, so a run cut short keeps what it measured.
+`--device cpu` checks the script on a machine without a GPU (memory columns stay empty), e.g.
+`bench/make_random_model.py tiny-llama DIR`, then `... DIR --device cpu --weights bf16 --batches
+1 --prompt 16 --new 8 --transformers none --budget-gib 0.05 --kv-sparsity 0,0.7 --long-context
+512 --long-batches 1,2`. The markdown tables go to stdout at the end; each result is also
+logged to stderr when it is measured, and `--json` is rewritten after each one, so a run cut
+short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -788,51 +818,58 @@ def measure_long_context(
     report: Report, fmt: str, args: argparse.Namespace, model: _core.Model
 ) -> None:
     """Decode tokens/s at --long-context tokens per sequence of one weight format, per
-    --kv-sparsity and --long-batches: one engine per sparsity, sized for the largest batch. A
-    refused engine or step is a row with its error; the run goes on."""
+    --kv-sparsity and --long-batches: one engine per row, sized for its batch, so that a batch
+    too large for the device loses only its own row. A refused engine or step is a row with its
+    error; the run goes on."""
     gpu = args.device == "cuda"
-    batches = args.long_batches
     context = args.long_context
     vocab = model.config.vocab_size
+    longest = model.config.max_position_embeddings
     for sparsity in args.kv_sparsity:
         kv = kv_options(sparsity, args.kv_window)
-        kv_tokens = long_context_kv_tokens(
-            max(batches), context + args.new, sparsity, args.kv_window
-        )
-        log(
-            f"long context {context}, {fmt} weights, KV sparsity {sparsity:g}: "
-            f"kv_tokens {kv_tokens}"
-        )
-        base = {"weights": fmt, "kv_sparsity": sparsity, "context_tokens": context, "new": args.new}
-        try:
+        for b in args.long_batches:
+            row = {
+                "weights": fmt,
+                "kv_sparsity": sparsity,
+                "context_tokens": context,
+                "new": args.new,
+                "batch": b,
+            }
+            if context + args.new > longest:  # the engine would refuse it only after the prefill
+                error = f"context {context} + {args.new} new tokens exceeds the model's {longest}"
+                report.add_long_row(row | {"error": error})
+                continue
+            kv_tokens = long_context_kv_tokens(b, context + args.new, sparsity, args.kv_window)
+            log(
+                f"long context {context}, {fmt} weights, KV sparsity {sparsity:g}, batch {b}: "
+                f"kv_tokens {kv_tokens}"
+            )
             options = {
-                "max_batch": max(batches),
+                "max_batch": b,
                 "max_step_tokens": LONG_MAX_STEP_TOKENS,
                 "kv_tokens": kv_tokens,
             }
-            engine = make_engine(model, fmt, options | kv)
-        except Exception as e:  # e.g. not enough memory, or a sparse cache the device lacks
-            traceback.print_exc()
-            for b in batches:
-                report.add_long_row(base | {"batch": b, "error": error_text(e)})
-            continue
-        usage = engine.kv_usage()
-        engine_entry = {
-            "engine_memory": dict(engine.memory()),
-            "capacity_tokens": (usage["dense_pages"] + usage["compressed_pages"])
-            * usage["page_size"],
-        }
-        for b in batches:
+            try:
+                engine = make_engine(model, fmt, options | kv)
+            except Exception as e:  # e.g. not enough memory, or a sparse cache the device lacks
+                traceback.print_exc()
+                report.add_long_row(row | {"error": error_text(e)})
+                continue
+            usage = engine.kv_usage()
+            row["engine_memory"] = dict(engine.memory())
+            row["capacity_tokens"] = (usage["dense_pages"] + usage["compressed_pages"]) * usage[
+                "page_size"
+            ]
             try:
                 tps, prefill_tps = long_context_decode(engine, b, context, args.new, vocab)
-            except Exception as e:  # e.g. the context exceeds the model's or the pool's
+                row |= {"decode_tokens_per_s": tps, "prefill_tokens_per_s": prefill_tps}
+            except Exception as e:  # e.g. the pool runs out of pages
                 traceback.print_exc()
-                report.add_long_row(base | engine_entry | {"batch": b, "error": error_text(e)})
-                continue
-            row = {"batch": b, "decode_tokens_per_s": tps, "prefill_tokens_per_s": prefill_tps}
-            report.add_long_row(base | engine_entry | row)
-        del engine
-        release_gpu_memory(gpu)
+                row["error"] = error_text(e)
+            row["kv_usage"] = dict(engine.kv_usage())  # its high-water marks: what the run used
+            del engine
+            release_gpu_memory(gpu)
+            report.add_long_row(row)
 
 
 def measure_kv_sections(report: Report, fmt: str, args: argparse.Namespace, budget: bool) -> None:
