@@ -731,8 +731,8 @@ def measure_budget(report: Report, fmt: str, args: argparse.Namespace, model: _c
     except Exception as e:  # not a budget refusal: no figure, but the reason
         traceback.print_exc()
         for sparsity in args.kv_sparsity:
-            entry = {"budget_gib": args.budget_gib, "kv_sparsity": sparsity}
-            report.add("budget", {"weights": fmt, **entry, "error": error_text(e)})
+            entry = {"weights": fmt, "budget_gib": args.budget_gib, "kv_sparsity": sparsity}
+            report.add("budget", entry | {"error": error_text(e)})
         return
     for sparsity in args.kv_sparsity:
         log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights, KV sparsity {sparsity:g}:")
