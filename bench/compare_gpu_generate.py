@@ -1,8 +1,9 @@
 """Decode tokens/s and GPU memory in one run: slimrt (BF16, DF11) vs transformers generate.
 
 Side by side: slimrt's CUDA engine with BF16 and with DF11 weights, and transformers `generate`
-(default, and static cache + torch.compile), plus the longest context each slimrt weight format
-fits in a fixed memory budget.
+(default, and static cache + torch.compile), plus the longest context and KV capacity each
+slimrt weight format fits in a fixed memory budget, dense and with the bitmap-sparse KV cache,
+and slimrt's decode speed at a long context.
 
 All engines run the same model (e.g. `bench/make_random_model.py llama-3.1-8b DIR --device
 cuda`), `--prompt` random prompt tokens then `--new` generated tokens per sequence, at each
@@ -33,23 +34,52 @@ transformers after each `generate` (torch's caching allocator keeps what it rese
 is its peak; its cache is emptied before each batch). Per slimrt engine also engine.memory()
 and the GPU memory the model's load and the engine's construction took.
 
-Longest context in a fixed budget (`--budget-gib X`, 0 skips): per weight format, the largest
-KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB (the model's
-weights and the engine's arenas together), max_batch 1, max_step_tokens 512 accepts, i.e. the
-longest single sequence (also capped by max_position_embeddings). A one-page engine's memory()
-gives the fixed part and the size of a page (K and V: 2 x layers x kv_heads x head_dim x 2
-bytes per token for BF16 KV), hence an estimate; then the estimate + 1 page must be refused
-with "not enough memory" and the estimate must fit (one step down or up if not). The model is
-loaded once per format; a refusal is cheap (the budget is checked before anything is
-reserved), a fit reserves the engine's arenas: at most three fits per format.
+Longest context in a fixed budget (`--budget-gib X`, 0 skips): per weight format and per KV
+sparsity of `--kv-sparsity` (0: the dense cache; s > 0: the bitmap-sparse one, s of K's and of
+V's values dropped per token and head, the newest `--kv-window` tokens of each sequence dense),
+the largest KV pool (kv_tokens, whole pages) an engine with memory_limit_bytes = X GiB (the
+model's weights and the engine's arenas together), max_batch 1, max_step_tokens 512 accepts.
+Two figures per row: the pool's capacity, the tokens it holds across sequences (pages x page
+size; for a sparse cache its dense window and step pages plus its compressed pages, which the
+engine fits into the bytes of a dense pool of kv_tokens tokens), with its ratio to the BF16
+dense row's; and the longest single sequence, at most max_position_embeddings (a sparse
+cache's compressed pages plus its window: a 70 % sparse pool can hold more than that). A
+one-page dense engine's memory() gives the fixed part and the size of a page (K and V: 2 x
+layers x kv_heads x head_dim x 2 bytes per token for BF16 KV), hence an estimate of kv_tokens;
+then the estimate + 1 page must be refused with "not enough memory" and the estimate must fit
+(a page down or up if not; further down in growing steps when the plan grew faster than the
+probe showed). The model is loaded once per format; a refusal is cheap (the budget is checked
+before anything is reserved), a fit reserves the engine's arenas: at most three fits per row
+("constructions" counts every engine tried, the format's shared probe included). A sparsity
+the device cannot run is a row with the error. In the JSON's "budget" rows kv_tokens is the
+option that fit (a sparse cache's byte budget, in dense tokens), capacity_tokens, dense_pages
+and compressed_pages what the engine made of it, context_tokens the longest sequence and
+capacity_vs_bf16_dense the ratio.
+
+Long context (`--long-context N`, 0 skips; `--long-batches 1,8`): per weight format and per
+KV sparsity, decode tokens/s with every sequence prefilled to N random tokens (seeded), in
+chunks of 512 tokens (slimrt.LLM's max_step_tokens), then `--new` greedy decode steps, the first
+untimed; the prefill's tokens/s too. A warm-up pass goes first: one sequence prefilled to N and
+the others to one token, decoded as many steps, so that every CUDA graph the timed steps
+replay (keyed by batch size and the longest context's bucket) is recorded outside the timing.
+One engine per row, sized for its batch (a sparse one gets the dense pool's bytes and room for
+its dense pages, more than it needs; the row's kv_usage in the JSON says what it used). What the
+engine refuses (not enough memory, a sparse cache the device cannot run) and a context past
+max_position_embeddings are rows with the error; the run goes on. The budget and long-context
+sections share one load of each format's model.
 
     python bench/compare_gpu_generate.py MODEL_DIR [--df11-model DIR] [--weights bf16,df11]
         [--batches 1,16,64] [--prompt 128] [--new 128] [--sampling greedy]
-        [--transformers default,static] [--budget-gib 24] [--device cuda|cpu] [--json out.json]
+        [--transformers default,static] [--budget-gib 24] [--kv-sparsity 0,0.5,0.7]
+        [--kv-window 32] [--long-context 32768] [--long-batches 1,8] [--device cuda|cpu]
+        [--json out.json]
 
-`--device cpu` checks the script on a machine without a GPU (memory columns stay empty). The
-markdown tables go to stdout at the end; each result is also logged to stderr when it is
-measured, and `--json` is rewritten after each one, so a run cut short keeps what it measured.
+`--device cpu` checks the script on a machine without a GPU (memory columns stay empty), e.g.
+`bench/make_random_model.py tiny-llama DIR`, then `... DIR --device cpu --weights bf16 --batches
+1 --prompt 16 --new 8 --transformers none --budget-gib 0.05 --kv-sparsity 0,0.7 --long-context
+512 --long-batches 1,2`. The markdown tables go to stdout at the end; each result is also
+logged to stderr when it is measured, and `--json` is rewritten after each one, so a run cut
+short keeps what it measured.
 """
 
 from __future__ import annotations
@@ -70,7 +100,7 @@ from typing import Any
 import numpy as np
 import torch
 from slimrt import _core
-from slimrt.errors import OutOfMemoryError
+from slimrt.errors import InvalidArgumentError, OutOfMemoryError
 from source_commit import source_commit
 
 GIB = 2**30
@@ -83,6 +113,7 @@ TRANSFORMERS_MODES = {
     "static": "transformers generate (static cache + compile)",
 }
 BUDGET_MAX_STEP_TOKENS = 512
+LONG_MAX_STEP_TOKENS = 512  # slimrt.LLM's default max_step_tokens: its prefill chunk
 SAMPLING = {
     "greedy": {"temperature": 0.0},
     "sampled": {"temperature": 0.7, "top_k": 50, "top_p": 0.9},
@@ -232,107 +263,184 @@ def kv_bytes_per_token(config: Any) -> int:
     return 2 * config.num_layers * config.num_kv_heads * config.head_dim * 2
 
 
-def longest_context(model: _core.Model, budget_gib: float, gpu: bool) -> dict[str, Any]:
-    """Largest kv_tokens an engine (max_batch 1) on `model` accepts within budget_bytes; see
-    the module docstring for the method. Any error other than the budget's propagates."""
+def kv_options(sparsity: float, window: int | None) -> dict[str, Any]:
+    """Engine options of a KV sparsity: 0 is the dense cache, more the bitmap-sparse one with
+    that sparsity for K and V alike (the newest `window` tokens of each sequence dense; None:
+    the engine's default)."""
+    if sparsity == 0:
+        return {}
+    options: dict[str, Any] = {
+        "kv_compression": True,
+        "k_sparsity": sparsity,
+        "v_sparsity": sparsity,
+    }
+    if window is not None:
+        options["kv_window"] = window
+    return options
+
+
+def budget_probe(model: _core.Model, budget_gib: float, gpu: bool) -> dict[str, Any] | None:
+    """engine.memory() of a one-page dense engine (max_batch 1) within the budget, with its
+    page size: the fixed part of the budget (weights, DF11 scratch, activations) and the size of
+    a page; None when not even that fits."""
+    page = _core.EngineOptions().page_size
+    return engine_in_budget(model, int(budget_gib * GIB), page, {}, gpu)
+
+
+def engine_in_budget(
+    model: _core.Model, budget_bytes: int, kv_tokens: int, kv: dict[str, Any], gpu: bool
+) -> dict[str, Any] | None:
+    """engine.memory() of an engine (max_batch 1, KV options `kv`) on `model` with `kv_tokens`
+    within budget_bytes, with its page size and KV pages (dense and compressed); None when the
+    budget refuses it. Any other error propagates."""
+    options = {
+        "max_batch": 1,
+        "max_step_tokens": BUDGET_MAX_STEP_TOKENS,
+        "kv_tokens": kv_tokens,
+        "memory_limit_bytes": budget_bytes,
+    }
+    try:
+        engine = _core.Engine(model, options | kv)
+    except OutOfMemoryError as e:
+        if not is_budget_error(e):
+            raise
+        log(f"  kv_tokens {kv_tokens}: does not fit ({str(e).split(' [')[0]})")
+        return None
+    memory = dict(engine.memory())
+    usage = engine.kv_usage()
+    del engine
+    release_gpu_memory(gpu)
+    memory["page_size"] = usage["page_size"]
+    memory["dense_pages"] = usage["dense_pages"]
+    memory["compressed_pages"] = usage["compressed_pages"]
+    # What the pool holds across sequences: for a sparse cache its dense (window and step)
+    # pages too, as the engine counts them in its kv_tokens.
+    memory["capacity_tokens"] = (usage["dense_pages"] + usage["compressed_pages"]) * usage[
+        "page_size"
+    ]
+    log(
+        f"  kv_tokens {kv_tokens}: fits ({memory['total'] / GIB:.3f} GiB, "
+        f"{memory['capacity_tokens']} tokens of KV capacity)"
+    )
+    return memory
+
+
+def longest_sequence(memory: dict[str, Any], window: int, max_position_embeddings: int) -> int:
+    """The longest single sequence the KV pool of `memory` holds, at most
+    max_position_embeddings. A sparse cache keeps each sequence's newest `window` tokens and the
+    page being filled dense, everything before in compressed pages (BlockTable::
+    compressed_pages_at): the compressed pages bound the length, not the dense ones, which
+    max_batch 1 sizes for one window and one step."""
+    page = memory["page_size"]
+    if memory["compressed_pages"] == 0:
+        tokens = memory["capacity_tokens"]
+    else:
+        tokens = memory["compressed_pages"] * page + window + page - 1
+    return min(tokens, max_position_embeddings)
+
+
+def longest_context(
+    model: _core.Model,
+    budget_gib: float,
+    gpu: bool,
+    probe: dict[str, Any] | None,
+    sparsity: float,
+    window: int | None,
+) -> dict[str, Any]:
+    """Largest kv_tokens an engine (max_batch 1, KV sparsity `sparsity`) on `model` accepts
+    within the budget, from the format's one-page dense `probe` (budget_probe); see the module
+    docstring for the method. Any error other than the budget's propagates."""
     config = model.config
     budget_bytes = int(budget_gib * GIB)
     per_token = kv_bytes_per_token(config)
-    constructions = 0
-
-    def memory_at(kv_tokens: int) -> dict[str, int] | None:
-        nonlocal constructions
-        constructions += 1
-        options = {
-            "max_batch": 1,
-            "max_step_tokens": BUDGET_MAX_STEP_TOKENS,
-            "kv_tokens": kv_tokens,
-            "memory_limit_bytes": budget_bytes,
-        }
-        try:
-            engine = _core.Engine(model, options)
-        except OutOfMemoryError as e:
-            if not is_budget_error(e):
-                raise
-            log(f"  kv_tokens {kv_tokens}: does not fit ({str(e).split(' [')[0]})")
-            return None
-        memory = dict(engine.memory())
-        page = engine.page_size
-        del engine
-        release_gpu_memory(gpu)
-        memory["page_size"] = page
-        log(f"  kv_tokens {kv_tokens}: fits ({memory['total'] / GIB:.3f} GiB)")
-        return memory
+    kv = kv_options(sparsity, window)
+    window_tokens = kv.get("kv_window", _core.EngineOptions().kv_window)
+    constructions = 1  # the probe
 
     result: dict[str, Any] = {
         "budget_gib": budget_gib,
         "budget_bytes": budget_bytes,
+        "kv_sparsity": sparsity,
+        "kv_window": window_tokens if sparsity else None,
         "kv_bytes_per_token": per_token,
         "max_position_embeddings": config.max_position_embeddings,
     }
-    # One page: the fixed part of the budget (weights, DF11 scratch, activations).
-    probe = memory_at(16)
+    nothing = {
+        "kv_tokens": 0,
+        "capacity_tokens": 0,
+        "context_tokens": 0,
+        "exact": True,
+        "constructions": constructions,
+    }
     if probe is None:
-        return result | {
-            "kv_tokens": 0,
-            "context_tokens": 0,
-            "exact": True,
-            "limited_by": "not even one page fits",
-            "constructions": constructions,
-        }
+        return result | nothing | {"limited_by": "not even one page fits"}
     page = probe["page_size"]
     fixed = probe["total"] - probe["kv_pool"]
     # The probe's pool is one page: it measures the page's real size, should the pool ever hold
-    # more than K and V (the formula alone would then overshoot).
+    # more than K and V (the formula alone would then overshoot). A sparse cache's kv_tokens is
+    # the byte budget of that many dense tokens: the same estimate.
     per_page = probe["kv_pool"] or per_token * page
     if per_page != per_token * page:
         log(f"  a KV page takes {per_page} bytes; K and V of {page} tokens are {per_token * page}")
-    cap = config.max_position_embeddings // page * page
-    estimate = min(max((budget_bytes - fixed) // per_page, 1) * page, cap)
+    # No cap at max_position_embeddings: the pool's capacity is measured, which a sparse cache
+    # can take past it (and the BF16 dense row is what capacities are compared with).
+    estimate = max((budget_bytes - fixed) // per_page, 1) * page
 
-    fit, fit_memory, no_fit = page, probe, None  # largest known to fit, smallest known not to
+    # Largest kv_tokens known to fit, with its memory, and smallest known not to. The probe is a
+    # fit of the dense cache only: a sparse one needs room for its dense pages first.
+    first_fit, first_memory = (page, probe) if sparsity == 0 else (0, None)
+    fit, fit_memory, no_fit = first_fit, first_memory, None
 
     def check(kv_tokens: int) -> bool:
-        nonlocal fit, fit_memory, no_fit
-        memory = memory_at(kv_tokens)
+        nonlocal fit, fit_memory, no_fit, constructions
+        constructions += 1
+        memory = engine_in_budget(model, budget_bytes, kv_tokens, kv, gpu)
         if memory is not None and kv_tokens > fit:
             fit, fit_memory = kv_tokens, memory
         elif memory is None and (no_fit is None or kv_tokens < no_fit):
             no_fit = kv_tokens
         return memory is not None
 
-    if estimate < cap:
-        check(estimate + page)  # refused before any weight is copied: cheap
+    check(estimate + page)  # refused before anything is reserved: cheap
     if estimate > fit:
         check(estimate)
     # One adjustment when the estimate was off by a page.
-    if no_fit is None and fit < cap:
+    if no_fit is None:
         check(fit + page)
-    elif no_fit is not None and no_fit > fit + page:
+    elif no_fit > fit + page:
         check(no_fit - page)
     # Still no fit near the estimate (the plan grows with the pool faster than the probe
     # showed): step down 2, 4, 8... pages, at most halfway to the probe each time; refusals
-    # cost nothing, the first fit ends it. That fit and the probe give the plan's exact growth
-    # per page, for one more estimate.
+    # cost nothing, the first fit ends it. That fit and the probe give the plan's growth per
+    # page, for one more estimate.
     anchor, step = no_fit, 2 * page
-    while no_fit is not None and fit == page and no_fit > 2 * page:
+    while no_fit is not None and fit == first_fit and no_fit > 2 * page:
         halfway = (page + no_fit) // 2 // page * page
         if check(max(anchor - step, halfway)):
             growth = (fit_memory["total"] - probe["total"]) / ((fit - page) // page)
-            better = min(int((budget_bytes - probe["total"]) // growth) * page + page, cap)
+            better = int((budget_bytes - probe["total"]) // growth) * page + page
             if fit < better + page < no_fit:
                 check(better + page)
             if fit < better and no_fit == better + page:
                 check(better)
             break
         step *= 2
-    exact = fit == cap or no_fit == fit + page
+    if fit_memory is None:
+        return result | nothing | {"constructions": constructions, "limited_by": "nothing fits"}
+    context = longest_sequence(fit_memory, window_tokens, config.max_position_embeddings)
     return result | {
         "kv_tokens": fit,
-        "context_tokens": min(fit, config.max_position_embeddings),
-        "exact": exact,
+        "capacity_tokens": fit_memory["capacity_tokens"],
+        "dense_pages": fit_memory["dense_pages"],
+        "compressed_pages": fit_memory["compressed_pages"],
+        "context_tokens": context,
+        "exact": no_fit == fit + page,
         "smallest_refused": no_fit,
-        "limited_by": "max_position_embeddings" if fit == cap else "memory budget",
+        "limited_by": (
+            "max_position_embeddings"
+            if context == config.max_position_embeddings
+            else "memory budget"
+        ),
         "estimate": estimate,
         "kv_bytes_per_page": per_page,
         "engine_memory": fit_memory,
@@ -432,25 +540,52 @@ def print_report(results: dict[str, Any]) -> None:
             print(f"\ntransformers model (BF16): loading took {gib(t['gpu_bytes_taken'])} GiB")
     if results["budget"]:
         print(
-            "\nLongest single-sequence context in a fixed memory budget (slimrt, max_batch 1, "
-            f"max_step_tokens {BUDGET_MAX_STEP_TOKENS})\n\n"
-            "| weights | budget GiB | context tokens | KV pool GiB | engine total GiB "
+            "\nLongest single-sequence context and KV capacity in a fixed memory budget (slimrt, "
+            f"max_batch 1, max_step_tokens {BUDGET_MAX_STEP_TOKENS}); KV capacity: the tokens the "
+            "pool holds across sequences (dense + compressed pages x page size)\n\n"
+            "| weights | KV sparsity | budget GiB | context tokens | KV capacity tokens "
+            "| vs BF16 dense | KV pages dense + compressed | KV pool GiB | engine total GiB "
             "| limited by | exact | constructions |\n"
-            "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |"
         )
         for b in results["budget"]:
+            head = f"| {b['weights']} | {b['kv_sparsity']:g} | {b['budget_gib']:g} |"
             if "error" in b:
-                print(f"| {b['weights']} | {b['budget_gib']:g} | | | | {b['error']} | | |")
+                print(f"{head} | | | | | | {b['error'].replace('|', '/')} | | |")
                 continue
             m = b.get("engine_memory") or {}
             context = str(b["context_tokens"])
+            capacity = str(b["capacity_tokens"])
             if not b["exact"]:
                 below = b.get("smallest_refused")
-                context += f" (at least; less than {below})" if below else " (at least)"
+                capacity += " (at least)"
+                context += f" (at least; pool less than {below})" if below else " (at least)"
+            ratio = b.get("capacity_vs_bf16_dense")
+            pages = f"{m['dense_pages']} + {m['compressed_pages']}" if m else ""
             print(
-                f"| {b['weights']} | {b['budget_gib']:g} | {context} | "
-                f"{gib(m.get('kv_pool'))} | {gib(m.get('total'))} | {b['limited_by']} | "
-                f"{'yes' if b['exact'] else 'no'} | {b['constructions']} |"
+                f"{head} {context} | {capacity} | {'' if ratio is None else f'{ratio:.2f}x'} | "
+                f"{pages} | {gib(m.get('kv_pool'))} | {gib(m.get('total'))} | "
+                f"{b['limited_by']} | {'yes' if b['exact'] else 'no'} | {b['constructions']} |"
+            )
+    if results["long_context"]:
+        print(
+            "\nLong context (slimrt): every sequence prefilled to the context with random tokens "
+            f"(chunks of {LONG_MAX_STEP_TOKENS}), then {meta['new']} greedy decode steps, the "
+            "first untimed\n\n"
+            "| weights | KV sparsity | context tokens | batch | decode tokens/s | prefill tokens/s "
+            "| KV capacity tokens | KV pool GiB | engine total GiB | note |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        )
+        for r in results["long_context"]:
+            m = r.get("engine_memory") or {}
+            tps, prefill_tps = r["decode_tokens_per_s"], r["prefill_tokens_per_s"]
+            note = (r["error"] or "").replace("|", "/")[:120]
+            print(
+                f"| {r['weights']} | {r['kv_sparsity']:g} | {r['context_tokens']} | "
+                f"{r['batch']} | {'' if tps is None else f'{tps:.1f}'} | "
+                f"{'' if prefill_tps is None else f'{prefill_tps:.0f}'} | "
+                f"{r.get('capacity_tokens', '')} | {gib(m.get('kv_pool'))} | "
+                f"{gib(m.get('total'))} | {note} |"
             )
 
 
@@ -464,6 +599,7 @@ class Report:
             "engines": [],
             "transformers_models": [],
             "budget": [],
+            "long_context": [],
         }
         self.json_path = json_path
 
@@ -496,6 +632,33 @@ class Report:
         }
         self.add("rows", row)
         log(f"{engine} {weights} batch {batch} {sampling}: {error or f'{tps:.1f} tokens/s'}")
+
+    def add_long_row(self, entry: dict[str, Any]) -> None:
+        meta = self.results["meta"]
+        row = {"decode_tokens_per_s": None, "prefill_tokens_per_s": None, "error": None}
+        row |= entry | {"device": meta["device"], "commit": meta["commit"]}
+        self.add("long_context", row)
+        tps = row["decode_tokens_per_s"]
+        log(
+            f"long context {row['context_tokens']}, {row['weights']}, KV sparsity "
+            f"{row['kv_sparsity']:g}, batch {row['batch']}: {row['error'] or f'{tps:.1f} tokens/s'}"
+        )
+
+    def set_capacity_ratios(self) -> None:
+        """Each budget row's KV capacity over the BF16 dense row's, once that row exists."""
+        budget = self.results["budget"]
+        base = next(
+            (
+                b.get("capacity_tokens")
+                for b in budget
+                if b["weights"] == "bf16" and b["kv_sparsity"] == 0
+            ),
+            None,
+        )
+        for b in budget:
+            if base and b.get("capacity_tokens") is not None:
+                b["capacity_vs_bf16_dense"] = b["capacity_tokens"] / base
+        self.save()
 
     def save(self) -> None:
         if self.json_path:
@@ -558,18 +721,178 @@ def measure_slimrt(
     release_gpu_memory(gpu)
 
 
-def measure_budget(report: Report, fmt: str, args: argparse.Namespace) -> None:
-    """The longest context of one weight format in --budget-gib (run after every speed row)."""
+def measure_budget(report: Report, fmt: str, args: argparse.Namespace, model: _core.Model) -> None:
+    """The longest context and KV capacity of one weight format in --budget-gib, per
+    --kv-sparsity (run after every speed row)."""
     gpu = args.device == "cuda"
-    log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights:")
+    log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights: one-page probe")
     try:
-        model, _ = load_weights(fmt, args.model, args.df11_model, args.device)
-        budget = longest_context(model, args.budget_gib, gpu)
-        del model
+        probe = budget_probe(model, args.budget_gib, gpu)
     except Exception as e:  # not a budget refusal: no figure, but the reason
         traceback.print_exc()
-        budget = {"budget_gib": args.budget_gib, "error": error_text(e)}
-    report.add("budget", {"weights": fmt} | budget)
+        for sparsity in args.kv_sparsity:
+            entry = {"weights": fmt, "budget_gib": args.budget_gib, "kv_sparsity": sparsity}
+            report.add("budget", entry | {"error": error_text(e)})
+        return
+    for sparsity in args.kv_sparsity:
+        log(f"longest context in {args.budget_gib:g} GiB, {fmt} weights, KV sparsity {sparsity:g}:")
+        try:
+            budget = longest_context(model, args.budget_gib, gpu, probe, sparsity, args.kv_window)
+        except Exception as e:  # e.g. a sparse cache the device does not run
+            traceback.print_exc()
+            budget = {
+                "budget_gib": args.budget_gib,
+                "kv_sparsity": sparsity,
+                "error": error_text(e),
+            }
+        report.add("budget", {"weights": fmt} | budget)
+        release_gpu_memory(gpu)
+    report.set_capacity_ratios()
+
+
+def long_context_kv_tokens(batch: int, tokens: int, sparsity: float, window: int | None) -> int:
+    """kv_tokens of an engine for `batch` sequences of `tokens` tokens each. For a sparse cache
+    kv_tokens is a byte budget: that of the dense pool, which more than holds the compressed
+    pages (a record is smaller than its dense values above 1/16 sparsity, the bitmap's bit per
+    value), plus the dense pages the engine keeps beside them, bounded by each sequence's window
+    and 3 pages and one step (engine.cpp)."""
+    page = _core.EngineOptions().page_size
+    dense = batch * (tokens + page)
+    if sparsity == 0:
+        return dense
+    window = _core.EngineOptions().kv_window if window is None else window
+    return dense + batch * (window + 3 * page) + LONG_MAX_STEP_TOKENS + page
+
+
+def prefill(engine: _core.Engine, seq: int, ids: np.ndarray, params: Any) -> int:
+    """Feeds `ids` to sequence `seq` in chunks of LONG_MAX_STEP_TOKENS (slimrt.LLM's prefill
+    chunk); the token sampled after the last."""
+    for start in range(0, len(ids), LONG_MAX_STEP_TOKENS):
+        chunk = ids[start : start + LONG_MAX_STEP_TOKENS]
+        token = engine.step([seq], chunk, [len(chunk)], [params])[0]
+    return int(token)
+
+
+def long_context_decode(
+    engine: _core.Engine, batch: int, context: int, new: int, vocab: int
+) -> tuple[float, float]:
+    """Decode tokens/s of `batch` sequences prefilled to `context` random tokens each, over
+    (new - 1) timed greedy steps after one warm-up step, and the prefill's tokens/s.
+
+    A warm-up pass goes first: the engine records a CUDA graph per batch size and bucket of the
+    longest context on first use, so one sequence prefilled to `context` and (batch - 1) of one
+    token, decoded `new` steps, record every graph the timed steps replay, for 1/batch of the
+    measured pass's prefill."""
+    rng = np.random.default_rng([context, batch])
+    prompts = [rng.integers(0, vocab, context).astype(np.int32) for _ in range(batch)]
+    greedy = [_core.SamplingParams(**SAMPLING["greedy"])] * batch
+    ones = [1] * batch
+
+    def one_pass(lengths: list[int], timed_steps: int) -> tuple[float, float]:
+        """Seconds of the prefill and of the last `timed_steps` of `new` decode steps."""
+        seqs = [engine.add_sequence() for _ in range(batch)]
+        try:
+            start = time.perf_counter()
+            last = [
+                prefill(engine, seq, ids[:n], greedy[0])
+                for seq, ids, n in zip(seqs, prompts, lengths, strict=True)
+            ]
+            prefill_s = time.perf_counter() - start
+            tokens = np.array(last, np.int32)
+            for _ in range(new - timed_steps):
+                tokens = engine.step(seqs, tokens, ones, greedy)
+            start = time.perf_counter()
+            for _ in range(timed_steps):
+                tokens = engine.step(seqs, tokens, ones, greedy)  # ids come back: synchronous
+            return prefill_s, time.perf_counter() - start
+        finally:
+            for seq in seqs:
+                engine.release_sequence(seq)
+
+    one_pass([context] + [1] * (batch - 1), 0)
+    prefill_s, decode_s = one_pass([context] * batch, new - 1)
+    return batch * (new - 1) / decode_s, batch * context / prefill_s
+
+
+def measure_long_context(
+    report: Report, fmt: str, args: argparse.Namespace, model: _core.Model
+) -> None:
+    """Decode tokens/s at --long-context tokens per sequence of one weight format, per
+    --kv-sparsity and --long-batches: one engine per row, sized for its batch, so that a batch
+    too large for the device loses only its own row. A refused engine or step is a row with its
+    error; the run goes on."""
+    gpu = args.device == "cuda"
+    context = args.long_context
+    vocab = model.config.vocab_size
+    longest = model.config.max_position_embeddings
+    for sparsity in args.kv_sparsity:
+        kv = kv_options(sparsity, args.kv_window)
+        for b in args.long_batches:
+            row = {
+                "weights": fmt,
+                "kv_sparsity": sparsity,
+                "context_tokens": context,
+                "new": args.new,
+                "batch": b,
+            }
+            if context + args.new > longest:  # the engine would refuse it only after the prefill
+                error = f"context {context} + {args.new} new tokens exceeds the model's {longest}"
+                report.add_long_row(row | {"error": error})
+                continue
+            kv_tokens = long_context_kv_tokens(b, context + args.new, sparsity, args.kv_window)
+            log(
+                f"long context {context}, {fmt} weights, KV sparsity {sparsity:g}, batch {b}: "
+                f"kv_tokens {kv_tokens}"
+            )
+            options = {
+                "max_batch": b,
+                "max_step_tokens": LONG_MAX_STEP_TOKENS,
+                "kv_tokens": kv_tokens,
+            }
+            try:
+                engine = make_engine(model, fmt, options | kv)
+            except Exception as e:  # e.g. not enough memory, or a sparse cache the device lacks
+                traceback.print_exc()
+                report.add_long_row(row | {"error": error_text(e)})
+                continue
+            usage = engine.kv_usage()
+            row["engine_memory"] = dict(engine.memory())
+            row["capacity_tokens"] = (usage["dense_pages"] + usage["compressed_pages"]) * usage[
+                "page_size"
+            ]
+            try:
+                tps, prefill_tps = long_context_decode(engine, b, context, args.new, vocab)
+                row |= {"decode_tokens_per_s": tps, "prefill_tokens_per_s": prefill_tps}
+            except Exception as e:  # e.g. the pool runs out of pages
+                traceback.print_exc()
+                row["error"] = error_text(e)
+            row["kv_usage"] = dict(engine.kv_usage())  # its high-water marks: what the run used
+            del engine
+            release_gpu_memory(gpu)
+            report.add_long_row(row)
+
+
+def measure_kv_sections(report: Report, fmt: str, args: argparse.Namespace, budget: bool) -> None:
+    """The budget section (if `budget`) and the long-context rows of one weight format, on one
+    load of its model."""
+    gpu = args.device == "cuda"
+    try:
+        model, _ = load_weights(fmt, args.model, args.df11_model, args.device)
+    except Exception as e:
+        traceback.print_exc()
+        for sparsity in args.kv_sparsity:
+            entry = {"weights": fmt, "kv_sparsity": sparsity, "error": error_text(e)}
+            if budget:
+                report.add("budget", entry | {"budget_gib": args.budget_gib})
+            if args.long_context > 0:
+                for b in args.long_batches:
+                    report.add_long_row(entry | {"context_tokens": args.long_context, "batch": b})
+        return
+    if budget:
+        measure_budget(report, fmt, args, model)
+    if args.long_context > 0:
+        measure_long_context(report, fmt, args, model)
+    del model
     release_gpu_memory(gpu)
 
 
@@ -625,6 +948,18 @@ def main() -> None:
         "--transformers", default="default,static", help="modes to run: default,static or none"
     )
     parser.add_argument("--budget-gib", type=float, default=24.0, help="0 skips")
+    parser.add_argument(
+        "--kv-sparsity",
+        default="0",
+        help="KV sparsities of the budget and long-context sections (0: dense), e.g. 0,0.5,0.7",
+    )
+    parser.add_argument(
+        "--kv-window", type=int, help="dense newest tokens of a sparse cache (engine default)"
+    )
+    parser.add_argument(
+        "--long-context", type=int, default=0, help="tokens per sequence; 0 skips the section"
+    )
+    parser.add_argument("--long-batches", default="1,8")
     parser.add_argument("--device", default="cuda", help="cpu: check the script without a GPU")
     parser.add_argument("--json")
     args = parser.parse_args()
@@ -634,8 +969,19 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     modes = split_list(args.transformers, tuple(TRANSFORMERS_MODES))
     args.sampling = split_list(args.sampling, tuple(SAMPLING))
-    if not batches and args.budget_gib <= 0:
-        raise SystemExit("--batches none measures nothing without --budget-gib")
+    args.long_batches = [int(b) for b in split_list(args.long_batches)]
+    args.kv_sparsity = [float(s) for s in split_list(args.kv_sparsity)]
+    if not batches and args.budget_gib <= 0 and args.long_context <= 0:
+        raise SystemExit("--batches none measures nothing without --budget-gib or --long-context")
+    if (args.budget_gib > 0 or args.long_context > 0) and not args.kv_sparsity:
+        raise SystemExit("--kv-sparsity needs at least one value (0: the dense cache)")
+    if args.long_context > 0 and not args.long_batches:
+        raise SystemExit("--long-context needs --long-batches")
+    for sparsity in args.kv_sparsity:
+        try:  # the core's checks, before any model loads
+            _core.EngineOptions.from_dict(kv_options(sparsity, args.kv_window))
+        except InvalidArgumentError as e:
+            raise SystemExit(f"--kv-sparsity {sparsity:g}: {e}") from None
     if args.new < 2:
         raise SystemExit("--new must be at least 2 (one warm-up step, then timed steps)")
     if args.df11_model and "df11" in formats:
@@ -653,6 +999,10 @@ def main() -> None:
             "prompt": args.prompt,
             "new": args.new,
             "batches": batches,
+            "kv_sparsity": args.kv_sparsity,
+            "kv_window": args.kv_window,
+            "long_context": args.long_context,
+            "long_batches": args.long_batches,
             "device": torch.cuda.get_device_name() if gpu else "CPU",
             "commit": source_commit(),
             "torch": torch.__version__,
@@ -666,10 +1016,10 @@ def main() -> None:
             measure_slimrt(report, fmt, args, batches, free)
         if modes:
             measure_transformers(report, modes, args, batches, free)
-    if args.budget_gib > 0:
-        for fmt in formats:
-            if fmt != "df11-ahead":  # the same memory as df11
-                measure_budget(report, fmt, args)
+    for fmt in formats:
+        budget = args.budget_gib > 0 and fmt != "df11-ahead"  # the same memory as df11
+        if budget or args.long_context > 0:
+            measure_kv_sections(report, fmt, args, budget)
     print_report(report.results)
 
 
