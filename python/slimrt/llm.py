@@ -80,8 +80,9 @@ class LLM:
     kv_sparsity: turns on the bitmap-sparse KV cache (bf16 KV; on CUDA, heads of 64 or 128) at
     this sparsity for K and V: per token and KV head, round(s * head_dim) of the
     smallest-magnitude values are dropped. k_sparsity and v_sparsity set K's and V's apart
-    (either one alone also turns it on; the other then defaults to kv_sparsity, or 0). kv_tokens is then the byte budget of
-    that many dense tokens, and the cache holds more tokens in it.
+    (either one alone also turns it on; the other then defaults to kv_sparsity, or 0).
+    kv_tokens is then the byte budget of that many dense tokens, and the cache holds more
+    tokens in it.
     kv_window: with a sparse KV cache, the newest tokens of each sequence kept dense (None:
     the engine's default, 32).
     verify: check the CRC-32 of every DF11 tensor at load (False skips it: faster, and a
