@@ -32,6 +32,7 @@
 #include "cuda_check.h"
 #include "decode_splits.h"
 #include "split_merge.cuh"
+#include "tensor_core_ptx.cuh"
 
 namespace slimrt {
 namespace {
@@ -91,12 +92,6 @@ __device__ __forceinline__ uint4 load_once(const uint16_t* p) {
   return v;
 }
 
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 // Eight BF16 values (one 16-byte vector) widened to FP32.
 __device__ __forceinline__ void widen8(const uint4& raw, float* f) {
   const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
@@ -107,10 +102,7 @@ __device__ __forceinline__ void widen8(const uint4& raw, float* f) {
   }
 }
 
-__device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
+using namespace ptx;  // NOLINT: exp2_approx and pack_bf16x2 of tensor_core_ptx.cuh
 
 // ---- main kernel ------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@
 #include "cuda_check.h"
 #include "decode_splits.h"
 #include "split_merge.cuh"
+#include "tensor_core_ptx.cuh"
 
 namespace slimrt {
 namespace {
@@ -90,51 +91,7 @@ struct Params {
 
 // ---- small device helpers ---------------------------------------------------------------------
 
-// Round to nearest even, NaN kept quiet: the same bits as cpu::f32_to_bf16.
-__device__ __forceinline__ uint32_t bf16_bits(float f) {
-  uint32_t u = __float_as_uint(f);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (u >> 16) | 0x0040u;
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return u >> 16;
-}
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
-// d += a (16x16, row major) * b (16x8, column major), BF16 in, FP32 accumulate.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                         uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-      "{%8, %9}, {%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+using namespace ptx;  // NOLINT: the PTX wrappers of tensor_core_ptx.cuh
 
 // ---- the kernel -------------------------------------------------------------------------------
 
@@ -238,10 +195,10 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         v_bytes = v_meta + p.v_record;
       }
       for (int c = piece; c * 16 < k_bytes; c += 16) {
-        cp_async16(smem_addr(k_slot + c * 16), k_src + c * 16);
+        cp_async16(smem_addr(k_slot + c * 16), k_src + c * 16, true);
       }
       for (int c = piece; c * 16 < v_bytes; c += 16) {
-        cp_async16(smem_addr(v_slot + c * 16), v_src + c * 16);
+        cp_async16(smem_addr(v_slot + c * 16), v_src + c * 16, true);
       }
       if (piece == 0) {
         meta[(buf * 2 + 0) * kStep + pos_in] = k_meta;
@@ -312,7 +269,7 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
     if (tok < nq) {
       const int64_t row = static_cast<int64_t>(q_begin + tok) * p.heads + head0 + r % P;
       const float4 x = __ldg(reinterpret_cast<const float4*>(p.q + row * HD) + c);
-      packed = make_uint2(split_merge::pack_bf16x2(x.x, x.y), split_merge::pack_bf16x2(x.z, x.w));
+      packed = make_uint2(pack_bf16x2(x.x, x.y), pack_bf16x2(x.z, x.w));
     }
     *reinterpret_cast<uint2*>(sq + r * kPitch + c * 4) = packed;
   }
@@ -366,7 +323,6 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         s[n][e] = pos >= end || pos > row_pos[e / 2] ? -INFINITY : s[n][e] * p.scale_log2;
       }
     }
-#pragma unroll
     float alpha[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -377,13 +333,13 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
       // A warp whose positions are all masked so far keeps m = -inf: subtracting 0 then keeps
       // every exp at 0 instead of NaN.
       const float base = mx == -INFINITY ? 0.0f : mx;
-      alpha[h] = split_merge::exp2_approx(m[h] - base);
+      alpha[h] = exp2_approx(m[h] - base);
       m[h] = mx;
       l[h] *= alpha[h];
 #pragma unroll
       for (int n = 0; n < 2; ++n) {
-        s[n][2 * h] = split_merge::exp2_approx(s[n][2 * h] - base);
-        s[n][2 * h + 1] = split_merge::exp2_approx(s[n][2 * h + 1] - base);
+        s[n][2 * h] = exp2_approx(s[n][2 * h] - base);
+        s[n][2 * h + 1] = exp2_approx(s[n][2 * h + 1] - base);
         l[h] += s[n][2 * h] + s[n][2 * h + 1];
       }
     }
@@ -395,9 +351,8 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         for (int e = 0; e < 4; ++e) o[d][e] *= alpha[e / 2];
       }
     }
-    const uint32_t a[4] = {
-        split_merge::pack_bf16x2(s[0][0], s[0][1]), split_merge::pack_bf16x2(s[0][2], s[0][3]),
-        split_merge::pack_bf16x2(s[1][0], s[1][1]), split_merge::pack_bf16x2(s[1][2], s[1][3])};
+    const uint32_t a[4] = {pack_bf16x2(s[0][0], s[0][1]), pack_bf16x2(s[0][2], s[0][3]),
+                           pack_bf16x2(s[1][0], s[1][1]), pack_bf16x2(s[1][2], s[1][3])};
 #pragma unroll
     for (int d = 0; d < kDimTiles; d += 2) {
       uint32_t b[4];
@@ -444,7 +399,7 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
     float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) {
-      const float wt = split_merge::exp2_approx(sm_m[w * kRows + r] - mx);
+      const float wt = exp2_approx(sm_m[w * kRows + r] - mx);
       sum = fmaf(sm_l[w * kRows + r], wt, sum);
       const float4 x = *reinterpret_cast<const float4*>(sm_o + (w * kRows + r) * HD + d);
       acc.x = fmaf(x.x, wt, acc.x);

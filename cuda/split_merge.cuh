@@ -6,18 +6,9 @@
 
 #include <cstdint>
 
+#include "tensor_core_ptx.cuh"
+
 namespace slimrt::split_merge {
-
-__device__ __forceinline__ float exp2_approx(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_bf16x2(float a, float b) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-  return *reinterpret_cast<const uint32_t*>(&h);
-}
 
 // dst[0, HD) = sum_s o_s 2^(lse_s - M) / sum_s 2^(lse_s - M) over the first n partials (lse in
 // log2 units, po [n][HD] normalised outputs); zeros for n = 0. Called by all 32 lanes of a warp.
@@ -35,7 +26,7 @@ __device__ __forceinline__ void merge_row(const float* lse, const float* po, int
   float o[kVec] = {};
 #pragma unroll 4
   for (int s = 0; s < n; ++s) {
-    const float w = exp2_approx(lse[s] - mx);
+    const float w = ptx::exp2_approx(lse[s] - mx);
     sum += w;
     float a[kVec];
     if constexpr (kVec == 4) {
@@ -51,10 +42,10 @@ __device__ __forceinline__ void merge_row(const float* lse, const float* po, int
   const float inv = n > 0 ? 1.0f / sum : 0.0f;
   dst += lane * kVec;
   if constexpr (kVec == 4) {
-    *reinterpret_cast<uint2*>(dst) =
-        make_uint2(pack_bf16x2(o[0] * inv, o[1] * inv), pack_bf16x2(o[2] * inv, o[3] * inv));
+    *reinterpret_cast<uint2*>(dst) = make_uint2(ptx::pack_bf16x2(o[0] * inv, o[1] * inv),
+                                                ptx::pack_bf16x2(o[2] * inv, o[3] * inv));
   } else {
-    *reinterpret_cast<uint32_t*>(dst) = pack_bf16x2(o[0] * inv, o[1] * inv);
+    *reinterpret_cast<uint32_t*>(dst) = ptx::pack_bf16x2(o[0] * inv, o[1] * inv);
   }
 }
 
