@@ -297,22 +297,6 @@ __global__ void __launch_bounds__(kThreads, Tune<G>::kMinBlocks)
   }
 }
 
-// ---- merge kernel -----------------------------------------------------------------------------
-
-// One warp per (sequence, query head): out = sum_s o_s 2^(lse_s - M) / sum_s 2^(lse_s - M) over
-// the splits that saw any position.
-template <int HD>
-__global__ void __launch_bounds__(kThreads) paged_decode_merge_kernel(const Params p) {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const int row = blockIdx.x * (kThreads / 32) + threadIdx.x / 32;
-  if (row >= p.num_seqs * p.heads) return;
-  const int ctx = p.context_lens[row / p.heads];
-  const int n = ctx <= 0 ? 0 : min(p.splits, (ctx + p.chunk - 1) / p.chunk);
-  split_merge::merge_row<HD>(p.partial_lse + static_cast<int64_t>(row) * p.splits,
-                             p.partial_o + static_cast<int64_t>(row) * p.splits * HD, n,
-                             p.out + static_cast<int64_t>(row) * HD, threadIdx.x % 32);
-}
-
 // ---- host side --------------------------------------------------------------------------------
 
 using KernelFn = void (*)(Params);
@@ -466,20 +450,9 @@ void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeA
   SLIMRT_CUDA_CHECK(cudaGetLastError());
   if (plan.splits == 1) return;
 
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((s.num_seqs * s.heads + 3) / 4));
-  config.blockDim = dim3(kThreads);
-  config.stream = st;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  if (s.head_dim == 128) {
-    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, paged_decode_merge_kernel<128>, p));
-  } else {
-    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, paged_decode_merge_kernel<64>, p));
-  }
+  split_merge::launch_split_merge({p.partial_o, p.partial_lse, p.context_lens, p.out,
+                                   p.num_seqs * p.heads, p.heads, p.chunk, p.splits},
+                                  s.head_dim, st);
 }
 
 }  // namespace slimrt

@@ -422,19 +422,6 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
   }
 }
 
-// One warp per (token, query head) of a split decode batch (one token per sequence).
-template <int HD>
-__global__ void __launch_bounds__(kThreads) sparse_merge_kernel(const Params p) {
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  const int row = blockIdx.x * kWarps + threadIdx.x / 32;
-  if (row >= p.num_rows) return;
-  const int ctx = p.context_lens[row / p.heads];
-  const int n = ctx <= 0 ? 0 : min(p.splits, (ctx + p.chunk - 1) / p.chunk);
-  split_merge::merge_row<HD>(p.partial_lse + static_cast<int64_t>(row) * p.splits,
-                             p.partial_o + static_cast<int64_t>(row) * p.splits * HD, n,
-                             p.out + static_cast<int64_t>(row) * HD, threadIdx.x % 32);
-}
-
 // ---- host side --------------------------------------------------------------------------------
 
 using KernelFn = void (*)(Params);
@@ -605,20 +592,9 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   SLIMRT_CUDA_CHECK(cudaGetLastError());
   if (splits == 1) return;
 
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((rows + kWarps - 1) / kWarps));
-  config.blockDim = dim3(kThreads);
-  config.stream = st;
-  cudaLaunchAttribute attr{};
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  if (a.head_dim == 128) {
-    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, sparse_merge_kernel<128>, p));
-  } else {
-    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, sparse_merge_kernel<64>, p));
-  }
+  split_merge::launch_split_merge(
+      {p.partial_o, p.partial_lse, p.context_lens, p.out, p.num_rows, p.heads, p.chunk, p.splits},
+      a.head_dim, st);
 }
 
 }  // namespace slimrt

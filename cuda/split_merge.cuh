@@ -1,11 +1,18 @@
-// The merge of split-K decode attention (FlashDecoding): one warp combines the partial outputs of
-// one (token, query head) row, shared by the dense and the compressed-page decode kernels.
+// The merge of split-K decode attention (FlashDecoding), shared by the dense and the
+// compressed-page decode kernels: one warp combines the partial outputs of one (sequence, query
+// head) row, in a kernel launched right behind the attention kernel (programmatic dependent
+// launch, so that its launch overlaps the attention kernel's tail).
+//
+//   launch_split_merge({partial_o, partial_lse, context_lens, out, rows, heads, chunk, splits},
+//                      head_dim, stream);
 #pragma once
 
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 
+#include "cuda_check.h"
 #include "tensor_core_ptx.cuh"
 
 namespace slimrt::split_merge {
@@ -46,6 +53,50 @@ __device__ __forceinline__ void merge_row(const float* lse, const float* po, int
                                                 ptx::pack_bf16x2(o[2] * inv, o[3] * inv));
   } else {
     *reinterpret_cast<uint32_t*>(dst) = ptx::pack_bf16x2(o[0] * inv, o[1] * inv);
+  }
+}
+
+// Partials of `splits` splits of `chunk` positions per row of a decode batch (one token per
+// sequence, row = sequence * heads + head), laid out as split_workspace_bytes (decode_splits.h)
+// says; a sequence's splits past its context hold nothing and are left out.
+struct SplitMergeArgs {
+  const float* partial_o = nullptr;    // [rows][splits][head_dim]
+  const float* partial_lse = nullptr;  // [rows][splits], log2 units
+  const int32_t* context_lens = nullptr;
+  uint16_t* out = nullptr;  // [rows][head_dim] BF16 bits
+  int rows = 0;
+  int heads = 0;
+  int chunk = 0;
+  int splits = 0;
+};
+
+template <int HD>
+__global__ void __launch_bounds__(128) split_merge_kernel(const SplitMergeArgs a) {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  const int row = blockIdx.x * 4 + threadIdx.x / 32;
+  if (row >= a.rows) return;
+  const int ctx = a.context_lens[row / a.heads];
+  const int n = ctx <= 0 ? 0 : min(a.splits, (ctx + a.chunk - 1) / a.chunk);
+  merge_row<HD>(a.partial_lse + static_cast<int64_t>(row) * a.splits,
+                a.partial_o + static_cast<int64_t>(row) * a.splits * HD, n,
+                a.out + static_cast<int64_t>(row) * HD, threadIdx.x % 32);
+}
+
+// head_dim 64 or 128.
+inline void launch_split_merge(const SplitMergeArgs& a, int64_t head_dim, cudaStream_t stream) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((a.rows + 3) / 4));
+  config.blockDim = dim3(128);
+  config.stream = stream;
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  if (head_dim == 128) {
+    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, split_merge_kernel<128>, a));
+  } else {
+    SLIMRT_CUDA_CHECK(cudaLaunchKernelEx(&config, split_merge_kernel<64>, a));
   }
 }
 
