@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from slimrt import LLM, SamplingParams
+from slimrt import LLM, SamplingParams, _core
+from slimrt.errors import InvalidArgumentError
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +65,20 @@ def test_only_requests_that_ask_get_logprobs_and_the_tokens_do_not_change(llm: L
     assert plain.logprobs is None
     assert asked.token_ids == plain.token_ids
     assert [len(e.top) for e in asked.logprobs] == [2] * 6
+
+
+def test_the_engine_refuses_a_bad_top_n_before_the_step_runs(llm: LLM) -> None:
+    engine = llm.engine
+    seq = engine.add_sequence()
+    try:
+        sampling = [_core.SamplingParams(temperature=0.0)]
+        with pytest.raises(InvalidArgumentError, match=r"^step: top_n 21 outside \[0, 20\]$"):
+            engine.step([seq], [1, 2], [2], sampling, top_logprobs=21)
+        with pytest.raises(InvalidArgumentError, match=r"^step: top_logprobs without sampling$"):
+            engine.step([seq], [1, 2], [2], top_logprobs=3)
+        assert engine.sequence_length(seq) == 0
+        ids, logprobs, top_ids, top = engine.step([seq], [1, 2], [2], sampling, top_logprobs=3)
+        assert top_ids.shape == top.shape == (1, 3) and logprobs.shape == (1,)
+        assert ids[0] == top_ids[0, 0] and logprobs[0] == top[0, 0]
+    finally:
+        engine.release_sequence(seq)
