@@ -7,7 +7,9 @@
             print(out.request.take_text(), end="")
 
 Every step is one call of engine.step with the decode tokens and prefill chunks of a ragged
-batch; sampling happens in the engine and only the sampled ids come back. An error the engine
+batch; sampling happens in the engine and only the sampled ids come back (with, when a request
+in the step asks, their log-probabilities and the top n, n the most any of them asks for; each
+request keeps its own n in request.logprobs). An error the engine
 raises for a step fails the requests in that step (their .error holds it) and no others: their
 engine sequences are released, so the engine and the other requests carry on. Not thread-safe:
 slimrt.LLM shares one LLMEngine between threads by taking turns.
