@@ -1164,6 +1164,12 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   SampleParams params;
   EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
             "sample: a null pointer");
+  SampleLogprobs logprobs{9, x, ids.data(), x};  // more than the 8 tokens there are
+  EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, ids.data(), x, &logprobs); }),
+            "sample: 9 top logprobs; at most 8");
+  logprobs = {2, x, nullptr, x};
+  EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, ids.data(), x, &logprobs); }),
+            "sample: a null logprobs pointer");
   EXPECT_EQ(error_message([&] { ops::crc32(d, nullptr, 4, x); }), "crc32: a null pointer");
   EXPECT_EQ(error_message([&] { ops::crc32(d, x, -1, x); }), "crc32: -1 bytes");
   // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is
