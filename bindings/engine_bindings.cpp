@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -33,7 +34,8 @@ py::array_t<T, py::array::c_style | py::array::forcecast> int_array(const py::ha
 }
 
 py::object step(Engine& engine, const py::handle& seq_ids, const py::handle& tokens,
-                const py::handle& counts, const py::object& sampling) {
+                const py::handle& counts, const py::object& sampling,
+                const py::object& top_logprobs) {
   const auto ids = int_array<int64_t>(seq_ids, "seq_ids");
   const auto toks = int_array<int32_t>(tokens, "tokens");
   const auto cnts = int_array<int32_t>(counts, "counts");
@@ -46,6 +48,7 @@ py::object step(Engine& engine, const py::handle& seq_ids, const py::handle& tok
   in.tokens = toks.data();
   in.num_tokens = toks.size();
   if (sampling.is_none()) {
+    SLIMRT_CHECK(top_logprobs.is_none(), "step: top_logprobs without sampling");
     py::array_t<float> logits({in.batch, engine.vocab_size()});
     float* out = logits.mutable_data();
     {
@@ -59,11 +62,26 @@ py::object step(Engine& engine, const py::handle& seq_ids, const py::handle& tok
                "step: sampling has " << params.size() << " entries, expected " << in.batch);
   py::array_t<int32_t> sampled(in.batch);
   int32_t* out = sampled.mutable_data();
-  {
+  if (top_logprobs.is_none()) {
     py::gil_scoped_release release;
     engine.step(in, params.data(), out);
+    return std::move(sampled);
   }
-  return std::move(sampled);
+  StepLogprobs logprobs;
+  logprobs.top_n = top_logprobs.cast<int32_t>();
+  // Shapes of a valid top_n; engine.step refuses the others before writing anything.
+  const int64_t n = std::max(logprobs.top_n, 0);
+  py::array_t<float> sampled_logprobs(in.batch);
+  py::array_t<int32_t> top_ids({in.batch, n});
+  py::array_t<float> top_values({in.batch, n});
+  logprobs.sampled = sampled_logprobs.mutable_data();
+  logprobs.top_ids = top_ids.mutable_data();
+  logprobs.top_logprobs = top_values.mutable_data();
+  {
+    py::gil_scoped_release release;
+    engine.step(in, params.data(), out, logprobs);
+  }
+  return py::make_tuple(sampled, sampled_logprobs, top_ids, top_values);
 }
 
 std::string repr(const SamplingParams& s) {
@@ -123,9 +141,12 @@ void bind_engine(py::module_& m) {
       .def("pages_needed", &Engine::pages_needed, py::arg("seq_id"), py::arg("new_tokens"),
            "KV pages the pool must supply for seq_id to grow by new_tokens tokens.")
       .def("step", &step, py::arg("seq_ids"), py::arg("tokens"), py::arg("counts"),
-           py::arg("sampling") = py::none(),
+           py::arg("sampling") = py::none(), py::arg("top_logprobs") = py::none(),
            "Appends counts[b] tokens to sequence seq_ids[b] and runs the model: float32[B, "
-           "vocab] logits of each sequence's last new token, or int32[B] sampled ids.")
+           "vocab] logits of each sequence's last new token, or int32[B] sampled ids. With "
+           "top_logprobs n (0..20) as well: (ids, float32[B] their log-probabilities, int32[B, n] "
+           "the n most likely ids, float32[B, n] theirs), of log_softmax(logits) before any "
+           "sampling parameter.")
       .def_property_readonly("free_pages", &Engine::free_pages)
       .def_property_readonly("total_pages", &Engine::total_pages)
       .def_property_readonly("page_size", &Engine::page_size)

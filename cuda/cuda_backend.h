@@ -92,10 +92,13 @@ int64_t crc32_scratch_bytes(int64_t bytes);
 uint32_t crc32(CudaDevice& device, const void* data, int64_t bytes, void* scratch);
 
 // Draws the ids cpu::sample draws from the same logits, greedy rows included (the largest
-// logit, ties to the lowest id, NaNs skipped, id 0 when no logit is a number). Rows that are not
-// greedy hold their weights afterwards. Allocates nothing and synchronises nothing.
-void sample(CudaDevice& device, float* logits, int64_t rows, int64_t vocab,
-            const SampleParams* params, int32_t* out);
+// logit, ties to the lowest id, NaNs skipped, id 0 when no logit is a number), and the
+// log-probabilities cpu::sample writes (within rounding: the normaliser's sum runs in another
+// order; the same ids). weights: [rows][vocab] floats, where rows that are not greedy hold their
+// weights afterwards (the logits are left as they are). Allocates nothing, synchronises nothing.
+void sample(CudaDevice& device, const float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, int32_t* out, float* weights,
+            const SampleLogprobs* logprobs);
 
 }  // namespace cuda
 }  // namespace slimrt

@@ -4,7 +4,7 @@
 //
 // A row takes these passes over its vocabulary (in L2 at these sizes):
 // 1. argmax of the logits (all a greedy row needs);
-// 2. the weights, written over the logits;
+// 2. the weights, written to their own buffer (the logits stay for the log-probabilities);
 // 3. top-k and top-p: the token where the cut falls, found by radix selection on the weights'
 //    bits (they are >= 0, so their bits order like their values): three levels of 10 bits, each
 //    a pass that histograms the tokens still in play (count, or fixed-point mass for top-p) into
@@ -12,6 +12,8 @@
 //    mass reaches the target. Ties of the cut's weight are taken in id order (a scan over ids
 //    when only some of them are kept);
 // 4. the kept mass, then a scan in id order to the first id whose running mass exceeds the draw.
+// Log-probabilities, when asked for, take a pass for the normaliser after the argmax and one per
+// top token (the next in the top-n order after the previous), and read the drawn token's logit.
 #include <cstdint>
 #include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
@@ -36,11 +38,13 @@ constexpr int64_t kNoIndex = INT64_MAX;
 using U64 = unsigned long long;  // what CUDA's 64-bit atomics take
 using ScanU64 = cub::BlockScan<U64, kThreads>;
 using ReduceU64 = cub::BlockReduce<U64, kThreads>;
+using ReduceF64 = cub::BlockReduce<double, kThreads>;
 
 struct Shared {
   union {
     ScanU64::TempStorage scan;
     ReduceU64::TempStorage reduce;
+    ReduceF64::TempStorage reduce_f64;
   } cub;
   uint32_t count[kBins];
   U64 mass[kBins];
@@ -49,6 +53,7 @@ struct Shared {
   int64_t best_index[kThreads / 32];
   int64_t id;  // values broadcast to the block
   U64 value;
+  double sum;
   int bin;
 };
 
@@ -255,56 +260,116 @@ __device__ int64_t draw(const float* w, int64_t vocab, const Prefix& kept, float
   return sh.id;
 }
 
+// The block-wide first key after (after_key, after) in the top-n order, in every thread:
+// ((key, id) of it). Keys are never NaN, so some id qualifies while ids remain.
+__device__ void next_in_order(const float* row, int64_t vocab, float after_key, int64_t after,
+                              float& key, int64_t& id, Shared& sh) {
+  float value = -INFINITY;
+  int64_t index = kNoIndex;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    const float k = logprob_key(row[i]);
+    if (logprob_before(after_key, after, k, i)) take_better(value, index, k, i);
+  }
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_xor_sync(0xFFFFFFFFu, value, offset);
+    const int64_t i = __shfl_xor_sync(0xFFFFFFFFu, index, offset);
+    take_better(value, index, v, i);
+  }
+  if (threadIdx.x % 32 == 0) {
+    sh.best_value[threadIdx.x / 32] = value;
+    sh.best_index[threadIdx.x / 32] = index;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w)
+      take_better(value, index, sh.best_value[w], sh.best_index[w]);
+    sh.id = index;
+    sh.best_value[0] = value;
+  }
+  __syncthreads();
+  id = sh.id;
+  key = sh.best_value[0];
+  __syncthreads();
+}
+
+// The row's log-probability normaliser and its top n (sample_rules.h); returns log(sum), in
+// every thread. max_key: the largest key, the argmax's.
+__device__ double row_logprobs(const float* row, int64_t vocab, float max_key,
+                               const SampleLogprobs& lp, Shared& sh) {
+  double mine = 0.0;
+  for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
+    mine += logprob_term(logprob_key(row[i]), max_key);
+  }
+  const double sum = ReduceF64(sh.cub.reduce_f64).Sum(mine);
+  if (threadIdx.x == 0) sh.sum = sum;
+  __syncthreads();
+  const double log_sum = log(sh.sum);
+  __syncthreads();
+  // n passes, each the first token after the previous one: n <= 20 reads of a row in L2.
+  float key = INFINITY;
+  int64_t id = -1;
+  for (int32_t k = 0; k < lp.top_n; ++k) {
+    next_in_order(row, vocab, key, id, key, id, sh);
+    if (threadIdx.x == 0) {
+      lp.top_ids[blockIdx.x * lp.top_n + k] = static_cast<int32_t>(id);
+      lp.top_logprobs[blockIdx.x * lp.top_n + k] = token_logprob(key, max_key, log_sum);
+    }
+  }
+  return log_sum;
+}
+
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(float* logits, int64_t vocab, const SampleParams* params, int32_t* out) {
+    sample_kernel(const float* logits, int64_t vocab, const SampleParams* params, int32_t* out,
+                  float* weights, SampleLogprobs lp, bool with_logprobs) {
   __shared__ Shared sh;
-  float* row = logits + blockIdx.x * vocab;
+  const float* row = logits + blockIdx.x * vocab;
+  float* w = weights + blockIdx.x * vocab;
   const SampleParams p = params[blockIdx.x];
   const int64_t best = row_argmax(row, vocab, sh);
-  if (p.temperature <= 0.0f || p.top_k == 1) {
-    if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(best);
-    return;
-  }
+  // The largest key is the argmax's logit (a NaN there: no logit is a number).
+  const float max_key = logprob_key(row[best]);
+  const double log_sum = with_logprobs ? row_logprobs(row, vocab, max_key, lp, sh) : 0.0;
+  auto finish = [&](int64_t id) {
+    if (threadIdx.x != 0) return;
+    out[blockIdx.x] = static_cast<int32_t>(id);
+    if (with_logprobs)
+      lp.sampled[blockIdx.x] = token_logprob(logprob_key(row[id]), max_key, log_sum);
+  };
   const float max_logit = row[best];
-  __syncthreads();  // every thread has read it before the weights overwrite the row
-  if (!isfinite(max_logit)) {
-    if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(best);
-    return;
-  }
+  if (p.temperature <= 0.0f || p.top_k == 1 || !isfinite(max_logit)) return finish(best);
   const float inv_t = 1.0f / p.temperature;
   for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-    row[i] = sample_weight(row[i], max_logit, inv_t);
+    w[i] = sample_weight(row[i], max_logit, inv_t);
   }
   __syncthreads();
 
   Prefix kept = kEvery;
   if (p.top_k > 0 && p.top_k < vocab) {
-    kept = find_prefix(row, vocab, kept, false, static_cast<U64>(p.top_k), sh);
+    kept = find_prefix(w, vocab, kept, false, static_cast<U64>(p.top_k), sh);
   }
   if (p.top_p < 1.0f) {
-    const U64 mass = kept_mass(row, vocab, kept, 0.0f, sh);
-    kept = find_prefix(row, vocab, kept, true, top_p_target(p.top_p, mass), sh);
+    const U64 mass = kept_mass(w, vocab, kept, 0.0f, sh);
+    kept = find_prefix(w, vocab, kept, true, top_p_target(p.top_p, mass), sh);
   }
-  const U64 total = kept_mass(row, vocab, kept, p.min_p, sh);
-  if (total == 0) {  // nothing kept: only for invalid params (min_p > 1)
-    if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(best);
-    return;
-  }
+  const U64 total = kept_mass(w, vocab, kept, p.min_p, sh);
+  // Nothing kept: only for invalid params (min_p > 1).
+  if (total == 0) return finish(best);
   const U64 target = draw_target(philox_bits53(p.seed, p.counter), total);
-  const int64_t id = draw(row, vocab, kept, p.min_p, target, sh);
-  if (threadIdx.x == 0) out[blockIdx.x] = static_cast<int32_t>(id);
+  finish(draw(w, vocab, kept, p.min_p, target, sh));
 }
 
 }  // namespace
 
 namespace cuda {
 
-void sample(CudaDevice& device, float* logits, int64_t rows, int64_t vocab,
-            const SampleParams* params, int32_t* out) {
+void sample(CudaDevice& device, const float* logits, int64_t rows, int64_t vocab,
+            const SampleParams* params, int32_t* out, float* weights,
+            const SampleLogprobs* logprobs) {
   if (rows <= 0) return;
   SLIMRT_CHECK(rows <= 0x7FFFFFFF, "sample: too many rows " << rows);
-  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, device.stream()>>>(logits, vocab,
-                                                                               params, out);
+  sample_kernel<<<static_cast<unsigned>(rows), kThreads, 0, device.stream()>>>(
+      logits, vocab, params, out, weights, logprobs != nullptr ? *logprobs : SampleLogprobs{},
+      logprobs != nullptr);
   SLIMRT_CUDA_CHECK(cudaGetLastError());
 }
 

@@ -19,6 +19,7 @@
 #include "model_impl.h"
 #include "ops/kv_compress.h"
 #include "ops/paged_attention.h"
+#include "sample_rules.h"
 #include "weights.h"
 
 namespace slimrt {
@@ -108,7 +109,7 @@ struct Engine::Impl {
   BlockTable& sequence(int64_t seq_id);
   void check_step(const StepInput& in, const SamplingParams* sampling);
   void run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
-                int32_t* token_ids);
+                int32_t* token_ids, const StepLogprobs* logprobs);
   // Compressed pages a sequence of `length` tokens holds (0 without kv_compression).
   int64_t compressed_pages_at(int64_t length) const;
   void compress_left_window(int64_t batch);
@@ -297,7 +298,7 @@ void Engine::Impl::compress_left_window(int64_t batch) {
 }
 
 void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
-                            int32_t* token_ids) {
+                            int32_t* token_ids, const StepLogprobs* logprobs) {
   std::lock_guard<std::mutex> lock(mutex);
   std::lock_guard<std::mutex> device_lock(model->impl().step_mutex);
   check_step(in, sampling);
@@ -318,7 +319,7 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     }
     executor->forward();
     if (sampling != nullptr) {
-      executor->sample(token_ids);
+      executor->sample(token_ids, logprobs);
     } else {
       executor->read_logits(logits);
     }
@@ -370,12 +371,27 @@ int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
 
 void Engine::step(const StepInput& input, float* logits) {
   SLIMRT_CHECK(logits != nullptr, "step: null logits output");
-  impl_->run_step(input, nullptr, logits, nullptr);
+  impl_->run_step(input, nullptr, logits, nullptr, nullptr);
 }
 
 void Engine::step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids) {
   SLIMRT_CHECK(sampling != nullptr && token_ids != nullptr, "step: null sampling or output");
-  impl_->run_step(input, sampling, nullptr, token_ids);
+  impl_->run_step(input, sampling, nullptr, token_ids, nullptr);
+}
+
+void Engine::step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids,
+                  const StepLogprobs& logprobs) {
+  SLIMRT_CHECK(sampling != nullptr && token_ids != nullptr, "step: null sampling or output");
+  SLIMRT_CHECK(logprobs.top_n >= 0 && logprobs.top_n <= kMaxTopLogprobs &&
+                   logprobs.top_n <= impl_->config.vocab_size,
+               "step: top_n " << logprobs.top_n << " outside [0, "
+                              << std::min<int64_t>(kMaxTopLogprobs, impl_->config.vocab_size)
+                              << "]");
+  SLIMRT_CHECK(logprobs.sampled != nullptr &&
+                   (logprobs.top_n == 0 ||
+                    (logprobs.top_ids != nullptr && logprobs.top_logprobs != nullptr)),
+               "step: null logprobs output");
+  impl_->run_step(input, sampling, nullptr, token_ids, &logprobs);
 }
 
 int64_t Engine::free_pages() const {

@@ -22,6 +22,7 @@
 #include "ops/rope_and_cache.h"
 #include "ops/sample.h"
 #include "ops/silu_mul.h"
+#include "sample_rules.h"
 
 namespace slimrt {
 namespace {
@@ -154,6 +155,9 @@ void Executor::lay_out() {
   logits_ = activations_.allocate<float>(B * V);
   sample_scratch_ = activations_.allocate_bytes(ops::sample_scratch_bytes(device_, B, V));
   sampled_ = activations_.allocate<int32_t>(B);
+  logprobs_.sampled = activations_.allocate<float>(B);
+  logprobs_.top_ids = activations_.allocate<int32_t>(B * kMaxTopLogprobs);
+  logprobs_.top_logprobs = activations_.allocate<float>(B * kMaxTopLogprobs);
 
   plan_df11(T);
   scratch_.rewind(0);
@@ -542,10 +546,21 @@ void Executor::read_logits(float* host_out) {
                        tables_.batch * config_.vocab_size * static_cast<int64_t>(sizeof(float)));
 }
 
-void Executor::sample(int32_t* host_out) {
-  ops::sample(device_, logits_, tables_.batch, config_.vocab_size, sample_params_device_, sampled_,
-              sample_scratch_);
-  device_.copy_to_host(host_out, sampled_, tables_.batch * static_cast<int64_t>(sizeof(int32_t)));
+void Executor::sample(int32_t* host_out, const StepLogprobs* host_logprobs) {
+  const int64_t B = tables_.batch;
+  SampleLogprobs logprobs = logprobs_;
+  if (host_logprobs != nullptr) logprobs.top_n = host_logprobs->top_n;
+  ops::sample(device_, logits_, B, config_.vocab_size, sample_params_device_, sampled_,
+              sample_scratch_, host_logprobs != nullptr ? &logprobs : nullptr);
+  device_.copy_to_host(host_out, sampled_, B * static_cast<int64_t>(sizeof(int32_t)));
+  if (host_logprobs == nullptr) return;
+  // [B][top_n] on both sides: the device rows are packed at this step's top_n.
+  const int64_t top = B * logprobs.top_n;
+  device_.copy_to_host(host_logprobs->sampled, logprobs.sampled, B * int64_t{sizeof(float)});
+  if (top == 0) return;
+  device_.copy_to_host(host_logprobs->top_ids, logprobs.top_ids, top * int64_t{sizeof(int32_t)});
+  device_.copy_to_host(host_logprobs->top_logprobs, logprobs.top_logprobs,
+                       top * int64_t{sizeof(float)});
 }
 
 }  // namespace slimrt

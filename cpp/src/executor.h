@@ -80,7 +80,8 @@ class Executor {
 
   void forward();
   void read_logits(float* host_out);  // [batch][vocab]
-  void sample(int32_t* host_out);     // [batch], with sample_params(); overwrites the logits
+  // [batch], with sample_params(); host_logprobs (host memory), when given, also receives theirs.
+  void sample(int32_t* host_out, const StepLogprobs* host_logprobs);
   Sizes sizes() const;
 
  private:
@@ -163,6 +164,7 @@ class Executor {
   float* logits_ = nullptr;
   void* sample_scratch_ = nullptr;
   int32_t* sampled_ = nullptr;
+  SampleLogprobs logprobs_;  // room for kMaxTopLogprobs per row; top_n set per step
   // DF11 scratch (device): per layer, where each compressed matrix is decoded (null if dense).
   std::vector<std::array<uint16_t*, kMatrices>> layer_slots_;
   bool decode_ahead_ = false;  // the device overlaps decoding and some matrix needs a slot

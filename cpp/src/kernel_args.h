@@ -95,4 +95,14 @@ struct SampleParams : SamplingParams {
   uint64_t counter = 0;
 };
 
+// What a sample also writes when asked (ops::sample; rules in sample_rules.h), in device memory:
+// per row, the log-probability of the drawn token and the top_n most likely tokens (0 <= top_n <=
+// kMaxTopLogprobs, at most the vocabulary) with theirs, most likely first.
+struct SampleLogprobs {
+  int32_t top_n = 0;
+  float* sampled = nullptr;       // [rows]
+  int32_t* top_ids = nullptr;     // [rows][top_n]
+  float* top_logprobs = nullptr;  // [rows][top_n]
+};
+
 }  // namespace slimrt

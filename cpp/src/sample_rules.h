@@ -18,6 +18,10 @@
 // min-p then drops tokens with w < min_p. The draw: target = draw_target(philox_bits53(seed,
 // counter), total kept mass), and the token is the first id, in id order, whose running kept
 // mass exceeds target.
+//
+// Log-probabilities (when asked for) are of the raw logits, before temperature, top-k, top-p and
+// min-p: log_softmax over the whole vocabulary, with a NaN logit counted as -inf. The top-n
+// order is by logit, ties to the lower id; a row's normaliser is summed in double.
 #pragma once
 
 #include <cmath>
@@ -31,6 +35,8 @@ namespace slimrt {
 
 constexpr int kWeightFractionBits = 40;
 constexpr int64_t kMaxSampleVocab = int64_t{1} << 23;  // kMaxSampleVocab << 40 < 2^64
+
+constexpr int32_t kMaxTopLogprobs = 20;  // OpenAI's largest top_logprobs
 
 // Host: throws slimrt::Error when a vocabulary is too large for the fixed-point sums.
 inline void check_sample_vocab(int64_t vocab) {
@@ -72,6 +78,26 @@ SLIMRT_HOST_DEVICE inline uint64_t draw_target(uint64_t bits53, uint64_t total) 
   const uint64_t lo = static_cast<uint64_t>(product);
 #endif
   return hi << 11 | lo >> 53;
+}
+
+// The logit that log-probabilities and their order see: a NaN is -inf.
+SLIMRT_HOST_DEVICE inline float logprob_key(float logit) {
+  return logit == logit ? logit : -INFINITY;
+}
+
+// exp(key - max_key): one term of the row's normaliser (max_key the largest key).
+SLIMRT_HOST_DEVICE inline double logprob_term(float key, float max_key) {
+  return static_cast<double>(expf(key - max_key));
+}
+
+// log_softmax of one token: (key - max_key) - log(sum of the row's terms).
+SLIMRT_HOST_DEVICE inline float token_logprob(float key, float max_key, double log_sum) {
+  return static_cast<float>(static_cast<double>(key - max_key) - log_sum);
+}
+
+// The top-n order: a before b.
+SLIMRT_HOST_DEVICE inline bool logprob_before(float key_a, int64_t a, float key_b, int64_t b) {
+  return key_a > key_b || (key_a == key_b && a < b);
 }
 
 }  // namespace slimrt

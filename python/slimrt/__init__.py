@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _distribution_version
 
 from slimrt import bfloat16, df11
-from slimrt.completion import Completion
+from slimrt.completion import Completion, TokenLogprob
 from slimrt.df11 import Df11Tensor
 from slimrt.errors import (
     ChecksumError,
@@ -45,6 +45,7 @@ __all__ = [
     "RequestError",
     "SamplingParams",
     "SlimrtError",
+    "TokenLogprob",
     "__version__",
     "bfloat16",
     "df11",

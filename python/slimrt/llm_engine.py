@@ -7,7 +7,9 @@
             print(out.request.take_text(), end="")
 
 Every step is one call of engine.step with the decode tokens and prefill chunks of a ragged
-batch; sampling happens in the engine and only the sampled ids come back. An error the engine
+batch; sampling happens in the engine and only the sampled ids come back (with, when a request
+in the step asks, their log-probabilities and the top n, n the most any of them asks for; each
+request keeps its own n in request.logprobs). An error the engine
 raises for a step fails the requests in that step (their .error holds it) and no others: their
 engine sequences are released, so the engine and the other requests carry on. Not thread-safe:
 slimrt.LLM shares one LLMEngine between threads by taking turns.
@@ -22,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from slimrt import _core
+from slimrt.completion import TokenLogprob
 from slimrt.sampling_params import SamplingParams
 from slimrt.scheduler import Scheduler
 from slimrt.sequence import Sequence
@@ -83,13 +86,18 @@ class LLMEngine:
         outputs = [StepOutput(r, [], True) for r in plan.refused]
         if not plan.chunks:
             return outputs
+        # The step computes the most top log-probabilities any of its requests asks for.
+        wanted = [s.params.logprobs for s, _ in plan.chunks if s.params.logprobs is not None]
+        top_n = max(wanted) if wanted else None
+        extra = {} if top_n is None else {"top_logprobs": top_n}
         try:
-            sampled = self.engine.step(
+            result = self.engine.step(
                 np.array([s.seq_id for s, _ in plan.chunks], dtype=np.int64),
                 np.array([t for _, chunk in plan.chunks for t in chunk], dtype=np.int32),
                 np.array([len(chunk) for _, chunk in plan.chunks], dtype=np.int32),
                 [s.sampling for s, _ in plan.chunks],
-            ).tolist()
+                **extra,
+            )
         except BaseException as error:
             # A contract error names one request but not which; anything else leaves their
             # engine sequences in a state nobody tracks. All of them end, released.
@@ -99,8 +107,21 @@ class LLMEngine:
             if not isinstance(error, Exception):
                 raise
             return outputs + [StepOutput(r, [], True) for r, _ in plan.chunks]
-        for (request, chunk), token in zip(plan.chunks, sampled, strict=True):
-            generated = request.advance(len(chunk), token)
+        logprobs: list[TokenLogprob | None] = [None] * len(plan.chunks)
+        if top_n is None:
+            sampled = result.tolist()
+        else:
+            ids, sampled_logprobs, top_ids, top_logprobs = result
+            sampled = ids.tolist()
+            for i, (request, _) in enumerate(plan.chunks):
+                n = request.params.logprobs
+                if n is not None:
+                    top = list(
+                        zip(top_ids[i, :n].tolist(), top_logprobs[i, :n].tolist(), strict=True)
+                    )
+                    logprobs[i] = TokenLogprob(sampled[i], float(sampled_logprobs[i]), top)
+        for (request, chunk), token, logprob in zip(plan.chunks, sampled, logprobs, strict=True):
+            generated = request.advance(len(chunk), token, logprob)
             if request.finished:
                 self.scheduler.abort(request)
             outputs.append(StepOutput(request, [token] if generated else [], request.finished))

@@ -10,16 +10,25 @@ any name the API does not define: a client never gets a reply computed without w
 for. Sampling values are checked by SamplingParams, prompts by the LLM (text, context): the
 messages here are theirs. Unlike OpenAI's temperature of 1, a request without one is greedy,
 as everywhere in slimrt.
+
+Log-probabilities (completions' logprobs: n in [0, 5]; chat's logprobs: true with top_logprobs
+in [0, 20]) are of the model's raw distribution, log_softmax of the logits before temperature,
+top-k, top-p and min-p (as vLLM's default), one entry per generated token, a final EOS or stop
+token included. A token's text is its own decoding (a token that holds part of a UTF-8
+character shows U+FFFD); completions' text_offset counts from the start of the generated text.
+A log-probability of -inf is sent as -9999.0 (JSON has no infinity), as OpenAI does.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from slimrt.completion import TokenLogprob
 from slimrt.errors import RequestError
 from slimrt.sampling_params import SamplingParams
 
@@ -30,8 +39,10 @@ __all__ = [
     "ApiError",
     "ParsedRequest",
     "chat_chunk",
+    "chat_logprobs",
     "chat_response",
     "completion_chunk",
+    "completion_logprobs",
     "completion_response",
     "parse_chat",
     "parse_completion",
@@ -40,6 +51,11 @@ __all__ = [
 
 # OpenAI's default for /v1/completions; chat completions run to the end of the context.
 COMPLETION_DEFAULT_MAX_TOKENS = 16
+# The most top log-probabilities per token each endpoint takes (the legacy API's 5, chat's 20).
+COMPLETION_MAX_LOGPROBS = 5
+CHAT_MAX_TOP_LOGPROBS = 20
+# What a log-probability of -inf (or NaN) is sent as.
+_LOWEST_LOGPROB = -9999.0
 
 # top_k, min_p, stop_token_ids and ignore_eos are extensions (vLLM has them too).
 _SAMPLING = {
@@ -112,10 +128,15 @@ def parse_completion(body: object, llm: LLM, model_name: str) -> ParsedRequest:
     if not isinstance(prompt, str):
         raise ApiError(400, "prompt must be one string (one prompt per request)", param="prompt")
     ids = _as_request(lambda: llm.prompt_ids(prompt), "prompt")
-    if body.get("logprobs") is not None:
-        raise ApiError(400, "logprobs is not supported yet", param="logprobs")
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not _count_in(logprobs, COMPLETION_MAX_LOGPROBS):
+        raise ApiError(
+            400,
+            f"logprobs must be an integer in [0, {COMPLETION_MAX_LOGPROBS}], got {logprobs!r}",
+            param="logprobs",
+        )
     max_tokens = body.get("max_tokens", COMPLETION_DEFAULT_MAX_TOKENS)
-    return _finish(body, llm, ids, max_tokens, "max_tokens")
+    return _finish(body, llm, ids, max_tokens, "max_tokens", logprobs)
 
 
 def parse_chat(body: object, llm: LLM, model_name: str) -> ParsedRequest:
@@ -127,11 +148,21 @@ def parse_chat(body: object, llm: LLM, model_name: str) -> ParsedRequest:
         raise ApiError(400, "messages must be a non-empty list", param="messages")
     turns = [{"role": _role(m), "content": _text_of(m)} for m in messages]
     ids = _as_request(lambda: llm.chat_ids(turns), "messages")
-    if body.get("logprobs") not in (None, False) or body.get("top_logprobs") is not None:
-        raise ApiError(400, "logprobs is not supported yet", param="logprobs")
+    wanted = body.get("logprobs", False)
+    if not isinstance(wanted, bool):
+        raise ApiError(400, f"logprobs must be true or false, got {wanted!r}", param="logprobs")
+    top = body.get("top_logprobs")
+    if top is not None and not _count_in(top, CHAT_MAX_TOP_LOGPROBS):
+        raise ApiError(
+            400,
+            f"top_logprobs must be an integer in [0, {CHAT_MAX_TOP_LOGPROBS}], got {top!r}",
+            param="top_logprobs",
+        )
+    if top is not None and not wanted:
+        raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     name = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
     max_tokens = body.get(name, max(1, llm.context_length - len(ids)))
-    return _finish(body, llm, ids, max_tokens, name)
+    return _finish(body, llm, ids, max_tokens, name, (top or 0) if wanted else None)
 
 
 def _role(message: object) -> object:
@@ -190,6 +221,11 @@ def _common_checks(body: object, known: set[str], model_name: str) -> dict[str, 
     return body
 
 
+def _count_in(value: object, most: int) -> bool:
+    """Whether value is an integer (not a bool) in [0, most]."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= most
+
+
 def _as_request(make: Any, param: str) -> list[int]:
     try:
         return make()
@@ -198,11 +234,20 @@ def _as_request(make: Any, param: str) -> list[int]:
 
 
 def _finish(
-    body: dict[str, Any], llm: LLM, ids: list[int], max_tokens: object, max_name: str
+    body: dict[str, Any],
+    llm: LLM,
+    ids: list[int],
+    max_tokens: object,
+    max_name: str,
+    logprobs: int | None,
 ) -> ParsedRequest:
     values = {k: body[k] for k in _SAMPLING - {"max_tokens"} if k in body}
     try:
-        params = SamplingParams(max_tokens=max_tokens, **values)  # type: ignore[arg-type]
+        params = SamplingParams(
+            max_tokens=max_tokens,  # type: ignore[arg-type]
+            logprobs=logprobs,
+            **values,  # type: ignore[arg-type]
+        )
     except RequestError as e:
         # SamplingParams names the value at fault ("top_p must be ...").
         param = next((k for k in (*values, "max_tokens") if f"{k} must" in str(e)), None)
@@ -233,32 +278,87 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def completion_response(
-    id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]
+    id: str,
+    model: str,
+    text: str,
+    finish_reason: str,
+    usage: dict[str, int],
+    logprobs: dict | None = None,
 ) -> dict[str, Any]:
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
     return _envelope(id, "text_completion", model, [choice]) | {"usage": usage}
 
 
-def completion_chunk(id: str, model: str, text: str, finish_reason: str | None) -> dict:
-    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def completion_chunk(
+    id: str, model: str, text: str, finish_reason: str | None, logprobs: dict | None = None
+) -> dict:
+    choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
     return _envelope(id, "text_completion", model, [choice])
 
 
 def chat_response(
-    id: str, model: str, text: str, finish_reason: str, usage: dict[str, int]
+    id: str,
+    model: str,
+    text: str,
+    finish_reason: str,
+    usage: dict[str, int],
+    logprobs: dict | None = None,
 ) -> dict[str, Any]:
     choice = {
         "index": 0,
         "message": {"role": "assistant", "content": text},
-        "logprobs": None,
+        "logprobs": logprobs,
         "finish_reason": finish_reason,
     }
     return _envelope(id, "chat.completion", model, [choice]) | {"usage": usage}
 
 
-def chat_chunk(id: str, model: str, delta: dict[str, str], finish_reason: str | None) -> dict:
-    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+def chat_chunk(
+    id: str,
+    model: str,
+    delta: dict[str, str],
+    finish_reason: str | None,
+    logprobs: dict | None = None,
+) -> dict:
+    choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
     return _envelope(id, "chat.completion.chunk", model, [choice])
+
+
+def completion_logprobs(
+    entries: list[TokenLogprob], token_text: Callable[[int], str], offset: int
+) -> dict[str, list]:
+    """The legacy logprobs object of `entries`, whose text starts `offset` characters into
+    the generated text."""
+    tokens = [token_text(e.token_id) for e in entries]
+    offsets = []
+    for token in tokens:
+        offsets.append(offset)
+        offset += len(token)
+    return {
+        "tokens": tokens,
+        "token_logprobs": [_sendable(e.logprob) for e in entries],
+        # Keyed by text, as the legacy API is: tokens that decode alike share an entry.
+        "top_logprobs": [{token_text(i): _sendable(v) for i, v in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def chat_logprobs(entries: list[TokenLogprob], token_text: Callable[[int], str]) -> dict:
+    """Chat's logprobs object of `entries`: {"content": [...], "refusal": None}."""
+
+    def token(token_id: int, logprob: float) -> dict[str, Any]:
+        text = token_text(token_id)
+        return {"token": text, "logprob": _sendable(logprob), "bytes": list(text.encode())}
+
+    content = [
+        token(e.token_id, e.logprob) | {"top_logprobs": [token(i, v) for i, v in e.top]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def _sendable(logprob: float) -> float:
+    return logprob if math.isfinite(logprob) else _LOWEST_LOGPROB
 
 
 def _envelope(id: str, kind: str, model: str, choices: list[dict]) -> dict[str, Any]:

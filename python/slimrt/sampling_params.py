@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from slimrt import _core
 from slimrt.errors import InvalidArgumentError, RequestError
 
-__all__ = ["SamplingParams"]
+__all__ = ["MAX_LOGPROBS", "SamplingParams"]
+
+MAX_LOGPROBS = 20  # top log-probabilities per token the engine computes (OpenAI's limit)
 
 _SEED_LIMIT = 1 << 64  # the engine draws from (seed, position) with a 64-bit seed
 _TOP_K_LIMIT = 1 << 31  # the engine's top_k is an int32
@@ -38,6 +40,9 @@ class SamplingParams:
     stop: strings that end the generation; the text is cut before the first one.
     stop_token_ids: token ids that end the generation, besides the model's EOS.
     ignore_eos: keep going past EOS (benchmarks that need an exact length).
+    logprobs: None, or n in [0, 20]: each generated token's log-probability and the n most
+    likely tokens' at its position (Completion.logprobs), of the model's raw distribution
+    (log_softmax of the logits, before temperature and the filters above), computed on the device.
     """
 
     temperature: float = 0.0
@@ -49,6 +54,7 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         # Types here; ranges by the core's rules (SamplingParams::validate), the ones every
@@ -76,6 +82,10 @@ class SamplingParams:
         for token_id in stop_ids:
             if _integer("stop_token_ids entry", token_id) < 0:
                 raise RequestError(f"stop_token_ids must be >= 0, got {token_id}")
+        if self.logprobs is not None and not 0 <= _integer("logprobs", self.logprobs) <= (
+            MAX_LOGPROBS
+        ):
+            raise RequestError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {self.logprobs}")
         if not isinstance(self.ignore_eos, bool):
             raise RequestError(f"ignore_eos must be True or False, got {self.ignore_eos!r}")
         object.__setattr__(self, "temperature", temperature)
@@ -84,6 +94,8 @@ class SamplingParams:
         object.__setattr__(self, "top_k", top_k)
         object.__setattr__(self, "max_tokens", int(self.max_tokens))
         object.__setattr__(self, "seed", None if self.seed is None else int(self.seed))
+        logprobs = None if self.logprobs is None else int(self.logprobs)
+        object.__setattr__(self, "logprobs", logprobs)
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", [int(t) for t in stop_ids])
 

@@ -3,7 +3,7 @@ rules that end it.
 
     seq = Sequence(prompt_ids, params, tokenizer, sampling)
     chunk = seq.next_tokens(budget)        # a prefill chunk, or the last token for a decode step
-    seq.advance(len(chunk), sampled_id)    # after the engine step
+    seq.advance(len(chunk), sampled_id)    # after the engine step (and its TokenLogprob)
     seq.take_text()                        # new text that no stop string can take back
     seq.rewind()                           # preempted: its KV is gone, feed everything again
 
@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence as Ids
 
-from slimrt.completion import Completion
+from slimrt.completion import Completion, TokenLogprob
 from slimrt.sampling_params import SamplingParams
 from slimrt.tokenizer import Tokenizer
 
@@ -37,6 +37,8 @@ class Sequence:
         self.seq_id: int | None = None  # the engine's id while it holds the sequence
         self.fed = 0  # tokens the engine has appended to the sequence
         self.output_ids: list[int] = []
+        # One per output id when the request asks for them (appended before the id).
+        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
         self.text = ""
         self.finish_reason: str | None = None
         self.error: BaseException | None = None  # why it failed, for its caller to raise
@@ -72,13 +74,15 @@ class Sequence:
         chunk = self.prompt_ids[self.fed : self.fed + budget]
         return chunk + self.output_ids[: budget - len(chunk)]
 
-    def advance(self, count: int, sampled: int) -> bool:
-        """Records a step that appended `count` tokens and sampled `sampled` after them; returns
-        whether a token was generated (a chunk short of the known tokens' end generates none:
-        its sample is dropped)."""
+    def advance(self, count: int, sampled: int, logprob: TokenLogprob | None = None) -> bool:
+        """Records a step that appended `count` tokens and sampled `sampled` after them (with
+        its log-probabilities when the request asked); returns whether a token was generated (a
+        chunk short of the known tokens' end generates none: its sample is dropped)."""
         self.fed += count
         if self.fed < len(self.prompt_ids) + len(self.output_ids):
             return False
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
         with self._text_lock:
             self._append(int(sampled))
         return True
@@ -155,4 +159,5 @@ class Sequence:
             prompt_tokens=len(self.prompt_ids),
             prefill_s=self._first_token - self._started if self._first_token else 0.0,
             decode_s=self._finished - self._first_token if self._first_token else 0.0,
+            logprobs=None if self.logprobs is None else list(self.logprobs),
         )

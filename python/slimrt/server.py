@@ -26,7 +26,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,6 +34,7 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException
 
+from slimrt.completion import TokenLogprob
 from slimrt.engine_loop import EngineLoop, LoopRequest, QueueFullError, ShuttingDownError
 from slimrt.errors import RequestError
 from slimrt.llm import LLM
@@ -41,8 +42,10 @@ from slimrt.openai_protocol import (
     ApiError,
     ParsedRequest,
     chat_chunk,
+    chat_logprobs,
     chat_response,
     completion_chunk,
+    completion_logprobs,
     completion_response,
     new_id,
     parse_chat,
@@ -124,12 +127,12 @@ def create_app(llm: LLM, loop: EngineLoop, options: ServerOptions, model_name: s
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         parsed = parse_completion(await _json_body(request, options), llm, model_name)
-        return await respond(request, parsed, _CompletionShape(model_name))
+        return await respond(request, parsed, _CompletionShape(model_name, token_text))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         parsed = parse_chat(await _json_body(request, options), llm, model_name)
-        return await respond(request, parsed, _ChatShape(model_name))
+        return await respond(request, parsed, _ChatShape(model_name, token_text))
 
     async def respond(request: Request, parsed: ParsedRequest, shape: _Shape) -> Response:
         run = _Run(loop, parsed, metrics)
@@ -140,13 +143,26 @@ def create_app(llm: LLM, loop: EngineLoop, options: ServerOptions, model_name: s
             return EventSourceResponse(_events(run, shape, parsed.include_usage), ping=15)
         watcher = asyncio.create_task(_cancel_on_disconnect(request, run))
         try:
-            text = "".join([piece async for piece in run.pieces()])
+            pieces = [piece async for piece in run.pieces()]
         finally:
             watcher.cancel()
         metrics.requests.labels(endpoint=endpoint, status="200").inc()
-        return JSONResponse(shape.response(text, run.finish_reason, run.usage()))
+        text = "".join(p.text for p in pieces)
+        entries = [e for p in pieces for e in p.logprobs] if run.wants_logprobs else None
+        return JSONResponse(shape.response(text, run.finish_reason, run.usage(), entries))
+
+    def token_text(token_id: int) -> str:
+        return llm.tokenizer.decode([token_id], skip_special_tokens=False)
 
     return app
+
+
+class _Piece(NamedTuple):
+    """New text of a request, and the log-probabilities of the tokens generated since the last
+    piece (empty unless it asked for them; held-back text can lag its tokens)."""
+
+    text: str
+    logprobs: list[TokenLogprob]
 
 
 class _Run:
@@ -161,6 +177,8 @@ class _Run:
         self._arrived = time.perf_counter()
         self._last_token = 0.0
         self._tokens = 0
+        self._logprobs_sent = 0
+        self.wants_logprobs = parsed.params.logprobs is not None
         self.finish_reason = "length"
 
     def start(self) -> None:
@@ -182,7 +200,7 @@ class _Run:
         if self._request is not None and not self._request.finished:
             self.loop.cancel(self._request)
 
-    async def pieces(self) -> AsyncIterator[str]:
+    async def pieces(self) -> AsyncIterator[_Piece]:
         """The text as it is generated; raises ApiError when the request fails. Leaving early
         (the client went away) cancels the request."""
         request = self._request
@@ -201,8 +219,9 @@ class _Run:
                 self._count_tokens(len(sequence.output_ids))
                 if sequence.error is not None:
                     raise _as_api_error(sequence.error)
-                if piece:
-                    yield piece
+                entries = self._new_logprobs(sequence.logprobs)
+                if piece or entries:
+                    yield _Piece(piece, entries)
                 if finished:
                     self.finish_reason = sequence.finish_reason or "length"
                     self.metrics.prompt_tokens.inc(len(self.parsed.prompt_ids))
@@ -210,6 +229,12 @@ class _Run:
                     return
         finally:
             self.cancel()
+
+    def _new_logprobs(self, logprobs: list[TokenLogprob] | None) -> list[TokenLogprob]:
+        # The loop thread appends while this reads: a slice is one consistent snapshot.
+        new = logprobs[self._logprobs_sent :] if logprobs is not None else []
+        self._logprobs_sent += len(new)
+        return new
 
     def _count_tokens(self, total: int) -> None:
         new = total - self._tokens
@@ -229,46 +254,71 @@ class _Run:
 
 
 class _Shape:
-    """How one endpoint writes its replies."""
+    """How one endpoint writes its replies. logprobs: the entries of the reply or chunk when the
+    request asked for them, else None."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, token_text: Callable[[int], str]) -> None:
         self.model = model
+        self.token_text = token_text
         self.id = new_id(self.prefix)
 
     prefix = ""
 
-    def response(self, text: str, finish_reason: str, usage: dict) -> dict:
+    def response(
+        self, text: str, finish_reason: str, usage: dict, logprobs: list[TokenLogprob] | None
+    ) -> dict:
         raise NotImplementedError
 
     def first(self) -> dict | None:
         return None
 
-    def chunk(self, text: str, finish_reason: str | None) -> dict:
+    def chunk(
+        self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None = None
+    ) -> dict:
         raise NotImplementedError
 
 
 class _CompletionShape(_Shape):
     prefix = "cmpl"
 
-    def response(self, text: str, finish_reason: str, usage: dict) -> dict:
-        return completion_response(self.id, self.model, text, finish_reason, usage)
+    def __init__(self, model: str, token_text: Callable[[int], str]) -> None:
+        super().__init__(model, token_text)
+        self._offset = 0  # characters of token text the chunks so far covered
 
-    def chunk(self, text: str, finish_reason: str | None) -> dict:
-        return completion_chunk(self.id, self.model, text, finish_reason)
+    def response(
+        self, text: str, finish_reason: str, usage: dict, logprobs: list[TokenLogprob] | None
+    ) -> dict:
+        lp = None if logprobs is None else completion_logprobs(logprobs, self.token_text, 0)
+        return completion_response(self.id, self.model, text, finish_reason, usage, lp)
+
+    def chunk(
+        self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None = None
+    ) -> dict:
+        lp = None
+        if logprobs is not None:
+            lp = completion_logprobs(logprobs, self.token_text, self._offset)
+            self._offset += sum(len(t) for t in lp["tokens"])
+        return completion_chunk(self.id, self.model, text, finish_reason, lp)
 
 
 class _ChatShape(_Shape):
     prefix = "chatcmpl"
 
-    def response(self, text: str, finish_reason: str, usage: dict) -> dict:
-        return chat_response(self.id, self.model, text, finish_reason, usage)
+    def response(
+        self, text: str, finish_reason: str, usage: dict, logprobs: list[TokenLogprob] | None
+    ) -> dict:
+        lp = None if logprobs is None else chat_logprobs(logprobs, self.token_text)
+        return chat_response(self.id, self.model, text, finish_reason, usage, lp)
 
     def first(self) -> dict | None:
         return chat_chunk(self.id, self.model, {"role": "assistant", "content": ""}, None)
 
-    def chunk(self, text: str, finish_reason: str | None) -> dict:
+    def chunk(
+        self, text: str, finish_reason: str | None, logprobs: list[TokenLogprob] | None = None
+    ) -> dict:
         delta = {"content": text} if finish_reason is None else {}
-        return chat_chunk(self.id, self.model, delta, finish_reason)
+        lp = None if logprobs is None else chat_logprobs(logprobs, self.token_text)
+        return chat_chunk(self.id, self.model, delta, finish_reason, lp)
 
 
 async def _events(run: _Run, shape: _Shape, include_usage: bool) -> AsyncIterator[dict]:
@@ -285,7 +335,8 @@ async def _events(run: _Run, shape: _Shape, include_usage: bool) -> AsyncIterato
         yield event(first)
     try:
         async for piece in run.pieces():
-            yield event(shape.chunk(piece, None))
+            entries = piece.logprobs if run.wants_logprobs else None
+            yield event(shape.chunk(piece.text, None, entries))
     except ApiError as e:
         # The status line is gone: the error travels as an event, as OpenAI's does.
         yield {"data": json.dumps(e.body())}

@@ -256,6 +256,32 @@ inline std::vector<double> reference_paged_attention(const PagedCache& c, float 
 
 // ---- sampling -------------------------------------------------------------------------------
 
+// sample_rules.h's log-probabilities in double: log_softmax of the logits (a NaN counts as
+// -inf) of every id, and every id in the top-n order (by logit, ties to the lower id).
+struct ReferenceLogprobs {
+  std::vector<double> logprob;  // [vocab]
+  std::vector<int32_t> order;   // [vocab]
+};
+
+inline ReferenceLogprobs reference_logprobs(const float* logits, int64_t vocab) {
+  std::vector<double> key(vocab);
+  double max_key = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < vocab; ++i) {
+    key[i] = std::isnan(logits[i]) ? -std::numeric_limits<double>::infinity() : logits[i];
+    max_key = std::max(max_key, key[i]);
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += std::exp(key[i] - max_key);
+  const double log_sum = std::log(sum);
+  ReferenceLogprobs ref;
+  for (int64_t i = 0; i < vocab; ++i) ref.logprob.push_back(key[i] - max_key - log_sum);
+  ref.order.resize(vocab);
+  std::iota(ref.order.begin(), ref.order.end(), 0);
+  std::stable_sort(ref.order.begin(), ref.order.end(),
+                   [&](int32_t a, int32_t b) { return key[a] > key[b]; });
+  return ref;
+}
+
 // sample_rules.h written out the slow way: a full sort, then integer sums in order.
 inline int32_t reference_sample(const float* logits, int64_t vocab, const SampleParams& p) {
   int32_t argmax = -1;  // the first largest logit, NaNs skipped

@@ -109,6 +109,12 @@ const Tolerance kTolerances[] = {
     // sample_rules.h makes every backend compute the same weights bit for bit and sum them as
     // integers: the same ids everywhere.
     {"sample", "ids", 0, 0},
+    // The same ids, and the top-n order compares logits, exactly; the normaliser is summed in
+    // double from FP32 exps (CUDA's expf within 2 ulp of the CPU's) in another order.
+    {"sample_logprobs", "ids", 0, 0},
+    {"sample_logprobs", "top_ids", 0, 0},
+    {"sample_logprobs", "logprob", 1e-6, 1e-6},
+    {"sample_logprobs", "logprob_kind", 0, 0},
 };
 
 const Tolerance* tolerance_of(const std::string& op, const std::string& output) {
@@ -814,6 +820,65 @@ class Sample final : public OpRun {
   std::vector<SampleParams> params_;
 };
 
+// The same rows, with the log-probabilities of the drawn token and the top kMaxTopLogprobs.
+// Log-probabilities are compared in two outputs: their finite values ("logprob", 0 where not
+// finite), and which are -inf, NaN or +inf ("logprob_kind"), exactly.
+class SampleWithLogprobs final : public OpRun {
+ public:
+  SampleWithLogprobs(int64_t vocab, uint64_t seed) : vocab_(vocab) {
+    test::sample_test_rows(vocab, seed, logits_, params_);
+  }
+  Outputs run(Device& device) const override {
+    Memory m(device);
+    const int64_t rows = static_cast<int64_t>(params_.size());
+    const int32_t n = kMaxTopLogprobs;
+    int32_t* ids = m.copy(std::vector<int32_t>(rows, -1));
+    SampleLogprobs lp{n, m.poisoned<float>(rows), m.copy(std::vector<int32_t>(rows * n, -1)),
+                      m.poisoned<float>(rows * n)};
+    ops::sample(device, m.copy(logits_), rows, vocab_, m.copy(params_), ids,
+                m.bytes(ops::sample_scratch_bytes(device, rows, vocab_)), &lp);
+    std::vector<float> values = m.read(lp.sampled, rows);
+    const std::vector<float> top = m.read(lp.top_logprobs, rows * n);
+    values.insert(values.end(), top.begin(), top.end());
+    return outputs(widened(m.read(ids, rows)), widened(m.read(lp.top_ids, rows * n)),
+                   widened(values));
+  }
+  Outputs reference() const override {
+    std::vector<double> ids, top_ids, values, top;
+    for (size_t r = 0; r < params_.size(); ++r) {
+      const float* row = logits_.data() + r * vocab_;
+      const int32_t id = test::reference_sample(row, vocab_, params_[r]);
+      const test::ReferenceLogprobs ref = test::reference_logprobs(row, vocab_);
+      ids.push_back(id);
+      values.push_back(ref.logprob[id]);
+      for (int32_t k = 0; k < kMaxTopLogprobs; ++k) {
+        top_ids.push_back(ref.order[k]);
+        top.push_back(ref.logprob[ref.order[k]]);
+      }
+    }
+    values.insert(values.end(), top.begin(), top.end());
+    return outputs(ids, top_ids, values);
+  }
+
+ private:
+  static Outputs outputs(std::vector<double> ids, std::vector<double> top_ids,
+                         std::vector<double> logprobs) {
+    std::vector<double> kind;
+    for (double& v : logprobs) {
+      kind.push_back(std::isnan(v) ? 2 : std::isinf(v) ? (v < 0 ? 1 : 3) : 0);
+      v = std::isfinite(v) ? v : 0.0;
+    }
+    return {{"ids", std::move(ids)},
+            {"top_ids", std::move(top_ids)},
+            {"logprob", std::move(logprobs)},
+            {"logprob_kind", std::move(kind)}};
+  }
+
+  int64_t vocab_;
+  std::vector<float> logits_;
+  std::vector<SampleParams> params_;
+};
+
 std::string kv_name(KvDtype dtype) { return dtype == KvDtype::kF32 ? "f32" : "bf16"; }
 
 std::vector<OpCase> all_cases() {
@@ -977,6 +1042,8 @@ std::vector<OpCase> all_cases() {
   for (const int64_t vocab : {int64_t{97}, int64_t{128}, int64_t{3001}, int64_t{128256}}) {
     add("sample", "vocab" + to_s(vocab),
         [=](uint64_t s) { return std::make_unique<Sample>(vocab, s); });
+    add("sample_logprobs", "vocab" + to_s(vocab),
+        [=](uint64_t s) { return std::make_unique<SampleWithLogprobs>(vocab, s); });
   }
   return cases;
 }
@@ -1097,6 +1164,12 @@ TEST_P(OpChecks, BadArgumentsAreRefusedBeforeAnyKernelRuns) {
   SampleParams params;
   EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, nullptr, x); }),
             "sample: a null pointer");
+  SampleLogprobs logprobs{9, x, ids.data(), x};  // more than the 8 tokens there are
+  EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, ids.data(), x, &logprobs); }),
+            "sample: 9 top logprobs; at most 8");
+  logprobs = {2, x, nullptr, x};
+  EXPECT_EQ(error_message([&] { ops::sample(d, x, 1, 8, &params, ids.data(), x, &logprobs); }),
+            "sample: a null logprobs pointer");
   EXPECT_EQ(error_message([&] { ops::crc32(d, nullptr, 4, x); }), "crc32: a null pointer");
   EXPECT_EQ(error_message([&] { ops::crc32(d, x, -1, x); }), "crc32: -1 bytes");
   // Fixed-point sums of 2^40 per token fit 64 bits up to 2^23 tokens; a larger vocabulary is

@@ -718,6 +718,77 @@ TEST(CpuSample, DrawsFollowTheRulesExactly) {
   }
 }
 
+// A log-probability within 1e-5 of the double-precision one, or the same infinity or NaN.
+void expect_logprob(float got, double want, const std::string& where) {
+  if (std::isfinite(want)) {
+    EXPECT_NEAR(got, want, 1e-5) << where;
+  } else if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got)) << where << ": " << got;
+  } else {
+    EXPECT_EQ(got, want) << where;
+  }
+}
+
+// The same rows: the drawn token's log-probability and the top 20 are those of log_softmax of the
+// raw logits (temperature and filters play no part), sorted, ties to the lower id, NaN as -inf;
+// the ids drawn are the ones a sample without log-probabilities draws.
+TEST(CpuSample, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  ThreadPool pool(2);
+  const int64_t vocab = 3001;
+  const int32_t n = slimrt::kMaxTopLogprobs;
+  std::vector<float> logits;
+  std::vector<cpu::SampleParams> params;
+  sample_test_rows(vocab, 20261, logits, params);
+  const int64_t rows = static_cast<int64_t>(params.size());
+  std::vector<uint64_t> scratch(rows * vocab);
+  std::vector<int32_t> plain(rows, -1), out(rows, -1), top_ids(rows * n, -1);
+  std::vector<float> sampled(rows), top(rows * n);
+  cpu::sample(logits.data(), rows, vocab, params.data(), plain.data(), scratch.data(), pool);
+  const slimrt::SampleLogprobs lp{n, sampled.data(), top_ids.data(), top.data()};
+  cpu::sample(logits.data(), rows, vocab, params.data(), out.data(), scratch.data(), pool, &lp);
+  EXPECT_EQ(out, plain);
+  for (int64_t r = 0; r < rows; ++r) {
+    const slimrt::test::ReferenceLogprobs ref =
+        slimrt::test::reference_logprobs(logits.data() + r * vocab, vocab);
+    const std::string row = "row " + std::to_string(r);
+    expect_logprob(sampled[r], ref.logprob[out[r]], row + " drawn");
+    for (int32_t k = 0; k < n; ++k) {
+      ASSERT_EQ(top_ids[r * n + k], ref.order[k]) << row << " top " << k;
+      expect_logprob(top[r * n + k], ref.logprob[ref.order[k]], row + " top " + std::to_string(k));
+      if (k > 0 && !std::isnan(top[r * n + k])) EXPECT_LE(top[r * n + k], top[r * n + k - 1]);
+    }
+  }
+}
+
+TEST(CpuSample, LogprobsOfAGreedyRowPutTheDrawnTokenFirstAndSumToOne) {
+  ThreadPool pool(1);
+  std::mt19937_64 rng(22);
+  const int64_t vocab = 7;  // top_n may be the whole vocabulary
+  auto logits = random_floats(rng, vocab, -3.0f, 3.0f);
+  logits[2] = logits[5] = 4.0f;  // the maximum twice: id 2 first
+  cpu::SampleParams p;
+  p.temperature = 0.0f;
+  int32_t id = -1;
+  float sampled = 0.0f;
+  std::vector<int32_t> ids(vocab);
+  std::vector<float> top(vocab);
+  std::vector<uint64_t> scratch(vocab);
+  const slimrt::SampleLogprobs lp{static_cast<int32_t>(vocab), &sampled, ids.data(), top.data()};
+  cpu::sample(logits.data(), 1, vocab, &p, &id, scratch.data(), pool, &lp);
+  EXPECT_EQ(id, 2);
+  EXPECT_EQ(ids[0], 2);
+  EXPECT_EQ(ids[1], 5);
+  EXPECT_EQ(top[0], sampled);
+  double mass = 0.0;
+  for (float v : top) mass += std::exp(static_cast<double>(v));
+  EXPECT_NEAR(mass, 1.0, 1e-6);
+  // top_n 0: the drawn token's alone, no top arrays needed.
+  const slimrt::SampleLogprobs alone{0, &sampled, nullptr, nullptr};
+  sampled = 0.0f;
+  cpu::sample(logits.data(), 1, vocab, &p, &id, scratch.data(), pool, &alone);
+  EXPECT_EQ(sampled, top[0]);
+}
+
 TEST(CpuSample, TemperatureZeroIsArgmaxWithTiesToLowestId) {
   ThreadPool pool(2);
   std::mt19937_64 rng(20);

@@ -309,9 +309,15 @@ TEST(EngineCuda, SamplingDrawsWhatTheCpuSamplerDrawsFromTheSameLogits) {
         kernel_params[b].counter = static_cast<uint64_t>(lengths[b]);  // as the engine sets it
       }
       std::vector<float> logits = run_step(logits_engine, ids_l, next);
-      std::vector<int32_t> want(2, -1);
+      // Odd steps also ask for log-probabilities: the same ids, the same top 5 in the same order,
+      // their values within rounding of the CPU's (the normaliser sums in another order).
+      const bool with_logprobs = step % 2 == 1;
+      constexpr int32_t kTop = 5;
+      std::vector<int32_t> want(2, -1), want_top(2 * kTop), got_top(2 * kTop, -1);
+      std::vector<float> want_lp(2), want_top_lp(2 * kTop), got_lp(2), got_top_lp(2 * kTop);
       std::vector<uint64_t> scratch(2 * V);
-      cpu::sample(logits.data(), 2, V, kernel_params, want.data(), scratch.data(), pool);
+      const SampleLogprobs cpu_lp{kTop, want_lp.data(), want_top.data(), want_top_lp.data()};
+      cpu::sample(logits.data(), 2, V, kernel_params, want.data(), scratch.data(), pool, &cpu_lp);
       StepInput in;
       in.seq_ids = ids_g.data();
       in.counts = counts.data();
@@ -319,7 +325,17 @@ TEST(EngineCuda, SamplingDrawsWhatTheCpuSamplerDrawsFromTheSameLogits) {
       in.tokens = tokens.data();
       in.num_tokens = static_cast<int64_t>(tokens.size());
       std::vector<int32_t> got(2, -1);
-      cuda.step(in, params, got.data());
+      if (with_logprobs) {
+        cuda.step(in, params, got.data(),
+                  StepLogprobs{kTop, got_lp.data(), got_top.data(), got_top_lp.data()});
+        EXPECT_EQ(got_top, want_top) << "step " << step;
+        for (int k = 0; k < 2; ++k) EXPECT_NEAR(got_lp[k], want_lp[k], 1e-5) << "step " << step;
+        for (int k = 0; k < 2 * kTop; ++k) {
+          EXPECT_NEAR(got_top_lp[k], want_top_lp[k], 1e-5) << "step " << step;
+        }
+      } else {
+        cuda.step(in, params, got.data());
+      }
       EXPECT_EQ(got, want) << "step " << step;
       next = {{got[0]}, {got[1]}};
     }

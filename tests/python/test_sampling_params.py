@@ -32,6 +32,9 @@ def test_defaults_are_greedy_with_256_tokens_and_no_stops() -> None:
         ({"stop": 5}, "stop must be a list, got 5"),
         ({"stop_token_ids": [-3]}, "stop_token_ids must be >= 0, got -3"),
         ({"ignore_eos": 1}, "ignore_eos must be True or False, got 1"),
+        ({"logprobs": -1}, "logprobs must be in [0, 20], got -1"),
+        ({"logprobs": 21}, "logprobs must be in [0, 20], got 21"),
+        ({"logprobs": True}, "logprobs must be an integer, got True"),
     ],
 )
 def test_invalid_values_raise_a_value_error_naming_them(kwargs: dict, message: str) -> None:

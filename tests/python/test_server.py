@@ -286,6 +286,86 @@ def _error(message: str, param: str | None, code: str | None = None, kind=None) 
     }
 
 
+# -- log-probabilities ---------------------------------------------------------------------
+
+
+def _token_text(llm: LLM, token_id: int) -> str:
+    return llm.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def test_completion_logprobs_streamed_and_not(tiny_server, tiny_llm) -> None:
+    prompt = "The quick brown"
+    expected = tiny_llm.generate(prompt, SamplingParams(max_tokens=8, logprobs=3))[0]
+    tokens = [_token_text(tiny_llm, e.token_id) for e in expected.logprobs]
+    client = tiny_server.client()
+    reply = client.completions.create(
+        model=tiny_server.model_name, prompt=prompt, max_tokens=8, logprobs=3
+    )
+    lp = reply.choices[0].logprobs
+    assert lp.tokens == tokens
+    assert lp.token_logprobs == pytest.approx([e.logprob for e in expected.logprobs], abs=1e-5)
+    assert lp.text_offset == [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+    for top, entry in zip(lp.top_logprobs, expected.logprobs, strict=True):
+        want = {_token_text(tiny_llm, i): v for i, v in entry.top}
+        assert top.keys() == want.keys()
+        assert list(top.values()) == pytest.approx(list(want.values()), abs=1e-5)
+        # Greedy: the drawn token is the most likely one.
+        assert entry.top[0] == (entry.token_id, entry.logprob)
+
+    chunks = list(
+        client.completions.create(
+            model=tiny_server.model_name, prompt=prompt, max_tokens=8, logprobs=3, stream=True
+        )
+    )
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices[0].logprobs is not None]
+    assert [t for s in streamed for t in s.tokens] == tokens
+    assert [o for s in streamed for o in s.text_offset] == lp.text_offset
+    assert [v for s in streamed for v in s.token_logprobs] == pytest.approx(lp.token_logprobs)
+
+    plain = client.completions.create(model=tiny_server.model_name, prompt=prompt, max_tokens=2)
+    assert plain.choices[0].logprobs is None
+    none_top = client.completions.create(
+        model=tiny_server.model_name, prompt=prompt, max_tokens=2, logprobs=0
+    )
+    assert none_top.choices[0].logprobs.top_logprobs == [{}, {}]
+
+
+def test_chat_logprobs_streamed_and_not(tiny_server, tiny_llm) -> None:
+    messages = [{"role": "user", "content": "Once upon a time"}]
+    expected = tiny_llm.chat(messages, SamplingParams(max_tokens=6, logprobs=4))
+    client = tiny_server.client()
+    options = {"model": tiny_server.model_name, "messages": messages, "max_tokens": 6}
+    reply = client.chat.completions.create(**options, logprobs=True, top_logprobs=4)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == len(expected.logprobs)
+    for got, entry in zip(content, expected.logprobs, strict=True):
+        text = _token_text(tiny_llm, entry.token_id)
+        assert (got.token, got.bytes) == (text, list(text.encode()))
+        assert got.logprob == pytest.approx(entry.logprob, abs=1e-5)
+        assert [t.token for t in got.top_logprobs] == [
+            _token_text(tiny_llm, i) for i, _ in entry.top
+        ]
+        assert [t.logprob for t in got.top_logprobs] == pytest.approx(
+            [v for _, v in entry.top], abs=1e-5
+        )
+        values = [t.logprob for t in got.top_logprobs]
+        assert values == sorted(values, reverse=True)
+
+    chunks = list(client.chat.completions.create(**options, logprobs=True, stream=True))
+    streamed = [
+        e
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for e in c.choices[0].logprobs.content
+    ]
+    assert [e.token for e in streamed] == [e.token for e in content]
+    assert [e.logprob for e in streamed] == pytest.approx([e.logprob for e in content])
+    assert all(e.top_logprobs == [] for e in streamed)
+
+    plain = client.chat.completions.create(**options)
+    assert plain.choices[0].logprobs is None
+
+
 @pytest.mark.parametrize(
     ("options", "status", "body"),
     [
@@ -316,7 +396,16 @@ def _error(message: str, param: str | None, code: str | None = None, kind=None) 
             ),
         ),
         ({"n": 2}, 400, _error("only n = 1 is supported: send one request per choice", "n")),
-        ({"logprobs": 2}, 400, _error("logprobs is not supported yet", "logprobs")),
+        (
+            {"logprobs": 6},
+            400,
+            _error("logprobs must be an integer in [0, 5], got 6", "logprobs"),
+        ),
+        (
+            {"logprobs": True},
+            400,
+            _error("logprobs must be an integer in [0, 5], got True", "logprobs"),
+        ),
         ({"prompt": ""}, 400, _error("prompt is empty", "prompt")),
         (
             {"prompt": ["one", "two"]},
@@ -365,14 +454,29 @@ def test_a_bad_chat_gets_its_status_and_error_body(tiny_server) -> None:
         error = refused.value.response.json()["error"]
         assert (error["param"], error["type"]) == ("messages", "invalid_request_error")
         assert error["message"] == message
-    with pytest.raises(openai.BadRequestError) as refused:
-        client.chat.completions.create(
-            model=tiny_server.model_name,
-            messages=[{"role": "user", "content": "hi"}],
-            logprobs=True,
-            top_logprobs=2,
-        )
-    assert refused.value.response.json() == _error("logprobs is not supported yet", "logprobs")
+    logprob_cases = [
+        (
+            {"logprobs": True, "top_logprobs": 21},
+            "top_logprobs must be an integer in [0, 20], got 21",
+        ),
+        (
+            {"logprobs": True, "top_logprobs": -1},
+            "top_logprobs must be an integer in [0, 20], got -1",
+        ),
+        ({"top_logprobs": 2}, "top_logprobs needs logprobs: true"),
+        ({"logprobs": False, "top_logprobs": 2}, "top_logprobs needs logprobs: true"),
+        ({"logprobs": 3}, "logprobs must be true or false, got 3"),
+    ]
+    for options, message in logprob_cases:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(
+                model=tiny_server.model_name,
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=2,
+                **options,
+            )
+        param = "logprobs" if message.startswith("logprobs") else "top_logprobs"
+        assert refused.value.response.json() == _error(message, param)
 
 
 def test_bad_bodies_and_routes_get_openai_error_bodies(tiny_server) -> None:

@@ -67,6 +67,16 @@ struct SamplingParams {
   void validate() const;
 };
 
+// What a sampling step also writes when asked (docs/ENGINE_API.md): log-probabilities of the
+// model's raw distribution, log_softmax of the logits before temperature, top-k, top-p and min-p
+// (a NaN logit counts as -inf). top_n in [0, 20] and at most the vocabulary.
+struct StepLogprobs {
+  int32_t top_n = 0;
+  float* sampled = nullptr;       // [batch]: the drawn token's
+  int32_t* top_ids = nullptr;     // [batch][top_n]: the most likely first, ties to the lower id
+  float* top_logprobs = nullptr;  // [batch][top_n]
+};
+
 // One step: sequence seq_ids[b] receives counts[b] consecutive ids of `tokens` (a prefill chunk,
 // or 1 for a decode step; one step may mix both). The arrays are read during step() only.
 struct StepInput {
@@ -123,6 +133,9 @@ class Engine {
   void step(const StepInput& input, float* logits);
   // Runs one step and writes one sampled token id per sequence: [batch]. sampling: [batch].
   void step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids);
+  // The same, and the log-probabilities of each drawn token and of the top_n most likely.
+  void step(const StepInput& input, const SamplingParams* sampling, int32_t* token_ids,
+            const StepLogprobs& logprobs);
 
   int64_t free_pages() const;
   int64_t total_pages() const;

@@ -121,8 +121,10 @@ void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
 // sampler shares, are in sample_rules.h. `scratch` holds at least rows * vocab * 8 bytes.
 // Parameters are the caller's to validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1,
 // 0 <= min_p <= 1); a row without a finite logit draws its argmax. The vocabulary is at most
-// kMaxSampleVocab (sample_rules.h).
+// kMaxSampleVocab (sample_rules.h). logprobs, when given, receives each row's log-probabilities
+// (kernel_args.h; its top_n the caller's to check).
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
-            int32_t* out, void* scratch, ThreadPool& pool);
+            int32_t* out, void* scratch, ThreadPool& pool,
+            const SampleLogprobs* logprobs = nullptr);
 
 }  // namespace slimrt::cpu

@@ -152,16 +152,45 @@ int32_t sample_row(const float* logits, int64_t vocab, const SampleParams& p, fl
   }
 }
 
+// Row r's log-probabilities (sample_rules.h). The top n are kept sorted as the ids go by: a
+// token enters only when it precedes the n-th, so a typical row costs one comparison per id.
+void row_logprobs(const float* x, int64_t vocab, int32_t drawn, const SampleLogprobs& lp,
+                  int64_t r) {
+  float max_key = -INFINITY;
+  for (int64_t i = 0; i < vocab; ++i) max_key = std::max(max_key, logprob_key(x[i]));
+  double sum = 0.0;
+  for (int64_t i = 0; i < vocab; ++i) sum += logprob_term(logprob_key(x[i]), max_key);
+  const double log_sum = std::log(sum);
+  lp.sampled[r] = token_logprob(logprob_key(x[drawn]), max_key, log_sum);
+
+  const int32_t n = lp.top_n;
+  int32_t* ids = lp.top_ids + r * n;
+  int32_t held = 0;
+  for (int64_t i = 0; n > 0 && i < vocab; ++i) {
+    const float key = logprob_key(x[i]);
+    if (held == n && !logprob_before(key, i, logprob_key(x[ids[n - 1]]), ids[n - 1])) continue;
+    int32_t at = held < n ? held++ : n - 1;
+    for (; at > 0 && logprob_before(key, i, logprob_key(x[ids[at - 1]]), ids[at - 1]); --at) {
+      ids[at] = ids[at - 1];
+    }
+    ids[at] = static_cast<int32_t>(i);
+  }
+  for (int32_t k = 0; k < n; ++k) {
+    lp.top_logprobs[r * n + k] = token_logprob(logprob_key(x[ids[k]]), max_key, log_sum);
+  }
+}
+
 }  // namespace
 
 void sample(const float* logits, int64_t rows, int64_t vocab, const SampleParams* params,
-            int32_t* out, void* scratch, ThreadPool& pool) {
+            int32_t* out, void* scratch, ThreadPool& pool, const SampleLogprobs* logprobs) {
   if (rows <= 0) return;
   pool.run(rows, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       float* w = static_cast<float*>(scratch) + r * vocab * 2;
       int32_t* idx = reinterpret_cast<int32_t*>(w + vocab);
       out[r] = sample_row(logits + r * vocab, vocab, params[r], w, idx);
+      if (logprobs != nullptr) row_logprobs(logits + r * vocab, vocab, out[r], *logprobs, r);
     }
   });
 }
