@@ -29,6 +29,7 @@
 #include <cstdint>
 
 #include "attention_cuda.h"
+#include "attention_shapes.h"
 #include "cuda_check.h"
 #include "decode_splits.h"
 #include "split_merge.cuh"
@@ -36,6 +37,9 @@
 
 namespace slimrt {
 namespace {
+
+using attention_shapes::is_power_of_two;
+using attention_shapes::log2_exact;
 
 constexpr int kThreads = 128;
 constexpr int kMinChunkTokens = 256;
@@ -319,14 +323,6 @@ KernelFn pick_for_dim(int64_t group) {
 
 KernelFn pick_kernel(int64_t head_dim, int64_t group) {
   return head_dim == 128 ? pick_for_dim<128>(group) : pick_for_dim<64>(group);
-}
-
-bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
-
-int log2_exact(int64_t x) {
-  int n = 0;
-  while ((int64_t{1} << n) < x) ++n;
-  return n;
 }
 
 void check_shape(const PagedDecodeShape& s) {

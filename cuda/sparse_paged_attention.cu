@@ -31,6 +31,7 @@
 #include <cstdint>
 
 #include "attention_cuda.h"
+#include "attention_shapes.h"
 #include "cuda_check.h"
 #include "decode_splits.h"
 #include "split_merge.cuh"
@@ -38,6 +39,10 @@
 
 namespace slimrt {
 namespace {
+
+using attention_shapes::heads_per_block;
+using attention_shapes::is_power_of_two;
+using attention_shapes::log2_exact;
 
 constexpr int kThreads = 128;  // 4 warps
 constexpr int kWarps = kThreads / 32;
@@ -442,21 +447,6 @@ KernelFn pick_for_dim(int pack) {
   }
 }
 
-bool is_power_of_two(int64_t x) { return x > 0 && (x & (x - 1)) == 0; }
-
-int log2_exact(int64_t x) {
-  int n = 0;
-  while ((int64_t{1} << n) < x) ++n;
-  return n;
-}
-
-// Query heads per block: the largest power of two <= kMaxPack that divides the GQA group.
-int pack_for(int64_t group) {
-  int pack = 1;
-  while (pack < kMaxPack && group % (2 * pack) == 0) pack *= 2;
-  return pack;
-}
-
 }  // namespace
 
 bool sparse_paged_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_dim,
@@ -505,7 +495,7 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   SLIMRT_CHECK(std::isfinite(a.scale),
                "sparse_paged_attention_cuda: scale " << a.scale << " is not finite");
 
-  const int pack = pack_for(a.heads / a.kv_heads);
+  const int pack = heads_per_block(a.heads / a.kv_heads, kMaxPack);
   const int64_t tokens_per_block = kRows / pack;
   const int64_t tiles = (a.max_query_tokens + tokens_per_block - 1) / tokens_per_block;
   // A record's pieces cover at most 14 bytes before it; a slot is a dense row unless a record
