@@ -91,7 +91,7 @@ std::vector<std::vector<float>> run_steps(Engine& engine, const Steps& s) {
 }
 
 void expect_cuda_matches_cpu(const TinyModel& m, const EngineOptions& options,
-                             const std::string& what) {
+                             const std::string& what, double tolerance = kTolerance) {
   SCOPED_TRACE(what + ", kv_dtype " + options.kv_dtype);
   const Steps s = two_sequences(m.config.vocab_size);
   Engine cpu(tiny_model(m.config, m.weights(), "cpu"), options);
@@ -103,7 +103,7 @@ void expect_cuda_matches_cpu(const TinyModel& m, const EngineOptions& options,
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_EQ(got[i].size(), want[i].size());
     for (float v : got[i]) ASSERT_TRUE(std::isfinite(v)) << "step " << i;
-    EXPECT_LT(relative_diff(want[i], got[i]), kTolerance) << "step " << i;
+    EXPECT_LT(relative_diff(want[i], got[i]), tolerance) << "step " << i;
   }
 }
 
@@ -136,6 +136,12 @@ EngineOptions sparse_options(double k_sparsity, double v_sparsity) {
 }
 
 // The GPU prunes and packs the pages that leave the window and attends over them, as the CPU.
+// Pruning keeps the k largest |x| of K and V as each backend computed them: where two values
+// are within BF16 rounding of each other the backends may keep different ones, which moves the
+// logits more than rounding alone (measured on an H200: up to 0.045 of the largest logit, where
+// a wrong kernel is off by O(1)).
+constexpr double kSparseTolerance = 0.1;
+
 TEST(EngineCuda, ASparseKvCacheMatchesTheCpuBackend) {
   SKIP_WITHOUT_CUDA();
   for (Variant variant : {Variant::kLlamaHead128, Variant::kLlamaWide}) {
@@ -143,7 +149,8 @@ TEST(EngineCuda, ASparseKvCacheMatchesTheCpuBackend) {
     for (double v : {0.5, 0.7}) {
       expect_cuda_matches_cpu(m, sparse_options(0.7, v),
                               "sparse, head_dim " + std::to_string(m.config.head_dim) +
-                                  ", V sparsity " + std::to_string(v));
+                                  ", V sparsity " + std::to_string(v),
+                              kSparseTolerance);
     }
   }
 }
