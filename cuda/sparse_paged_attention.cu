@@ -41,7 +41,6 @@ namespace slimrt {
 namespace {
 
 using attention_shapes::heads_per_block;
-using attention_shapes::is_power_of_two;
 using attention_shapes::log2_exact;
 
 constexpr int kThreads = 128;  // 4 warps
@@ -449,11 +448,10 @@ KernelFn pick_for_dim(int pack) {
 
 }  // namespace
 
+// The prefill kernel's sizes: the two share the grid's shape and the tensor-core tiles.
 bool sparse_paged_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  int64_t page_size) {
-  return kv_heads > 0 && heads > 0 && heads <= (int64_t{1} << 16) && heads % kv_heads == 0 &&
-         (head_dim == 64 || head_dim == 128) && is_power_of_two(page_size) &&
-         page_size <= (int64_t{1} << 30);
+  return paged_prefill_attention_fits(heads, kv_heads, head_dim, page_size);
 }
 
 void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int64_t workspace_bytes,
