@@ -142,29 +142,18 @@ void paged_prefill_attention_cuda(const PagedPrefillArgs& args, void* stream);
 bool sparse_paged_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_dim,
                                  int64_t page_size);
 
-// Device pointers and sizes of one call; the batch arrays as in PagedPrefillArgs. Page id
-// `id` of page_indices is dense page id when id < dense_pages, else compressed page
-// id - dense_pages, whose records start at k_records / v_records (kv_record_bytes each, followed
-// by kKvRecordTailPad bytes: the kernel reads up to 15 bytes past a record and up to 14 before
-// one, within the region). q, the dense pages, the record regions and out 16-byte aligned.
-struct SparsePagedArgs {
-  const float* q = nullptr;  // [num_tokens][heads][head_dim] FP32, RoPE applied
-  const uint16_t* k_pages = nullptr;
-  const uint16_t* v_pages = nullptr;
+// The prefill kernel's arguments (the dense pages, the batch, out), plus the compressed pages. Page
+// id `id` of page_indices is dense page id when id < dense_pages, else compressed page id -
+// dense_pages, whose records start at k_records / v_records (kv_record_bytes each, followed by
+// kKvRecordTailPad bytes: the kernel reads up to 15 bytes past a record and up to 14 before one,
+// within the region). q, the dense pages, the record regions and out 16-byte aligned.
+struct SparsePagedArgs : PagedPrefillArgs {
   const uint8_t* k_records = nullptr;
   const uint8_t* v_records = nullptr;
   int64_t dense_pages = 0;
   int64_t k_record_bytes = 0;  // kv_record_bytes(head_dim, k_kept)
   int64_t v_record_bytes = 0;
-  const int32_t* q_indptr = nullptr;
-  const int32_t* page_indptr = nullptr;
-  const int32_t* page_indices = nullptr;
-  const int32_t* context_lens = nullptr;
-  uint16_t* out = nullptr;  // [num_tokens][heads][head_dim] BF16 bits
-  float scale = 0.0f;
-  int64_t num_seqs = 0, heads = 0, kv_heads = 0, head_dim = 0, page_size = 0;
-  int64_t max_query_tokens = 0;  // host-side upper bounds of the batch arrays
-  int64_t max_context = 0;
+  int64_t max_context = 0;   // host-side upper bound of context_lens
   int32_t force_splits = 0;  // > 0: that many splits of a decode batch (tests of the merge)
 };
 

@@ -155,6 +155,28 @@ const uint16_t* decode_attention(CudaDevice& device, const float* q, const Paged
   return out16;
 }
 
+// The arguments both tensor-core kernels take: the dense pages and the batch, out in BF16.
+PagedPrefillArgs prefill_args(const float* q, const PagedKv& kv, const PagedBatch& batch,
+                              int64_t heads, float scale, void* out) {
+  PagedPrefillArgs args;
+  args.q = q;
+  args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
+  args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
+  args.q_indptr = batch.q_indptr;
+  args.page_indptr = batch.page_indptr;
+  args.page_indices = batch.page_indices;
+  args.context_lens = batch.context_lens;
+  args.out = static_cast<uint16_t*>(out);
+  args.scale = scale;
+  args.num_seqs = batch.num_seqs;
+  args.heads = heads;
+  args.kv_heads = kv.kv_heads;
+  args.head_dim = kv.head_dim;
+  args.page_size = kv.page_size;
+  args.max_query_tokens = batch.max_query_tokens;
+  return args;
+}
+
 }  // namespace
 
 // The batch arrays are device memory and are not read back: the engine builds them consistent
@@ -169,26 +191,12 @@ MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& k
   if (batch.num_seqs <= 0) return {input_scratch, 0, width};
   if (kv.k_records != nullptr) {
     SparsePagedArgs args;
-    args.q = q;
-    args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
-    args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
+    static_cast<PagedPrefillArgs&>(args) = prefill_args(q, kv, batch, heads, scale, input_scratch);
     args.k_records = static_cast<const uint8_t*>(kv.k_records);
     args.v_records = static_cast<const uint8_t*>(kv.v_records);
     args.dense_pages = kv.dense_pages;
     args.k_record_bytes = kv_record_bytes(kv.head_dim, kv.k_kept);
     args.v_record_bytes = kv_record_bytes(kv.head_dim, kv.v_kept);
-    args.q_indptr = batch.q_indptr;
-    args.page_indptr = batch.page_indptr;
-    args.page_indices = batch.page_indices;
-    args.context_lens = batch.context_lens;
-    args.out = static_cast<uint16_t*>(input_scratch);
-    args.scale = scale;
-    args.num_seqs = batch.num_seqs;
-    args.heads = heads;
-    args.kv_heads = kv.kv_heads;
-    args.head_dim = kv.head_dim;
-    args.page_size = kv.page_size;
-    args.max_query_tokens = batch.max_query_tokens;
     args.max_context = batch.max_context;
     // The decode kernel's split workspace (plan_attention_scratch) serves this kernel's splits.
     const bool planned = scratch != nullptr && plan.workspace_bytes > 0;
@@ -204,22 +212,7 @@ MatmulInput paged_attention(CudaDevice& device, const float* q, const PagedKv& k
   }
   if (kv.dtype == KvDtype::kBf16 &&
       paged_prefill_attention_fits(heads, kv.kv_heads, kv.head_dim, kv.page_size)) {
-    PagedPrefillArgs args;
-    args.q = q;
-    args.k_pages = static_cast<const uint16_t*>(kv.k_pages);
-    args.v_pages = static_cast<const uint16_t*>(kv.v_pages);
-    args.q_indptr = batch.q_indptr;
-    args.page_indptr = batch.page_indptr;
-    args.page_indices = batch.page_indices;
-    args.context_lens = batch.context_lens;
-    args.out = static_cast<uint16_t*>(input_scratch);
-    args.scale = scale;
-    args.num_seqs = batch.num_seqs;
-    args.heads = heads;
-    args.kv_heads = kv.kv_heads;
-    args.head_dim = kv.head_dim;
-    args.page_size = kv.page_size;
-    args.max_query_tokens = batch.max_query_tokens;
+    const PagedPrefillArgs args = prefill_args(q, kv, batch, heads, scale, input_scratch);
     paged_prefill_attention_cuda(args, device.stream());
     return {input_scratch, batch.num_tokens, width};
   }
