@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import statistics
 import sys
 import time
@@ -117,11 +118,14 @@ def main() -> None:
         engines["llama.cpp (Q4_1 file)"] = llama_cpp_runner(threads, ids, args.tokens)
 
     rows: dict[str, list[float]] = {name: [] for name in engines}
+    load_before = os.getloadavg()[0]
     for _ in range(args.reps):
         for name, run in engines.items():
             rows[name].append(run())
 
-    machine = f"{cpu_model()}, {threads} threads"
+    # On a shared machine the load says how far to trust the absolute figures.
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    machine = f"{cpu_model()}, {threads} threads, {load}"
     commit = source_commit()
     date = datetime.date.today().isoformat()
     print(

@@ -92,6 +92,11 @@ def read_results(path: Path) -> dict[str, Any]:
     return results
 
 
+def _figure(value: float) -> str:
+    """A bar's label: thousands separated, small values with their three significant digits."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _draw(axes: Any, panel: dict[str, Any]) -> None:
     if panel["kind"] == "bar":
         count = len(panel["series"])
@@ -99,7 +104,7 @@ def _draw(axes: Any, panel: dict[str, Any]) -> None:
         for i, one in enumerate(panel["series"]):
             offsets = [c + (i - (count - 1) / 2) * width for c in range(len(panel["categories"]))]
             bars = axes.bar(offsets, one["y"], width, label=one["label"])
-            axes.bar_label(bars, labels=[f"{v:,.0f}" for v in one["y"]], fontsize=8)
+            axes.bar_label(bars, labels=[_figure(v) for v in one["y"]], fontsize=8)
         axes.set_xticks(range(len(panel["categories"])), panel["categories"], fontsize=8)
         if count > 1:
             axes.legend(fontsize=8)
