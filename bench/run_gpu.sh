@@ -23,7 +23,9 @@
 # reused (both are written atomically), so a second call on a warm machine skips those minutes.
 # Its knobs: WEIGHTS_8B (bf16,df11), BATCHES_8B (1,16,64), PROMPT_8B (128), NEW_8B (128),
 # SAMPLING_8B (greedy; also sampled, nucleus), TRANSFORMERS_8B (default,static), BUDGET_GIB_8B
-# (24), SKIP_DECODE_8B (1: no compare_gpu_generate). The comparison is cut off DEADLINE_S (570)
+# (24), KV_SPARSITY_8B (0: the budget rows' --kv-sparsity list, e.g. 0,0.5,0.7), KV_WINDOW_8B
+# (32), LONG_CONTEXT_8B (0: no long-context rows; e.g. 32768), LONG_BATCHES_8B (1,8),
+# SKIP_DECODE_8B (1: no compare_gpu_generate). The comparison is cut off DEADLINE_S (570)
 # seconds after the start; its JSON keeps every row measured until then. PREFILL_8B (prompt
 # lengths, e.g. 512,4096,16384) first runs bench/compare_gpu_prefill.py on WEIGHTS_8B (default
 # bf16 there), with transformers too when PREFILL_TRANSFORMERS=1.
@@ -119,6 +121,8 @@ if [ -z "${SKIP_8B:-}" ]; then
       --df11-model "$m8b-df11" --weights "${WEIGHTS_8B:-bf16,df11}" --batches "${BATCHES_8B:-1,16,64}" \
       --prompt "${PROMPT_8B:-128}" --new "${NEW_8B:-128}" --sampling "${SAMPLING_8B:-greedy}" \
       --transformers "${TRANSFORMERS_8B:-default,static}" --budget-gib "${BUDGET_GIB_8B:-24}" \
+      --kv-sparsity "${KV_SPARSITY_8B:-0}" --kv-window "${KV_WINDOW_8B:-32}" \
+      --long-context "${LONG_CONTEXT_8B:-0}" --long-batches "${LONG_BATCHES_8B:-1,8}" \
       --json "$out/compare_gpu_generate.json"
   fi
 fi
