@@ -4,6 +4,7 @@ as Python sees it: an N-layer model whose figures are N layers', typed errors ot
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -112,3 +113,45 @@ def test_big_model_bench_measures_copies_of_one_layer_end_to_end_on_the_cpu(
         f"{work}: not the one-layer tiny-llama of seed 1 (differs in slimrt_random_weights_seed); "
         "remove it or pass another --work"
     )
+
+
+def test_a_model_that_does_not_load_is_every_row_s_typed_error(tiny_model_dir, capsys) -> None:
+    """As BF16 will be on the GPU if its 131 GiB do not fit: here a model of several layers,
+    which repeat_layers refuses; the refusal is each of the format's rows, and the run goes on."""
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import big_model
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    path, _ = tiny_model_dir("llama")
+    meta = {"shape": "tiny", "layers": 4, "seed": 0, "device": "CPU", "commit": "x"}
+    report = big_model.Report(meta | {"torch": "x", "date": "x", "new": 4}, None)
+    report.results |= {"phases": [], "models": []}
+    args = argparse.Namespace(
+        device="cpu",
+        layers=4,
+        kv_sparsity=[0.0, 0.7],
+        kv_window=None,
+        long_batches=[1, 16],
+        long_context=64,
+        new=4,
+        budget_gib=0.05,
+        margin_gib=1.0,
+    )
+    big_model.measure_format(report, "bf16", path, args)
+    layers = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+    error = (
+        f"InvalidArgumentError: {path}: repeat_layers=4 needs a model with one decoder layer; it "
+        f"has {layers}"
+    )
+    results = report.results
+    assert results["models"] == [{"weights": "bf16", "source": str(path), "error": error}]
+    assert [(b["kv_sparsity"], b["error"]) for b in results["budget"]] == [
+        (0.0, error),
+        (0.7, error),
+    ]
+    assert [(r["kv_sparsity"], r["batch"], r["error"]) for r in results["long_context"]] == [
+        (s, b, error) for s in (0.0, 0.7) for b in (1, 16)
+    ]
+    big_model.print_results(results)
+    assert f"| bf16 | | | | | {error} |" in capsys.readouterr().out
