@@ -25,16 +25,21 @@ typed "not enough memory" error is then its rows' result) and per KV sparsity of
   the first untimed, after a warm-up pass that records the CUDA graphs.
 A row the engine refuses (a pool that does not fit) is that row's error; the run goes on.
 
-Phases and what bounds their time on the H200 machine (each one's seconds are in the JSON's
-"phases" and printed): writing the directory draws on the GPU (make_random_model --device cuda)
-and writes 5.9 GB; `slimrt compress` encodes it with every core; each load copies the layer
-N times into the GPU (131 GiB for BF16, about 88 GiB for DF11, from the page cache) and, for
-DF11, decodes and checksums every copy on the GPU; each budget row constructs a few engines; each
-decode row prefills batch x context tokens twice over (the warm-up pass once) through N layers.
-The directories are reused when they exist (written atomically), so a second call skips the
-first two phases. Everything must fit one 10-minute call: bench/run_gpu.sh runs this as its
-`ONLY_BIG=1` section under its DEADLINE_S, and the JSON is rewritten after every row, so a run
-cut short keeps what it measured.
+Phases (each one's seconds are in the JSON's "phases" and printed), with what to expect on the
+H200 machine from rates measured there before (bench/RESULTS.md), none of it measured at this
+shape yet: writing the directory draws on the GPU (make_random_model --device cuda) and writes
+5.9 GB, seconds; `slimrt compress` encodes it on 16 cores at the 0.84 GB/s `slimrt-bench df11`
+measured on the H100 machine's host, about 7 s plus the file's reading and writing; each load
+copies the layer N times into the GPU from the page cache (131 GiB for BF16, about 88 GiB for
+DF11; the 8B model's 16 GB loaded in 2.2-3.0 s on the H200, so some 20-25 s each) and, for DF11,
+decodes and checksums every copy on the GPU (0.6 s for the 8B model's 7.5 G weights, so some 6
+s); each budget row constructs up to a dozen engines (the model's own probe, then refusals,
+which cost nothing, and up to three fits); each decode row prefills batch x context tokens (16 k
+for batch 16) plus a warm-up sequence through N layers, then `--new` steps twice. In all a few
+minutes; the directories are reused when they exist (written atomically), so a second call skips
+the first two phases.
+bench/run_gpu.sh runs this as its `ONLY_BIG=1` section under its DEADLINE_S, and the JSON is
+rewritten after every row, so a run cut short keeps what it measured.
 
     python bench/big_model.py [--work /tmp/llama70b] [--shape llama-3.3-70b] [--layers 80]
         [--weights df11,bf16] [--kv-sparsity 0,0.7] [--batches 1,16] [--context 1024]
