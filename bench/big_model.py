@@ -119,7 +119,10 @@ def compress(source: Path, out: Path) -> float | None:
         return None
     start = time.perf_counter()
     command = [sys.executable, "-m", "slimrt", "compress", str(source), str(out)]
-    subprocess.run([*command, "--threads", str(os.cpu_count()), "--no-progress"], check=True)
+    # Its table goes to the log: stdout is the report's markdown.
+    subprocess.run(
+        [*command, "--threads", str(os.cpu_count()), "--no-progress"], check=True, stdout=sys.stderr
+    )
     return time.perf_counter() - start
 
 
