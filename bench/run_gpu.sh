@@ -143,8 +143,8 @@ if [ -z "${SKIP_BIG:-}${ONLY_8B:-}" ]; then
       tee -a "$out/summary.md"
   else
     echo "big_model: cut off after $left s" | tee -a "$out/summary.md"
-    tail_lines=60 run big_model timeout "$left" python3 bench/big_model.py --work "${MBIG:-/tmp/llama70b}" \
-      --layers "${LAYERS_BIG:-80}" --weights "${WEIGHTS_BIG:-df11,bf16}" \
+    tail_lines=60 run big_model timeout "$left" python3 bench/big_model.py \
+      --work "${MBIG:-/tmp/llama70b}" --layers "${LAYERS_BIG:-80}" --weights "${WEIGHTS_BIG:-df11,bf16}" \
       --kv-sparsity "${KV_SPARSITY_BIG:-0,0.7}" --batches "${BATCHES_BIG:-1,16}" \
       --context "${CONTEXT_BIG:-1024}" --new "${NEW_BIG:-32}" --json "$out/big_model.json"
   fi
