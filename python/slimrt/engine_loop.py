@@ -133,11 +133,9 @@ class EngineLoop:
 
     def cancel(self, request: LoopRequest) -> None:
         """Ends a request before its stop rules do; its KV pages go back before the next
-        step. A finished one is left alone."""
+        step. A finished one is left alone. Either way on_update hears of it from the loop
+        thread, even when it was cancelled before the loop took it: a caller waits for that."""
         with self._changed:
-            if request in self._arrived:
-                self._arrived.remove(request)
-                return
             self._cancelled.append(request)
             self._changed.notify()
 
@@ -179,7 +177,11 @@ class EngineLoop:
                 cancelled, self._cancelled = self._cancelled, []
                 overdue = self._deadline is not None and time.monotonic() >= self._deadline
             for request in arrived:
-                self._queue(request)
+                if request in cancelled:  # never queued: it fails alone, as a refused one does
+                    request.error = CancelledRequestError("cancelled")
+                    self._notify(request)
+                else:
+                    self._queue(request)
             for request in cancelled:
                 self._abort(request)
             if overdue:
