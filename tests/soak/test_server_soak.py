@@ -345,5 +345,8 @@ def test_the_server_survives_a_soak_unchanged(
             print(f"  {kind}: {count}")
         print(f"  after warm-up: {sum(load.kinds.values())} requests in {elapsed:.1f} s, "
               f"{tokens / elapsed:.0f} generated tokens/s (finished requests)")  # fmt: skip
+        print(
+            "  the server's statuses: " + ", ".join(f"{n} x {s}" for s, n in sorted(served.items()))
+        )
         print(f"  preemptions: {preemptions:g}; RSS after warm-up {rss_warm / 2**20:.1f} MiB, "
               f"at the end {rss_end / 2**20:.1f} MiB")  # fmt: skip
