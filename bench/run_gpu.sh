@@ -71,7 +71,7 @@ skip SKIP_TESTS || run pytest_cuda python3 -m pytest -q -rs tests/python/test_df
   tests/python/test_df11_minilm.py tests/python/test_llm_cuda.py
 if ! skip SKIP_BENCH_DF11; then
   run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
-  build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
+  build/gpu/bench/slimrt-bench df11 --device cuda -o json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
   run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
 fi
 if ! skip SKIP_GEMV; then
@@ -83,7 +83,7 @@ skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py \
 if ! skip SKIP_SPARSE; then
   for sparsity in ${SPARSITIES:-0.5 0.7}; do
     run "sparse_$sparsity" bash -c "build/gpu/bench/slimrt-bench sparse-attention --device cuda \
-      --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 --json >$out/sparse_$sparsity.json"
+      --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 -o json >$out/sparse_$sparsity.json"
   done
 fi
 

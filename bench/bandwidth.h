@@ -1,0 +1,28 @@
+// The device's memory bandwidth, measured: the reference every memory-bound row of slimrt-bench
+// is reported against (bench.h's reference_gbps and add_traffic), and `slimrt-bench bandwidth`.
+//
+//   const BandwidthSamples b = measure_bandwidth("cpu", threads, int64_t{512} << 20, 1, 5);
+//   Stats read = per_second(b.read_us, b.bytes, 1e9);
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace slimrt_bench {
+
+// Microseconds per rep of reading `bytes` (summing them), writing them (a fill) and copying
+// them (reading `bytes` and writing as many: count both when turning it into GB/s). On the
+// CPU every kernel is split over `threads`; on CUDA the times are CUDA events'.
+struct BandwidthSamples {
+  int64_t bytes = 0;
+  std::vector<double> read_us, write_us, copy_us;
+};
+
+BandwidthSamples measure_bandwidth(const std::string& device, int threads, int64_t bytes,
+                                   int warmup, int reps);
+
+// The buffer the reference is measured on: larger than any cache of the device.
+int64_t default_bandwidth_bytes(const std::string& device);
+
+}  // namespace slimrt_bench
