@@ -50,7 +50,7 @@ class ArgParser {
   void add_choice(const std::string& name, std::string* value, std::vector<std::string> choices,
                   const std::string& help);
   void add_flag(const std::string& name, bool* value, const std::string& help);
-  void add_string(const std::string& name, std::string* value, const std::string& help);  // a path
+  void add_string(const std::string& name, std::string* value, const std::string& help);
   // A comma-separated list ("1,2,4"), each element in [min, max]; replaces the default list.
   void add_int_list(const std::string& name, std::vector<int64_t>* values, int64_t min, int64_t max,
                     const std::string& help);
@@ -129,7 +129,8 @@ class Row {
 
 class Report {
  public:
-  explicit Report(int threads) : threads_(threads) {}
+  // Rows read the options once the subcommand has parsed them.
+  explicit Report(const CommonOptions& common) : common_(common) {}
   // A row that already carries the build commit, the backend, the device's name and the CPU
   // threads, as every row must for results to be comparable across machines and builds.
   Row new_row(const std::string& backend, const std::string& device) const;
@@ -143,7 +144,7 @@ class Report {
   bool empty() const { return rows_.empty(); }
 
  private:
-  int threads_;
+  const CommonOptions& common_;
   std::vector<Row> rows_;
 };
 

@@ -380,7 +380,9 @@ Row Report::new_row(const std::string& backend, const std::string& device) const
   row.add("commit", "commit", build_commit());
   row.add("device", "device", device);
   row.add("backend", "backend", backend);
-  row.add("threads", "threads", int64_t{threads_});
+  // Resolved as the kernels resolve them, so that the row says what ran.
+  row.add("threads", "threads",
+          int64_t{slimrt::resolve_threads(static_cast<int>(common_.threads), INT64_MAX)});
   row.add_json("test_time", iso_time_utc());
   return row;
 }
@@ -653,8 +655,7 @@ int main(int argc, char** argv) {
                     "bandwidth once");
 
   try {
-    // Threads resolved as the kernels resolve them, so every row says what ran.
-    Report report(slimrt::resolve_threads(static_cast<int>(common.threads), INT64_MAX));
+    Report report(common);
     const int rc = subcommand->run(parser, common, report);
     if (rc != 0 || report.empty()) return rc;  // empty: --help was printed
     report.print(std::cout, common.output);

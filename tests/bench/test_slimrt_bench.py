@@ -18,6 +18,7 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from typing import ClassVar
 
 BENCH = ""  # set from argv in __main__
 REPS = 2
@@ -73,7 +74,11 @@ def write_tiny_model(directory: Path) -> Path:
         # BF16: the upper half of each float32 (truncation is fine for noise).
         raw = struct.pack(f"<{n}f", *values)
         bf16 = b"".join(raw[k + 2 : k + 4] for k in range(0, len(raw), 4))
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [len(data), len(data) + len(bf16)]}
+        header[name] = {
+            "dtype": "BF16",
+            "shape": shape,
+            "data_offsets": [len(data), len(data) + len(bf16)],
+        }
         data += bf16
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
@@ -104,25 +109,34 @@ class Outputs(unittest.TestCase):
     def cases(self) -> dict[str, tuple[list[str], int, list[str]]]:
         """name -> (arguments, rows, fields every row has besides the common ones)."""
         reps = ["-r", str(REPS), "--warmup", "0"]
+        tail = [*reps, *BANDWIDTH]
         model = str(self.model_dir)
         return {
             "bandwidth": (["bandwidth", "--size-mib", "4", *reps], 3, ["test", "gbps"]),
             "df11": (["df11", "--rows", "64", "--cols", "256", *reps], 3, ["ratio", "gbps"]),
             "gemv": (
-                ["gemv", "--model", "custom", "--k", "256", "--n", "512", "--rows", "1,3"]
-                + [*reps, *BANDWIDTH],
+                ["gemv", "--model", "custom", "--k", "256", "--n", "512", "--rows", "1,3", *tail],
                 6,
                 ["way", "rows", "gbps", "pct_of_bandwidth", "bytes_moved"],
             ),
             "attention": (
-                ["attention", "--heads", "smollm2", "-b", "1", "-c", "64", "--query", "1,16"]
-                + [*reps, *BANDWIDTH],
+                [
+                    "attention",
+                    "--heads",
+                    "smollm2",
+                    "-b",
+                    "1",
+                    "-c",
+                    "64",
+                    "--query",
+                    "1,16",
+                    *tail,
+                ],
                 2,
                 ["phase", "time_us"],
             ),
             "sparse-attention": (
-                ["sparse-attention", "--heads", "smollm2", "-b", "1", "-c", "128"]
-                + [*reps, *BANDWIDTH],
+                ["sparse-attention", "--heads", "smollm2", "-b", "1", "-c", "128", *tail],
                 2,
                 ["kv", "gbps", "pct_of_bandwidth", "bytes_moved"],
             ),
@@ -176,9 +190,15 @@ class Outputs(unittest.TestCase):
                     stats = [v for v in row.values() if isinstance(v, dict)]
                     self.assertTrue(stats)
                     for s in stats:
-                        self.assertEqual(set(s), {"mean", "stddev", "median", "min", "max", "samples"})
+                        self.assertEqual(
+                            set(s), {"mean", "stddev", "median", "min", "max", "samples"}
+                        )
                         self.assertGreaterEqual(len(s["samples"]), REPS)
-                        self.assertAlmostEqual(s["mean"], sum(s["samples"]) / len(s["samples"]), delta=1e-6 * abs(s["mean"]) + 1e-9)
+                        self.assertAlmostEqual(
+                            s["mean"],
+                            sum(s["samples"]) / len(s["samples"]),
+                            delta=1e-6 * abs(s["mean"]) + 1e-9,
+                        )
 
     def test_csv_has_every_sample(self) -> None:
         for name, (args, rows, fields) in self.cases().items():
@@ -204,9 +224,33 @@ class Outputs(unittest.TestCase):
             if row["way"] == "bf16":
                 self.assertEqual(row["bytes_moved"], 2 * 256 * 512)
 
+    def test_e2e_rows_are_llama_bench_tests(self) -> None:
+        args, _, _ = self.cases()["e2e"]
+        rows = json.loads(run(*args, "-o", "json").stdout)
+        self.assertEqual([r["test"] for r in rows], ["pp16", "tg8"])
+        self.assertEqual(
+            [(r["n_prompt"], r["n_gen"], r["n_batch"]) for r in rows], [(16, 0, 8), (0, 8, 8)]
+        )
+        # 128 x 64 tied embedding, 2 layers of 36,992, the final norm: 82,240.
+        self.assertEqual(rows[0]["params"], "0.08 M")
+
+    def test_rows_report_the_threads_asked_for(self) -> None:
+        rows = json.loads(
+            run("bandwidth", "--size-mib", "1", "-r", "1", "-t", "1", "-o", "json").stdout
+        )
+        self.assertEqual({r["threads"] for r in rows}, {1})
+
 
 class CommandLine(unittest.TestCase):
-    SUBCOMMANDS = ["bandwidth", "df11", "gemv", "attention", "sparse-attention", "decode-step", "e2e"]
+    SUBCOMMANDS: ClassVar[list[str]] = [
+        "bandwidth",
+        "df11",
+        "gemv",
+        "attention",
+        "sparse-attention",
+        "decode-step",
+        "e2e",
+    ]
 
     def test_every_subcommand_has_help(self) -> None:
         for name in self.SUBCOMMANDS:
@@ -235,7 +279,10 @@ class CommandLine(unittest.TestCase):
             (["attention", "-c", "64", "--query", "128"], "--query 128 is more than --context 64"),
             (["decode-step", "-m", "x.gguf", "--layers", "2"], "--layers shapes a random model"),
             (["decode-step", "--heads", "5", "--kv-heads", "2"], "the model shape: config:"),
-            (["e2e", "-m", "/nonexistent/model.gguf"], "-m: /nonexistent/model.gguf does not exist"),
+            (
+                ["e2e", "-m", "/nonexistent/model.gguf"],
+                "-m: /nonexistent/model.gguf does not exist",
+            ),
             (["e2e", "-m", "x", "-p", "0", "-n", "0"], "no tests: every -p and -n is 0"),
         ]
         for args, message in cases:
