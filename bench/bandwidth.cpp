@@ -97,11 +97,6 @@ BandwidthSamples measure_cuda(int64_t bytes, int warmup, int reps) {
 
 }  // namespace
 
-int64_t default_bandwidth_bytes(const std::string& device) {
-  // An H200's L2 is 50 MB, a server CPU's L3 a few hundred MB at most.
-  return device == "cuda" ? int64_t{1} << 30 : int64_t{512} << 20;
-}
-
 BandwidthSamples measure_bandwidth(const std::string& device, int threads, int64_t bytes,
                                    int warmup, int reps) {
   return device == "cuda" ? measure_cuda(bytes, warmup, reps)
@@ -115,8 +110,8 @@ double reference_gbps(const CommonOptions& common) {
   if (it == measured.end()) {
     std::cerr << "measuring the " << common.device
               << " read bandwidth once (--bandwidth-gbs gives it instead)\n";
-    const BandwidthSamples s = measure_bandwidth(common.device, static_cast<int>(common.threads),
-                                                 default_bandwidth_bytes(common.device), 1, 5);
+    const BandwidthSamples s =
+        measure_bandwidth(common.device, static_cast<int>(common.threads), kBandwidthBytes, 1, 5);
     it = measured.emplace(common.device, per_second(s.read_us, s.bytes, 1e9).median).first;
   }
   return it->second;
@@ -137,9 +132,8 @@ void add_traffic(Row& row, double bytes, const std::vector<double>& us,
 }
 
 int bench_bandwidth(ArgParser& args, const CommonOptions& common, Report& report) {
-  int64_t size_mib = default_bandwidth_bytes(common.device) >> 20;
+  int64_t size_mib = kBandwidthBytes >> 20;
   args.add_int("size-mib", &size_mib, 1, int64_t{1} << 20, "buffer size in MiB");
-  args.set_default_text("size-mib", "512 on cpu, 1024 on cuda");
   args.set_default_text("reps", "10");
   args.set_default_text("warmup", "1");
   if (!args.parse()) return 0;

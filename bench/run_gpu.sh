@@ -17,6 +17,8 @@
 #   SKIP_ATTENTION   bench/compare_attention.py (ATTENTION_CASES: its --cases, BATCHxCONTEXT,...)
 #   SKIP_SPARSE      slimrt-bench sparse-attention --device cuda (Llama-3.1-8B heads) at each of
 #                    SPARSITIES (default 0.5,0.7)
+#   SKIP_LAYERS      slimrt-bench bandwidth, attention and decode-step --device cuda (decode-step
+#                    on a random SmolLM2-135M-shaped model), each into $OUT/SUBCOMMAND.json
 #   SKIP_8B          the Llama-3.1-8B section
 # The 8B section writes a random-weight Llama-3.1-8B to $M8B (default /tmp/llama8b) on the GPU,
 # compresses it to $M8B-df11, and runs bench/compare_gpu_generate.py; an existing directory is
@@ -84,6 +86,11 @@ if ! skip SKIP_SPARSE; then
   for sparsity in ${SPARSITIES:-0.5 0.7}; do
     run "sparse_$sparsity" bash -c "build/gpu/bench/slimrt-bench sparse-attention --device cuda \
       --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 -o json >$out/sparse_$sparsity.json"
+  done
+fi
+if ! skip SKIP_LAYERS; then
+  for sub in bandwidth attention decode-step; do
+    run "layer_$sub" bash -c "build/gpu/bench/slimrt-bench $sub --device cuda -o json >$out/$sub.json"
   done
 fi
 
