@@ -407,7 +407,10 @@ void Report::print_markdown(std::ostream& out) const {
       if (field.json_only) continue;
       const size_t c = column_of(field.label);
       if (cells[r].size() <= c) cells[r].resize(c + 1);
-      cells[r][c] = table_cell(field);
+      // A '|' in a cell ("q|k|v") would end it: markdown's escape keeps it one cell.
+      for (char ch : table_cell(field)) {
+        cells[r][c] += ch == '|' ? std::string("\\|") : std::string(1, ch);
+      }
       columns[c].numeric = columns[c].numeric || !std::holds_alternative<std::string>(field.value);
       columns[c].width = std::max(columns[c].width, display_width(cells[r][c]));
     }

@@ -224,6 +224,15 @@ class Outputs(unittest.TestCase):
             if row["way"] == "bf16":
                 self.assertEqual(row["bytes_moved"], 2 * 256 * 512)
 
+    def test_a_bar_in_a_cell_is_escaped_in_the_table(self) -> None:
+        p = run(
+            "gemv", "--model", "smollm2", "--shape", "q|k|v", "--rows", "1", "-r", "1", *BANDWIDTH
+        )
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for line in p.stdout.strip().splitlines():
+            self.assertEqual(line.replace("\\|", "").count("|"), 16, line)  # 15 columns
+        self.assertIn(" q\\|k\\|v ", p.stdout)
+
     def test_e2e_rows_are_llama_bench_tests(self) -> None:
         args, _, _ = self.cases()["e2e"]
         rows = json.loads(run(*args, "-o", "json").stdout)
