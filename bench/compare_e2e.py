@@ -16,6 +16,7 @@ model (python/slimrt/model_source.py).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -41,7 +42,7 @@ def llama_bench_rows(binary: str, args: argparse.Namespace) -> dict[str, list[fl
     rows = {}
     for row in json.loads(out):
         name = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
-        rows[name] = [1e9 * (row["n_prompt"] or row["n_gen"]) / ns for ns in row["samples_ns"]]
+        rows[name] = row["samples_ts"]  # tokens/s of each repetition
     return rows
 
 
@@ -101,8 +102,13 @@ def main() -> None:
         args.model = str(default_model_path())
     if args.t == 0:
         args.t = os.cpu_count() or 1
-    ours = slimrt_rows(args)
     binary = shutil.which("llama-bench")
+    if binary is None and importlib.util.find_spec("llama_cpp") is None:
+        parser.error(
+            "no llama.cpp to compare with: put llama-bench on PATH or install llama-cpp-python "
+            '(pip install "slimrt[default-model]")'
+        )
+    ours = slimrt_rows(args)
     peer_name = "llama-bench" if binary else "llama-cpp-python"
     peer = llama_bench_rows(binary, args) if binary else llama_cpp_python_rows(args)
     print(f"model {args.model}, {args.t} threads, n_batch {args.b}, commit {source_commit()}")
