@@ -54,6 +54,8 @@ class ArgParser {
   // A comma-separated list ("1,2,4"), each element in [min, max]; replaces the default list.
   void add_int_list(const std::string& name, std::vector<int64_t>* values, int64_t min, int64_t max,
                     const std::string& help);
+  void add_double_list(const std::string& name, std::vector<double>* values, double min, double max,
+                       const std::string& help);
   // -letter as another spelling of --name (registered after the option).
   void add_alias(char letter, const std::string& name);
 

@@ -164,6 +164,36 @@ void ArgParser::add_int_list(const std::string& name, std::vector<int64_t>* valu
   };
 }
 
+void ArgParser::add_double_list(const std::string& name, std::vector<double>* values, double min,
+                                double max, const std::string& help) {
+  std::ostringstream default_text;
+  for (size_t i = 0; i < values->size(); ++i) default_text << (i ? "," : "") << (*values)[i];
+  Option& option = add(name, help, default_text.str());
+  option.metavar = "X[,X...]";
+  option.set = [name, values, min, max](const std::string& s) {
+    std::vector<double> parsed;
+    for (size_t at = 0; at <= s.size();) {
+      const size_t comma = std::min(s.find(',', at), s.size());
+      const std::string item = s.substr(at, comma - at);
+      errno = 0;
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v)) {
+        throw UsageError("--" + name + ": expected comma-separated numbers, got '" + s + "'");
+      }
+      if (v < min || v > max) {
+        std::ostringstream message;
+        message << "--" << name << ": " << item << " is out of range [" << min << ", " << max
+                << "]";
+        throw UsageError(message.str());
+      }
+      parsed.push_back(v);
+      at = comma + 1;
+    }
+    *values = std::move(parsed);
+  };
+}
+
 void ArgParser::add_alias(char letter, const std::string& name) {
   Option* option = find(name);
   SLIMRT_CHECK(option != nullptr, "add_alias: no option --" << name);

@@ -110,6 +110,7 @@ class Outputs(unittest.TestCase):
         """name -> (arguments, rows, fields every row has besides the common ones)."""
         reps = ["-r", str(REPS), "--warmup", "0"]
         tail = [*reps, *BANDWIDTH]
+        sparse = ["--sparsity", "0.5,0.7"]
         model = str(self.model_dir)
         return {
             "bandwidth": (["bandwidth", "--size-mib", "4", *reps], 3, ["test", "gbps"]),
@@ -136,8 +137,8 @@ class Outputs(unittest.TestCase):
                 ["phase", "time_us"],
             ),
             "sparse-attention": (
-                ["sparse-attention", "--heads", "smollm2", "-b", "1", "-c", "128", *tail],
-                2,
+                ["sparse-attention", "--heads", "smollm2", "-b", "1", "-c", "128", *sparse, *tail],
+                3,
                 ["kv", "gbps", "pct_of_bandwidth", "bytes_moved"],
             ),
             "decode-step": (
@@ -285,6 +286,10 @@ class CommandLine(unittest.TestCase):
             (["df11", "-r", "0"], "--reps: 0 is out of range [1, 1000000]"),
             (["df11", "-o", "xml"], "--output: expected one of md|json|csv, got 'xml'"),
             (["bandwidth", "--size-mib"], "--size-mib needs a value"),
+            (
+                ["sparse-attention", "--sparsity", "0.5,1"],
+                "--sparsity: 1 is out of range [0, 0.999]",
+            ),
             (["attention", "-c", "64", "--query", "128"], "--query 128 is more than --context 64"),
             (["decode-step", "-m", "x.gguf", "--layers", "2"], "--layers shapes a random model"),
             (["decode-step", "--heads", "5", "--kv-heads", "2"], "the model shape: config:"),
