@@ -19,6 +19,8 @@
 #   SKIP_ATTENTION   bench/compare_attention.py (ATTENTION_CASES: its --cases, BATCHxCONTEXT,...)
 #   SKIP_SPARSE      slimrt-bench sparse-attention --device cuda (Llama-3.1-8B heads) at each of
 #                    SPARSITIES (default 0.5,0.7)
+#   SKIP_LAYERS      slimrt-bench bandwidth, attention and decode-step --device cuda (decode-step
+#                    on a random SmolLM2-135M-shaped model), each into $OUT/SUBCOMMAND.json
 #   SKIP_8B          the Llama-3.1-8B section
 #   SKIP_BIG         the largest-model section (in a full run it gets what DEADLINE_S leaves, and
 #                    is skipped, without failing the run, when that is under 120 s)
@@ -82,7 +84,7 @@ skip SKIP_TESTS || run pytest_cuda python3 -m pytest -q -rs tests/python/test_df
   tests/python/test_df11_minilm.py tests/python/test_llm_cuda.py
 if ! skip SKIP_BENCH_DF11; then
   run bench_cuda build/gpu/bench/slimrt-bench df11 --device cuda
-  build/gpu/bench/slimrt-bench df11 --device cuda --json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
+  build/gpu/bench/slimrt-bench df11 --device cuda -o json >"$out/bench_cuda.json" 2>>"$logs/bench_cuda.log"
   run bench_cpu build/gpu/bench/slimrt-bench df11 --device cpu
 fi
 if ! skip SKIP_GEMV; then
@@ -94,7 +96,12 @@ skip SKIP_ATTENTION || run attention python3 bench/compare_attention.py \
 if ! skip SKIP_SPARSE; then
   for sparsity in ${SPARSITIES:-0.5 0.7}; do
     run "sparse_$sparsity" bash -c "build/gpu/bench/slimrt-bench sparse-attention --device cuda \
-      --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 --json >$out/sparse_$sparsity.json"
+      --heads llama8b --sparsity $sparsity --reps 20 --warmup 3 -o json >$out/sparse_$sparsity.json"
+  done
+fi
+if ! skip SKIP_LAYERS; then
+  for sub in bandwidth attention decode-step; do
+    run "layer_$sub" bash -c "build/gpu/bench/slimrt-bench $sub --device cuda -o json >$out/$sub.json"
   done
 fi
 
