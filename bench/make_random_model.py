@@ -8,6 +8,7 @@ transformers all load it. It appears complete or not at all (written to a temp d
     python bench/make_random_model.py llama-3.1-8b OUT_DIR [--seed 0] [--layers N]
         [--device cpu|cuda]
     python bench/make_random_model.py tiny-llama OUT_DIR      # seconds, for CPU checks
+    python bench/make_random_model.py llama-3.3-70b OUT_DIR --layers 1   # bench/big_model.py
 
 Matrices are N(0, 0.02) and norms 1 + N(0, 0.05), drawn in float32 and rounded to BF16 (nearest,
 ties to even). `--device cpu` (default) draws with numpy, and for the 8B shapes that drawing
@@ -53,6 +54,33 @@ SHAPES = {
         "tie_word_embeddings": False,
         "bos_token_id": 128000,
         "eos_token_id": 128001,
+        "torch_dtype": "bfloat16",
+    },
+    # Llama-3.3-70B-Instruct's config.json. 131 GiB of BF16 as files: bench/big_model.py writes
+    # one layer (--layers 1, 5.9 GB with the embeddings and lm_head) and copies it in memory.
+    "llama-3.3-70b": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "bos_token_id": 128000,
+        "eos_token_id": [128001, 128008, 128009],
         "torch_dtype": "bfloat16",
     },
     # Llama's layout at toy sizes: loads in slimrt and transformers in well under a second.

@@ -163,7 +163,8 @@ void bind_model(py::module_& m) {
       .def_readwrite("verify", &ModelOptions::verify)
       .def_readwrite("num_threads", &ModelOptions::num_threads)
       .def_readwrite("memory_limit_bytes", &ModelOptions::memory_limit_bytes)
-      .def_readwrite("progress", &ModelOptions::progress);
+      .def_readwrite("progress", &ModelOptions::progress)
+      .def_readwrite("repeat_layers", &ModelOptions::repeat_layers);
   def_options_checks(model_options);
   m.attr("MODEL_OPTIONS") = bound_fields(m.attr("ModelOptions"));
 

@@ -125,6 +125,11 @@ struct ModelOptions {
   int num_threads = 0;             // 0 = all hardware threads (loading and the CPU kernels)
   int64_t memory_limit_bytes = 0;  // 0 = what the device has available
   ProgressCallback progress;       // called from the loading thread; may be empty
+  // A benchmarking aid, 0 (off) or 1..1024: a model of one decoder layer (its embeddings, final
+  // norm and lm_head as usual) is loaded as this many layers, each a real copy of that layer in
+  // the arena, so that a model too large for the disk as files can be measured (bench/
+  // big_model.py). Any other model is refused. Weight conversions happen once, before copying.
+  int64_t repeat_layers = 0;
 
   // Throws "options: ..." naming the first value out of range (load() calls it).
   void validate() const;
