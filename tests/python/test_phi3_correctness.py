@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from slimrt import LLM, SamplingParams, _core
-from slimrt.errors import ModelError
+from slimrt.errors import FormatError, ModelError
 from slimrt.model_loader import load_model
 from stepwise_reference import engine_batched_logits, hf_chunk_logits
 from test_engine_correctness import (
@@ -101,3 +101,21 @@ def test_phi3_refuses_another_rope_type_naming_it(tmp_path, tiny_model_dir) -> N
     (copy / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelError, match="unsupported rope_scaling type dynamic"):
         load_model(copy, progress=False)
+
+
+def test_longrope_factors_must_cover_half_the_head(tmp_path, tiny_model_dir) -> None:
+    import json
+    import shutil
+
+    path, _ = tiny_model_dir("phi3-longrope")
+    copy = tmp_path / "phi3-short"
+    shutil.copytree(path, copy)
+    config = json.loads((copy / "config.json").read_text())
+    config["rope_parameters"]["short_factor"] = config["rope_parameters"]["short_factor"][:15]
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FormatError) as info:
+        load_model(copy, progress=False)
+    assert str(info.value).endswith(
+        "config: rope_scaling.short_factor and long_factor need head_dim / 2 = 16 values each, "
+        "got 15 and 16"
+    )
