@@ -139,7 +139,9 @@ void Executor::lay_out() {
   rope_sets_ = rope_sets_host_ != nullptr ? mirror(rope_sets_host_) : nullptr;
   sample_params_device_ = mirror(sample_params_);
   compress_ids_ = activations_.allocate<int32_t>(2 * limits_.max_compress_pages);
-  inv_freq_ = activations_.allocate<float>(static_cast<int64_t>(inv_freq_host_.size()));
+  // LongRoPE keeps two sets (the constructor fills inv_freq_host_ with both).
+  inv_freq_ =
+      activations_.allocate<float>(config_.head_dim / 2 * (config_.rope_scaling.longrope ? 2 : 1));
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
   const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
@@ -155,8 +157,13 @@ void Executor::lay_out() {
   q_ = activations_.allocate<float>(T * config_.q_width());
   attn_ = activations_.allocate<float>(T * config_.q_width());
   activations_.rewind(phase);
-  gate_up_ = activations_.allocate<float>(T * 2 * config_.intermediate_size);
-  act_ = activations_.allocate<float>(T * config_.intermediate_size);
+  // A model whose every layer has experts (Mixtral) needs no dense MLP buffers.
+  bool dense_mlp = false;
+  for (int64_t l = 0; l < weights_.num_layers(); ++l)
+    dense_mlp = dense_mlp || !config_.moe_layer(l);
+  const int64_t I = dense_mlp ? config_.intermediate_size : 0;
+  gate_up_ = activations_.allocate<float>(T * 2 * I);
+  act_ = activations_.allocate<float>(T * I);
   moe_layers_.assign(weights_.num_layers(), {});
   int64_t moe_bytes = 0;
   for (int64_t l = 0; l < weights_.num_layers(); ++l) {
