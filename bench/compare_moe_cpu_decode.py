@@ -3,9 +3,9 @@ weights of a model directory (bench/make_random_model.py qwen3-30b-a3b DIR --lay
 
 slimrt reads the BF16 weights with FP32 activations (greedy, through the engine: a prompt of
 `--prompt` seeded random ids, then `--tokens` one-token steps); transformers runs the same
-weights widened to FP32 (its CPU reference mode, as bench/compare_cpu_generate.py) with its
-default `generate`. Then the memory of the weights, as slimrt's loader accounts them, with
-`--df11` the DF11 model's too.
+weights widened to FP32 (its CPU reference mode, as bench/compare_cpu_generate.py), or as BF16
+with `--hf-dtype bfloat16`, with its default `generate`. Then the memory of the weights, as
+slimrt's loader accounts them, with `--df11` the DF11 model's too.
 
     python bench/compare_moe_cpu_decode.py DIR [--tokens 32] [--threads 2] [--reps 3] [--df11]
 """
@@ -45,6 +45,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="0 = all cores")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--df11", action="store_true", help="also time DF11 weights")
+    parser.add_argument(
+        "--hf-dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="transformers' weights (float32 needs twice the memory)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,15 +64,17 @@ def main() -> None:
         models["slimrt (DF11 weights)"] = load_model(
             args.path, weights="df11", num_threads=args.threads, progress=False
         ).model
-    reference = transformers.AutoModelForCausalLM.from_pretrained(args.path, dtype=torch.float32)
+    hf_dtype = getattr(torch, args.hf_dtype)
+    reference = transformers.AutoModelForCausalLM.from_pretrained(args.path, dtype=hf_dtype)
     reference.eval()
 
     rows: dict[str, list[float]] = {name: [] for name in models}
-    rows["transformers (FP32)"] = []
+    hf_name = f"transformers ({'FP32' if args.hf_dtype == 'float32' else 'BF16'})"
+    rows[hf_name] = []
     for _ in range(args.reps):
         for name, model in models.items():
             rows[name].append(slimrt_tokens_per_s(model, ids, args.tokens))
-        rows["transformers (FP32)"].append(transformers_tokens_per_s(reference, ids, args.tokens))
+        rows[hf_name].append(transformers_tokens_per_s(reference, ids, args.tokens))
 
     threads = args.threads or torch.get_num_threads()
     print(
