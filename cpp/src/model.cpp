@@ -111,6 +111,11 @@ int64_t Model::df11_matrices() const {
          {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
       count += m->is_df11;
     }
+    count += layer.router.is_df11;
+    for (const std::vector<Matrix>* experts :
+         {&layer.expert_gate, &layer.expert_up, &layer.expert_down}) {
+      for (const Matrix& m : *experts) count += m.is_df11;
+    }
   }
   return count;
 }

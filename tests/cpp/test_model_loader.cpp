@@ -224,7 +224,8 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   EXPECT_EQ(error_message([&] { Model::load(arch.string(), options()); }),
             (arch / "config.json").string() +
                 ": unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
+                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+                "MixtralForCausalLM, Qwen3MoeForCausalLM");
   fs::remove(dir / "model.safetensors");
   EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() + ": no *.safetensors files (not a safetensors model directory)");
