@@ -196,6 +196,7 @@ void bind_model(py::module_& m) {
       .def_readonly("o_proj_bias", &ModelConfig::o_proj_bias)
       .def_readonly("qk_norm", &ModelConfig::qk_norm)
       .def_readonly("sliding_window", &ModelConfig::sliding_window)
+      .def_readonly("layer_windows", &ModelConfig::layer_windows)
       .def_property_readonly("max_context", &ModelConfig::max_context);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")

@@ -108,6 +108,7 @@ void Executor::lay_out() {
   tables_.page_indptr = staging_.allocate<int32_t>(B + 1);
   tables_.page_indices = staging_.allocate<int32_t>(P);
   tables_.context_lens = staging_.allocate<int32_t>(B);
+  tables_.first_pages = staging_.allocate<int32_t>(B);
   tables_.last_rows = staging_.allocate<int32_t>(B);
   sample_params_ = staging_.allocate<SampleParams>(B);
   tables_bytes_ = staging_.offset() - tables_start;
@@ -128,6 +129,7 @@ void Executor::lay_out() {
   page_indptr_ = mirror(tables_.page_indptr);
   page_indices_ = mirror(tables_.page_indices);
   context_lens_ = mirror(tables_.context_lens);
+  first_pages_ = mirror(tables_.first_pages);
   last_rows_ = mirror(tables_.last_rows);
   sample_params_device_ = mirror(sample_params_);
   compress_ids_ = activations_.allocate<int32_t>(2 * limits_.max_compress_pages);
@@ -514,6 +516,8 @@ void Executor::run_layer(int64_t index) {
   batch.page_indptr = page_indptr_;
   batch.page_indices = page_indices_;
   batch.context_lens = context_lens_;
+  batch.first_pages = first_pages_;
+  batch.window = config_.layer_window(index);
   batch.num_seqs = tables_.batch;
   batch.num_tokens = T;
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each

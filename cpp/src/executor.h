@@ -145,6 +145,7 @@ class Executor {
   int32_t* page_indptr_ = nullptr;
   int32_t* page_indices_ = nullptr;
   int32_t* context_lens_ = nullptr;
+  int32_t* first_pages_ = nullptr;
   int32_t* last_rows_ = nullptr;
   SampleParams* sample_params_device_ = nullptr;
   int32_t* compress_ids_ = nullptr;

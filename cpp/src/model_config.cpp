@@ -152,6 +152,45 @@ void parse_rope(const Reader& reader, ModelConfig& config) {
   s.original_max_position_embeddings = reader.integer(prefix + "original_max_position_embeddings");
 }
 
+// Which layers attend within a sliding window, as transformers decides: Mistral's every layer
+// whenever sliding_window is set; Qwen2's and Qwen3's only with use_sliding_window, then the
+// layers that layer_types names "sliding_attention", or without layer_types those from
+// max_window_layers (default 28) on. Llama has none. An absent sliding_window is their
+// config classes' default of 4096; null means none.
+void parse_sliding_window(const json& root, const Reader& reader, ModelConfig& c) {
+  const bool qwen =
+      c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
+  const bool window_on = c.architecture == Architecture::kMistral ||
+                         (qwen && reader.flag("use_sliding_window", false));
+  if (!window_on) return;
+  if (root.contains("sliding_window") && reader.find("sliding_window") == nullptr) return;
+  c.sliding_window = reader.integer("sliding_window", 4096);
+  CONFIG_CHECK(c.sliding_window > 0,
+               "config: sliding_window must be positive or null, got " << c.sliding_window);
+  c.layer_windows.assign(c.num_layers, c.sliding_window);
+  if (!qwen) return;
+  const json* types = reader.find("layer_types");
+  if (types == nullptr) {
+    const int64_t first = reader.integer("max_window_layers", 28);
+    for (int64_t l = 0; l < std::min(first, c.num_layers); ++l) c.layer_windows[l] = 0;
+    return;
+  }
+  CONFIG_CHECK(
+      types->is_array() && static_cast<int64_t>(types->size()) == c.num_layers,
+      "config: layer_types must be a list of num_hidden_layers (" << c.num_layers << ") strings");
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const json& type = (*types)[l];
+    const bool sliding =
+        type.is_string() && type.get_ref<const std::string&>() == "sliding_attention";
+    CONFIG_SUPPORTED(
+        sliding || (type.is_string() && type.get_ref<const std::string&>() == "full_attention"),
+        "config: layer_types[" << l << "] " << type.dump()
+                               << " is not supported (full_attention or "
+                                  "sliding_attention)");
+    if (!sliding) c.layer_windows[l] = 0;
+  }
+}
+
 void check_size(const char* key, int64_t value) {
   SLIMRT_CHECK(value > 0, "config: " << key << " must be positive, got " << value);
   // Kernels index rows and slots with 32-bit integers.
@@ -203,13 +242,7 @@ ModelConfig config_from_json(const json& root) {
   if (c.architecture == Architecture::kQwen3) c.o_proj_bias = c.attention_bias;
   c.qk_norm = c.architecture == Architecture::kQwen3;
 
-  // Mistral's window is always on; Qwen2's and Qwen3's only with use_sliding_window. Llama has
-  // none.
-  const bool qwen =
-      c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
-  const bool window_on = c.architecture == Architecture::kMistral ||
-                         (qwen && reader.flag("use_sliding_window", false));
-  if (window_on) c.sliding_window = reader.integer("sliding_window", 0);
+  parse_sliding_window(root, reader, c);
 
   // Variants this runtime does not implement must fail here, never run silently wrong.
   const std::string* act = reader.text("hidden_act");
@@ -258,6 +291,13 @@ void ModelConfig::validate() const {
                "config: rope_theta must be positive, got " << rope_theta);
   SLIMRT_CHECK(sliding_window >= 0,
                "config: sliding_window must be positive or null, got " << sliding_window);
+  SLIMRT_CHECK(
+      layer_windows.empty() || static_cast<int64_t>(layer_windows.size()) == num_layers,
+      "config: " << layer_windows.size() << " layer windows for " << num_layers << " layers");
+  for (const int64_t window : layer_windows) {
+    SLIMRT_CHECK(window >= 0 && window <= std::numeric_limits<int32_t>::max(),
+                 "config: a layer's sliding window " << window << " is outside [0, 2^31)");
+  }
   if (rope_scaling.llama3) {
     const RopeScaling& s = rope_scaling;
     SLIMRT_CHECK(std::isfinite(s.factor) && s.factor > 0,
@@ -272,9 +312,15 @@ void ModelConfig::validate() const {
   }
 }
 
-int64_t ModelConfig::max_context() const {
-  return sliding_window > 0 ? std::min(max_position_embeddings, sliding_window)
-                            : max_position_embeddings;
+int64_t ModelConfig::layer_window(int64_t layer) const {
+  return layer_windows.empty() ? 0 : layer_windows[layer];
+}
+
+int64_t ModelConfig::shared_window() const {
+  if (layer_windows.empty()) return 0;
+  return *std::min_element(layer_windows.begin(), layer_windows.end()) == 0
+             ? 0
+             : *std::max_element(layer_windows.begin(), layer_windows.end());
 }
 
 // Follows transformers' float32 arithmetic operation by operation (torch evaluates
