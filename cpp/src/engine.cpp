@@ -336,8 +336,12 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
   cached_tokens += in.num_tokens;
   peak_tokens = std::max(peak_tokens, cached_tokens);
   if (window > 0) {
-    for (int64_t b = 0; b < B; ++b)
-      step_tables[b]->drop_unseen(*kv_pool, window, options.page_size);
+    for (int64_t b = 0; b < B; ++b) {
+      BlockTable& table = *step_tables[b];
+      const int64_t before = table.first_page();
+      table.drop_unseen(*kv_pool, window, options.page_size);
+      cached_tokens -= (table.first_page() - before) * options.page_size;
+    }
   }
   if (options.kv_compression) compress_left_window(B);
 }
@@ -357,7 +361,7 @@ int64_t Engine::add_sequence() {
 void Engine::release_sequence(int64_t seq_id) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   BlockTable& table = impl_->sequence(seq_id);
-  impl_->cached_tokens -= table.length();
+  impl_->cached_tokens -= table.length() - table.first_page() * impl_->options.page_size;
   table.release(*impl_->kv_pool);
   impl_->sequences.erase(seq_id);
 }

@@ -103,8 +103,9 @@ def test_pages_outside_every_window_go_back_to_the_pool(tiny_model_dir) -> None:
         for length, token in enumerate(ids, start=1):
             engine.step([seq], [token], [1])
             # The next query (position `length`) sees length - 7 on: earlier whole pages go.
-            held = (length + page - 1) // page - max(0, length - 7) // page
-            assert engine.total_pages - engine.free_pages == held
+            freed = max(0, length - 7) // page
+            assert engine.total_pages - engine.free_pages == -(-length // page) - freed
+            assert engine.kv_usage()["tokens"] == length - freed * page
         assert engine.total_pages - engine.free_pages <= 2
     finally:
         engine.release_sequence(seq)
