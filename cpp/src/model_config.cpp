@@ -152,6 +152,16 @@ void parse_rope(const Reader& reader, ModelConfig& config) {
   s.original_max_position_embeddings = reader.integer(prefix + "original_max_position_embeddings");
 }
 
+// More layers than any model has; a per-layer table of this many entries is a few megabytes, so
+// an absurd num_hidden_layers is refused before the table of windows is built (the loader
+// refuses the rest once it knows how many tensors the file holds).
+constexpr int64_t kMaxLayers = int64_t{1} << 20;
+
+void check_layers(int64_t layers) {
+  SLIMRT_CHECK(layers > 0 && layers <= kMaxLayers,
+               "config: num_hidden_layers " << layers << " outside [1, " << kMaxLayers << "]");
+}
+
 // Which layers attend within a sliding window, as transformers decides: Mistral's every layer
 // whenever sliding_window is set; Qwen2's and Qwen3's only with use_sliding_window, then the
 // layers that layer_types names "sliding_attention", or without layer_types those from
@@ -167,6 +177,7 @@ void parse_sliding_window(const json& root, const Reader& reader, ModelConfig& c
   c.sliding_window = reader.integer("sliding_window", 4096);
   CONFIG_CHECK(c.sliding_window > 0,
                "config: sliding_window must be positive or null, got " << c.sliding_window);
+  check_layers(c.num_layers);
   c.layer_windows.assign(c.num_layers, c.sliding_window);
   if (!qwen) return;
   const json* types = reader.find("layer_types");

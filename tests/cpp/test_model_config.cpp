@@ -157,6 +157,11 @@ TEST(ModelConfig, QwenSlidingLayersFollowTransformers) {
   m["layer_types"] = json::array({"sliding_attention"});
   EXPECT_EQ(parse_error(m),
             "config.json: config: layer_types must be a list of num_hidden_layers (4) strings");
+  // A per-layer table is built from num_hidden_layers alone: an absurd count is refused first.
+  m.erase("layer_types");
+  m["num_hidden_layers"] = int64_t{1} << 40;
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: num_hidden_layers 1099511627776 outside [1, 1048576]");
 }
 
 TEST(ModelConfig, LlamaAttentionBiasAlsoBiasesOProj) {
