@@ -209,6 +209,7 @@ void bind_model(py::module_& m) {
       .def_readonly("decoder_sparse_step", &ModelConfig::decoder_sparse_step)
       .def_readonly("mlp_only_layers", &ModelConfig::mlp_only_layers)
       .def("moe_layer", &ModelConfig::moe_layer, py::arg("layer"))
+      .def_readonly("layer_windows", &ModelConfig::layer_windows)
       .def_property_readonly("max_context", &ModelConfig::max_context);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")

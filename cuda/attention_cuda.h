@@ -53,7 +53,9 @@ PagedDecodePlan paged_decode_attention_plan(const PagedDecodeShape& shape, int64
 // Device pointers of one call. q and out are [num_seqs][heads][head_dim] BF16 bit patterns; K and
 // V pages are [pages][page_size][kv_heads][head_dim] BF16 (the pool of cpu::PagedKv); the CSR
 // arrays are int32 as in cpu::PagedBatch (no q_indptr: one query token per sequence, at position
-// context_lens[s] - 1, attending to positions [0, context_lens[s])). q, the pages, out and the
+// context_lens[s] - 1, attending to positions [0, context_lens[s]), or with a sliding window to
+// [context_lens[s] - window, context_lens[s]); first_pages as in cpu::PagedBatch: with a window,
+// plan for min(max_context, window) positions). q, the pages, out and the
 // workspace must be 16-byte aligned. A sequence must own at least ceil(context_lens[s] /
 // page_size) pages and every page index must lie in the pool; neither is checked (the arrays live
 // on the device). A sequence with context_lens[s] <= 0 gets a zero output.
@@ -64,8 +66,10 @@ struct PagedDecodeArgs {
   const int32_t* page_indptr = nullptr;   // num_seqs + 1
   const int32_t* page_indices = nullptr;  // page_indptr[num_seqs]
   const int32_t* context_lens = nullptr;  // num_seqs
+  const int32_t* first_pages = nullptr;   // num_seqs, or nullptr: every list starts at page 0
   uint16_t* out = nullptr;
   float scale = 0.0f;  // usually 1 / sqrt(head_dim)
+  int64_t window = 0;  // 0: full causal attention
 };
 
 // out = softmax(q·Kᵀ * scale) · V per query head (head h reads KV head h / (heads / kv_heads)),
@@ -95,7 +99,9 @@ bool paged_prefill_attention_fits(int64_t heads, int64_t kv_heads, int64_t head_
 
 // Device pointers and sizes of one call. Sequence s owns query tokens [q_indptr[s],
 // q_indptr[s+1]); with n of them, its i-th sits at position context_lens[s] - n + i and attends to
-// cache positions [0, that position] (the cache already holds the new tokens' K/V). Query head h
+// cache positions [0, that position], or with a sliding window to (that position - window, that
+// position] (the cache already holds the new tokens' K/V; first_pages as in cpu::PagedBatch: pages
+// no query sees may be left out). Query head h
 // reads KV head h / (heads / kv_heads). q, the pages and out must be 16-byte aligned. Not checked
 // (the arrays live on the device): n <= context_lens[s], n <= max_query_tokens (later tokens are
 // not computed), at least ceil(context_lens[s] / page_size) pages per sequence, every page index
@@ -109,7 +115,9 @@ struct PagedPrefillArgs {
   const int32_t* page_indptr = nullptr;   // num_seqs + 1
   const int32_t* page_indices = nullptr;  // page_indptr[num_seqs]
   const int32_t* context_lens = nullptr;  // num_seqs
+  const int32_t* first_pages = nullptr;   // num_seqs, or nullptr: every list starts at page 0
   uint16_t* out = nullptr;                // [num_tokens][heads][head_dim] BF16 bits
+  int64_t window = 0;                     // 0: full causal attention
   float scale = 0.0f;                     // usually 1 / sqrt(head_dim)
   int64_t num_seqs = 0, heads = 0, kv_heads = 0, head_dim = 0, page_size = 0;
   int64_t max_query_tokens = 0;  // host-side upper bound of q_indptr[s+1] - q_indptr[s]

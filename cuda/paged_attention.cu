@@ -58,7 +58,8 @@ __device__ __forceinline__ float load_kv(const void* pages, KvDtype dtype, int64
 }
 
 // Grid (num_seqs, heads, splits); each warp takes query tokens warp_id, warp_id + warps, ... of
-// its sequence and walks the cache positions [0, causal limit] with an online softmax in FP32.
+// its sequence and walks the cache positions it sees (from the window's start, or 0, to its
+// causal limit) with an online softmax in FP32.
 // Lane l holds dimensions l, l + 32, ... (head_dim <= 256).
 __global__ void paged_attention_kernel(const float* q, PagedKv kv, PagedBatch batch, int64_t heads,
                                        float scale, float* out) {
@@ -74,10 +75,12 @@ __global__ void paged_attention_kernel(const float* q, PagedKv kv, PagedBatch ba
   const int64_t nq = batch.q_indptr[s + 1] - q_begin;
   const int64_t ctx = batch.context_lens[s];
   const int32_t* pages = batch.page_indices + batch.page_indptr[s];
+  const int64_t unlisted = batch.first_pages != nullptr ? batch.first_pages[s] : 0;
 
   for (int64_t i = warp; i < nq; i += warps) {
     const int64_t token = q_begin + i;
-    const int64_t pos = ctx - nq + i;  // attends to cache positions [0, pos]
+    const int64_t pos = ctx - nq + i;  // attends to cache positions [lo, pos]
+    const int64_t lo = batch.window > 0 ? max(int64_t{0}, pos - batch.window + 1) : 0;
     const float* qrow = q + (token * heads + h) * head_dim;
     float qv[kPerLane], acc[kPerLane];
 #pragma unroll
@@ -87,8 +90,8 @@ __global__ void paged_attention_kernel(const float* q, PagedKv kv, PagedBatch ba
       acc[j] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int64_t p = 0; p <= pos; ++p) {
-      const int64_t page = pages[p / kv.page_size];
+    for (int64_t p = lo; p <= pos; ++p) {
+      const int64_t page = pages[p / kv.page_size - unlisted];
       const int64_t base =
           ((page * kv.page_size + p % kv.page_size) * kv.kv_heads + kvh) * head_dim;
       float dot = 0.0f;
@@ -136,9 +139,12 @@ const uint16_t* decode_attention(CudaDevice& device, const float* q, const Paged
   auto* out16 = reinterpret_cast<uint16_t*>(static_cast<char*>(scratch) + layout.q_bytes);
   void* workspace = static_cast<char*>(scratch) + 2 * layout.q_bytes;
   const PagedDecodeShape shape = decode_shape(kv, batch.num_seqs, heads);
-  PagedDecodePlan plan = paged_decode_attention_plan(shape, batch.max_context);
+  // A sliding window's query reads window positions at most, however long the sequence.
+  const int64_t span =
+      batch.window > 0 ? std::min(batch.max_context, batch.window) : batch.max_context;
+  PagedDecodePlan plan = paged_decode_attention_plan(shape, span);
   while (plan.workspace_bytes > layout.workspace_bytes && plan.splits > 1) {
-    plan = paged_decode_attention_plan(shape, batch.max_context, plan.splits / 2);
+    plan = paged_decode_attention_plan(shape, span, plan.splits / 2);
   }
   to_bf16_kernel<<<grid_for(n), kThreads, 0, device.stream()>>>(q, n, q16);
   SLIMRT_CUDA_CHECK(cudaGetLastError());
@@ -149,8 +155,10 @@ const uint16_t* decode_attention(CudaDevice& device, const float* q, const Paged
   args.page_indptr = batch.page_indptr;
   args.page_indices = batch.page_indices;
   args.context_lens = batch.context_lens;
+  args.first_pages = batch.first_pages;
   args.out = out16;
   args.scale = scale;
+  args.window = batch.window;
   paged_decode_attention_cuda(plan, args, workspace, plan.workspace_bytes, device.stream());
   return out16;
 }
@@ -166,7 +174,9 @@ PagedPrefillArgs prefill_args(const float* q, const PagedKv& kv, const PagedBatc
   args.page_indptr = batch.page_indptr;
   args.page_indices = batch.page_indices;
   args.context_lens = batch.context_lens;
+  args.first_pages = batch.first_pages;
   args.out = static_cast<uint16_t*>(out);
+  args.window = batch.window;
   args.scale = scale;
   args.num_seqs = batch.num_seqs;
   args.heads = heads;

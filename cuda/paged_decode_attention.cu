@@ -73,6 +73,7 @@ struct Params {
   const int32_t* page_indptr;
   const int32_t* page_indices;
   const int32_t* context_lens;
+  const int32_t* first_pages;
   uint16_t* out;
   float* partial_o;    // [num_seqs * heads][splits][head_dim]
   float* partial_lse;  // [num_seqs * heads][splits]
@@ -82,6 +83,7 @@ struct Params {
   int log2_page;
   int chunk;
   int splits;
+  int window;
   float scale_log2;
 };
 
@@ -124,7 +126,9 @@ __global__ void __launch_bounds__(kThreads, Tune<G>::kMinBlocks)
   const int kvh = blockIdx.x - seq * p.kv_heads;
   const int split = blockIdx.y;
   const int ctx = p.context_lens[seq];
-  const int begin = split * p.chunk;
+  // The query at ctx - 1 sees ctx - window on; the splits cover those positions only.
+  const int lo = p.window > 0 ? max(0, ctx - p.window) : 0;
+  const int begin = lo + split * p.chunk;
   const int end = split == p.splits - 1 ? ctx : min(ctx, begin + p.chunk);
   if (begin >= end) {
     // Nothing to attend to: only an unsplit empty sequence owns an output to clear here (the
@@ -160,6 +164,7 @@ __global__ void __launch_bounds__(kThreads, Tune<G>::kMinBlocks)
   }
 
   const int32_t* pages = p.page_indices + p.page_indptr[seq];
+  const int unlisted = p.first_pages != nullptr ? p.first_pages[seq] : 0;
   const int page_mask = (1 << p.log2_page) - 1;
   const int64_t slot_stride = static_cast<int64_t>(p.kv_heads) * HD;
   const uint16_t* k_base = p.k + kvh * HD + tx * 8;
@@ -171,7 +176,7 @@ __global__ void __launch_bounds__(kThreads, Tune<G>::kMinBlocks)
 #pragma unroll
     for (int j = 0; j < kTokens; ++j) {
       const int t = min(tile + grp * kTokens + j, end - 1);
-      slot[j] = (__ldg(pages + (t >> p.log2_page)) << p.log2_page) + (t & page_mask);
+      slot[j] = (__ldg(pages + ((t >> p.log2_page) - unlisted)) << p.log2_page) + (t & page_mask);
     }
   };
 
@@ -409,6 +414,8 @@ void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeA
                "paged_decode_attention_cuda: q, k_pages, v_pages and out must be 16-byte aligned");
   SLIMRT_CHECK(std::isfinite(args.scale),
                "paged_decode_attention_cuda: scale " << args.scale << " is not finite");
+  SLIMRT_CHECK(args.window >= 0 && args.window <= INT32_MAX,
+               "paged_decode_attention_cuda: window " << args.window << " outside [0, 2^31)");
   SLIMRT_CHECK(workspace_bytes >= plan.workspace_bytes,
                "paged_decode_attention_cuda: the plan needs "
                    << plan.workspace_bytes << " workspace bytes, got " << workspace_bytes);
@@ -424,6 +431,7 @@ void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeA
   p.page_indptr = args.page_indptr;
   p.page_indices = args.page_indices;
   p.context_lens = args.context_lens;
+  p.first_pages = args.first_pages;
   p.out = args.out;
   const int64_t rows = s.num_seqs * s.heads * plan.splits;
   if (plan.splits > 1) {
@@ -437,6 +445,7 @@ void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeA
   p.log2_page = log2_exact(s.page_size);
   p.chunk = plan.chunk_tokens;
   p.splits = plan.splits;
+  p.window = static_cast<int>(args.window);
   p.scale_log2 = args.scale * kLog2e;
 
   const auto st = static_cast<cudaStream_t>(stream);
@@ -447,7 +456,7 @@ void paged_decode_attention_cuda(const PagedDecodePlan& plan, const PagedDecodeA
   if (plan.splits == 1) return;
 
   split_merge::launch_split_merge({p.partial_o, p.partial_lse, p.context_lens, p.out,
-                                   p.num_seqs * p.heads, p.heads, p.chunk, p.splits},
+                                   p.num_seqs * p.heads, p.heads, p.chunk, p.splits, p.window},
                                   s.head_dim, st);
 }
 

@@ -20,9 +20,11 @@
 // - K/V tiles come through the page table with 16-byte cp.async (a token's row of one KV head is
 //   head_dim * 2 contiguous bytes), double buffered: tile j + 1 loads while tile j is computed.
 //   Positions past the block's last query position are zero-filled, never read, so no page index
-//   outside the sequence's own is looked up. Shared-memory rows are padded by 16 bytes so that
-//   the 8 rows one ldmatrix reads fall in different banks. Q, 2 K and 2 V tiles:
-//   5 * 64 * (head_dim + 8) * 2 bytes = 87040 (head_dim 128) or 46080 (64); two blocks per SM.
+//   outside the sequence's own is looked up; with a sliding window, neither are positions before
+//   the block's first query's window (their pages may have been freed). Shared-memory rows are
+//   padded by 16 bytes so that the 8 rows one ldmatrix reads fall in different banks. Q, 2 K and 2
+//   V tiles: 5 * 64 * (head_dim + 8) * 2 bytes = 87040 (head_dim 128) or 46080 (64); two blocks per
+//   SM.
 // - Tiles are walked from position 0 upwards: the first tile holds position 0, which every row
 //   attends to, so every running max is finite from the first tile on; only tiles that reach past
 //   the block's first query position pay for the causal mask.
@@ -70,7 +72,9 @@ struct Params {
   const int32_t* page_indptr;
   const int32_t* page_indices;
   const int32_t* context_lens;
+  const int32_t* first_pages;
   uint16_t* out;
+  int window;
   int heads;
   int kv_heads;
   int log2_page;
@@ -106,6 +110,9 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
   const int ctx = p.context_lens[seq];
   const int first_pos = ctx - nq + tok0;  // the block's query positions: [first_pos, kv_end)
   const int kv_end = ctx - nq + min(tok0 + kTokens, nq);
+  // The first position any row of the block sees, and the tile that holds it.
+  const int kv_lo = p.window > 0 ? max(0, first_pos - p.window + 1) : 0;
+  const int j0 = kv_lo / kKvTile;
 
   extern __shared__ uint4 smem_raw[];
   uint16_t* const sq = reinterpret_cast<uint16_t*>(smem_raw);
@@ -114,6 +121,7 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
 
   // ---- K/V tile loads: thread t copies chunk t % kChunks of rows t / kChunks + i * kRowStep.
   const int32_t* pages = p.page_indices + p.page_indptr[seq];
+  const int unlisted = p.first_pages != nullptr ? p.first_pages[seq] : 0;
   const int page_mask = (1 << p.log2_page) - 1;
   const int64_t pos_stride = static_cast<int64_t>(p.kv_heads) * HD;
   const int chunk = threadIdx.x % kChunks;
@@ -125,12 +133,12 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
     for (int i = 0; i < kKvTile / kRowStep; ++i) {
       const int r = row_first + i * kRowStep;
       const int pos = kv0 + r;
-      const bool inside = pos < kv_end;
+      const bool inside = pos < kv_end && pos >= kv_lo;
       int64_t offset = 0;
       if (inside) {
-        const int64_t slot =
-            (static_cast<int64_t>(__ldg(pages + (pos >> p.log2_page))) << p.log2_page) +
-            (pos & page_mask);
+        const int64_t slot = (static_cast<int64_t>(__ldg(pages + ((pos >> p.log2_page) - unlisted)))
+                              << p.log2_page) +
+                             (pos & page_mask);
         offset = slot * pos_stride;
       }
       const int at = (buf * kKvTile + r) * kPitch + chunk * 8;
@@ -138,7 +146,7 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
       cp_async16(smem_addr(sv + at), v_head + offset, inside);
     }
   };
-  load_tile(0, 0);
+  load_tile(j0 * kKvTile, j0 & 1);
   cp_async_commit();
 
   // ---- Q tile: FP32 -> BF16 into shared memory (rows past the sequence's end are zero).
@@ -173,10 +181,12 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
 
   // Cache position of each of the lane's two rows; rows past the end take the last query's.
   int row_pos[2];
+  int row_lo[2];  // the first position the row sees
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = warp * 16 + g + 8 * h;
     row_pos[h] = ctx - nq + min(tok0 + r / P, nq - 1);
+    row_lo[h] = p.window > 0 ? row_pos[h] - p.window + 1 : 0;
   }
 
   // ldmatrix row offsets (elements) of this lane: K as the column-major B of Q·Kᵀ (matrices:
@@ -192,7 +202,7 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
   float l[2] = {0.0f, 0.0f};  // this lane's share of the row sums, reduced at the end
 
   const int n_tiles = (kv_end + kKvTile - 1) / kKvTile;
-  for (int j = 0; j < n_tiles; ++j) {
+  for (int j = j0; j < n_tiles; ++j) {
     const int kv0 = j * kKvTile;
     if (j + 1 < n_tiles) load_tile(kv0 + kKvTile, (j + 1) & 1);
     cp_async_commit();
@@ -215,14 +225,16 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
       }
     }
 
-    // Scores in log2 units; the causal mask only where the tile reaches past the first query.
-    const bool masked = kv0 + kKvTile - 1 > first_pos;
+    // Scores in log2 units; the causal mask only where the tile reaches past the first query,
+    // the window's where it starts before the last query's window.
+    const bool masked = kv0 + kKvTile - 1 > first_pos || (p.window > 0 && kv0 < kv_end - p.window);
 #pragma unroll
     for (int n = 0; n < kPosTiles; ++n) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         s[n][e] *= p.scale_log2;
-        if (masked && kv0 + n * 8 + 2 * t + (e & 1) > row_pos[e / 2]) s[n][e] = -INFINITY;
+        const int pos = kv0 + n * 8 + 2 * t + (e & 1);
+        if (masked && (pos > row_pos[e / 2] || pos < row_lo[e / 2])) s[n][e] = -INFINITY;
       }
     }
 
@@ -234,8 +246,8 @@ __global__ void __launch_bounds__(kThreads, 2) paged_prefill_kernel(const Params
       for (int n = 0; n < kPosTiles; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * h], s[n][2 * h + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xFFFFFFFFu, mx, 2));
-      // Cannot be -inf for well-formed input (position 0 is in the first tile); kept safe for a
-      // row that attends to nothing: its exps stay 0 instead of NaN.
+      // -inf while a row's window has not begun (a sliding window's rows start in different
+      // tiles), or for a row that attends to nothing: its exps stay 0 instead of NaN.
       const float base = mx == -INFINITY ? 0.0f : mx;
       const float alpha = exp2_approx(m[h] - base);
       m[h] = mx;
@@ -354,6 +366,8 @@ void paged_prefill_attention_cuda(const PagedPrefillArgs& a, void* stream) {
       "paged_prefill_attention_cuda: q, k_pages, v_pages and out must be 16-byte aligned");
   SLIMRT_CHECK(std::isfinite(a.scale),
                "paged_prefill_attention_cuda: scale " << a.scale << " is not finite");
+  SLIMRT_CHECK(a.window >= 0 && a.window <= INT32_MAX,
+               "paged_prefill_attention_cuda: window " << a.window << " outside [0, 2^31)");
 
   const int pack = heads_per_block(a.heads / a.kv_heads, kMaxPack);
   const int64_t tokens_per_block = kRows / pack;
@@ -370,7 +384,9 @@ void paged_prefill_attention_cuda(const PagedPrefillArgs& a, void* stream) {
   p.page_indptr = a.page_indptr;
   p.page_indices = a.page_indices;
   p.context_lens = a.context_lens;
+  p.first_pages = a.first_pages;
   p.out = a.out;
+  p.window = static_cast<int>(a.window);
   p.heads = static_cast<int>(a.heads);
   p.kv_heads = static_cast<int>(a.kv_heads);
   p.log2_page = log2_exact(a.page_size);

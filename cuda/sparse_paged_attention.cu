@@ -77,6 +77,7 @@ struct Params {
   const int32_t* page_indptr;
   const int32_t* page_indices;
   const int32_t* context_lens;
+  const int32_t* first_pages;
   uint16_t* out;
   float* partial_o;    // [num_tokens * heads][splits][HD]
   float* partial_lse;  // [num_tokens * heads][splits]
@@ -90,6 +91,7 @@ struct Params {
   int slot;  // staging bytes per position, a multiple of 16
   int chunk;
   int splits;
+  int window;
   float scale_log2;
 };
 
@@ -122,7 +124,9 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
   const int kvh = head0 / (p.heads / p.kv_heads);
   const int ctx = p.context_lens[seq];
   const int kv_end = ctx - nq + min(tok0 + kTokens, nq);  // past the block's last query position
-  const int begin = split * p.chunk;
+  // The first position any row of the block sees; splits (decode) cover the window from there.
+  const int kv_lo = p.window > 0 ? max(0, ctx - nq + tok0 - p.window + 1) : 0;
+  const int begin = kv_lo + split * p.chunk;
   const int end = split == p.splits - 1 ? kv_end : min(kv_end, begin + p.chunk);
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
@@ -159,6 +163,7 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
   // ---- staging: 16 lanes per position, piece c = lane % 16 (and c + 16 for the records of a
   // wide slot) of its K and its V bytes.
   const int32_t* pages = p.page_indices + p.page_indptr[seq];
+  const int unlisted = p.first_pages != nullptr ? p.first_pages[seq] : 0;
   const int page_mask = (1 << p.log2_page) - 1;
   const int piece = lane % 16;
   auto load_step = [&](int t0, int buf) {
@@ -173,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
         if (piece == 0) meta[(buf * 2 + 1) * kStep + pos_in] = kOutside;
         continue;
       }
-      const int id = __ldg(pages + (pos >> p.log2_page));
+      const int id = __ldg(pages + ((pos >> p.log2_page) - unlisted));
       const int in_page = pos & page_mask;
       const uint8_t* k_src;
       const uint8_t* v_src;
@@ -287,8 +292,12 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
     ldmatrix_x4(qf[ks], smem_addr(sq + (lane % 16) * kPitch + ks * 16 + (lane / 16) * 8));
   }
   int row_pos[2];  // the cache position of each of the lane's rows; past-the-end rows the last
+  int row_lo[2];   // and the first position it sees
 #pragma unroll
-  for (int h = 0; h < 2; ++h) row_pos[h] = ctx - nq + min(tok0 + (g + 8 * h) / P, nq - 1);
+  for (int h = 0; h < 2; ++h) {
+    row_pos[h] = ctx - nq + min(tok0 + (g + 8 * h) / P, nq - 1);
+    row_lo[h] = p.window > 0 ? row_pos[h] - p.window + 1 : 0;
+  }
 
   // ldmatrix row offsets (elements) of this lane within the warp's 16 positions, as in the
   // prefill kernel: K as the column-major B of Q·Kᵀ, V transposed as the B of P·V.
@@ -324,7 +333,9 @@ __global__ void __launch_bounds__(kThreads, 2) sparse_paged_kernel(const Params 
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int pos = t0 + n * 8 + 2 * t + (e & 1);
-        s[n][e] = pos >= end || pos > row_pos[e / 2] ? -INFINITY : s[n][e] * p.scale_log2;
+        s[n][e] = pos >= end || pos > row_pos[e / 2] || pos < row_lo[e / 2]
+                      ? -INFINITY
+                      : s[n][e] * p.scale_log2;
       }
     }
     float alpha[2];
@@ -492,6 +503,8 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
                "16-byte aligned");
   SLIMRT_CHECK(std::isfinite(a.scale),
                "sparse_paged_attention_cuda: scale " << a.scale << " is not finite");
+  SLIMRT_CHECK(a.window >= 0 && a.window <= INT32_MAX,
+               "sparse_paged_attention_cuda: window " << a.window << " outside [0, 2^31)");
 
   const int pack = heads_per_block(a.heads / a.kv_heads, kMaxPack);
   const int64_t tokens_per_block = kRows / pack;
@@ -513,7 +526,9 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
 
   // Splits for decode batches only (one token per sequence: partial rows are sequences').
   const int64_t rows = a.num_seqs * a.heads;
-  const int64_t ctx = std::max<int64_t>(a.max_context, 1);
+  // A sliding window's decode query reads window positions at most, however long the sequence.
+  const int64_t ctx =
+      std::max<int64_t>(a.window > 0 ? std::min(a.max_context, a.window) : a.max_context, 1);
   int64_t splits = 1;
   if (a.max_query_tokens == 1) {
     if (a.force_splits > 0) {
@@ -555,6 +570,7 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   p.page_indptr = a.page_indptr;
   p.page_indices = a.page_indices;
   p.context_lens = a.context_lens;
+  p.first_pages = a.first_pages;
   p.out = a.out;
   if (splits > 1) {
     p.partial_o = static_cast<float*>(workspace);
@@ -571,6 +587,7 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   p.slot = slot;
   p.chunk = static_cast<int>(chunk);
   p.splits = static_cast<int>(splits);
+  p.window = static_cast<int>(a.window);
   p.scale_log2 = a.scale * kLog2e;
 
   const auto st = static_cast<cudaStream_t>(stream);
@@ -580,9 +597,9 @@ void sparse_paged_attention_cuda(const SparsePagedArgs& a, void* workspace, int6
   SLIMRT_CUDA_CHECK(cudaGetLastError());
   if (splits == 1) return;
 
-  split_merge::launch_split_merge(
-      {p.partial_o, p.partial_lse, p.context_lens, p.out, p.num_rows, p.heads, p.chunk, p.splits},
-      a.head_dim, st);
+  split_merge::launch_split_merge({p.partial_o, p.partial_lse, p.context_lens, p.out, p.num_rows,
+                                   p.heads, p.chunk, p.splits, p.window},
+                                  a.head_dim, st);
 }
 
 }  // namespace slimrt

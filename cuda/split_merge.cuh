@@ -58,7 +58,8 @@ __device__ __forceinline__ void merge_row(const float* lse, const float* po, int
 
 // Partials of `splits` splits of `chunk` positions per row of a decode batch (one token per
 // sequence, row = sequence * heads + head), laid out as split_workspace_bytes (decode_splits.h)
-// says; a sequence's splits past its context hold nothing and are left out.
+// says; a sequence's splits past its context hold nothing and are left out. With a sliding
+// window the splits cover the window's positions only, ctx - window on.
 struct SplitMergeArgs {
   const float* partial_o = nullptr;    // [rows][splits][head_dim]
   const float* partial_lse = nullptr;  // [rows][splits], log2 units
@@ -68,6 +69,7 @@ struct SplitMergeArgs {
   int heads = 0;
   int chunk = 0;
   int splits = 0;
+  int window = 0;  // 0: full causal attention
 };
 
 template <int HD>
@@ -76,7 +78,8 @@ __global__ void __launch_bounds__(128) split_merge_kernel(const SplitMergeArgs a
   const int row = blockIdx.x * 4 + threadIdx.x / 32;
   if (row >= a.rows) return;
   const int ctx = a.context_lens[row / a.heads];
-  const int n = ctx <= 0 ? 0 : min(a.splits, (ctx + a.chunk - 1) / a.chunk);
+  const int span = a.window > 0 ? min(ctx, a.window) : ctx;
+  const int n = span <= 0 ? 0 : min(a.splits, (span + a.chunk - 1) / a.chunk);
   merge_row<HD>(a.partial_lse + static_cast<int64_t>(row) * a.splits,
                 a.partial_o + static_cast<int64_t>(row) * a.splits * HD, n,
                 a.out + static_cast<int64_t>(row) * HD, threadIdx.x % 32);

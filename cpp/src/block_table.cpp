@@ -9,7 +9,7 @@ namespace slimrt {
 BlockTable::BlockTable(int64_t max_pages) { pages_.reserve(max_pages); }
 
 int64_t BlockTable::pages_needed(int64_t new_tokens, int64_t page_size) const {
-  const int64_t pages_after = (length_ + new_tokens + page_size - 1) / page_size;
+  const int64_t pages_after = (length_ + new_tokens + page_size - 1) / page_size - first_page_;
   return std::max<int64_t>(0, pages_after - num_pages());
 }
 
@@ -38,6 +38,17 @@ void BlockTable::release(KvPool& pool) {
   shrink_to(pool, 0);
   length_ = 0;
   compressed_ = 0;
+  first_page_ = 0;
+}
+
+void BlockTable::drop_unseen(KvPool& pool, int64_t window, int64_t page_size) {
+  const int64_t count =
+      std::min(unseen_pages_at(length_, window, page_size) - first_page_, num_pages());
+  if (count <= 0) return;
+  pool.release(pages_.data(), count);
+  pages_.erase(pages_.begin(), pages_.begin() + count);
+  compressed_ = std::max<int64_t>(0, compressed_ - count);
+  first_page_ += count;
 }
 
 void BlockTable::swap_in_compressed(const int32_t* ids, int64_t count, int32_t* replaced) {
@@ -61,7 +72,8 @@ void fill_step_tables(const BlockTable* const* tables, const int32_t* counts, in
     const int64_t start = table.length();
     const int64_t count = counts[b];
     const int64_t length = start + count;
-    const int64_t pages = (length + page_size - 1) / page_size;
+    const int64_t first = table.first_page();
+    const int64_t pages = (length + page_size - 1) / page_size - first;
     SLIMRT_CHECK(pages <= table.num_pages(), "block table holds " << table.num_pages() << " pages, "
                                                                   << pages
                                                                   << " are needed (grow first)");
@@ -70,13 +82,14 @@ void fill_step_tables(const BlockTable* const* tables, const int32_t* counts, in
       const int64_t position = start + i;
       out.token_ids[row] = tokens[row];
       out.positions[row] = static_cast<int32_t>(position);
-      out.slots[row] =
-          static_cast<int32_t>(page_ids[position / page_size] * page_size + position % page_size);
+      out.slots[row] = static_cast<int32_t>(page_ids[position / page_size - first] * page_size +
+                                            position % page_size);
     }
     for (int64_t p = 0; p < pages; ++p) out.page_indices[page_entries++] = page_ids[p];
     out.q_indptr[b + 1] = static_cast<int32_t>(row);
     out.page_indptr[b + 1] = static_cast<int32_t>(page_entries);
     out.context_lens[b] = static_cast<int32_t>(length);
+    out.first_pages[b] = static_cast<int32_t>(first);
     out.last_rows[b] = static_cast<int32_t>(row - 1);
   }
   out.batch = batch;

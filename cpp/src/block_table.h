@@ -9,6 +9,10 @@
 //
 // With a compressing pool the table's first compressed_pages() entries are compressed pages and
 // the rest dense: tokens leave the recent window oldest first, a whole page at a time.
+//
+// With a sliding window in every layer, pages that no later query can see go back to the pool
+// (drop_unseen()): the table then lists pages from first_page() on, page i of pages() holding
+// positions from (first_page() + i) * page_size.
 #pragma once
 
 #include <algorithm>
@@ -26,6 +30,16 @@ class BlockTable {
   int64_t length() const { return length_; }
   int64_t num_pages() const { return static_cast<int64_t>(pages_.size()); }
   const int32_t* pages() const { return pages_.data(); }
+  int64_t first_page() const { return first_page_; }
+
+  // Whole pages of a table `length` tokens long that no later query sees with a sliding window of
+  // `window` tokens (0: none): the next query, at position length, sees length - window + 1 on.
+  static int64_t unseen_pages_at(int64_t length, int64_t window, int64_t page_size) {
+    return window > 0 ? std::max<int64_t>(0, length - window + 1) / page_size : 0;
+  }
+  // Gives the pages before unseen_pages_at(length()) back to the pool (compressed ones first, as
+  // they are the oldest).
+  void drop_unseen(KvPool& pool, int64_t window, int64_t page_size);
 
   // Pages to add so that `new_tokens` more tokens fit after length().
   int64_t pages_needed(int64_t new_tokens, int64_t page_size) const;
@@ -42,9 +56,20 @@ class BlockTable {
   static int64_t compressed_pages_at(int64_t length, int64_t window, int64_t page_size) {
     return std::max<int64_t>(0, length - window) / page_size;
   }
-  // Dense pages that have left the window at length() (the next ones to compress).
+  // Dense pages that have left the window at length() (the next ones to compress; after
+  // drop_unseen(), so pages that were dropped are not among them).
   int64_t pages_to_compress(int64_t window, int64_t page_size) const {
-    return compressed_pages_at(length_, window, page_size) - compressed_;
+    return std::max<int64_t>(
+        0, compressed_pages_at(length_, window, page_size) - first_page_ - compressed_);
+  }
+  // Compressed pages the table takes on when it grows to `length` tokens with a dense window of
+  // kv_window tokens and a sliding window of `window`: those that leave the dense window but not
+  // the sliding one.
+  int64_t compressed_needed(int64_t length, int64_t kv_window, int64_t window,
+                            int64_t page_size) const {
+    const int64_t held =
+        std::max(unseen_pages_at(length, window, page_size), first_page_ + compressed_);
+    return std::max<int64_t>(0, compressed_pages_at(length, kv_window, page_size) - held);
   }
   // Puts compressed pages ids[0, count) in place of the next `count` dense entries, whose ids it
   // writes to `replaced` (for the caller to release once nothing reads them).
@@ -54,6 +79,7 @@ class BlockTable {
   std::vector<int32_t> pages_;
   int64_t length_ = 0;
   int64_t compressed_ = 0;
+  int64_t first_page_ = 0;  // pages before it were dropped
 };
 
 // Host arrays describing one step, with capacities fixed at load (see Executor).
@@ -65,6 +91,7 @@ struct StepTables {
   int32_t* page_indptr = nullptr;   // [max_batch + 1]
   int32_t* page_indices = nullptr;  // [total pages]: a page belongs to one sequence at most
   int32_t* context_lens = nullptr;  // [max_batch] cached tokens after the step
+  int32_t* first_pages = nullptr;   // [max_batch] each table's first_page()
   int32_t* last_rows = nullptr;     // [max_batch] row of each sequence's last new token
   int64_t batch = 0;
   int64_t tokens = 0;

@@ -90,6 +90,8 @@ struct Engine::Impl {
   std::unique_ptr<Executor> executor;
   MemoryUsage memory;
   int64_t max_pages_per_sequence = 0;
+  // The sliding window of every layer (0: some layer sees all): pages before it are freed.
+  int64_t window = 0;
 
   std::unordered_map<int64_t, BlockTable> sequences;
   int64_t next_sequence_id = 0;
@@ -110,14 +112,14 @@ struct Engine::Impl {
   void check_step(const StepInput& in, const SamplingParams* sampling);
   void run_step(const StepInput& in, const SamplingParams* sampling, float* logits,
                 int32_t* token_ids, const StepLogprobs* logprobs);
-  // Compressed pages a sequence of `length` tokens holds (0 without kv_compression).
-  int64_t compressed_pages_at(int64_t length) const;
+  // Compressed pages `table` takes on as it grows to `length` tokens (0 without kv_compression).
+  int64_t compressed_needed(const BlockTable& table, int64_t length) const;
   void compress_left_window(int64_t batch);
 };
 
-int64_t Engine::Impl::compressed_pages_at(int64_t length) const {
+int64_t Engine::Impl::compressed_needed(const BlockTable& table, int64_t length) const {
   return options.kv_compression
-             ? BlockTable::compressed_pages_at(length, options.kv_window, options.page_size)
+             ? table.compressed_needed(length, options.kv_window, window, options.page_size)
              : 0;
 }
 
@@ -127,6 +129,7 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
       device(*model->impl().device),
       weights(*model->impl().weights) {
   options = resolve_options(requested, config);
+  window = config.shared_window();
 
   KvPool::Shape shape;
   shape.layers = config.num_layers;
@@ -166,7 +169,9 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   limits.max_batch = options.max_batch;
   limits.max_step_tokens = options.max_step_tokens;
   limits.max_page_indices = shape.num_pages + shape.compressed_pages;
-  limits.max_context = std::min(config.max_context(), options.kv_tokens);
+  // A sequence whose old pages are freed may grow past the pool.
+  limits.max_context =
+      window > 0 ? config.max_context() : std::min(config.max_context(), options.kv_tokens);
   limits.kv.dtype = shape.dtype;
   limits.kv.page_size = shape.page_size;
   limits.kv.kv_heads = shape.kv_heads;
@@ -195,7 +200,10 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   memory.kv_pool = kv_pool->bytes();
   memory.activations = reserved.activations;
 
-  max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
+  // What one table can hold at once: the pool, or the whole context if that is shorter.
+  max_pages_per_sequence =
+      (std::min(config.max_context(), options.kv_tokens) + options.page_size - 1) /
+      options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
   compress_ids.assign(2 * max_compress, 0);
@@ -240,12 +248,8 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
     SLIMRT_CHECK(length <= config.max_position_embeddings,
                  "context length " << length << " exceeds the model's maximum of "
                                    << config.max_position_embeddings);
-    SLIMRT_CHECK(config.sliding_window == 0 || length <= config.sliding_window,
-                 "context length " << length << " exceeds the sliding window of "
-                                   << config.sliding_window
-                                   << " tokens (sliding-window attention is not implemented)");
     pages += table.pages_needed(in.counts[b], options.page_size);
-    compressed += compressed_pages_at(length) - table.compressed_pages();
+    compressed += compressed_needed(table, length);
     step_tables[b] = &table;
   }
   for (int64_t i = 0; i < T; ++i) {
@@ -331,6 +335,14 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
   for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
   cached_tokens += in.num_tokens;
   peak_tokens = std::max(peak_tokens, cached_tokens);
+  if (window > 0) {
+    for (int64_t b = 0; b < B; ++b) {
+      BlockTable& table = *step_tables[b];
+      const int64_t before = table.first_page();
+      table.drop_unseen(*kv_pool, window, options.page_size);
+      cached_tokens -= (table.first_page() - before) * options.page_size;
+    }
+  }
   if (options.kv_compression) compress_left_window(B);
 }
 
@@ -349,7 +361,7 @@ int64_t Engine::add_sequence() {
 void Engine::release_sequence(int64_t seq_id) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   BlockTable& table = impl_->sequence(seq_id);
-  impl_->cached_tokens -= table.length();
+  impl_->cached_tokens -= table.length() - table.first_page() * impl_->options.page_size;
   table.release(*impl_->kv_pool);
   impl_->sequences.erase(seq_id);
 }
@@ -364,7 +376,7 @@ int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const BlockTable& table = impl_->sequence(seq_id);
   if (impl_->options.kv_compression) {
-    return impl_->compressed_pages_at(table.length() + new_tokens) - table.compressed_pages();
+    return impl_->compressed_needed(table, table.length() + new_tokens);
   }
   return table.pages_needed(new_tokens, impl_->options.page_size);
 }

@@ -114,6 +114,7 @@ void Executor::lay_out() {
   tables_.page_indptr = staging_.allocate<int32_t>(B + 1);
   tables_.page_indices = staging_.allocate<int32_t>(P);
   tables_.context_lens = staging_.allocate<int32_t>(B);
+  tables_.first_pages = staging_.allocate<int32_t>(B);
   tables_.last_rows = staging_.allocate<int32_t>(B);
   rope_sets_host_ = config_.rope_scaling.longrope ? staging_.allocate<int32_t>(T) : nullptr;
   sample_params_ = staging_.allocate<SampleParams>(B);
@@ -135,6 +136,7 @@ void Executor::lay_out() {
   page_indptr_ = mirror(tables_.page_indptr);
   page_indices_ = mirror(tables_.page_indices);
   context_lens_ = mirror(tables_.context_lens);
+  first_pages_ = mirror(tables_.first_pages);
   last_rows_ = mirror(tables_.last_rows);
   rope_sets_ = rope_sets_host_ != nullptr ? mirror(rope_sets_host_) : nullptr;
   sample_params_device_ = mirror(sample_params_);
@@ -559,6 +561,8 @@ void Executor::run_layer(int64_t index) {
   batch.page_indptr = page_indptr_;
   batch.page_indices = page_indices_;
   batch.context_lens = context_lens_;
+  batch.first_pages = first_pages_;
+  batch.window = config_.layer_window(index);
   batch.num_seqs = tables_.batch;
   batch.num_tokens = T;
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each

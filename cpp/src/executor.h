@@ -146,6 +146,7 @@ class Executor {
   int32_t* page_indptr_ = nullptr;
   int32_t* page_indices_ = nullptr;
   int32_t* context_lens_ = nullptr;
+  int32_t* first_pages_ = nullptr;
   int32_t* last_rows_ = nullptr;
   // LongRoPE only (else null): per token, its frequency set (ops::rope_and_cache), filled by
   // forward() on the host and uploaded with the tables.

@@ -45,12 +45,19 @@ constexpr int64_t kMaxAttentionGroup = 128;
 // - its KV pages are page_indices[page_indptr[s] .. page_indptr[s+1]), in order;
 // - context_lens[s] tokens of it are in the cache (including its new tokens, already written
 //   by kv_write); its i-th of n query tokens sits at position context_lens[s] - n + i and
-//   attends causally to cache positions [0, that position].
+//   attends causally to cache positions [0, that position], or with a sliding window of
+//   `window` tokens to (that position - window, that position]: itself and the window - 1
+//   before it (transformers' sliding_window_overlay, kv_idx > q_idx - window);
+// - with first_pages set, sequence s's pages before page first_pages[s] (positions below
+//   first_pages[s] * page_size) are not listed (they were freed: no query of the step may see
+//   them), so its listed page i holds positions from (first_pages[s] + i) * page_size on.
 struct PagedBatch {
   const int32_t* q_indptr = nullptr;
   const int32_t* page_indptr = nullptr;
   const int32_t* page_indices = nullptr;
   const int32_t* context_lens = nullptr;
+  const int32_t* first_pages = nullptr;  // nullptr: every sequence's pages from position 0
+  int64_t window = 0;                    // 0: full causal attention
   int64_t num_seqs = 0;
   // Host-side facts about the arrays above, for backends that pick a kernel by them: the query
   // tokens in all (q_indptr[num_seqs]), the most of one sequence (1: a decode step) and an upper

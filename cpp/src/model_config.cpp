@@ -230,6 +230,60 @@ void parse_experts(const Reader& reader, ModelConfig& c) {
   }
 }
 
+// More layers than any model has; a per-layer table of this many entries is a few megabytes, so
+// an absurd num_hidden_layers is refused before the table of windows is built (the loader
+// refuses the rest once it knows how many tensors the file holds).
+constexpr int64_t kMaxLayers = int64_t{1} << 20;
+
+void check_layers(int64_t layers) {
+  SLIMRT_CHECK(layers > 0 && layers <= kMaxLayers,
+               "config: num_hidden_layers " << layers << " outside [1, " << kMaxLayers << "]");
+}
+
+// Which layers attend within a sliding window, as transformers decides: Mistral's, Mixtral's and
+// Phi-3's every layer whenever sliding_window is set; Qwen2's, Qwen3's and Qwen3-MoE's only with
+// use_sliding_window, then for Qwen2 and Qwen3 the layers that layer_types names
+// "sliding_attention", or without layer_types those from max_window_layers (default 28) on
+// (Qwen3-MoE: every layer). Llama has none. An absent sliding_window is the config class's
+// default: 4096 for Mistral and the Qwens, none for Mixtral and Phi-3; null means none.
+void parse_sliding_window(const json& root, const Reader& reader, ModelConfig& c) {
+  const Architecture a = c.architecture;
+  const bool qwen =
+      a == Architecture::kQwen2 || a == Architecture::kQwen3 || a == Architecture::kQwen3Moe;
+  const bool always = a == Architecture::kMistral || a == Architecture::kMixtral ||
+                      a == Architecture::kPhi3;
+  if (!always && !(qwen && reader.flag("use_sliding_window", false))) return;
+  if (root.contains("sliding_window") && reader.find("sliding_window") == nullptr) return;
+  const bool default_on = a == Architecture::kMistral || qwen;
+  if (!default_on && !root.contains("sliding_window")) return;
+  c.sliding_window = reader.integer("sliding_window", 4096);
+  CONFIG_CHECK(c.sliding_window > 0,
+               "config: sliding_window must be positive or null, got " << c.sliding_window);
+  check_layers(c.num_layers);
+  c.layer_windows.assign(c.num_layers, c.sliding_window);
+  if (a != Architecture::kQwen2 && a != Architecture::kQwen3) return;
+  const json* types = reader.find("layer_types");
+  if (types == nullptr) {
+    const int64_t first = reader.integer("max_window_layers", 28);
+    for (int64_t l = 0; l < std::min(first, c.num_layers); ++l) c.layer_windows[l] = 0;
+    return;
+  }
+  CONFIG_CHECK(
+      types->is_array() && static_cast<int64_t>(types->size()) == c.num_layers,
+      "config: layer_types must be a list of num_hidden_layers (" << c.num_layers << ") strings");
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const json& type = (*types)[l];
+    const bool sliding =
+        type.is_string() && type.get_ref<const std::string&>() == "sliding_attention";
+    CONFIG_SUPPORTED(
+        sliding || (type.is_string() && type.get_ref<const std::string&>() == "full_attention"),
+        "config: layer_types[" << l << "] " << type.dump()
+                               << " is not supported (full_attention or "
+                                  "sliding_attention)");
+    if (!sliding) c.layer_windows[l] = 0;
+  }
+}
+
 void check_size(const char* key, int64_t value) {
   SLIMRT_CHECK(value > 0, "config: " << key << " must be positive, got " << value);
   // Kernels index rows and slots with 32-bit integers.
@@ -298,15 +352,7 @@ ModelConfig config_from_json(const json& root) {
   }
   parse_experts(reader, c);
 
-  // Mistral's, Mixtral's and Phi-3's window is on whenever set; Qwen2's and Qwen3's only with
-  // use_sliding_window. Llama has none.
-  const bool qwen = c.architecture == Architecture::kQwen2 ||
-                    c.architecture == Architecture::kQwen3 ||
-                    c.architecture == Architecture::kQwen3Moe;
-  const bool window_on =
-      c.architecture == Architecture::kMistral || c.architecture == Architecture::kMixtral ||
-      c.architecture == Architecture::kPhi3 || (qwen && reader.flag("use_sliding_window", false));
-  if (window_on) c.sliding_window = reader.integer("sliding_window", 0);
+  parse_sliding_window(root, reader, c);
 
   // Variants this runtime does not implement must fail here, never run silently wrong.
   const std::string* act = reader.text("hidden_act");
@@ -387,6 +433,13 @@ void ModelConfig::validate() const {
                                                        << ") exceeds the number of experts ("
                                                        << num_experts << ")");
   }
+  SLIMRT_CHECK(
+      layer_windows.empty() || static_cast<int64_t>(layer_windows.size()) == num_layers,
+      "config: " << layer_windows.size() << " layer windows for " << num_layers << " layers");
+  for (const int64_t window : layer_windows) {
+    SLIMRT_CHECK(window >= 0 && window <= std::numeric_limits<int32_t>::max(),
+                 "config: a layer's sliding window " << window << " is outside [0, 2^31)");
+  }
   if (rope_scaling.llama3) {
     const RopeScaling& s = rope_scaling;
     SLIMRT_CHECK(std::isfinite(s.factor) && s.factor > 0,
@@ -406,9 +459,15 @@ bool ModelConfig::moe_layer(int64_t layer) const {
          std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) == mlp_only_layers.end();
 }
 
-int64_t ModelConfig::max_context() const {
-  return sliding_window > 0 ? std::min(max_position_embeddings, sliding_window)
-                            : max_position_embeddings;
+int64_t ModelConfig::layer_window(int64_t layer) const {
+  return layer_windows.empty() ? 0 : layer_windows[layer];
+}
+
+int64_t ModelConfig::shared_window() const {
+  if (layer_windows.empty()) return 0;
+  return *std::min_element(layer_windows.begin(), layer_windows.end()) == 0
+             ? 0
+             : *std::max_element(layer_windows.begin(), layer_windows.end());
 }
 
 // Follows transformers' float32 arithmetic operation by operation (torch evaluates

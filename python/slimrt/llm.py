@@ -286,17 +286,15 @@ class LLM:
 
     def _check_context(self, prompt_ids: list[int], params: SamplingParams) -> None:
         length = len(prompt_ids) + params.max_tokens
-        sliding = self.context_length < self.config.max_position_embeddings
-        window = " (its sliding window)" if sliding else ""
         if len(prompt_ids) > self.context_length:
             raise RequestError(
                 f"prompt of {len(prompt_ids)} tokens is longer than the model's context of "
-                f"{self.context_length} tokens{window}"
+                f"{self.context_length} tokens"
             )
         if length > self.context_length:
             raise RequestError(
                 f"prompt of {len(prompt_ids)} tokens + max_tokens={params.max_tokens} exceeds "
-                f"the model's context of {self.context_length} tokens{window}; lower max_tokens "
+                f"the model's context of {self.context_length} tokens; lower max_tokens "
                 f"to at most {self.context_length - len(prompt_ids)}"
             )
 

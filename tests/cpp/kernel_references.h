@@ -152,20 +152,26 @@ struct SeqSpec {
 
 // A ragged batch over a paged KV cache whose pages are handed out in shuffled order from a pool
 // with a few pages nobody owns (garbage there: NaN must not leak into any output), with random
-// K, V (as stored: BF16 or F32 bytes) and q.
+// K, V (as stored: BF16 or F32 bytes) and q. With a sliding window, a sequence's pages that no
+// query of the step sees can be left out (first_pages: as the engine frees them).
 struct PagedCache {
   std::vector<SeqSpec> seqs;
-  std::vector<int32_t> q_indptr{0}, page_indptr{0}, page_indices, context_lens;
+  std::vector<int32_t> q_indptr{0}, page_indptr{0}, page_indices, context_lens, first_pages;
   std::vector<uint8_t> k_pool, v_pool;
   std::vector<float> q;  // [tokens][heads][head_dim]
   int64_t kv_heads = 0, heads = 0, head_dim = 0, page_size = 0, pool_pages = 0;
+  int64_t window = 0;  // 0: full causal attention
   KvDtype dtype = KvDtype::kBf16;
 
   int64_t tokens() const { return q_indptr.back(); }
+  // The first position a query at `pos` sees (PagedBatch::window).
+  int64_t window_start(int64_t pos) const {
+    return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+  }
   // The stored K (or V) element e of KV head kvh at position p of sequence s, widened.
   double stored(const std::vector<uint8_t>& pool, size_t s, int64_t p, int64_t kvh,
                 int64_t e) const {
-    const int64_t page = page_indices[page_indptr[s] + p / page_size];
+    const int64_t page = page_indices[page_indptr[s] + p / page_size - first_pages[s]];
     const int64_t at = ((page * page_size + p % page_size) * kv_heads + kvh) * head_dim + e;
     return dtype == KvDtype::kF32 ? reinterpret_cast<const float*>(pool.data())[at]
                                   : from_bf16(reinterpret_cast<const uint16_t*>(pool.data())[at]);
@@ -174,7 +180,8 @@ struct PagedCache {
 
 inline PagedCache make_paged_cache(uint64_t seed, const std::vector<SeqSpec>& seqs,
                                    int64_t kv_heads, int64_t group, int64_t head_dim,
-                                   int64_t page_size, KvDtype dtype, float q_scale = 1.0f) {
+                                   int64_t page_size, KvDtype dtype, float q_scale = 1.0f,
+                                   int64_t window = 0, bool unlist_unseen = false) {
   std::mt19937_64 rng(seed);
   PagedCache c;
   c.seqs = seqs;
@@ -182,11 +189,14 @@ inline PagedCache make_paged_cache(uint64_t seed, const std::vector<SeqSpec>& se
   c.heads = kv_heads * group;
   c.head_dim = head_dim;
   c.page_size = page_size;
+  c.window = window;
   c.dtype = dtype;
   int64_t total_pages = 0;
   for (const auto& s : seqs) {
     c.q_indptr.push_back(c.q_indptr.back() + static_cast<int32_t>(s.queries));
-    const int64_t pages = (s.context + page_size - 1) / page_size;
+    const int64_t first = unlist_unseen ? c.window_start(s.context - s.queries) / page_size : 0;
+    c.first_pages.push_back(static_cast<int32_t>(first));
+    const int64_t pages = (s.context + page_size - 1) / page_size - first;
     c.page_indptr.push_back(c.page_indptr.back() + static_cast<int32_t>(pages));
     c.context_lens.push_back(static_cast<int32_t>(s.context));
     total_pages += pages;
@@ -203,8 +213,8 @@ inline PagedCache make_paged_cache(uint64_t seed, const std::vector<SeqSpec>& se
   c.v_pool.assign(c.k_pool.size(), 0xFF);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (size_t s = 0; s < seqs.size(); ++s) {
-    for (int64_t p = 0; p < seqs[s].context; ++p) {
-      const int64_t page = c.page_indices[c.page_indptr[s] + p / page_size];
+    for (int64_t p = c.first_pages[s] * page_size; p < seqs[s].context; ++p) {
+      const int64_t page = c.page_indices[c.page_indptr[s] + p / page_size - c.first_pages[s]];
       const int64_t slot = page * page_size + p % page_size;
       for (int64_t i = 0; i < row; ++i) {
         const float kf = u(rng), vf = u(rng);
@@ -222,8 +232,9 @@ inline PagedCache make_paged_cache(uint64_t seed, const std::vector<SeqSpec>& se
   return c;
 }
 
-// softmax(q·k * scale) · v over each query token's causal window, query head h reading KV head
-// h / (heads / kv_heads), in double over the stored K and V. [tokens][heads][head_dim].
+// softmax(q·k * scale) · v over each query token's causal window (positions window_start(pos)
+// through pos), query head h reading KV head h / (heads / kv_heads), in double over the stored K
+// and V. [tokens][heads][head_dim].
 inline std::vector<double> reference_paged_attention(const PagedCache& c, float scale) {
   const int64_t hd = c.head_dim, group = c.heads / c.kv_heads;
   std::vector<double> ref(c.tokens() * c.heads * hd, 0.0);
@@ -234,19 +245,22 @@ inline std::vector<double> reference_paged_attention(const PagedCache& c, float 
       for (int64_t h = 0; h < c.heads; ++h) {
         const int64_t kvh = h / group;
         const float* qr = c.q.data() + (token * c.heads + h) * hd;
-        std::vector<double> score(pos + 1);
+        const int64_t lo = c.window_start(pos);
+        std::vector<double> score(pos + 1 - lo);
         double mx = -1e300;
-        for (int64_t p = 0; p <= pos; ++p) {
+        for (int64_t p = lo; p <= pos; ++p) {
           double d = 0.0;
           for (int64_t e = 0; e < hd; ++e) d += qr[e] * c.stored(c.k_pool, s, p, kvh, e);
-          score[p] = d * scale;
-          mx = std::max(mx, score[p]);
+          score[p - lo] = d * scale;
+          mx = std::max(mx, score[p - lo]);
         }
         double z = 0.0;
         for (auto& x : score) z += (x = std::exp(x - mx));
         double* o = ref.data() + (token * c.heads + h) * hd;
-        for (int64_t p = 0; p <= pos; ++p) {
-          for (int64_t e = 0; e < hd; ++e) o[e] += score[p] / z * c.stored(c.v_pool, s, p, kvh, e);
+        for (int64_t p = lo; p <= pos; ++p) {
+          for (int64_t e = 0; e < hd; ++e) {
+            o[e] += score[p - lo] / z * c.stored(c.v_pool, s, p, kvh, e);
+          }
         }
       }
     }

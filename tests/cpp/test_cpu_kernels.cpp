@@ -22,6 +22,7 @@
 #include "check.h"
 #include "cpu/isa.h"
 #include "cpu/kernels.h"
+#include "error_message.h"
 #include "kernel_references.h"
 #include "philox.h"
 #include "sample_rules.h"
@@ -506,9 +507,10 @@ TEST(CpuKvWrite, StoresRowsAtTheirSlotsOnly) {
 // with softmax attention in double over the same (for BF16: BF16-rounded) K and V.
 void check_attention(ThreadPool& pool, uint64_t seed, const std::vector<SeqSpec>& seqs,
                      int64_t kv_heads, int64_t group, int64_t head_dim, int64_t page_size,
-                     cpu::KvDtype dtype, float q_scale = 1.0f) {
-  const PagedCache c =
-      make_paged_cache(seed, seqs, kv_heads, group, head_dim, page_size, dtype, q_scale);
+                     cpu::KvDtype dtype, float q_scale = 1.0f, int64_t window = 0,
+                     bool unlist_unseen = false) {
+  const PagedCache c = make_paged_cache(seed, seqs, kv_heads, group, head_dim, page_size, dtype,
+                                        q_scale, window, unlist_unseen);
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const std::vector<double> ref = reference_paged_attention(c, scale);
   cpu::PagedKv kv;
@@ -523,13 +525,15 @@ void check_attention(ThreadPool& pool, uint64_t seed, const std::vector<SeqSpec>
   batch.page_indptr = c.page_indptr.data();
   batch.page_indices = c.page_indices.data();
   batch.context_lens = c.context_lens.data();
+  batch.first_pages = unlist_unseen ? c.first_pages.data() : nullptr;
+  batch.window = window;
   batch.num_seqs = static_cast<int64_t>(seqs.size());
   std::vector<float> out(ref.size(), kNaN);
   cpu::paged_attention(c.q.data(), kv, batch, c.heads, scale, out.data(), pool);
   EXPECT_LT(rel_l2(out, ref), 1e-5)
-      << "kv_heads=" << kv_heads << " group=" << group << " head_dim=" << head_dim
-      << " page_size=" << page_size << " dtype=" << (dtype == cpu::KvDtype::kF32 ? "f32" : "bf16")
-      << " threads=" << pool.size();
+      << "window=" << window << " unlisted=" << unlist_unseen << " kv_heads=" << kv_heads
+      << " group=" << group << " head_dim=" << head_dim << " page_size=" << page_size
+      << " dtype=" << (dtype == cpu::KvDtype::kF32 ? "f32" : "bf16") << " threads=" << pool.size();
 }
 
 TEST(CpuPagedAttention, RaggedPrefillAndDecodeBatchMatchesReference) {
@@ -583,6 +587,58 @@ TEST(CpuPagedAttention, PeakedSoftmaxStaysAccurate) {
   for_each_isa([&] {
     check_attention(pool, ++seed, {{600, 40}, {1200, 1}}, 2, 4, 64, 16, cpu::KvDtype::kF32, 40.0f);
   });
+}
+
+TEST(CpuPagedAttention, SlidingWindowMatchesReference) {
+  // Windows shorter and longer than a block of 16 and than a page, over prefill chunks (whose
+  // queries see different windows), long decodes (split into pieces) and contexts shorter than
+  // the window; with the unseen pages listed, and left out as the engine frees them (their
+  // slots hold NaN: any read of them shows).
+  const std::vector<SeqSpec> seqs = {{137, 37}, {2000, 1}, {5, 5}, {70, 70}, {41, 1}, {33, 2}};
+  uint64_t seed = 500;
+  for_each_isa([&] {
+    for (int threads : {1, 3}) {
+      ThreadPool pool(threads);
+      for (int64_t window : {1, 7, 16, 40, 300}) {
+        for (bool unlist : {false, true}) {
+          check_attention(pool, ++seed, seqs, 2, 4, 64, 16, cpu::KvDtype::kBf16, 1.0f, window,
+                          unlist);
+          check_attention(pool, ++seed, seqs, 1, 3, 80, 5, cpu::KvDtype::kF32, 1.0f, window,
+                          unlist);
+        }
+      }
+      check_attention(pool, ++seed, {{3000, 1}}, 1, 8, 64, 16, cpu::KvDtype::kBf16, 1.0f, 1024,
+                      true);
+    }
+  });
+}
+
+TEST(CpuPagedAttention, RejectsPagesLeftOutThatAQuerySees) {
+  ThreadPool pool(1);
+  float q[64] = {}, out[64];
+  std::vector<uint16_t> k(16 * 64), v(16 * 64);
+  // Position 19 with a window of 8 sees positions 12..19: page 0 (0..15) must be listed.
+  const int32_t q_indptr[2] = {0, 1}, page_indptr[2] = {0, 1}, pages[1] = {0};
+  const int32_t ctx[1] = {20}, first[1] = {1};
+  cpu::PagedKv kv;
+  kv.k_pages = k.data();
+  kv.v_pages = v.data();
+  kv.kv_heads = 1;
+  kv.head_dim = 64;
+  cpu::PagedBatch b;
+  b.q_indptr = q_indptr;
+  b.page_indptr = page_indptr;
+  b.page_indices = pages;
+  b.context_lens = ctx;
+  b.first_pages = first;
+  b.window = 8;
+  b.num_seqs = 1;
+  EXPECT_EQ(
+      slimrt::test::error_message([&] { cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool); }),
+      "paged_attention: sequence 0 lists its pages from page 1 but its query at 19 sees "
+      "position 12");
+  b.window = 4;  // sees 16..19 only: page 0 may go
+  cpu::paged_attention(q, kv, b, 1, 1.0f, out, pool);
 }
 
 TEST(CpuPagedAttention, RejectsInconsistentShapes) {

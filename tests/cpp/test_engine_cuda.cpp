@@ -155,6 +155,31 @@ TEST(EngineCuda, ASparseKvCacheMatchesTheCpuBackend) {
   }
 }
 
+// Sliding windows of 5 tokens, shorter than the prompts, chunks and decodes of two_sequences: in
+// every layer (the pages that fall out of the window are freed and no longer listed) and in all
+// layers but the first (nothing freed); dense KV of both dtypes (the decode, prefill and simple
+// kernels), and the sparse KV cache (its kernel).
+TEST(EngineCuda, SlidingWindowsMatchTheCpuBackend) {
+  SKIP_WITHOUT_CUDA();
+  for (Variant variant : {Variant::kLlama, Variant::kLlamaHead128}) {
+    TinyModel m = make_model(variant);
+    m.config.architecture = Architecture::kMistral;
+    m.config.sliding_window = 5;
+    for (bool first_full : {false, true}) {
+      m.config.layer_windows.assign(m.config.num_layers, 5);
+      if (first_full) m.config.layer_windows[0] = 0;
+      const std::string name = "window 5, head_dim " + std::to_string(m.config.head_dim) +
+                               (first_full ? ", layer 0 full" : "");
+      for (const std::string kv : {"f32", "bf16"}) {
+        expect_cuda_matches_cpu(m, test_options(kv), name);
+      }
+      if (variant == Variant::kLlamaHead128) {
+        expect_cuda_matches_cpu(m, sparse_options(0.7, 0.5), "sparse, " + name, kSparseTolerance);
+      }
+    }
+  }
+}
+
 TEST(EngineCuda, ASparseKvCacheOfHeadsTheKernelsDoNotTakeIsRefused) {
   SKIP_WITHOUT_CUDA();
   const TinyModel m = make_model(Variant::kLlama);

@@ -134,7 +134,7 @@ TEST(BlockTable, FillStepTablesBuildsCsrArraysAndSlots) {
   a.grow(pool, counts[0]);
   ASSERT_EQ(std::vector<int32_t>(a.pages(), a.pages() + 3), (std::vector<int32_t>{0, 1, 3}));
 
-  std::vector<int32_t> ids(8), pos(8), slots(8), qi(3), pi(3), idx(8), ctx(2), last(2);
+  std::vector<int32_t> ids(8), pos(8), slots(8), qi(3), pi(3), idx(8), ctx(2), last(2), first(2);
   StepTables t;
   t.token_ids = ids.data();
   t.positions = pos.data();
@@ -143,6 +143,7 @@ TEST(BlockTable, FillStepTablesBuildsCsrArraysAndSlots) {
   t.page_indptr = pi.data();
   t.page_indices = idx.data();
   t.context_lens = ctx.data();
+  t.first_pages = first.data();
   t.last_rows = last.data();
   const BlockTable* tables[2] = {&a, &b};
   const int32_t tokens[4] = {11, 12, 13, 21};
@@ -162,6 +163,48 @@ TEST(BlockTable, FillStepTablesBuildsCsrArraysAndSlots) {
   EXPECT_EQ(t.num_page_indices, 4);
   EXPECT_EQ(ctx, (std::vector<int32_t>{9, 1}));
   EXPECT_EQ(last, (std::vector<int32_t>{2, 3}));
+  EXPECT_EQ(first, (std::vector<int32_t>{0, 0}));
+}
+
+// A sliding window of 6 tokens, pages of 4: after each step the pages that the next query (at
+// position length) cannot see go back to the pool, and the step tables list the rest from
+// first_page(), with slots and page counts relative to it.
+TEST(BlockTable, DropsThePagesNoLaterQuerySeesAndListsTheRest) {
+  CpuDevice device(1);
+  KvPool pool(device, small_shape(8, 4));
+  BlockTable a(8);
+  a.grow(pool, 9);
+  a.commit(9);
+  EXPECT_EQ(BlockTable::unseen_pages_at(9, 6, 4), 1);  // position 9 sees 4..9: page 0 goes
+  a.drop_unseen(pool, 6, 4);
+  EXPECT_EQ(a.first_page(), 1);
+  EXPECT_EQ(a.num_pages(), 2);
+  EXPECT_EQ(pool.free_pages(), 6);
+  a.drop_unseen(pool, 6, 4);  // nothing more to drop at the same length
+  EXPECT_EQ(pool.free_pages(), 6);
+  // Growing to 14 tokens needs pages 3 (12..15) only.
+  EXPECT_EQ(a.pages_needed(5, 4), 1);
+  const int32_t counts[1] = {5};
+  a.grow(pool, counts[0]);
+  std::vector<int32_t> ids(8), pos(8), slots(8), qi(2), pi(2), idx(8), ctx(1), last(1), first(1);
+  StepTables t{ids.data(), pos.data(), slots.data(), qi.data(),  pi.data(),
+               idx.data(), ctx.data(), first.data(), last.data()};
+  const BlockTable* tables[1] = {&a};
+  const int32_t tokens[5] = {1, 2, 3, 4, 5};
+  fill_step_tables(tables, counts, 1, tokens, 4, t);
+  EXPECT_EQ(first[0], 1);
+  EXPECT_EQ(pi, (std::vector<int32_t>{0, 3}));  // pages 1, 2, 3
+  EXPECT_EQ(std::vector<int32_t>(idx.begin(), idx.begin() + 3),
+            std::vector<int32_t>(a.pages(), a.pages() + 3));
+  EXPECT_EQ(slots[0], a.pages()[1] * 4 + 1);  // position 9: page 2, offset 1
+  EXPECT_EQ(slots[4], a.pages()[2] * 4 + 1);  // position 13: page 3, offset 1
+  a.commit(5);
+  a.drop_unseen(pool, 6, 4);  // position 14 sees 9..14: pages 1 (4..7) goes, 2 stays
+  EXPECT_EQ(a.first_page(), 2);
+  EXPECT_EQ(pool.free_pages(), 6);
+  a.release(pool);
+  EXPECT_EQ(a.first_page(), 0);
+  EXPECT_EQ(pool.free_pages(), 8);
 }
 
 KvPool::Shape compressing_shape() {

@@ -127,6 +127,43 @@ TEST(ModelConfig, Qwen2HasQkvBiasesByDefaultButNoOProjBias) {
   EXPECT_EQ(c.sliding_window, 4096);
 }
 
+TEST(ModelConfig, QwenSlidingLayersFollowTransformers) {
+  json m = llama_map();
+  m["architectures"] = json::array({"Qwen2ForCausalLM"});
+  m["num_hidden_layers"] = 4;
+  m["use_sliding_window"] = true;
+  m["sliding_window"] = 64;
+  // transformers' default max_window_layers of 28: every layer of a 4-layer model is full.
+  EXPECT_EQ(parse(m).layer_windows, (std::vector<int64_t>{0, 0, 0, 0}));
+  m["max_window_layers"] = 1;
+  ModelConfig c = parse(m);
+  EXPECT_EQ(c.layer_windows, (std::vector<int64_t>{0, 64, 64, 64}));
+  EXPECT_EQ(c.shared_window(), 0);  // layer 0 sees everything: no page is ever freed
+  m["max_window_layers"] = 0;
+  EXPECT_EQ(parse(m).shared_window(), 64);
+  // layer_types (which transformers v5 writes) wins over max_window_layers.
+  m["layer_types"] = json::array(
+      {"sliding_attention", "full_attention", "sliding_attention", "sliding_attention"});
+  EXPECT_EQ(parse(m).layer_windows, (std::vector<int64_t>{64, 0, 64, 64}));
+  m["use_sliding_window"] = false;
+  EXPECT_TRUE(parse(m).layer_windows.empty());
+  m["architectures"] = json::array({"Qwen3ForCausalLM"});
+  m["use_sliding_window"] = true;
+  m["layer_types"] = json::array(
+      {"sliding_attention", "chunked_attention", "sliding_attention", "sliding_attention"});
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: layer_types[1] \"chunked_attention\" is not supported "
+            "(full_attention or sliding_attention)");
+  m["layer_types"] = json::array({"sliding_attention"});
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: layer_types must be a list of num_hidden_layers (4) strings");
+  // A per-layer table is built from num_hidden_layers alone: an absurd count is refused first.
+  m.erase("layer_types");
+  m["num_hidden_layers"] = int64_t{1} << 40;
+  EXPECT_EQ(parse_error(m),
+            "config.json: config: num_hidden_layers 1099511627776 outside [1, 1048576]");
+}
+
 TEST(ModelConfig, LlamaAttentionBiasAlsoBiasesOProj) {
   json m = llama_map();
   m["attention_bias"] = true;
@@ -135,14 +172,24 @@ TEST(ModelConfig, LlamaAttentionBiasAlsoBiasesOProj) {
   EXPECT_TRUE(c.o_proj_bias);
 }
 
-TEST(ModelConfig, MistralSlidingWindowLimitsTheContext) {
+TEST(ModelConfig, MistralSlidesInEveryLayerPastTheWindow) {
   json m = llama_map();
   m["architectures"] = json::array({"MistralForCausalLM"});
+  m["num_hidden_layers"] = 3;
   m["max_position_embeddings"] = 32768;
   m["sliding_window"] = 4096;
-  EXPECT_EQ(parse(m).max_context(), 4096);
+  ModelConfig c = parse(m);
+  EXPECT_EQ(c.max_context(), 32768);
+  EXPECT_EQ(c.layer_windows, (std::vector<int64_t>{4096, 4096, 4096}));
+  EXPECT_EQ(c.shared_window(), 4096);
   m["sliding_window"] = nullptr;
-  EXPECT_EQ(parse(m).max_context(), 32768);
+  c = parse(m);
+  EXPECT_EQ(c.sliding_window, 0);
+  EXPECT_EQ(c.shared_window(), 0);
+  m.erase("sliding_window");  // MistralConfig's default
+  EXPECT_EQ(parse(m).sliding_window, 4096);
+  m["sliding_window"] = 0;
+  EXPECT_EQ(parse_error(m), "config.json: config: sliding_window must be positive or null, got 0");
 }
 
 TEST(ModelConfig, ErrorsUseTheContractMessages) {

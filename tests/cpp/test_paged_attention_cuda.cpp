@@ -91,19 +91,24 @@ struct Random {
 };
 
 // Page table: each sequence owns ceil(ctx / page_size) pages drawn from a shuffled pool with
-// some pages left over, so that page order and page identity are both exercised.
+// some pages left over, so that page order and page identity are both exercised; those before
+// firsts[s] (when given) are not listed, as the engine frees what a sliding window no longer sees.
 struct PageTable {
   std::vector<int32_t> indptr{0};
   std::vector<int32_t> indices;
+  std::vector<int32_t> firsts;  // cpu::PagedBatch::first_pages
   int64_t pool_pages = 0;
 };
 
-PageTable shuffled_pages(const std::vector<int32_t>& contexts, int64_t page_size,
-                         std::mt19937& rng) {
+PageTable shuffled_pages(const std::vector<int32_t>& contexts, int64_t page_size, std::mt19937& rng,
+                         std::vector<int32_t> firsts = {}) {
   PageTable table;
-  for (int32_t ctx : contexts) {
+  firsts.resize(contexts.size(), 0);
+  table.firsts = firsts;
+  for (size_t s = 0; s < contexts.size(); ++s) {
     table.indptr.push_back(table.indptr.back() +
-                           static_cast<int32_t>((ctx + page_size - 1) / page_size));
+                           static_cast<int32_t>((contexts[s] + page_size - 1) / page_size) -
+                           firsts[s]);
   }
   const int64_t used = table.indptr.back();
   table.pool_pages = used + used / 8 + 3;
@@ -112,6 +117,20 @@ PageTable shuffled_pages(const std::vector<int32_t>& contexts, int64_t page_size
   std::shuffle(perm.begin(), perm.end(), rng);
   table.indices.assign(perm.begin(), perm.begin() + used);
   return table;
+}
+
+// With `unlist`, each sequence's first listed page: the first its first query sees through a
+// sliding window of `window` tokens.
+std::vector<int32_t> unseen_pages(const std::vector<int32_t>& queries,
+                                  const std::vector<int32_t>& contexts, int64_t window, bool unlist,
+                                  int64_t page_size) {
+  std::vector<int32_t> firsts(contexts.size(), 0);
+  if (!unlist || window == 0) return firsts;
+  for (size_t s = 0; s < contexts.size(); ++s) {
+    const int64_t first_pos = contexts[s] - queries[s];
+    firsts[s] = static_cast<int32_t>(std::max<int64_t>(0, first_pos - window + 1) / page_size);
+  }
+  return firsts;
 }
 
 // The CPU reference's view of a BF16 page pool.
@@ -147,12 +166,15 @@ struct Case {
   int64_t page_size;
   std::vector<int32_t> contexts;
   int32_t force_splits;  // 0 = the plan's heuristic
+  int64_t window = 0;    // sliding window (0: none)
+  bool unlist = false;   // pages before the window left out of the table
 };
 
 std::string describe(const Case& c) {
   std::string s = "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " d " +
                   std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) + " splits " +
-                  std::to_string(c.force_splits) + " contexts";
+                  std::to_string(c.force_splits) + " window " + std::to_string(c.window) +
+                  (c.unlist ? " unlisted" : "") + " contexts";
   for (int32_t ctx : c.contexts) s += " " + std::to_string(ctx);
   return s;
 }
@@ -165,7 +187,9 @@ void check_against_cpu(const Case& c) {
   const int64_t seqs = static_cast<int64_t>(c.contexts.size());
   const int64_t hd = c.head_dim;
   Random rng;
-  const PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+  const PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine,
+                                         unseen_pages(std::vector<int32_t>(c.contexts.size(), 1),
+                                                      c.contexts, c.window, c.unlist, c.page_size));
   const std::vector<int32_t>& page_indptr = table.indptr;
   const std::vector<int32_t>& page_indices = table.indices;
 
@@ -187,16 +211,20 @@ void check_against_cpu(const Case& c) {
   batch.page_indptr = page_indptr.data();
   batch.page_indices = page_indices.data();
   batch.context_lens = c.contexts.data();
+  batch.first_pages = table.firsts.data();
+  batch.window = c.window;
   batch.num_seqs = seqs;
   std::vector<float> expected(seqs * c.heads * hd);
   slimrt::ThreadPool pool(8);
   slimrt::cpu::paged_attention(q32.data(), kv, batch, c.heads, scale, expected.data(), pool);
 
   Device<uint16_t> dq(q), dk(k), dv(v);
-  Device<int32_t> dindptr(page_indptr), dindices(page_indices), dctx(c.contexts);
+  Device<int32_t> dindptr(page_indptr), dindices(page_indices), dctx(c.contexts),
+      dfirsts(table.firsts);
   Device<uint16_t> dout(q.size());
   const PagedDecodeShape shape{seqs, c.heads, c.kv_heads, hd, c.page_size};
-  const int32_t max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
+  int64_t max_ctx = *std::max_element(c.contexts.begin(), c.contexts.end());
+  if (c.window > 0) max_ctx = std::min(max_ctx, c.window);  // what a query reads
   const PagedDecodePlan plan = slimrt::paged_decode_attention_plan(shape, max_ctx, c.force_splits);
   if (c.force_splits > 1) {
     EXPECT_GT(plan.splits, 1);
@@ -210,6 +238,8 @@ void check_against_cpu(const Case& c) {
   args.page_indptr = dindptr.get();
   args.page_indices = dindices.get();
   args.context_lens = dctx.get();
+  args.first_pages = dfirsts.get();
+  args.window = c.window;
   args.out = dout.get();
   args.scale = scale;
 
@@ -281,6 +311,19 @@ TEST(PagedDecodeAttentionCuda, MergesManySplitsOfOneLongContext) {
   check_against_cpu({32, 8, 128, 16, {32768}, 128});
 }
 
+// Sliding windows shorter and longer than a split's chunk, over contexts shorter and longer than
+// the window; the pages before each window listed, and left out as the engine frees them.
+TEST(PagedDecodeAttentionCuda, SlidingWindowMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t window : {1, 7, 64, 300, 4096}) {
+    for (bool unlist : {false, true}) {
+      check_against_cpu({32, 8, 128, 16, kRagged, 0, window, unlist});
+      check_against_cpu({32, 8, 128, 16, kRagged, 5, window, unlist});
+      check_against_cpu({8, 8, 64, 1, kRagged, 3, window, unlist});
+    }
+  }
+}
+
 TEST(PagedDecodeAttentionCuda, PlanSplitsSmallBatchesAndNeedsNoWorkspaceUnsplit) {
   SKIP_WITHOUT_CUDA();
   const auto plan = slimrt::paged_decode_attention_plan({1, 32, 8, 128, 16}, 32768);
@@ -311,12 +354,14 @@ struct PrefillCase {
   int64_t page_size;
   std::vector<int32_t> queries;   // query tokens of each sequence
   std::vector<int32_t> contexts;  // its context_lens entry (>= its query tokens)
+  int64_t window = 0;             // sliding window (0: none)
+  bool unlist = false;            // pages before the window left out of the table
 };
 
 std::string describe(const PrefillCase& c) {
   std::string s = "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " d " +
-                  std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) +
-                  " queries/contexts";
+                  std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) + " window " +
+                  std::to_string(c.window) + (c.unlist ? " unlisted" : "") + " queries/contexts";
   for (size_t i = 0; i < c.queries.size(); ++i) {
     s += " " + std::to_string(c.queries[i]) + "/" + std::to_string(c.contexts[i]);
   }
@@ -334,7 +379,9 @@ void check_prefill_against_cpu(const PrefillCase& c) {
   const int64_t hd = c.head_dim;
   const int64_t row = c.heads * hd;  // elements of one token in q and out
   Random rng;
-  const PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+  const PageTable table =
+      shuffled_pages(c.contexts, c.page_size, rng.engine,
+                     unseen_pages(c.queries, c.contexts, c.window, c.unlist, c.page_size));
 
   // The sequences own tokens [kLead, q_indptr[seqs]); the kLead before and kTrail after belong
   // to none.
@@ -363,6 +410,8 @@ void check_prefill_against_cpu(const PrefillCase& c) {
   batch.page_indptr = table.indptr.data();
   batch.page_indices = table.indices.data();
   batch.context_lens = c.contexts.data();
+  batch.first_pages = table.firsts.data();
+  batch.window = c.window;
   batch.num_seqs = seqs;
   batch.num_tokens = q_indptr.back() - kLead;
   batch.max_query_tokens = max_queries;
@@ -374,7 +423,7 @@ void check_prefill_against_cpu(const PrefillCase& c) {
   Device<float> dq(q);
   Device<uint16_t> dk(k), dv(v);
   Device<int32_t> dq_indptr(q_indptr), dindptr(table.indptr), dindices(table.indices),
-      dctx(c.contexts);
+      dctx(c.contexts), dfirsts(table.firsts);
   Device<uint16_t> dout(static_cast<size_t>(tokens * row));
   PagedPrefillArgs args;
   args.q = dq.get();
@@ -384,6 +433,8 @@ void check_prefill_against_cpu(const PrefillCase& c) {
   args.page_indptr = dindptr.get();
   args.page_indices = dindices.get();
   args.context_lens = dctx.get();
+  args.first_pages = dfirsts.get();
+  args.window = c.window;
   args.out = dout.get();
   args.scale = scale;
   args.num_seqs = seqs;
@@ -462,6 +513,19 @@ TEST(PagedPrefillAttentionCuda, MatchesTheCpuReferenceForALongPromptAndALongChun
   check_prefill_against_cpu({32, 8, 128, 16, {1500, 300}, {1500, 3000}});
 }
 
+// Windows shorter than a tile of 64, between tiles, and longer than most contexts: rows of a
+// block start their windows in different tiles.
+TEST(PagedPrefillAttentionCuda, SlidingWindowMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t window : {1, 13, 64, 100, 4096}) {
+    for (bool unlist : {false, true}) {
+      check_prefill_against_cpu({32, 8, 128, 16, kQueries, kContexts, window, unlist});
+      check_prefill_against_cpu({24, 8, 64, 1, kQueries, kContexts, window, unlist});
+    }
+  }
+  check_prefill_against_cpu({32, 8, 128, 16, {1500, 300}, {1500, 3000}, 1024, true});
+}
+
 TEST(PagedPrefillAttentionCuda, FitsHeadDim64Or128WholeGroupsAndPowerOfTwoPages) {
   using slimrt::paged_prefill_attention_fits;
 #ifdef SLIMRT_WITH_CUDA
@@ -513,6 +577,8 @@ struct SparseCase {
   double v_sparsity;
   int64_t dense_tail;    // full pages left dense at the end of each sequence (the window)
   int32_t force_splits;  // decode batches: 0 = the heuristic
+  int64_t window = 0;    // sliding window (0: none)
+  bool unlist = false;   // pages before the window left out of the table
 };
 
 std::string describe(const SparseCase& c) {
@@ -520,7 +586,8 @@ std::string describe(const SparseCase& c) {
                   std::to_string(c.head_dim) + " page " + std::to_string(c.page_size) +
                   " sparsity " + std::to_string(c.k_sparsity) + "/" + std::to_string(c.v_sparsity) +
                   " dense tail " + std::to_string(c.dense_tail) + " splits " +
-                  std::to_string(c.force_splits) + " queries/contexts";
+                  std::to_string(c.force_splits) + " window " + std::to_string(c.window) +
+                  (c.unlist ? " unlisted" : "") + " queries/contexts";
   for (size_t i = 0; i < c.queries.size(); ++i) {
     s += " " + std::to_string(c.queries[i]) + "/" + std::to_string(c.contexts[i]);
   }
@@ -539,7 +606,9 @@ void check_sparse_against_cpu(const SparseCase& c) {
   const int64_t hd = c.head_dim;
   const int64_t row = c.heads * hd;
   Random rng;
-  PageTable table = shuffled_pages(c.contexts, c.page_size, rng.engine);
+  PageTable table =
+      shuffled_pages(c.contexts, c.page_size, rng.engine,
+                     unseen_pages(c.queries, c.contexts, c.window, c.unlist, c.page_size));
   std::vector<int32_t> q_indptr{0};
   for (int32_t n : c.queries) q_indptr.push_back(q_indptr.back() + n);
   const int64_t tokens = q_indptr.back();
@@ -554,7 +623,7 @@ void check_sparse_against_cpu(const SparseCase& c) {
 
   std::vector<int32_t> src, at;  // dense page ids to compress and where they sit in the table
   for (int64_t s = 0; s < seqs; ++s) {
-    const int64_t full = c.contexts[s] / c.page_size;
+    const int64_t full = c.contexts[s] / c.page_size - table.firsts[s];  // listed full pages
     for (int64_t i = 0; i < full - c.dense_tail; ++i) {
       at.push_back(table.indptr[s] + static_cast<int32_t>(i));
       src.push_back(table.indices[at.back()]);
@@ -592,6 +661,8 @@ void check_sparse_against_cpu(const SparseCase& c) {
   batch.page_indptr = table.indptr.data();
   batch.page_indices = table.indices.data();
   batch.context_lens = c.contexts.data();
+  batch.first_pages = table.firsts.data();
+  batch.window = c.window;
   batch.num_seqs = seqs;
   batch.num_tokens = tokens;
   batch.max_query_tokens = max_queries;
@@ -603,7 +674,7 @@ void check_sparse_against_cpu(const SparseCase& c) {
   Device<uint16_t> dk(k), dv(v);
   Device<uint8_t> dk_records(k_records), dv_records(v_records);
   Device<int32_t> dq_indptr(q_indptr), dindptr(table.indptr), dindices(table.indices),
-      dctx(c.contexts);
+      dctx(c.contexts), dfirsts(table.firsts);
   Device<uint16_t> dout(static_cast<size_t>(tokens * row));
   const int64_t workspace_bytes = slimrt::split_workspace_bytes(seqs * c.heads, hd, 1024);
   Device<char> workspace(static_cast<size_t>(workspace_bytes));
@@ -630,6 +701,8 @@ void check_sparse_against_cpu(const SparseCase& c) {
   args.max_query_tokens = max_queries;
   args.max_context = max_context;
   args.force_splits = c.force_splits;
+  args.first_pages = dfirsts.get();
+  args.window = c.window;
 
   for (int poison : {0xFF, 0x5A}) {
     dout.fill_bytes(poison);
@@ -698,6 +771,22 @@ TEST(SparsePagedAttentionCuda, WithoutCompressedPagesMatchesTheDenseKernels) {
   SKIP_WITHOUT_CUDA();
   check_sparse_against_cpu({32, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 1000, 0});
   check_sparse_against_cpu({32, 8, 128, 16, kQueries, kContexts, 0.7, 0.7, 1000, 0});
+}
+
+// Sliding windows over block tables mixing both kinds of page, decode (split and not) and prefill,
+// with the pages before each window listed and left out.
+TEST(SparsePagedAttentionCuda, SlidingWindowMatchesCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (int64_t window : {1, 13, 100, 4096}) {
+    for (bool unlist : {false, true}) {
+      check_sparse_against_cpu(
+          {32, 8, 128, 16, kDecodeOnes, kRagged, 0.7, 0.7, 2, 0, window, unlist});
+      check_sparse_against_cpu(
+          {32, 8, 128, 16, kDecodeOnes, kRagged, 0.5, 0.5, 1, 7, window, unlist});
+      check_sparse_against_cpu(
+          {32, 8, 64, 16, kQueries, kContexts, 0.7, 0.7, 1, 0, window, unlist});
+    }
+  }
 }
 
 TEST(SparsePagedAttentionCuda, RejectsUnsupportedShapesAndBadRecords) {

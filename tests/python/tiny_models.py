@@ -114,6 +114,32 @@ def tiny_config(architecture: str, vocab_size: int, seed: int = 0) -> object:
             tie_word_embeddings=True,
             **common,
         )
+    if architecture == "mistral-window":
+        # A sliding window in every layer, much shorter than the test sequences: pages that
+        # fall out of it are freed.
+        return transformers.MistralConfig(
+            hidden_size=64,
+            intermediate_size=160,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=10000.0,
+            sliding_window=8,
+            **common,
+        )
+    if architecture == "qwen2-window":
+        # use_sliding_window with max_window_layers=1: layer 0 attends to everything, the
+        # layers from 1 on within 12 tokens (transformers' rule), so no page is ever freed.
+        return transformers.Qwen2Config(
+            hidden_size=128,
+            intermediate_size=256,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_theta=1000000.0,
+            use_sliding_window=True,
+            sliding_window=12,
+            max_window_layers=1,
+            **common,
+        )
     if architecture == "qwen2":
         return transformers.Qwen2Config(
             hidden_size=128,
@@ -207,7 +233,9 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
         "llama-bias": transformers.LlamaForCausalLM,
         "llama-d64": transformers.LlamaForCausalLM,
         "mistral": transformers.MistralForCausalLM,
+        "mistral-window": transformers.MistralForCausalLM,
         "qwen2": transformers.Qwen2ForCausalLM,
+        "qwen2-window": transformers.Qwen2ForCausalLM,
         "qwen3": transformers.Qwen3ForCausalLM,
         "phi3": transformers.Phi3ForCausalLM,
         "phi3-longrope": transformers.Phi3ForCausalLM,

@@ -106,7 +106,7 @@ struct KvUsage {
   int64_t compressed_pages_used = 0;
   int64_t dense_page_bytes = 0;
   int64_t compressed_page_bytes = 0;
-  int64_t tokens = 0;                 // tokens cached over all sequences
+  int64_t tokens = 0;                 // tokens cached over all sequences (not those freed)
   int64_t peak_dense_pages_used = 0;  // the most in use at once so far
   int64_t peak_compressed_pages_used = 0;
   int64_t peak_tokens = 0;  // the most tokens cached at once after a step

@@ -70,7 +70,11 @@ struct ModelConfig {
   bool attention_bias = false;  // q/k/v projections carry biases
   bool o_proj_bias = false;     // o_proj carries one too (Llama's attention_bias; not Qwen2)
   bool qk_norm = false;         // q and k RMS-normalised per head before RoPE (Qwen3)
-  int64_t sliding_window = 0;   // 0: full attention. Sequences may not grow past it.
+  // config.json's sliding_window where the architecture uses it (0: none): a sliding layer's
+  // query sees itself and the sliding_window - 1 tokens before it, as in transformers.
+  int64_t sliding_window = 0;
+  // Per layer, the window it attends within (0: all earlier tokens); empty when no layer slides.
+  std::vector<int64_t> layer_windows;
   // Q, K and V in one qkv_proj tensor, gate and up in one gate_up_proj (Phi-3); split at load.
   bool fused_projections = false;
   // Mixture of experts (Mixtral, Qwen3-MoE): a router picks experts_per_token of num_experts
@@ -92,9 +96,14 @@ struct ModelConfig {
 
   int64_t q_width() const { return num_heads * head_dim; }
   int64_t kv_width() const { return num_kv_heads * head_dim; }
-  // Longest sequence the engine accepts: the position limit, and the sliding window if any
-  // (attention is exact only while every token is inside the window).
-  int64_t max_context() const;
+  // Longest sequence the engine accepts: the position limit (sliding windows run past
+  // themselves).
+  int64_t max_context() const { return max_position_embeddings; }
+  // Layer `layer`'s window (0: full attention).
+  int64_t layer_window(int64_t layer) const;
+  // The window within which every layer attends, 0 when some layer sees all earlier tokens: the
+  // KV cache frees the pages that fall out of it.
+  int64_t shared_window() const;
   // Whether layer `layer` has experts rather than a dense MLP, as transformers decides it.
   bool moe_layer(int64_t layer) const;
 

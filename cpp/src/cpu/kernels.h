@@ -118,10 +118,12 @@ void kv_compress(const PagedKv& kv, const int32_t* src_pages, const int32_t* dst
 
 // Grouped-query attention over the paged cache: q is [tokens][heads][head_dim], query head h
 // reads KV head h / (heads / kv_heads); softmax(q·k * scale) · v in FP32 with a running max
-// (numerically safe for any context length). out is [tokens][heads][head_dim].
+// (numerically safe for any context length), over each query's causal range or sliding window
+// (kernel_args.h: batch.window, batch.first_pages). out is [tokens][heads][head_dim].
 // Compressed pages (kv.k_records set, BF16 only) read as their kept values with zeros elsewhere.
 // Limits: head_dim <= kMaxAttentionHeadDim, heads / kv_heads <= kMaxAttentionGroup; a sequence
-// with more query tokens than context, or fewer pages than its context needs, throws
+// with more query tokens than context, fewer pages than its context needs, or pages left out
+// that one of its queries sees, throws
 // slimrt::Error (checked per call, O(seqs)).
 // Uses up to ~100 KB of the calling thread's stack (split-context partial results).
 void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch, int64_t heads,

@@ -42,11 +42,13 @@ constexpr int64_t kMixedPrefetchBlocks = 6;
 
 alignas(64) const float kZeros[kMaxHeadDim] = {};
 
-// Rows that one block of cache positions updates: row r has query q[r], sees the first lim[r]
-// (1..kBlock) positions of the block (causal limit), and carries a running max m[r] and sum
-// l[r] of its softmax and its unnormalised output acc[r].
+// Rows that one block of cache positions updates: row r has query q[r], sees positions
+// [beg[r], lim[r]) of the block (0 <= beg < lim <= kBlock: the sliding window's start and the
+// causal limit), and carries a running max m[r] and sum l[r] of its softmax and its
+// unnormalised output acc[r].
 struct BlockRows {
   const float* const* q;
+  const int* beg;
   const int* lim;
   float* m;
   float* l;
@@ -70,11 +72,12 @@ inline void block_portable(const BlockRows& rows, const float* const* k, const f
                            int64_t hd, float scale_log2) {
   for (int64_t r = 0; r < rows.count; ++r) {
     const float* q = rows.q[r];
+    const int beg = rows.beg[r];
     const int lim = rows.lim[r];
     float* acc = rows.acc[r];
     float s[kBlock];
     float block_max = -std::numeric_limits<float>::infinity();
-    for (int t = 0; t < lim; ++t) {
+    for (int t = beg; t < lim; ++t) {
       // Independent lanes let the compiler vectorise the dot product without reassociating.
       constexpr int kLanes = 8;
       float lanes[kLanes] = {};
@@ -91,7 +94,7 @@ inline void block_portable(const BlockRows& rows, const float* const* k, const f
     const float m_new = std::max(rows.m[r], block_max);
     const float alpha = exp2_fast(rows.m[r] - m_new);
     float sum = 0.0f;
-    for (int t = 0; t < lim; ++t) {
+    for (int t = beg; t < lim; ++t) {
       s[t] = exp2_fast(s[t] - m_new);
       sum += s[t];
     }
@@ -104,14 +107,14 @@ inline void block_portable(const BlockRows& rows, const float* const* k, const f
     for (; d0 + kLanes <= hd; d0 += kLanes) {
       float o[kLanes];
       for (int i = 0; i < kLanes; ++i) o[i] = acc[d0 + i] * alpha;
-      for (int t = 0; t < lim; ++t) {
+      for (int t = beg; t < lim; ++t) {
         for (int i = 0; i < kLanes; ++i) o[i] += s[t] * v[t][d0 + i];
       }
       for (int i = 0; i < kLanes; ++i) acc[d0 + i] = o[i];
     }
     for (; d0 < hd; ++d0) {
       float o = acc[d0] * alpha;
-      for (int t = 0; t < lim; ++t) o += s[t] * v[t][d0];
+      for (int t = beg; t < lim; ++t) o += s[t] * v[t][d0];
       acc[d0] = o;
     }
   }
@@ -327,8 +330,9 @@ SLIMRT_TARGET_AVX512 void block_avx512(const BlockRows& rows, const float* const
       for (int c = 1; c < NC; ++c) d = _mm512_fmadd_ps(qv[c], load_chunk<NC>(k[t], c, tail), d);
       part[t] = d;
     }
+    const int beg = rows.beg[r];
     const int lim = rows.lim[r];
-    const __mmask16 valid = static_cast<__mmask16>((1u << lim) - 1u);
+    const __mmask16 valid = static_cast<__mmask16>(((1u << lim) - 1u) & ~((1u << beg) - 1u));
     const __m512 s = _mm512_mask_mul_ps(neg_inf, valid, reduce16(part), _mm512_set1_ps(scale_log2));
     const float m_old = rows.m[r];
     const float m_new = std::max(m_old, _mm512_reduce_max_ps(s));
@@ -347,7 +351,7 @@ SLIMRT_TARGET_AVX512 void block_avx512(const BlockRows& rows, const float* const
       o[0][c] = _mm512_mul_ps(load_chunk<NC>(acc, c, tail), a);
       if (kSets > 1) o[kSets - 1][c] = _mm512_setzero_ps();
     }
-    int t = 0;
+    int t = beg;
     for (; t + kSets <= lim; t += kSets) {
       for (int j = 0; j < kSets; ++j) {
         const __m512 pt = _mm512_set1_ps(pw[t + j]);
@@ -425,6 +429,15 @@ struct Problem {
   int64_t partial_stride() const { return unit_rows * (kv.head_dim + 2); }
 };
 
+// The first cache position a query at `pos` sees.
+int64_t window_start(const PagedBatch& batch, int64_t pos) {
+  return batch.window > 0 ? std::max<int64_t>(0, pos - batch.window + 1) : 0;
+}
+
+int64_t first_page(const PagedBatch& batch, int64_t s) {
+  return batch.first_pages != nullptr ? batch.first_pages[s] : 0;
+}
+
 struct Unit {
   int64_t seq, kv_head, tok_begin, tok_end, kv_begin, kv_end;
   float* partial;  // nullptr: write normalised rows to out
@@ -441,14 +454,16 @@ Unit make_unit(const Problem& p, int64_t s, int64_t local, int64_t global) {
   u.tok_begin = tile * p.tile_tokens;
   u.tok_end = std::min(nq, u.tok_begin + p.tile_tokens);
   const int64_t kv_end = p.batch.context_lens[s] - nq + u.tok_end;
+  const int64_t kv_begin = window_start(p.batch, p.batch.context_lens[s] - nq + u.tok_begin);
   if (p.pieces == 1) {
-    u.kv_begin = 0;
+    u.kv_begin = kv_begin;
     u.kv_end = kv_end;
     u.partial = nullptr;
   } else {
     const int64_t piece = local % p.pieces;
-    const int64_t len = ((kv_end + p.pieces - 1) / p.pieces + kBlock - 1) / kBlock * kBlock;
-    u.kv_begin = std::min(kv_end, piece * len);
+    const int64_t span = kv_end - kv_begin;
+    const int64_t len = ((span + p.pieces - 1) / p.pieces + kBlock - 1) / kBlock * kBlock;
+    u.kv_begin = std::min(kv_end, kv_begin + piece * len);
     u.kv_end = std::min(kv_end, u.kv_begin + len);
     u.partial = p.partials + global * p.partial_stride();
   }
@@ -464,6 +479,7 @@ void run_unit(const Problem& p, const Unit& u) {
   float l[kTileRows + kMaxGroup];
   float* acc[kTileRows + kMaxGroup];
   const float* qrow[kTileRows + kMaxGroup];
+  int beg[kTileRows + kMaxGroup];
   int lim[kTileRows + kMaxGroup];
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t token = p.batch.q_indptr[u.seq] + u.tok_begin + r / p.group;
@@ -483,12 +499,14 @@ void run_unit(const Problem& p, const Unit& u) {
   const char* k_src[kBlock];
   const char* v_src[kBlock];
   const int32_t* pages = p.batch.page_indices + p.batch.page_indptr[u.seq];
+  const int64_t unlisted = first_page(p.batch, u.seq);  // pages[i] is page unlisted + i
   const int64_t elem = p.kv.dtype == KvDtype::kF32 ? 4 : 2;
   const int64_t row_bytes = hd * elem;
   // Byte offsets of the rows of positions [b0, b0 + n): one division per block, not per row.
   auto row_offsets = [&](int64_t b0, int n, int64_t* offsets) {
     int64_t page = b0 / p.kv.page_size;
     int64_t in_page = b0 - page * p.kv.page_size;
+    page -= unlisted;
     for (int t = 0; t < n; ++t) {
       const int64_t slot = static_cast<int64_t>(pages[page]) * p.kv.page_size + in_page;
       offsets[t] = (slot * p.kv.kv_heads + u.kv_head) * row_bytes;
@@ -519,6 +537,7 @@ void run_unit(const Problem& p, const Unit& u) {
   auto for_each_run = [&](int64_t b0, int n, auto&& fn) {
     int64_t page = b0 / p.kv.page_size;
     int64_t in_page = b0 - page * p.kv.page_size;
+    page -= unlisted;
     for (int t = 0; t < n;) {
       const int run = static_cast<int>(std::min<int64_t>(n - t, p.kv.page_size - in_page));
       const int64_t id = pages[page];
@@ -606,17 +625,22 @@ void run_unit(const Problem& p, const Unit& u) {
       }
     }
     for (int t = n; t < kBlock; ++t) k_rows[t] = v_rows[t] = kZeros;
-    // Rows are ordered by token, so the rows that see nothing of this block (their position is
-    // before it) come first.
+    // Rows are ordered by token, so the rows that see some of this block are consecutive: those
+    // before them end before it (causal), those after start past it (sliding window).
     int64_t first = rows;
+    int64_t last = rows;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t pos = first_pos + u.tok_begin + r / p.group;  // causal limit of this row
       lim[r] = static_cast<int>(std::min<int64_t>(n, pos - b0 + 1));
-      if (lim[r] > 0 && first == rows) first = r;
+      beg[r] = static_cast<int>(std::max<int64_t>(0, window_start(p.batch, pos) - b0));
+      if (lim[r] > beg[r]) {
+        if (first == rows) first = r;
+        last = r + 1;
+      }
     }
     if (first < rows) {
-      const BlockRows br{qrow + first, lim + first, m + first,
-                         l + first,    acc + first, rows - first};
+      const BlockRows br{qrow + first, beg + first, lim + first, m + first,
+                         l + first,    acc + first, last - first};
       p.kernels.block(br, k_rows, v_rows, hd, p.scale_log2);
     }
   }
@@ -676,13 +700,20 @@ void paged_attention(const float* q, const PagedKv& kv, const PagedBatch& batch,
     const int64_t nq = batch.q_indptr[s + 1] - batch.q_indptr[s];
     const int64_t ctx = batch.context_lens[s];
     const int64_t pages = batch.page_indptr[s + 1] - batch.page_indptr[s];
+    const int64_t unlisted = first_page(batch, s);
     SLIMRT_CHECK(nq >= 0 && nq <= ctx, "paged_attention: sequence "
                                            << s << " has " << nq
                                            << " query tokens but a context of " << ctx);
-    SLIMRT_CHECK(pages * kv.page_size >= ctx, "paged_attention: sequence "
-                                                  << s << " has " << pages << " pages of "
-                                                  << kv.page_size << " for " << ctx << " tokens");
-    if (nq > 0) max_context = std::max(max_context, ctx);
+    SLIMRT_CHECK(unlisted >= 0 && (unlisted + pages) * kv.page_size >= ctx,
+                 "paged_attention: sequence " << s << " has " << pages << " pages of "
+                                              << kv.page_size << " from page " << unlisted
+                                              << " for " << ctx << " tokens");
+    SLIMRT_CHECK(nq == 0 || window_start(batch, ctx - nq) >= unlisted * kv.page_size,
+                 "paged_attention: sequence "
+                     << s << " lists its pages from page " << unlisted << " but its query at "
+                     << ctx - nq << " sees position " << window_start(batch, ctx - nq));
+    // What a unit reads: the window of the first query through the last.
+    if (nq > 0) max_context = std::max(max_context, ctx - window_start(batch, ctx - nq));
     max_queries = std::max(max_queries, nq);
   }
 

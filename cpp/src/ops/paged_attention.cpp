@@ -1,5 +1,7 @@
 #include "ops/paged_attention.h"
 
+#include <cstdint>
+
 #include "attention_cuda.h"
 #include "backend.h"
 #include "check.h"
@@ -21,6 +23,8 @@ MatmulInput paged_attention(Device& device, const float* q, const PagedKv& kv,
                "paged_attention: head_dim " << kv.head_dim << " outside [1, "
                                             << kMaxAttentionHeadDim << "]");
   SLIMRT_CHECK(kv.page_size > 0, "paged_attention: page_size " << kv.page_size);
+  SLIMRT_CHECK(batch.window >= 0 && batch.window <= INT32_MAX,
+               "paged_attention: window " << batch.window << " outside [0, 2^31)");
   const int64_t width = heads * kv.head_dim;
   SLIMRT_CHECK(
       batch.num_seqs >= 0 && batch.num_tokens >= 0,
