@@ -93,13 +93,12 @@ inline void gguf(const uint8_t* data, size_t size) {
   for (const GgufTensorInfo& t : file.tensors) touch_range(data, size, t.begin, t.end);
 }
 
-// config.json normalisation. A config that passes is one the runtime can size its buffers from:
-// validate() holds and its RoPE table can be computed.
+// config.json normalisation. A config that passes holds validate()'s rules. (Its sizes are
+// not bounded here: a model's tensors must match them, and those are checked against the file.)
 inline void config(const uint8_t* data, size_t size) {
   const ModelConfig c = ModelConfig::from_json(
       std::string(reinterpret_cast<const char*>(data), size), "fuzz/config.json");
   c.validate();
-  if (static_cast<int64_t>(c.rope_inv_freq().size()) != c.head_dim / 2) std::abort();
   if (c.max_context() <= 0) std::abort();
 }
 

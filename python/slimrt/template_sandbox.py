@@ -117,6 +117,20 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             __self._check_str_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
         return __self._checked(super().call(__context, __obj, *args, **kwargs))
 
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # The sandbox's str.format and str.format_map, which it hands out on attribute access.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        text = value.__self__
+
+        def bounded(*args: Any, **kwargs: Any) -> str:
+            self._tick()
+            self._check_format(text)
+            return self._checked(wrapped(*args, **kwargs))
+
+        return bounded
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         self._tick()
         return super().getattr(obj, attribute)
@@ -178,8 +192,6 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             size = args[0] if args else kwargs.get("tabsize", 8)
             if isinstance(size, int):
                 self._check_length(text.count("\t") * size + len(text), "an expanded string")
-        elif name in ("format", "format_map"):
-            self._check_format(text)
 
     def _bounded_filter(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)  # keeps Jinja's pass_context/pass_eval_context marks
