@@ -63,6 +63,8 @@ class ChatTemplate:
             raise ModelError(
                 f"chat template does not compile: {e.message} (line {e.lineno})"
             ) from e
+        except RecursionError as e:  # Jinja's parser recurses once per level of nesting
+            raise ModelError("chat template does not compile: it nests too deeply") from e
 
     def render(
         self,
@@ -88,8 +90,15 @@ class ChatTemplate:
                 **variables,
             )
         except jinja2.TemplateError as e:
-            # raise_exception() in the template: the model refuses these messages.
+            # raise_exception() in the template (the model refuses these messages), or a bound
+            # of the sandbox passed.
             raise RequestError(f"chat template: {e.message or e}") from e
+        except RecursionError as e:
+            raise RequestError("chat template failed: it recursed too deeply") from e
+        except Exception as e:
+            # The template is a program that came with the model; any error it runs into on
+            # these messages (1 + 'a', a missing key of a dict) is its own, not slimrt's.
+            raise RequestError(f"chat template failed: {type(e).__name__}: {e}") from e
 
 
 def _check_messages(messages: object) -> None:

@@ -225,3 +225,28 @@ def test_a_jinja_file_that_is_not_utf8_is_a_format_error(tmp_path: Path) -> None
     assert str(info.value) == (
         f"{tmp_path / 'chat_template.jinja'}: not UTF-8 text (invalid start byte at byte 14)"
     )
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ 1 + 'a' }}", "TypeError: unsupported operand type(s) for +: 'int' and 'str'"),
+        ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+        ("{{ messages|dictsort }}", "AttributeError: 'list' object has no attribute 'items'"),
+        ("{{ '%d' % 'a' }}", "TypeError: %d format: a real number is required, not str"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "it recursed too deeply"),
+    ],
+)
+def test_a_template_that_fails_on_the_messages_is_a_request_error(
+    source: str, message: str
+) -> None:
+    # Found by fuzz/python/fuzz_chat_template.py: these escaped as Python exceptions.
+    with pytest.raises(RequestError) as info:
+        ChatTemplate(source).render(MESSAGES)
+    assert str(info.value) == f"chat template failed: {message}"
+
+
+def test_a_template_nested_too_deeply_to_compile_is_a_model_error() -> None:
+    with pytest.raises(ModelError) as info:
+        ChatTemplate("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}")
+    assert str(info.value) == "chat template does not compile: it nests too deeply"
