@@ -15,15 +15,22 @@ import tempfile
 from pathlib import Path
 
 import atheris
-from slimrt.chat_template import read_chat_template
+from slimrt import chat_template, tokenizer
 from slimrt.errors import FormatError
-from slimrt.tokenizer import Tokenizer, read_tokenizer_config
+from slimrt.tokenizer import Tokenizer
 
 # slimrt's package imports torch, which atheris would take minutes to instrument: only the
-# functions under test are.
+# functions under test are, where their callers look them up.
 Tokenizer.from_dir = classmethod(atheris.instrument_func(Tokenizer.from_dir.__func__))
-read_chat_template = atheris.instrument_func(read_chat_template)
-read_tokenizer_config = atheris.instrument_func(read_tokenizer_config)
+for module, names in (
+    (
+        tokenizer,
+        ["read_tokenizer_config", "read_json_object", "read_text_file", "_token_text", "_ids"],
+    ),
+    (chat_template, ["read_chat_template"]),
+):
+    for name in names:
+        setattr(module, name, atheris.instrument_func(getattr(module, name)))
 
 DIRECTORY = Path(tempfile.mkdtemp(prefix="slimrt-fuzz-tokenizer-"))
 FILES = ("tokenizer_config.json", "generation_config.json", "chat_template.json")
@@ -48,12 +55,14 @@ def test_one_input(data: bytes) -> None:
         else:
             file.unlink(missing_ok=True)
     try:
-        tokenizer = Tokenizer.from_dir(DIRECTORY, config={"eos_token_id": 2})
-        template = read_chat_template(DIRECTORY, read_tokenizer_config(DIRECTORY))
+        loaded = Tokenizer.from_dir(DIRECTORY, config={"eos_token_id": 2})
+        template = chat_template.read_chat_template(
+            DIRECTORY, tokenizer.read_tokenizer_config(DIRECTORY)
+        )
     except FormatError:
         return
-    if not all(isinstance(i, int) for i in tokenizer.eos_token_ids):
-        raise AssertionError(f"eos ids {tokenizer.eos_token_ids!r}")
+    if not all(isinstance(i, int) for i in loaded.eos_token_ids):
+        raise AssertionError(f"eos ids {loaded.eos_token_ids!r}")
     if template is not None and not isinstance(template, str):
         raise AssertionError(f"chat template {template!r}")
 
