@@ -240,7 +240,7 @@ def test_a_jinja_file_that_is_not_utf8_is_a_format_error(tmp_path: Path) -> None
 def test_a_template_that_fails_on_the_messages_is_a_request_error(
     source: str, message: str
 ) -> None:
-    # Found by fuzz/python/fuzz_chat_template.py: these escaped as Python exceptions.
+    # These escaped as bare Python exceptions (found while writing fuzz_chat_template.py).
     with pytest.raises(RequestError) as info:
         ChatTemplate(source).render(MESSAGES)
     assert str(info.value) == f"chat template failed: {message}"
