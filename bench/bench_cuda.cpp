@@ -124,6 +124,8 @@ CudaBuffer::~CudaBuffer() = default;
 void CudaBuffer::upload(const void*) { no_cuda("CudaBuffer::upload"); }
 void CudaBuffer::download(void*) const { no_cuda("CudaBuffer::download"); }
 void cuda_copy(void*, const void*, size_t, void*) { no_cuda("cuda_copy"); }
+void cuda_read(const void*, size_t, void*, void*) { no_cuda("cuda_read"); }
+void cuda_write(void*, size_t, void*) { no_cuda("cuda_write"); }
 std::vector<double> time_cuda(const std::function<void(void*)>&, const CudaStream&, int, int) {
   no_cuda("time_cuda");
 }

@@ -49,6 +49,11 @@ class CudaBuffer {
 
 // Device-to-device copy on `stream`, asynchronous.
 void cuda_copy(void* dst, const void* src, size_t bytes, void* stream);
+// Reads every byte of src (bytes a multiple of 16) and writes a word nobody reads to sink (64
+// bytes), so that the loads are kept; fills dst with a constant. Asynchronous, on `stream`
+// (bandwidth_cuda.cu).
+void cuda_read(const void* src, size_t bytes, void* sink, void* stream);
+void cuda_write(void* dst, size_t bytes, void* stream);
 
 // Runs launch(stream) `warmup` times untimed, then `reps` times, each between two CUDA events
 // of its own so that a sample is GPU time only, not launch overhead. Microseconds per rep.

@@ -18,33 +18,16 @@
 
 #include "bench.h"
 #include "bench_cuda.h"
+#include "cpu/bf16.h"
 #include "crc32.h"
 #include "df11_cuda.h"
 #include "parallel.h"
 #include "slimrt/df11.h"
 
 namespace slimrt_bench {
-namespace {
 
 // splitmix64 and our own Box-Muller keep the matrix identical on every platform, which
 // std::normal_distribution (its algorithm is left to each standard library) would not.
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-uint16_t bf16_round_nearest_even(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof(u));
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7FFFu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
-}  // namespace
-
 // Chunks draw from streams seeded by (seed, chunk), so the matrix does not depend on --threads.
 std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int threads) {
   constexpr int64_t kChunk = int64_t{1} << 16;
@@ -60,9 +43,10 @@ std::vector<uint16_t> make_matrix(int64_t n, double std, uint64_t seed, int thre
         const double u1 = static_cast<double>((splitmix64(state) >> 11) + 1) * 0x1.0p-53;
         const double u2 = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;
         const double radius = std * std::sqrt(-2.0 * std::log(u1));
-        bits[i] = bf16_round_nearest_even(static_cast<float>(radius * std::cos(kTwoPi * u2)));
+        bits[i] = slimrt::cpu::f32_to_bf16(static_cast<float>(radius * std::cos(kTwoPi * u2)));
         if (i + 1 < hi) {
-          bits[i + 1] = bf16_round_nearest_even(static_cast<float>(radius * std::sin(kTwoPi * u2)));
+          bits[i + 1] =
+              slimrt::cpu::f32_to_bf16(static_cast<float>(radius * std::sin(kTwoPi * u2)));
         }
       }
     }
@@ -136,9 +120,8 @@ struct CodeFacts {
 };
 
 Row make_row(const Report& report, const std::string& backend, const std::string& device,
-             int threads, const Matrix& m, const CodeFacts& code, const std::string& test) {
+             const Matrix& m, const CodeFacts& code, const std::string& test) {
   Row row = report.new_row(backend, device);
-  if (threads > 0) row.add("threads", "threads", int64_t{threads});
   row.add("shape", "shape", std::to_string(m.rows) + "x" + std::to_string(m.cols));
   row.add("ratio", "ratio", code.ratio, 4);
   row.add("bits_per_element", "bits/elem", code.bits_per_element, 3);
@@ -243,7 +226,7 @@ int bench_df11(ArgParser& args, const CommonOptions& common, Report& report) {
   const std::vector<double> encode_us =
       time_host([&] { slimrt::df11_compress(bits.data(), m.n, compress_options); }, 0, encode_reps);
   const std::string cpu = cpu_device_name();
-  Row encode_row = make_row(report, "cpu", cpu, threads, m, code, "encode");
+  Row encode_row = make_row(report, "cpu", cpu, m, code, "encode");
   add_timing(encode_row, encode_us, m.n, bf16_bytes);
   add_json_facts(encode_row, m, code, 1, encode_reps, "bf16 input bytes");
   report.add(std::move(encode_row));
@@ -283,14 +266,13 @@ int bench_df11(ArgParser& args, const CommonOptions& common, Report& report) {
     copy_us = time_cuda([&](void* s) { cuda_copy(out.data(), source.data(), out.bytes(), s); },
                         stream, warmup, reps);
   }
-  const int row_threads = cuda ? 0 : threads;
-  Row decode_row = make_row(report, common.device, device, row_threads, m, code, "decode");
+  Row decode_row = make_row(report, common.device, device, m, code, "decode");
   add_timing(decode_row, decode_us, m.n, bf16_bytes);
   add_bandwidth_share(decode_row, decode_us, copy_us, m, code);
   add_json_facts(decode_row, m, code, warmup, reps, "bf16 output bytes");
   report.add(std::move(decode_row));
 
-  Row copy_row = make_row(report, common.device, device, row_threads, m, code, "copy");
+  Row copy_row = make_row(report, common.device, device, m, code, "copy");
   add_timing(copy_row, copy_us, m.n, 2.0 * bf16_bytes);
   add_json_facts(copy_row, m, code, warmup, reps, "bytes read + written");
   report.add(std::move(copy_row));

@@ -1,13 +1,15 @@
-// slimrt-bench gemv: the matmuls of a decode step, Llama-3.1-8B's shapes, at a few input rows,
-// three ways on one device: BF16 weights (ops::matmul_bf16), DF11 weights decoded into scratch
-// then multiplied (ops::decode_df11 + ops::matmul_bf16, the path for large batches) and DF11
-// multiplied as it decodes (ops::matmul_df11). Seeded N(0, 0.02) weights, as in slimrt-bench df11.
+// slimrt-bench gemv: the matmuls of a decode step at 1 to 64 input rows, three ways on one
+// device: BF16 weights (ops::matmul_bf16), DF11 weights decoded into scratch then multiplied
+// (ops::decode_df11 + ops::matmul_bf16, the path for large batches) and DF11 multiplied as it
+// decodes (ops::matmul_df11, up to the rows the device's fused kernel takes). The shapes are
+// Llama-3.1-8B's or SmolLM2-135M's (--model), or one --k x --n matrix; seeded N(0, 0.02) weights,
+// as in slimrt-bench df11.
 //
-// GB/s is weight bytes read per second: 2 per weight for BF16, the compressed bytes for both DF11
-// ways (what the fused kernel reads; decoding ahead also writes and rereads 2 per weight). "% of
-// BF16 GB/s" divides it by the BF16 row's of the same matmul and rows: a GEMV that streams its
-// weights (cuBLAS, at one row) runs at the device's read bandwidth, so this is how close a way
-// comes to the memory bound of the bytes it has to read. "x BF16" is BF16's time over its own.
+// Bytes moved (bench.h's add_traffic, against the measured bandwidth): 2 per weight for BF16;
+// the compressed bytes for DF11 fused (all it reads); for DF11 decoded ahead the compressed
+// bytes plus 2 per weight written and 2 read back. A GEMV that streams its weights runs at the
+// device's read bandwidth, so "% of BW" is how close a way comes to the memory bound of the
+// bytes it has to move. "x BF16" is BF16's time over its own.
 #include <algorithm>
 #include <functional>
 #include <iostream>
@@ -17,7 +19,6 @@
 
 #include "arena.h"
 #include "bench.h"
-#include "bench_cuda.h"
 #include "cpu/bf16.h"
 #include "device.h"
 #include "device_memory.h"
@@ -36,10 +37,14 @@ struct Shape {
   std::vector<int64_t> n;  // one matrix per entry, sharing the input
 };
 
-const Shape kShapes[] = {
+const std::vector<Shape> kLlama8b = {
     {"q|k|v", 4096, {4096, 1024, 1024}}, {"o", 4096, {4096}},
     {"gate|up", 4096, {14336, 14336}},   {"down", 14336, {4096}},
     {"lm_head", 4096, {128256}},
+};
+const std::vector<Shape> kSmolLm2 = {
+    {"q|k|v", 576, {576, 192, 192}}, {"o", 576, {576}},         {"gate|up", 576, {1536, 1536}},
+    {"down", 1536, {576}},           {"lm_head", 576, {49152}},
 };
 
 // Device memory, freed with the device.
@@ -68,32 +73,41 @@ Matrix upload(DeviceMemory& memory, const std::vector<uint16_t>& bits, int threa
 }  // namespace
 
 int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
-  std::string rows_text = "1,2,4,8";
-  args.add_choice("rows", &rows_text, {"1", "1,2,4,8", "1,2,3,4,5,6,7,8", "1,4,16,64"},
-                  "input rows (tokens of a decode step)");
+  std::vector<int64_t> row_counts = {1, 2, 4, 8};
+  args.add_int_list("rows", &row_counts, 1, 64, "input rows (tokens of a decode step)");
+  std::string model = "llama8b";
+  args.add_choice("model", &model, {"llama8b", "smollm2", "custom"},
+                  "whose matmul shapes: Llama-3.1-8B, SmolLM2-135M, or one --k x --n matrix");
+  int64_t k = 4096, n = 4096;
+  args.add_int("k", &k, 1, 1 << 20, "input width of the custom matrix");
+  args.add_int("n", &n, 1, 1 << 20, "output width of the custom matrix");
   std::string only = "all";
   args.add_choice("shape", &only, {"all", "q|k|v", "o", "gate|up", "down", "lm_head"},
-                  "the matmuls to time");
+                  "the matmuls to time (of --model llama8b or smollm2)");
   args.set_default_text("reps", "50");
   args.set_default_text("warmup", "5");
   if (!args.parse()) return 0;
+  if (model != "custom" && (args.given("k") || args.given("n"))) {
+    throw UsageError("--k and --n shape the matrix of --model custom");
+  }
+  if (model == "custom" && only != "all") {
+    throw UsageError("--shape picks a matmul of --model llama8b or smollm2, not custom");
+  }
   const int64_t reps = common.reps > 0 ? common.reps : 50;
   const int64_t warmup = common.warmup >= 0 ? common.warmup : 5;
-  std::vector<int64_t> row_counts;
-  for (size_t at = 0; at < rows_text.size();) {
-    const size_t comma = std::min(rows_text.find(',', at), rows_text.size());
-    row_counts.push_back(std::stoll(rows_text.substr(at, comma - at)));
-    at = comma + 1;
-  }
+  const std::vector<Shape> shapes = model == "llama8b"   ? kLlama8b
+                                    : model == "smollm2" ? kSmolLm2
+                                                         : std::vector<Shape>{{"custom", k, {n}}};
   const int threads = static_cast<int>(common.threads);
   const std::unique_ptr<slimrt::Device> device = slimrt::make_device(common.device, threads);
-  const std::string device_name = common.device == "cuda" ? cuda_device_name() : cpu_device_name();
+  const std::string name = device_name(common.device);
   const int64_t max_rows = *std::max_element(row_counts.begin(), row_counts.end());
+  reference_gbps(common);  // measured before the weights take their memory
 
-  for (const Shape& shape : kShapes) {
+  for (const Shape& shape : shapes) {
     if (only != "all" && only != shape.name) continue;
     DeviceMemory memory{*device, {}};
-    std::cerr << "gemv " << shape.name << ": drawing and compressing the weights\n";
+    std::cerr << "gemv " << model << " " << shape.name << ": drawing and compressing the weights\n";
     std::vector<Matrix> matrices;
     int64_t all_n = 0, dense_bytes = 0, compressed_bytes = 0, decoded_elements = 0;
     for (size_t j = 0; j < shape.n.size(); ++j) {
@@ -137,7 +151,7 @@ int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
                                                    nullptr, products[j].out);
                         }
                       }});
-      ways.push_back({"df11 decoded ahead", compressed_bytes, [&] {
+      ways.push_back({"df11 decoded ahead", compressed_bytes + 2 * 2 * (all_n * shape.k), [&] {
                         uint16_t* at = decoded;
                         for (size_t j = 0; j < matrices.size(); ++j) {
                           slimrt::ops::decode_df11(*device, matrices[j].df11, at);
@@ -150,22 +164,22 @@ int bench_gemv(ArgParser& args, const CommonOptions& common, Report& report) {
                           slimrt::ops::matmul_df11(*device, x, products.data(), count, scratch);
                         }});
       }
-      double bf16_gbps = 0, bf16_us = 0;
+      double bf16_us = 0;
       for (const Way& way : ways) {
         const std::vector<double> us = time_us(*device, way.body, warmup, reps);
-        const Stats gbps = per_second(us, static_cast<double>(way.bytes), 1e9);
         const Stats time = Stats::of(us);
-        if (bf16_gbps == 0) bf16_gbps = gbps.median, bf16_us = time.median;  // the first way
-        Row row = report.new_row(common.device, device_name);
+        if (bf16_us == 0) bf16_us = time.median;  // the first way
+        Row row = report.new_row(common.device, name);
+        row.add("model", "model", model);
         row.add("shape", "matmul", std::string(shape.name));
         row.add("k", "k", shape.k);
         row.add("n", "n", all_n);
         row.add("rows", "rows", rows);
         row.add("way", "weights", std::string(way.name));
         row.add_stats("time_us", "time (us)", time, 1);
-        row.add_stats("gbps", "weight GB/s", gbps, 0);
-        row.add("pct_of_bf16_gbps", "% of BF16 GB/s", 100.0 * gbps.median / bf16_gbps, 1);
+        add_traffic(row, static_cast<double>(way.bytes), us, common);
         row.add("speed_vs_bf16", "x BF16", bf16_us / time.median, 2);
+        row.add_json("compressed_bytes", compressed_bytes);
         report.add(std::move(row));
       }
     }

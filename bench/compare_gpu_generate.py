@@ -538,6 +538,12 @@ def print_report(results: dict[str, Any]) -> None:
     for t in results["transformers_models"]:
         if t["gpu_bytes_taken"] is not None:
             print(f"\ntransformers model (BF16): loading took {gib(t['gpu_bytes_taken'])} GiB")
+    print_budget(results)
+    print_long_context(results)
+
+
+def print_budget(results: dict[str, Any]) -> None:
+    """The budget section's table (none without rows)."""
     if results["budget"]:
         print(
             "\nLongest single-sequence context and KV capacity in a fixed memory budget (slimrt, "
@@ -567,6 +573,11 @@ def print_report(results: dict[str, Any]) -> None:
                 f"{pages} | {gib(m.get('kv_pool'))} | {gib(m.get('total'))} | "
                 f"{b['limited_by']} | {'yes' if b['exact'] else 'no'} | {b['constructions']} |"
             )
+
+
+def print_long_context(results: dict[str, Any]) -> None:
+    """The long-context section's table (none without rows)."""
+    meta = results["meta"]
     if results["long_context"]:
         print(
             "\nLong context (slimrt): every sequence prefilled to the context with random tokens "

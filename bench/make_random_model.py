@@ -8,6 +8,7 @@ transformers all load it. It appears complete or not at all (written to a temp d
     python bench/make_random_model.py llama-3.1-8b OUT_DIR [--seed 0] [--layers N]
         [--device cpu|cuda]
     python bench/make_random_model.py tiny-llama OUT_DIR      # seconds, for CPU checks
+    python bench/make_random_model.py llama-3.3-70b OUT_DIR --layers 1   # bench/big_model.py
 
 Matrices are N(0, 0.02) and norms 1 + N(0, 0.05), drawn in float32 and rounded to BF16 (nearest,
 ties to even). `--device cpu` (default) draws with numpy, and for the 8B shapes that drawing
@@ -55,6 +56,81 @@ SHAPES = {
         "eos_token_id": 128001,
         "torch_dtype": "bfloat16",
     },
+    # Llama-3.3-70B-Instruct's config.json. 131 GiB of BF16 as files: bench/big_model.py writes
+    # one layer (--layers 1, 5.9 GB with the embeddings and lm_head) and copies it in memory.
+    "llama-3.3-70b": {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": 128256,
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 500000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "bos_token_id": 128000,
+        "eos_token_id": [128001, 128008, 128009],
+        "torch_dtype": "bfloat16",
+    },
+    # Qwen3-30B-A3B's layers (128 experts of 768, 8 per token, per-head q/k norms); its
+    # 151936-entry vocabulary cut to 32768 so that the embedding and head do not dominate a
+    # model of a few layers.
+    "qwen3-30b-a3b": {
+        "architectures": ["Qwen3MoeForCausalLM"],
+        "model_type": "qwen3_moe",
+        "vocab_size": 32768,
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "moe_intermediate_size": 768,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "norm_topk_prob": True,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 40960,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+    },
+    "mixtral-8x7b": {
+        "architectures": ["MixtralForCausalLM"],
+        "model_type": "mixtral",
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "head_dim": 128,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768,
+        "sliding_window": None,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "torch_dtype": "bfloat16",
+    },
     # Llama's layout at toy sizes: loads in slimrt and transformers in well under a second.
     "tiny-llama": {
         "architectures": ["LlamaForCausalLM"],
@@ -95,6 +171,29 @@ def tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
             p + "self_attn.v_proj.weight": (kv, hidden),
             p + "self_attn.o_proj.weight": (hidden, q),
             p + "post_attention_layernorm.weight": (hidden,),
+        }
+        if config["model_type"] == "qwen3_moe":
+            shapes |= {
+                p + "self_attn.q_norm.weight": (config["head_dim"],),
+                p + "self_attn.k_norm.weight": (config["head_dim"],),
+            }
+        experts = config.get("num_experts", config.get("num_local_experts", 0))
+        if experts:
+            # Hugging Face's per-expert names (Mixtral: w1 gate, w3 up, w2 down).
+            mixtral = config["model_type"] == "mixtral"
+            moe = p + ("block_sparse_moe." if mixtral else "mlp.")
+            expert_inter = config.get("moe_intermediate_size", inter)
+            shapes[moe + "gate.weight"] = (experts, hidden)
+            for e in range(experts):
+                x = f"{moe}experts.{e}."
+                names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+                shapes |= {
+                    f"{x}{names[0]}.weight": (expert_inter, hidden),
+                    f"{x}{names[1]}.weight": (expert_inter, hidden),
+                    f"{x}{names[2]}.weight": (hidden, expert_inter),
+                }
+            continue
+        shapes |= {
             p + "mlp.gate_proj.weight": (inter, hidden),
             p + "mlp.up_proj.weight": (inter, hidden),
             p + "mlp.down_proj.weight": (hidden, inter),

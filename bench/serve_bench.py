@@ -21,7 +21,6 @@ import datetime
 import itertools
 import os
 import random
-import re
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpu_model import cpu_model
 from source_commit import source_commit
 
 _WORDS = [
@@ -194,12 +194,6 @@ def run_open_loop(server: Server, rate: float, count: int, args: argparse.Namesp
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         samples = list(pool.map(send, range(count)))
     return Level(f"{rate:g}/s", time.perf_counter() - start, samples)
-
-
-def cpu_model() -> str:
-    text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    match = re.search(r"Model name:\s*(.+)", text)
-    return match.group(1).strip() if match else "unknown CPU"
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 // slimrt-bench: subcommand dispatch, option parsing and result formatting (see bench.h).
 //
-//   slimrt-bench df11 --device cuda --json > df11.json
+//   slimrt-bench df11 --device cuda -o json > df11.json
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -17,7 +17,9 @@
 #include <utility>
 
 #include "bench.h"
+#include "bench_cuda.h"
 #include "check.h"
+#include "parallel.h"
 
 // The generated header holds the commit read at build time (see bench/CMakeLists.txt); a
 // build without it may still pass -DSLIMRT_GIT_COMMIT="...".
@@ -87,7 +89,9 @@ void ArgParser::add_double(const std::string& name, double* value, double min, d
                            const std::string& help) {
   std::ostringstream default_text;
   default_text << *value;
-  add(name, help, default_text.str()).set = [name, value, min, max](const std::string& s) {
+  Option& option = add(name, help, default_text.str());
+  option.metavar = "X";
+  option.set = [name, value, min, max](const std::string& s) {
     errno = 0;
     char* end = nullptr;
     const double parsed = std::strtod(s.c_str(), &end);
@@ -123,12 +127,93 @@ void ArgParser::add_flag(const std::string& name, bool* value, const std::string
   option.set = [value](const std::string&) { *value = true; };
 }
 
+void ArgParser::add_string(const std::string& name, std::string* value, const std::string& help) {
+  Option& option = add(name, help, *value);
+  option.metavar = "PATH";
+  option.set = [name, value](const std::string& s) {
+    if (s.empty()) throw UsageError("--" + name + ": expected a value, got ''");
+    *value = s;
+  };
+}
+
+void ArgParser::add_int_list(const std::string& name, std::vector<int64_t>* values, int64_t min,
+                             int64_t max, const std::string& help) {
+  std::string default_text;
+  for (int64_t v : *values) default_text += (default_text.empty() ? "" : ",") + std::to_string(v);
+  Option& option = add(name, help, default_text);
+  option.metavar = "N[,N...]";
+  option.set = [name, values, min, max](const std::string& s) {
+    std::vector<int64_t> parsed;
+    for (size_t at = 0; at <= s.size();) {
+      const size_t comma = std::min(s.find(',', at), s.size());
+      const std::string item = s.substr(at, comma - at);
+      errno = 0;
+      char* end = nullptr;
+      const long long v = std::strtoll(item.c_str(), &end, 10);
+      if (item.empty() || *end != '\0' || errno == ERANGE) {
+        throw UsageError("--" + name + ": expected comma-separated integers, got '" + s + "'");
+      }
+      if (v < min || v > max) {
+        throw UsageError("--" + name + ": " + item + " is out of range [" + std::to_string(min) +
+                         ", " + std::to_string(max) + "]");
+      }
+      parsed.push_back(v);
+      at = comma + 1;
+    }
+    *values = std::move(parsed);
+  };
+}
+
+void ArgParser::add_double_list(const std::string& name, std::vector<double>* values, double min,
+                                double max, const std::string& help) {
+  std::ostringstream default_text;
+  for (size_t i = 0; i < values->size(); ++i) default_text << (i ? "," : "") << (*values)[i];
+  Option& option = add(name, help, default_text.str());
+  option.metavar = "X[,X...]";
+  option.set = [name, values, min, max](const std::string& s) {
+    std::vector<double> parsed;
+    for (size_t at = 0; at <= s.size();) {
+      const size_t comma = std::min(s.find(',', at), s.size());
+      const std::string item = s.substr(at, comma - at);
+      errno = 0;
+      char* end = nullptr;
+      const double v = std::strtod(item.c_str(), &end);
+      if (item.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v)) {
+        throw UsageError("--" + name + ": expected comma-separated numbers, got '" + s + "'");
+      }
+      if (v < min || v > max) {
+        std::ostringstream message;
+        message << "--" << name << ": " << item << " is out of range [" << min << ", " << max
+                << "]";
+        throw UsageError(message.str());
+      }
+      parsed.push_back(v);
+      at = comma + 1;
+    }
+    *values = std::move(parsed);
+  };
+}
+
+void ArgParser::add_alias(char letter, const std::string& name) {
+  Option* option = find(name);
+  SLIMRT_CHECK(option != nullptr, "add_alias: no option --" << name);
+  option->alias = letter;
+}
+
 bool ArgParser::parse() {
   for (size_t i = 0; i < args_.size(); ++i) {
-    const std::string& arg = args_[i];
+    std::string arg = args_[i];
     if (arg == "-h" || arg == "--help") {
       std::cout << usage();
       return false;
+    }
+    if (arg.size() == 2 && arg[0] == '-' && arg[1] != '-') {
+      const Option* aliased = nullptr;
+      for (const Option& option : options_) {
+        if (option.alias == arg[1]) aliased = &option;
+      }
+      if (aliased == nullptr) throw UsageError("unknown option " + arg);
+      arg = "--" + aliased->name;
     }
     if (arg.rfind("--", 0) != 0) throw UsageError("unexpected argument '" + arg + "'");
     const size_t eq = arg.find('=');
@@ -168,17 +253,18 @@ std::string ArgParser::usage() const {
   std::ostringstream out;
   out << "usage: slimrt-bench " << command_ << " [options]\n\noptions:\n";
   for (const Option& option : options_) {
-    std::string left = "  --" + option.name;
+    std::string left = option.alias != 0 ? std::string("  -") + option.alias + ", --" + option.name
+                                         : "      --" + option.name;
     if (!option.is_flag) {
-      left += option.choices_text.empty() ? " N" : " " + option.choices_text;
+      left += " " + (option.choices_text.empty() ? option.metavar : option.choices_text);
     }
-    out << std::left << std::setw(26) << left << " " << option.help;
+    out << std::left << std::setw(30) << left << " " << option.help;
     if (!option.is_flag && !option.default_text.empty()) {
       out << " (default: " << option.default_text << ")";
     }
     out << "\n";
   }
-  out << std::left << std::setw(26) << "  -h, --help"
+  out << std::left << std::setw(30) << "  -h, --help"
       << " "
       << "show this help\n";
   return out.str();
@@ -324,6 +410,9 @@ Row Report::new_row(const std::string& backend, const std::string& device) const
   row.add("commit", "commit", build_commit());
   row.add("device", "device", device);
   row.add("backend", "backend", backend);
+  // Resolved as the kernels resolve them, so that the row says what ran.
+  row.add("threads", "threads",
+          int64_t{slimrt::resolve_threads(static_cast<int>(common_.threads), INT64_MAX)});
   row.add_json("test_time", iso_time_utc());
   return row;
 }
@@ -348,7 +437,10 @@ void Report::print_markdown(std::ostream& out) const {
       if (field.json_only) continue;
       const size_t c = column_of(field.label);
       if (cells[r].size() <= c) cells[r].resize(c + 1);
-      cells[r][c] = table_cell(field);
+      // A '|' in a cell ("q|k|v") would end it: markdown's escape keeps it one cell.
+      for (char ch : table_cell(field)) {
+        cells[r][c] += ch == '|' ? std::string("\\|") : std::string(1, ch);
+      }
       columns[c].numeric = columns[c].numeric || !std::holds_alternative<std::string>(field.value);
       columns[c].width = std::max(columns[c].width, display_width(cells[r][c]));
     }
@@ -388,6 +480,72 @@ void Report::print_json(std::ostream& out) const {
   out << "]\n";
 }
 
+namespace {
+
+std::string csv_cell(const std::string& s) {
+  if (s.find_first_of(",\"\n\r") == std::string::npos) return s;
+  std::string quoted = "\"";
+  for (char c : s) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
+std::string csv_number(double x) { return std::isfinite(x) ? json_number(x) : std::string(); }
+
+// A field's CSV columns, as (key, cell) pairs.
+std::vector<std::pair<std::string, std::string>> csv_columns(const Row::Field& field) {
+  if (const auto* s = std::get_if<std::string>(&field.value)) return {{field.key, csv_cell(*s)}};
+  if (const auto* i = std::get_if<int64_t>(&field.value)) {
+    return {{field.key, std::to_string(*i)}};
+  }
+  if (const auto* d = std::get_if<double>(&field.value)) return {{field.key, csv_number(*d)}};
+  const Stats& s = std::get<Stats>(field.value);
+  std::string samples;
+  for (double x : s.samples) samples += (samples.empty() ? "" : ";") + csv_number(x);
+  return {
+      {field.key + "_mean", csv_number(s.mean)},     {field.key + "_stddev", csv_number(s.stddev)},
+      {field.key + "_median", csv_number(s.median)}, {field.key + "_min", csv_number(s.min)},
+      {field.key + "_max", csv_number(s.max)},       {field.key + "_samples", samples}};
+}
+
+}  // namespace
+
+void Report::print_csv(std::ostream& out) const {
+  std::vector<std::string> keys;
+  std::vector<std::vector<std::pair<std::string, std::string>>> rows;
+  for (const Row& row : rows_) {
+    rows.emplace_back();
+    for (const Row::Field& field : row.fields()) {
+      for (auto& column : csv_columns(field)) {
+        if (std::find(keys.begin(), keys.end(), column.first) == keys.end()) {
+          keys.push_back(column.first);
+        }
+        rows.back().push_back(std::move(column));
+      }
+    }
+  }
+  for (size_t k = 0; k < keys.size(); ++k) out << (k == 0 ? "" : ",") << keys[k];
+  out << "\n";
+  for (const auto& row : rows) {
+    for (size_t k = 0; k < keys.size(); ++k) {
+      if (k > 0) out << ",";
+      for (const auto& column : row) {
+        if (column.first == keys[k]) out << column.second;
+      }
+    }
+    out << "\n";
+  }
+}
+
+void Report::print(std::ostream& out, const std::string& format) const {
+  if (format == "json") {
+    print_json(out);
+  } else if (format == "csv") {
+    print_csv(out);
+  } else {
+    print_markdown(out);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Machine and build
 
@@ -410,6 +568,21 @@ Stats per_second(const std::vector<double>& us, double amount, double unit) {
 }
 
 std::string build_commit() { return SLIMRT_GIT_COMMIT; }
+
+std::string device_name(const std::string& device) {
+  return device == "cuda" ? cuda_device_name() : cpu_device_name();
+}
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+float uniform(uint64_t& state) {
+  return static_cast<float>(static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-52 - 1.0);
+}
 
 std::string cpu_device_name() {
   std::ifstream cpuinfo("/proc/cpuinfo");
@@ -449,12 +622,20 @@ struct Subcommand {
 };
 
 const Subcommand kSubcommands[] = {
+    {"bandwidth", "the device's read, write and copy bandwidth (the memory-bound reference)",
+     slimrt_bench::bench_bandwidth},
     {"df11", "DF11 encode/decode throughput, compression ratio, bit-exact round trip",
      slimrt_bench::bench_df11},
-    {"gemv", "decode-step matmuls of Llama-3.1-8B: BF16, DF11 decoded ahead, DF11 fused",
+    {"gemv", "decode-step matmuls at 1-64 rows: BF16, DF11 decoded ahead, DF11 fused",
      slimrt_bench::bench_gemv},
-    {"sparse-attention", "CPU decode attention over compressed KV pages against dense pages",
+    {"attention", "paged attention over dense pages: decode and prefill",
+     slimrt_bench::bench_attention},
+    {"sparse-attention", "decode attention over compressed KV pages against dense pages",
      slimrt_bench::bench_sparse_attention},
+    {"decode-step", "one full model step at a batch and context (random or loaded model)",
+     slimrt_bench::bench_decode_step},
+    {"e2e", "a model file loaded in C++: prompt processing (ppN) and generation (tgN)",
+     slimrt_bench::bench_e2e},
 };
 
 void print_usage(std::ostream& out) {
@@ -463,8 +644,9 @@ void print_usage(std::ostream& out) {
   for (const Subcommand& s : kSubcommands) {
     out << "  " << std::left << std::setw(18) << s.name << s.summary << "\n";
   }
-  out << "\nResults go to stdout as a markdown table, or as JSON with --json; progress to "
-         "stderr.\n";
+  out << "\nResults go to stdout as a markdown table (-o json|csv for every raw sample); "
+         "progress to stderr.\nExit codes: 0 done, 1 a failed check or error, 2 a bad command line."
+         "\n";
 }
 
 }  // namespace
@@ -492,21 +674,24 @@ int main(int argc, char** argv) {
 
   ArgParser parser(command, std::vector<std::string>(args.begin() + 1, args.end()));
   CommonOptions common;
-  parser.add_choice("device", &common.device, {"cpu", "cuda"}, "where to decode");
+  parser.add_choice("device", &common.device, {"cpu", "cuda"}, "where to run");
   parser.add_int("threads", &common.threads, 0, 4096, "CPU threads, 0 = all hardware threads");
+  parser.add_alias('t', "threads");
   parser.add_int("reps", &common.reps, 1, 1000000, "timed repetitions");
+  parser.add_alias('r', "reps");
   parser.add_int("warmup", &common.warmup, 0, 1000000, "untimed repetitions before them");
-  parser.add_flag("json", &common.json, "print JSON instead of a markdown table");
+  parser.add_choice("output", &common.output, {"md", "json", "csv"},
+                    "markdown table, or JSON / CSV with every sample");
+  parser.add_alias('o', "output");
+  parser.add_double("bandwidth-gbs", &common.bandwidth_gbs, 0, 1e6,
+                    "GB/s that memory-bound rows are compared with, 0 = measure the read "
+                    "bandwidth once");
 
-  Report report;
   try {
+    Report report(common);
     const int rc = subcommand->run(parser, common, report);
-    if (rc != 0 || report.empty()) return rc;
-    if (common.json) {
-      report.print_json(std::cout);
-    } else {
-      report.print_markdown(std::cout);
-    }
+    if (rc != 0 || report.empty()) return rc;  // empty: --help was printed
+    report.print(std::cout, common.output);
     return 0;
   } catch (const slimrt_bench::UsageError& e) {
     std::cerr << "slimrt-bench " << command << ": " << e.what() << "\n"

@@ -163,12 +163,17 @@ void bind_model(py::module_& m) {
       .def_readwrite("verify", &ModelOptions::verify)
       .def_readwrite("num_threads", &ModelOptions::num_threads)
       .def_readwrite("memory_limit_bytes", &ModelOptions::memory_limit_bytes)
-      .def_readwrite("progress", &ModelOptions::progress);
+      .def_readwrite("progress", &ModelOptions::progress)
+      .def_readwrite("repeat_layers", &ModelOptions::repeat_layers);
   def_options_checks(model_options);
   m.attr("MODEL_OPTIONS") = bound_fields(m.attr("ModelOptions"));
 
   py::class_<RopeScaling>(m, "RopeScaling")
       .def_readonly("llama3", &RopeScaling::llama3)
+      .def_readonly("longrope", &RopeScaling::longrope)
+      .def_readonly("short_factor", &RopeScaling::short_factor)
+      .def_readonly("long_factor", &RopeScaling::long_factor)
+      .def_readonly("attention_factor", &RopeScaling::attention_factor)
       .def_readonly("factor", &RopeScaling::factor)
       .def_readonly("low_freq_factor", &RopeScaling::low_freq_factor)
       .def_readonly("high_freq_factor", &RopeScaling::high_freq_factor)
@@ -196,6 +201,14 @@ void bind_model(py::module_& m) {
       .def_readonly("o_proj_bias", &ModelConfig::o_proj_bias)
       .def_readonly("qk_norm", &ModelConfig::qk_norm)
       .def_readonly("sliding_window", &ModelConfig::sliding_window)
+      .def_readonly("fused_projections", &ModelConfig::fused_projections)
+      .def_readonly("num_experts", &ModelConfig::num_experts)
+      .def_readonly("experts_per_token", &ModelConfig::experts_per_token)
+      .def_readonly("moe_intermediate_size", &ModelConfig::moe_intermediate_size)
+      .def_readonly("norm_topk_prob", &ModelConfig::norm_topk_prob)
+      .def_readonly("decoder_sparse_step", &ModelConfig::decoder_sparse_step)
+      .def_readonly("mlp_only_layers", &ModelConfig::mlp_only_layers)
+      .def("moe_layer", &ModelConfig::moe_layer, py::arg("layer"))
       .def_property_readonly("max_context", &ModelConfig::max_context);
 
   py::class_<Model, std::shared_ptr<Model>>(m, "Model")

@@ -70,9 +70,15 @@ void matmul_bf16(CudaDevice& device, const MatmulInput& x, const uint16_t* w, in
 void head_rms_norm(CudaDevice& device, float* x, int64_t tokens, int64_t stride, int64_t heads,
                    int64_t head_dim, const float* weight, float eps);
 
+// ops/moe.h, dense experts at one stride (expert e's gate at gate + e * expert_stride, ...).
+int64_t moe_scratch_bytes(int64_t tokens, int64_t experts, int64_t top_k, int64_t hidden,
+                          int64_t inter);
+void moe(CudaDevice& device, const MatmulInput& x, const uint16_t* router, const uint16_t* gate,
+         const uint16_t* up, const uint16_t* down, int64_t expert_stride, int64_t experts,
+         int64_t top_k, int64_t hidden, int64_t inter, bool renormalize, float* out, void* scratch);
 void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positions, int64_t tokens,
                     int64_t heads, const float* inv_freq, const PagedKv& kv, const int32_t* slots,
-                    float* q_out);
+                    float* q_out, const int32_t* freq_sets);
 
 // ops::kv_compress with the page ids in device memory (kv_compress.cu). Allocates nothing and
 // synchronises nothing.

@@ -28,7 +28,8 @@ __device__ __forceinline__ float to_cache<float>(float v) {
 template <class T>
 __global__ void rope_and_cache_kernel(QkvRows in, const int32_t* positions, int64_t tokens,
                                       int64_t heads, const float* inv_freq, PagedKv kv,
-                                      const int32_t* slots, float* q_out) {
+                                      const int32_t* slots, float* q_out,
+                                      const int32_t* freq_sets) {
   const int64_t d = kv.head_dim, half = d / 2, width = kv.kv_heads * d;
   const int64_t q_items = heads * half, k_items = kv.kv_heads * half;
   const int64_t per_token = q_items + k_items + width;
@@ -49,7 +50,8 @@ __global__ void rope_and_cache_kernel(QkvRows in, const int32_t* positions, int6
     const bool is_q = item < q_items;
     if (!is_q) item -= q_items;
     const int64_t head = item / half, pair = item % half;
-    const float angle = static_cast<float>(positions[t]) * inv_freq[pair];
+    const float* freq = inv_freq + (freq_sets != nullptr ? freq_sets[t] * half : 0);
+    const float angle = static_cast<float>(positions[t]) * freq[pair];
     const float c = cosf(angle), s = sinf(angle);
     const float* src =
         is_q ? in.q + t * in.q_stride + head * d : in.k + t * in.kv_stride + head * d;
@@ -71,15 +73,15 @@ __global__ void rope_and_cache_kernel(QkvRows in, const int32_t* positions, int6
 
 void rope_and_cache(CudaDevice& device, const QkvRows& in, const int32_t* positions, int64_t tokens,
                     int64_t heads, const float* inv_freq, const PagedKv& kv, const int32_t* slots,
-                    float* q_out) {
+                    float* q_out, const int32_t* freq_sets) {
   const int64_t n = tokens * (heads * kv.head_dim / 2 + kv.kv_heads * kv.head_dim * 3 / 2);
   if (n <= 0) return;
   if (kv.dtype == KvDtype::kBf16) {
     rope_and_cache_kernel<uint16_t><<<grid_for(n), kThreads, 0, device.stream()>>>(
-        in, positions, tokens, heads, inv_freq, kv, slots, q_out);
+        in, positions, tokens, heads, inv_freq, kv, slots, q_out, freq_sets);
   } else {
     rope_and_cache_kernel<float><<<grid_for(n), kThreads, 0, device.stream()>>>(
-        in, positions, tokens, heads, inv_freq, kv, slots, q_out);
+        in, positions, tokens, heads, inv_freq, kv, slots, q_out, freq_sets);
   }
   SLIMRT_CUDA_CHECK(cudaGetLastError());
 }

@@ -17,6 +17,7 @@
 #include "ops/head_rms_norm.h"
 #include "ops/matmul_bf16.h"
 #include "ops/matmul_df11.h"
+#include "ops/moe.h"
 #include "ops/paged_attention.h"
 #include "ops/rms_norm.h"
 #include "ops/rope_and_cache.h"
@@ -76,6 +77,11 @@ Executor::Executor(const ModelConfig& config, const Weights& weights, const KvPo
       device_(device),
       limits_(limits),
       inv_freq_host_(config.rope_inv_freq()) {
+  if (config.rope_scaling.longrope) {
+    // Both LongRoPE sets, short then long: a token's entry of rope_sets picks one.
+    const std::vector<float> long_freq = config.rope_inv_freq(true);
+    inv_freq_host_.insert(inv_freq_host_.end(), long_freq.begin(), long_freq.end());
+  }
   lay_out();
   activations_.reserve(&device, activations_.used());
   staging_.reserve(nullptr, staging_.used());
@@ -109,6 +115,7 @@ void Executor::lay_out() {
   tables_.page_indices = staging_.allocate<int32_t>(P);
   tables_.context_lens = staging_.allocate<int32_t>(B);
   tables_.last_rows = staging_.allocate<int32_t>(B);
+  rope_sets_host_ = config_.rope_scaling.longrope ? staging_.allocate<int32_t>(T) : nullptr;
   sample_params_ = staging_.allocate<SampleParams>(B);
   tables_bytes_ = staging_.offset() - tables_start;
 
@@ -129,9 +136,12 @@ void Executor::lay_out() {
   page_indices_ = mirror(tables_.page_indices);
   context_lens_ = mirror(tables_.context_lens);
   last_rows_ = mirror(tables_.last_rows);
+  rope_sets_ = rope_sets_host_ != nullptr ? mirror(rope_sets_host_) : nullptr;
   sample_params_device_ = mirror(sample_params_);
   compress_ids_ = activations_.allocate<int32_t>(2 * limits_.max_compress_pages);
-  inv_freq_ = activations_.allocate<float>(config_.head_dim / 2);
+  // LongRoPE keeps two sets (the constructor fills inv_freq_host_ with both).
+  inv_freq_ =
+      activations_.allocate<float>(config_.head_dim / 2 * (config_.rope_scaling.longrope ? 2 : 1));
   x_ = activations_.allocate<float>(T * H);
   h_ = activations_.allocate<float>(T * H);
   const int64_t widest = std::max({H, config_.q_width(), config_.intermediate_size});
@@ -147,8 +157,30 @@ void Executor::lay_out() {
   q_ = activations_.allocate<float>(T * config_.q_width());
   attn_ = activations_.allocate<float>(T * config_.q_width());
   activations_.rewind(phase);
-  gate_up_ = activations_.allocate<float>(T * 2 * config_.intermediate_size);
-  act_ = activations_.allocate<float>(T * config_.intermediate_size);
+  // A model whose every layer has experts (Mixtral) needs no dense MLP buffers.
+  bool dense_mlp = false;
+  for (int64_t l = 0; l < weights_.num_layers(); ++l)
+    dense_mlp = dense_mlp || !config_.moe_layer(l);
+  const int64_t I = dense_mlp ? config_.intermediate_size : 0;
+  gate_up_ = activations_.allocate<float>(T * 2 * I);
+  act_ = activations_.allocate<float>(T * I);
+  moe_layers_.assign(weights_.num_layers(), {});
+  int64_t moe_bytes = 0;
+  for (int64_t l = 0; l < weights_.num_layers(); ++l) {
+    if (!config_.moe_layer(l)) continue;
+    const LayerWeights& w = weights_.layer(l);
+    moe_layers_[l] = {&w.router,
+                      w.expert_gate.data(),
+                      w.expert_up.data(),
+                      w.expert_down.data(),
+                      config_.num_experts,
+                      config_.experts_per_token,
+                      H,
+                      config_.moe_intermediate_size,
+                      config_.norm_topk_prob};
+    moe_bytes = std::max(moe_bytes, ops::moe_scratch_bytes(device_, T, moe_layers_[l]));
+  }
+  moe_scratch_ = moe_bytes > 0 ? activations_.allocate_bytes(moe_bytes) : nullptr;
   activations_.rewind(phase);
   last_ = activations_.allocate<float>(B * H);
   last_h_ = activations_.allocate<float>(B * H);
@@ -363,6 +395,15 @@ void Executor::forward() {
   SLIMRT_CHECK(T > 0 && T <= limits_.max_step_tokens && B > 0 && B <= limits_.max_batch &&
                    t.num_page_indices <= limits_.max_page_indices,
                "executor: step tables exceed the sizes planned at load");
+  if (rope_sets_host_ != nullptr) {
+    // LongRoPE as transformers applies it to a forward pass: the long factors for every token
+    // of a step that takes its sequence past original_max_position_embeddings.
+    const int64_t original = config_.rope_scaling.original_max_position_embeddings;
+    for (int64_t b = 0; b < B; ++b) {
+      const int32_t set = t.context_lens[b] > original ? 1 : 0;
+      std::fill(rope_sets_host_ + t.q_indptr[b], rope_sets_host_ + t.q_indptr[b + 1], set);
+    }
+  }
   // One upload of every table (unused tail entries included: fewer, larger copies win).
   device_.copy_to_device(tables_device_, t.token_ids, tables_bytes_);
   const int64_t longest = *std::max_element(t.context_lens, t.context_lens + B);
@@ -492,8 +533,11 @@ void Executor::run_layer(int64_t index) {
   // one launch (their slots, if any, were not decoded); the other matrices go one at a time.
   const bool fuse_qkv = fused(kQkvProduct, T);
   QkvRows rows;
-  if (!fuse_qkv && wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
-      (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
+  if (config_.fused_projections) {
+    matmul(kQkvProduct, w.q, wq, normed, nullptr, qkv_);  // q holds q|k|v
+    rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
+  } else if (!fuse_qkv && wq != nullptr && wk == wq + Q * H && wv == wk + KV * H &&
+             (w.q_bias == nullptr || (w.k_bias == w.q_bias + Q && w.v_bias == w.k_bias + KV))) {
     ops::matmul_bf16(device_, normed, wq, Q + 2 * KV, w.q_bias, qkv_);
     rows = {qkv_, qkv_ + Q, qkv_ + Q + KV, Q + 2 * KV, Q + 2 * KV};
   } else {
@@ -511,7 +555,8 @@ void Executor::run_layer(int64_t index) {
                        w.k_norm, eps);
   }
   const PagedKv kv = kv_pool_->layer(index);
-  ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_);
+  ops::rope_and_cache(device_, rows, positions_, T, config_.num_heads, inv_freq_, kv, slots_, q_,
+                      rope_sets_);
   PagedBatch batch;
   batch.q_indptr = q_indptr_;
   batch.page_indptr = page_indptr_;
@@ -521,7 +566,12 @@ void Executor::run_layer(int64_t index) {
   batch.num_tokens = T;
   batch.max_query_tokens = T == tables_.batch ? 1 : T;  // T == batch: one token each
   batch.max_context = max_context_;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(config_.head_dim));
+  // LongRoPE's attention_factor multiplies cos and sin, so q and k: the scores by its square.
+  const float rope_gain =
+      static_cast<float>(config_.rope_scaling.longrope ? config_.rope_scaling.attention_factor *
+                                                             config_.rope_scaling.attention_factor
+                                                       : 1.0);
+  const float scale = rope_gain / std::sqrt(static_cast<float>(config_.head_dim));
   const MatmulInput attended =
       ops::paged_attention(device_, q_, kv, batch, config_.num_heads, scale, attn_, attention_plan_,
                            attention_scratch_, matmul_in_);
@@ -529,9 +579,17 @@ void Executor::run_layer(int64_t index) {
 
   const MatmulInput normed_mlp =
       ops::add_rms_norm_input(device_, x_, h_, w.post_norm, T, H, eps, h_, matmul_in_);
+  if (config_.moe_layer(index)) {
+    // Its output joins the residual stream in the next layer's input norm (or the head's).
+    ops::moe(device_, normed_mlp, moe_layers_[index], h_, moe_scratch_);
+    return;
+  }
   MatmulInput activated;
   const bool fuse_gate_up = fused(kGateUpProduct, T);
-  if (!fuse_gate_up && wg != nullptr && wu == wg + I * H) {  // back to back, as q, k and v
+  if (config_.fused_projections) {
+    matmul(kGateUpProduct, w.gate, wg, normed_mlp, nullptr, gate_up_);  // gate holds gate|up
+    activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
+  } else if (!fuse_gate_up && wg != nullptr && wu == wg + I * H) {  // back to back, as q, k and v
     ops::matmul_bf16(device_, normed_mlp, wg, 2 * I, nullptr, gate_up_);
     activated = ops::silu_mul_input(device_, gate_up_, gate_up_ + I, 2 * I, T, I, act_, matmul_in_);
   } else {

@@ -37,6 +37,7 @@
 #include "device.h"
 #include "kv_pool.h"
 #include "ops/matmul_df11.h"
+#include "ops/moe.h"
 #include "slimrt/model.h"
 #include "weights.h"
 
@@ -146,6 +147,10 @@ class Executor {
   int32_t* page_indices_ = nullptr;
   int32_t* context_lens_ = nullptr;
   int32_t* last_rows_ = nullptr;
+  // LongRoPE only (else null): per token, its frequency set (ops::rope_and_cache), filled by
+  // forward() on the host and uploaded with the tables.
+  int32_t* rope_sets_host_ = nullptr;
+  int32_t* rope_sets_ = nullptr;
   SampleParams* sample_params_device_ = nullptr;
   int32_t* compress_ids_ = nullptr;
   int64_t max_context_ = 0;  // of the current step, rounded up (see context_bucket)
@@ -159,6 +164,8 @@ class Executor {
   float *q_ = nullptr, *attn_ = nullptr;  // rotated q; attention output
   float* gate_up_ = nullptr;  // [T][gate | up] of one matmul, or gate and up as two blocks
   float* act_ = nullptr;
+  std::vector<ops::MoeLayer> moe_layers_;  // per layer; experts == 0 in a dense one
+  void* moe_scratch_ = nullptr;            // ops::moe scratch, in the MLP phase
   float* last_ = nullptr;
   float* last_h_ = nullptr;  // the last layer's output rows of the sequences' last tokens
   float* logits_ = nullptr;

@@ -7,12 +7,20 @@
 #include "arena.h"
 #include "check.h"
 #include "model_impl.h"
+#include "repeat_layers.h"
 #include "slimrt/version.h"
 #include "tensor_table.h"
 #include "weights.h"
 #include "weights_format.h"
 
 namespace slimrt {
+namespace {
+
+// More layers than any published model has (Llama 3.1 405B: 126); bounds the layer table a
+// caller's typo would otherwise have built before the memory budget refused it.
+constexpr int64_t kMaxRepeatLayers = 1024;
+
+}  // namespace
 
 void ModelOptions::validate() const {
   const ModelOptions& o = *this;
@@ -24,6 +32,9 @@ void ModelOptions::validate() const {
                "options: num_threads must be >= 0, got " << o.num_threads);
   SLIMRT_CHECK(o.memory_limit_bytes >= 0,
                "options: memory_limit_bytes must be >= 0, got " << o.memory_limit_bytes);
+  SLIMRT_CHECK(o.repeat_layers >= 0 && o.repeat_layers <= kMaxRepeatLayers,
+               "options: repeat_layers must be 0 (off) or 1 to " << kMaxRepeatLayers << ", got "
+                                                                 << o.repeat_layers);
 }
 
 ModelOptions resolve_model_options(const ModelOptions& in) {
@@ -73,10 +84,12 @@ std::shared_ptr<const Model> Model::from_tensors(const ModelConfig& config,
   // The requested weight format: DF11 inputs decoded, or BF16 matrices compressed (staged here
   // until the arena holds them).
   WeightStaging staging;
-  const WeightMap converted = to_weight_format(checked, tensors, o, staging);
+  WeightMap converted = to_weight_format(checked, tensors, o, staging);
+  if (o.repeat_layers > 0) repeat_layers(o.repeat_layers, "tensors", checked, converted, nullptr);
   return make_model(checked, converted, o, "tensors",
                     std::string("tensors in memory (") + architecture_name(checked.architecture) +
-                        "; " + weights_held(checked, converted) + ")",
+                        "; " + weights_held(checked, converted) + repeated_note(o.repeat_layers) +
+                        ")",
                     {});
 }
 
@@ -97,6 +110,11 @@ int64_t Model::df11_matrices() const {
     for (const Matrix* m :
          {&layer.q, &layer.k, &layer.v, &layer.o, &layer.gate, &layer.up, &layer.down}) {
       count += m->is_df11;
+    }
+    count += layer.router.is_df11;
+    for (const std::vector<Matrix>* experts :
+         {&layer.expert_gate, &layer.expert_up, &layer.expert_down}) {
+      for (const Matrix& m : *experts) count += m.is_df11;
     }
   }
   return count;

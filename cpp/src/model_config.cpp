@@ -113,10 +113,53 @@ Architecture parse_architecture(const Reader& reader) {
   if (name == "MistralForCausalLM") return Architecture::kMistral;
   if (name == "Qwen2ForCausalLM") return Architecture::kQwen2;
   if (name == "Qwen3ForCausalLM") return Architecture::kQwen3;
+  if (name == "Phi3ForCausalLM") return Architecture::kPhi3;
+  if (name == "MixtralForCausalLM") return Architecture::kMixtral;
+  if (name == "Qwen3MoeForCausalLM") return Architecture::kQwen3Moe;
   CONFIG_SUPPORTED(false, "unsupported architecture "
                               << name
                               << "; supported: LlamaForCausalLM, MistralForCausalLM, "
-                                 "Qwen2ForCausalLM, Qwen3ForCausalLM");
+                                 "Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+                                 "MixtralForCausalLM, Qwen3MoeForCausalLM");
+}
+
+std::vector<double> numbers(const Reader& reader, const std::string& key) {
+  const json* value = reader.find(key);
+  CONFIG_CHECK(value != nullptr, "config: missing required key " << key);
+  CONFIG_CHECK(value->is_array(),
+               "config: " << key << " must be a list of numbers, got " << describe(*value));
+  std::vector<double> out;
+  for (const json& item : *value) {
+    CONFIG_CHECK(item.is_number(),
+                 "config: " << key << " must be a list of numbers, got an item " << describe(item));
+    out.push_back(item.get<double>());
+  }
+  return out;
+}
+
+// transformers' _compute_longrope_parameters: Phi-3 keeps original_max_position_embeddings at
+// the top level, where it wins over rope_scaling's; factor defaults to the ratio of the two
+// context lengths and attention_factor to sqrt(1 + ln(factor) / ln(original)).
+void parse_longrope(const Reader& reader, const std::string& prefix, ModelConfig& config) {
+  RopeScaling& s = config.rope_scaling;
+  s.longrope = true;
+  s.short_factor = numbers(reader, prefix + "short_factor");
+  s.long_factor = numbers(reader, prefix + "long_factor");
+  const int64_t max_positions = reader.integer("max_position_embeddings");
+  s.original_max_position_embeddings =
+      reader.integer("original_max_position_embeddings",
+                     reader.integer(prefix + "original_max_position_embeddings", max_positions));
+  CONFIG_CHECK(s.original_max_position_embeddings > 0,
+               "config: original_max_position_embeddings must be positive, got "
+                   << s.original_max_position_embeddings);
+  s.factor = reader.number(prefix + "factor",
+                           static_cast<double>(max_positions) / s.original_max_position_embeddings);
+  const double fallback =
+      s.factor <= 1.0
+          ? 1.0
+          : std::sqrt(1 + std::log(s.factor) /
+                              std::log(static_cast<double>(s.original_max_position_embeddings)));
+  s.attention_factor = reader.number(prefix + "attention_factor", fallback);
 }
 
 // rope_theta and rope_scaling, from the classic keys or from the `rope_parameters` object that
@@ -143,6 +186,11 @@ void parse_rope(const Reader& reader, ModelConfig& config) {
   if (type == nullptr) type = reader.text(prefix + "type");
   CONFIG_CHECK(type != nullptr, "config: " << prefix << "rope_type is missing");
   if (*type == "default") return;
+  // transformers' Phi3Config reads the older names "su" and "yarn" as longrope.
+  const bool phi3 = config.architecture == Architecture::kPhi3;
+  if (*type == "longrope" || (phi3 && (*type == "su" || *type == "yarn"))) {
+    return parse_longrope(reader, prefix, config);
+  }
   CONFIG_SUPPORTED(*type == "llama3", "unsupported rope_scaling type " << *type);
   RopeScaling& s = config.rope_scaling;
   s.llama3 = true;
@@ -150,6 +198,36 @@ void parse_rope(const Reader& reader, ModelConfig& config) {
   s.low_freq_factor = reader.number(prefix + "low_freq_factor");
   s.high_freq_factor = reader.number(prefix + "high_freq_factor");
   s.original_max_position_embeddings = reader.integer(prefix + "original_max_position_embeddings");
+}
+
+// Mixtral: num_local_experts experts of intermediate_size in every layer, always renormalised.
+// Qwen3-MoE: num_experts (transformers v5 writes num_local_experts) of moe_intermediate_size,
+// renormalised only with norm_topk_prob, in the layers decoder_sparse_step and mlp_only_layers
+// leave sparse.
+void parse_experts(const Reader& reader, ModelConfig& c) {
+  if (c.architecture == Architecture::kMixtral) {
+    c.num_experts = reader.integer("num_local_experts", 8);
+    c.experts_per_token = reader.integer("num_experts_per_tok", 2);
+    c.moe_intermediate_size = c.intermediate_size;
+    c.norm_topk_prob = true;
+    return;
+  }
+  if (c.architecture != Architecture::kQwen3Moe) return;
+  c.num_experts = reader.integer("num_experts", reader.integer("num_local_experts", 128));
+  c.experts_per_token = reader.integer("num_experts_per_tok", 8);
+  c.moe_intermediate_size = reader.integer("moe_intermediate_size", 768);
+  c.norm_topk_prob = reader.flag("norm_topk_prob", false);
+  c.decoder_sparse_step = reader.integer("decoder_sparse_step", 1);
+  const json* only = reader.find("mlp_only_layers");
+  if (only == nullptr) return;
+  CONFIG_CHECK(only->is_array(),
+               "config: mlp_only_layers must be a list of layer numbers, got " << describe(*only));
+  for (const json& item : *only) {
+    CONFIG_CHECK(
+        item.is_number_integer(),
+        "config: mlp_only_layers must be a list of layer numbers, got an item " << describe(item));
+    c.mlp_only_layers.push_back(item.get<int64_t>());
+  }
 }
 
 void check_size(const char* key, int64_t value) {
@@ -171,6 +249,12 @@ const char* architecture_name(Architecture architecture) {
       return "Qwen2ForCausalLM";
     case Architecture::kQwen3:
       return "Qwen3ForCausalLM";
+    case Architecture::kPhi3:
+      return "Phi3ForCausalLM";
+    case Architecture::kMixtral:
+      return "MixtralForCausalLM";
+    case Architecture::kQwen3Moe:
+      return "Qwen3MoeForCausalLM";
   }
   return "?";
 }
@@ -203,12 +287,25 @@ ModelConfig config_from_json(const json& root) {
   if (c.architecture == Architecture::kQwen3) c.o_proj_bias = c.attention_bias;
   c.qk_norm = c.architecture == Architecture::kQwen3;
 
-  // Mistral's window is always on; Qwen2's and Qwen3's only with use_sliding_window. Llama has
-  // none.
-  const bool qwen =
-      c.architecture == Architecture::kQwen2 || c.architecture == Architecture::kQwen3;
-  const bool window_on = c.architecture == Architecture::kMistral ||
-                         (qwen && reader.flag("use_sliding_window", false));
+  if (c.architecture == Architecture::kQwen3Moe) {
+    c.o_proj_bias = c.attention_bias;
+    c.qk_norm = true;
+  }
+  c.fused_projections = c.architecture == Architecture::kPhi3;
+  if (c.architecture == Architecture::kPhi3) {
+    // Phi3Config has no attention_bias: its projections never carry biases.
+    c.attention_bias = c.o_proj_bias = false;
+  }
+  parse_experts(reader, c);
+
+  // Mistral's, Mixtral's and Phi-3's window is on whenever set; Qwen2's and Qwen3's only with
+  // use_sliding_window. Llama has none.
+  const bool qwen = c.architecture == Architecture::kQwen2 ||
+                    c.architecture == Architecture::kQwen3 ||
+                    c.architecture == Architecture::kQwen3Moe;
+  const bool window_on =
+      c.architecture == Architecture::kMistral || c.architecture == Architecture::kMixtral ||
+      c.architecture == Architecture::kPhi3 || (qwen && reader.flag("use_sliding_window", false));
   if (window_on) c.sliding_window = reader.integer("sliding_window", 0);
 
   // Variants this runtime does not implement must fail here, never run silently wrong.
@@ -217,9 +314,11 @@ ModelConfig config_from_json(const json& root) {
       act == nullptr || *act == "silu",
       "config: hidden_act " << *act << " is not supported (Llama-family models use silu)");
   CONFIG_SUPPORTED(!reader.flag("mlp_bias", false), "config: mlp_bias=true is not supported");
-  const double partial = reader.number("partial_rotary_factor", 1.0);
-  CONFIG_SUPPORTED(partial == 1.0,
-                   "config: partial_rotary_factor " << partial << " is not supported");
+  // transformers v5 writes it inside rope_parameters too.
+  for (const char* key : {"partial_rotary_factor", "rope_parameters.partial_rotary_factor"}) {
+    const double partial = reader.number(key, 1.0);
+    CONFIG_SUPPORTED(partial == 1.0, "config: " << key << " " << partial << " is not supported");
+  }
 
   c.validate();
   return c;
@@ -258,6 +357,36 @@ void ModelConfig::validate() const {
                "config: rope_theta must be positive, got " << rope_theta);
   SLIMRT_CHECK(sliding_window >= 0,
                "config: sliding_window must be positive or null, got " << sliding_window);
+  if (rope_scaling.longrope) {
+    const RopeScaling& s = rope_scaling;
+    const size_t half = static_cast<size_t>(head_dim / 2);
+    SLIMRT_CHECK(s.short_factor.size() == half && s.long_factor.size() == half,
+                 "config: rope_scaling.short_factor and long_factor need head_dim / 2 = "
+                     << half << " values each, got " << s.short_factor.size() << " and "
+                     << s.long_factor.size());
+    for (const std::vector<double>* factors : {&s.short_factor, &s.long_factor}) {
+      for (const double f : *factors) {
+        SLIMRT_CHECK(std::isfinite(f) && f > 0,
+                     "config: rope_scaling factors must be positive, got " << f);
+      }
+    }
+    SLIMRT_CHECK(
+        std::isfinite(s.attention_factor) && s.attention_factor > 0,
+        "config: rope_scaling.attention_factor must be positive, got " << s.attention_factor);
+    SLIMRT_CHECK(s.original_max_position_embeddings > 0,
+                 "config: original_max_position_embeddings must be positive, got "
+                     << s.original_max_position_embeddings);
+  }
+  if (num_experts > 0) {
+    check_size("num_experts", num_experts);
+    check_size("num_experts_per_tok", experts_per_token);
+    check_size("moe_intermediate_size", moe_intermediate_size);
+    check_size("decoder_sparse_step", decoder_sparse_step);
+    SLIMRT_CHECK(experts_per_token <= num_experts, "config: num_experts_per_tok ("
+                                                       << experts_per_token
+                                                       << ") exceeds the number of experts ("
+                                                       << num_experts << ")");
+  }
   if (rope_scaling.llama3) {
     const RopeScaling& s = rope_scaling;
     SLIMRT_CHECK(std::isfinite(s.factor) && s.factor > 0,
@@ -272,6 +401,11 @@ void ModelConfig::validate() const {
   }
 }
 
+bool ModelConfig::moe_layer(int64_t layer) const {
+  return num_experts > 0 && (layer + 1) % decoder_sparse_step == 0 &&
+         std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) == mlp_only_layers.end();
+}
+
 int64_t ModelConfig::max_context() const {
   return sliding_window > 0 ? std::min(max_position_embeddings, sliding_window)
                             : max_position_embeddings;
@@ -281,15 +415,19 @@ int64_t ModelConfig::max_context() const {
 // `2 * math.pi / inv_freq` as `inv_freq.reciprocal() * (2 * math.pi)`, and so on), so the
 // values are HF's bit for bit except where torch's vectorized float32 pow is itself 1 ulp off
 // the correctly rounded power this computes; that happens for about one frequency in a hundred.
-std::vector<float> ModelConfig::rope_inv_freq() const {
+std::vector<float> ModelConfig::rope_inv_freq(bool long_factors) const {
   const int64_t half = head_dim / 2;
   std::vector<float> inv_freq(half);
   const float dim = static_cast<float>(head_dim);
   const double base = static_cast<float>(rope_theta);
+  const std::vector<double>& ext =
+      long_factors ? rope_scaling.long_factor : rope_scaling.short_factor;
   for (int64_t i = 0; i < half; ++i) {
     const float exponent = static_cast<float>(2 * i) / dim;
     const float power = static_cast<float>(std::pow(base, static_cast<double>(exponent)));
-    inv_freq[i] = 1.0f / power;
+    // longrope: 1 / (ext_factors * base ** (2i / dim)), in float32 as transformers has it.
+    inv_freq[i] =
+        rope_scaling.longrope ? 1.0f / (static_cast<float>(ext[i]) * power) : 1.0f / power;
   }
   if (!rope_scaling.llama3) return inv_freq;
 

@@ -11,6 +11,7 @@
 #include "model_source.h"
 #include "ops/checksum.h"
 #include "ops/df11_decode.h"
+#include "repeat_layers.h"
 #include "slimrt/model.h"
 #include "weights_format.h"
 
@@ -99,11 +100,16 @@ std::shared_ptr<const Model> Model::load(const std::string& path, const ModelOpt
   ModelSource source =
       detect(path, gguf) == SourceKind::kGguf ? read_gguf(gguf, o) : read_hf_dir(path, o);
   WeightStaging staging;
-  const WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
-                                             o.verify ? &source.checksums : nullptr);
+  WeightMap tensors = to_weight_format(source.config, source.tensors, o, staging,
+                                       o.verify ? &source.checksums : nullptr);
+  // After the conversion, so that a repeated layer is compressed (or decoded) once.
+  if (o.repeat_layers > 0) {
+    repeat_layers(o.repeat_layers, path, source.config, tensors, &source.checksums);
+  }
   // "PATH (what the reader found; how the matrices are held)".
   std::string summary = source.summary;
-  summary.insert(summary.size() - 1, "; " + weights_held(source.config, tensors));
+  summary.insert(summary.size() - 1,
+                 "; " + weights_held(source.config, tensors) + repeated_note(o.repeat_layers));
   std::shared_ptr<const Model> model =
       make_model(source.config, tensors, o, source.format, summary, std::move(source.metadata));
   if (o.verify) verify_kept_df11(*model, source.checksums, o);

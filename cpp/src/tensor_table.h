@@ -33,13 +33,18 @@ enum class TensorRole {
   kDown,
   kFinalNorm,
   kLmHead,
+  kRouter,  // a MoE layer's [num_experts][hidden] gate
+  kExpertGate,
+  kExpertUp,
+  kExpertDown,
 };
 
 struct TensorSpec {
   std::string name;       // Hugging Face
   std::string gguf_name;  // llama.cpp's converter
   TensorRole role = TensorRole::kEmbedding;
-  int64_t layer = -1;  // -1 outside the layers
+  int64_t layer = -1;   // -1 outside the layers
+  int64_t expert = -1;  // kExpert*: which expert
   std::vector<int64_t> shape;
   // llama.cpp's converter permutes the rows of q and k (weights and biases) so that RoPE can
   // rotate adjacent pairs; a GGUF loader un-permutes them per head: this many heads (0: no).
@@ -50,7 +55,12 @@ struct TensorSpec {
 };
 
 // Every tensor the engine needs for `config`, in the order of docs/ENGINE_API.md's table, so
-// the first problem reported is the first there. The tied lm_head is left out.
+// the first problem reported is the first there. The tied lm_head is left out. With
+// fused_projections (Phi-3) the kQ tensor is qkv_proj, [q | k | v] rows, and the kGate tensor
+// gate_up_proj, [gate | up]: the rows the engine multiplies in one matmul anyway, so they are
+// used as they are; there is no kK, kV or kUp tensor. A MoE layer has kRouter and each expert's
+// gate, up and down (in that order, so that each expert's gate and up lie back to back in the
+// arena, and each is its own DF11 matrix) instead of kGate, kUp and kDown.
 std::vector<TensorSpec> model_tensors(const ModelConfig& config);
 
 // The fewest tensors a model with config.num_layers layers has. A source holding fewer than

@@ -69,6 +69,12 @@ Weights::Weights(const ModelConfig& config, const WeightMap& inputs)
     : tied_(config.tie_word_embeddings), arena_("weights") {
   check_tensor_count(config, static_cast<int64_t>(inputs.size()), "weights");
   layers_.resize(config.num_layers);  // sized once: entries_ point into it
+  for (int64_t l = 0; l < config.num_layers; ++l) {
+    if (!config.moe_layer(l)) continue;
+    layers_[l].expert_gate.resize(config.num_experts);
+    layers_[l].expert_up.resize(config.num_experts);
+    layers_[l].expert_down.resize(config.num_experts);
+  }
   for (const TensorSpec& spec : model_tensors(config)) {
     LayerWeights* l = spec.layer >= 0 ? &layers_[spec.layer] : nullptr;
     switch (spec.role) {
@@ -125,6 +131,18 @@ Weights::Weights(const ModelConfig& config, const WeightMap& inputs)
         break;
       case TensorRole::kKNorm:
         add_vector(inputs, spec, l->k_norm);
+        break;
+      case TensorRole::kRouter:
+        add_matrix(inputs, spec, l->router);
+        break;
+      case TensorRole::kExpertGate:
+        add_matrix(inputs, spec, l->expert_gate[spec.expert]);
+        break;
+      case TensorRole::kExpertUp:
+        add_matrix(inputs, spec, l->expert_up[spec.expert]);
+        break;
+      case TensorRole::kExpertDown:
+        add_matrix(inputs, spec, l->expert_down[spec.expert]);
         break;
     }
   }

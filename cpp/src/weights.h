@@ -32,7 +32,11 @@ struct Matrix {
 };
 
 struct LayerWeights {
+  // With fused_projections (Phi-3) q holds q|k|v and gate holds gate|up (tensor_table.h); k, v
+  // and up are empty. A MoE layer has no gate, up or down but a router and its experts'.
   Matrix q, k, v, o, gate, up, down;
+  Matrix router;                                            // [num_experts][hidden]
+  std::vector<Matrix> expert_gate, expert_up, expert_down;  // [num_experts] each
   const float* input_norm = nullptr;
   const float* post_norm = nullptr;
   const float* q_bias = nullptr;  // null unless attention_bias

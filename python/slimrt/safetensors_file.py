@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from slimrt import _core
+from slimrt.crash_point import crash_point
 
 __all__ = [
     "DTYPES",
@@ -223,9 +224,11 @@ def write_safetensors(
         with open(temp, "wb") as f:
             f.write(len(raw).to_bytes(8, "little"))
             f.write(raw)
-            for _, _, array in entries:
+            for index, (_, _, array) in enumerate(entries):
                 if array.nbytes:
                     f.write(memoryview(array.reshape(-1).view(np.uint8)))
+                if index == 0:
+                    crash_point("safetensors:partial")
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, path)

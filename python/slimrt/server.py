@@ -12,8 +12,9 @@ GET /v1/models, /health, /metrics (Prometheus). Every request runs in one Engine
 with the others. Errors are OpenAI's error objects (slimrt.openai_protocol) with their status:
 400 bad JSON or parameters, 401 a missing or wrong API key, 404 an unknown model or route, 413
 a body over the cap, 429 the waiting queue full, 503 shutting down. A client that disconnects
-cancels its request (its KV pages go back at once). SIGTERM or Ctrl-C: no new connections, 503
-for new requests, running ones finish within shutdown_timeout, then the rest are cancelled.
+cancels its request (its KV pages go back at once; /metrics counts an unstreamed one as 499,
+client closed request). SIGTERM or Ctrl-C: no new connections, 503 for new requests, running
+ones finish within shutdown_timeout, then the rest are cancelled.
 """
 
 from __future__ import annotations
@@ -35,7 +36,13 @@ from sse_starlette.sse import AppStatus
 from starlette.exceptions import HTTPException
 
 from slimrt.completion import TokenLogprob
-from slimrt.engine_loop import EngineLoop, LoopRequest, QueueFullError, ShuttingDownError
+from slimrt.engine_loop import (
+    CancelledRequestError,
+    EngineLoop,
+    LoopRequest,
+    QueueFullError,
+    ShuttingDownError,
+)
 from slimrt.errors import RequestError
 from slimrt.llm import LLM
 from slimrt.openai_protocol import (
@@ -384,6 +391,10 @@ def _as_api_error(error: BaseException) -> ApiError:
         return ApiError(400, str(error))
     if isinstance(error, ShuttingDownError):
         return _shutting_down()
+    if isinstance(error, CancelledRequestError):
+        # Only a client that went away cancels, and nobody reads this reply: /metrics counts
+        # it as nginx's 499 (client closed request), not as the server's failure.
+        return ApiError(499, "the client closed the request", code="client_closed_request")
     return ApiError(500, f"the request failed: {error}", type="internal_error")
 
 

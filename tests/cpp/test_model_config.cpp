@@ -150,7 +150,8 @@ TEST(ModelConfig, ErrorsUseTheContractMessages) {
   m["architectures"] = json::array({"GPT2LMHeadModel"});
   EXPECT_EQ(parse_error(m),
             "config.json: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-            "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
+            "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+            "MixtralForCausalLM, Qwen3MoeForCausalLM");
 
   m = llama_map();
   m.erase("hidden_size");

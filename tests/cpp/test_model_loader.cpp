@@ -225,7 +225,8 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   EXPECT_EQ(error_message([&] { Model::load(arch.string(), options()); }),
             (arch / "config.json").string() +
                 ": unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM");
+                "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+                "MixtralForCausalLM, Qwen3MoeForCausalLM");
   fs::remove(dir / "model.safetensors");
   EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
             dir.string() + ": no *.safetensors files (not a safetensors model directory)");
@@ -406,6 +407,134 @@ TEST(ModelLoader, LossyCastsAreLoggedThroughTheApplicationsCallback) {
   ASSERT_EQ(lines.size(), 1u);
   EXPECT_EQ(lines[0], dir.string() + ": rounded 1 F16/F32 matrices to BF16 (LOSSY: nearest even)");
   EXPECT_EQ(model->matrix_bf16(name).size(), widened.size());
+  fs::remove_all(dir);
+}
+
+// `m` with its layer 0 as every one of `layers` layers (its other layers dropped): with 1, a
+// one-layer model; with more, the N-layer model that repeat_layers makes of that one.
+TinyModel copies_of_layer_zero(const TinyModel& m, int64_t layers) {
+  TinyModel out = m;
+  out.config.num_layers = layers;
+  const std::string prefix = "model.layers.";
+  for (const auto& [name, shape] : m.shapes) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    out.shapes.erase(name);
+    out.bf16.erase(name);
+    out.f32.erase(name);
+    out.df11.erase(name);
+  }
+  for (const auto& [name, shape] : m.shapes) {
+    if (name.rfind(prefix + "0.", 0) != 0) continue;
+    const std::string role = name.substr(prefix.size() + 2);
+    for (int64_t l = 0; l < layers; ++l) {
+      const std::string copy = prefix + std::to_string(l) + "." + role;
+      out.shapes[copy] = shape;
+      if (m.bf16.count(name)) out.bf16[copy] = m.bf16.at(name);
+      if (m.f32.count(name)) out.f32[copy] = m.f32.at(name);
+      if (m.df11.count(name)) out.df11[copy] = m.df11.at(name);
+    }
+  }
+  return out;
+}
+
+ModelOptions repeated(const std::string& weights, int64_t layers) {
+  ModelOptions o = options(weights);
+  o.repeat_layers = layers;
+  return o;
+}
+
+MemoryUsage engine_memory(const std::shared_ptr<const Model>& model) {
+  return Engine(model, test_options("bf16")).memory();
+}
+
+// The same model two ways: a one-layer directory loaded with repeat_layers=3, and the
+// three-layer directory of its layer written three times. Bit-identical logits, the same arena
+// (each copy owns its bytes) and the same engine budget, for BF16 weights, DF11 ones compressed
+// while loading (once, then copied) and a DF11 directory kept as stored.
+TEST(ModelLoader, RepeatLayersLoadsOneLayerAsCopiesIdenticalToTheDirectoryOfThoseLayers) {
+  const TinyModel m = make_model(Variant::kLlama);
+  TinyModel one = copies_of_layer_zero(m, 1), three = copies_of_layer_zero(m, 3);
+  const fs::path one_dir = write_hf_dir(one, "repeat_one"),
+                 three_dir = write_hf_dir(three, "three");
+  const auto alone = Model::load(one_dir.string(), options("bf16"));
+  std::vector<float> bf16_logits;
+  for (const std::string weights : {"bf16", "df11"}) {
+    const auto copies = Model::load(one_dir.string(), repeated(weights, 3));
+    const auto full = Model::load(three_dir.string(), options(weights));
+    EXPECT_EQ(copies->config().num_layers, 3);
+    EXPECT_EQ(copies->df11_matrices(), full->df11_matrices()) << weights;
+    EXPECT_EQ(copies->weight_bytes(), full->weight_bytes()) << weights;
+    const MemoryUsage a = engine_memory(copies), b = engine_memory(full);
+    EXPECT_EQ(a.total(), b.total()) << weights;
+    EXPECT_EQ(a.kv_pool, b.kv_pool) << weights;
+    EXPECT_EQ(copies->matrix_bf16("model.layers.2.mlp.down_proj.weight"),
+              m.bf16.at("model.layers.0.mlp.down_proj.weight"));
+    EXPECT_EQ(copies->vector_f32("model.layers.2.input_layernorm.weight"),
+              m.f32.at("model.layers.0.input_layernorm.weight"));
+    const std::vector<float> logits = first_logits(copies, 4);
+    EXPECT_EQ(logits, first_logits(full, 4)) << weights;
+    if (bf16_logits.empty()) bf16_logits = logits;
+    EXPECT_EQ(logits, bf16_logits) << weights;  // DF11 is lossless
+    EXPECT_NE(logits, first_logits(alone, 4)) << "two more layers must change the logits";
+    EXPECT_NE(copies->summary().find("; one layer copied into 3 (repeat_layers))"),
+              std::string::npos)
+        << copies->summary();
+  }
+  // Two copies are two layers' bytes more than the one layer, not shared views of it.
+  const auto alone_df11 = Model::load(one_dir.string(), options("df11"));
+  const auto two_df11 = Model::load(one_dir.string(), repeated("df11", 2));
+  const auto three_df11 = Model::load(one_dir.string(), repeated("df11", 3));
+  EXPECT_GT(two_df11->weight_bytes(), alone_df11->weight_bytes());
+  EXPECT_EQ(three_df11->weight_bytes() - two_df11->weight_bytes(),
+            two_df11->weight_bytes() - alone_df11->weight_bytes());
+
+  one.compress([](const std::string&) { return true; });
+  three.compress([](const std::string&) { return true; });
+  const fs::path one_df11 = write_hf_dir(one, "repeat_one_df11");
+  const fs::path three_df11_dir = write_hf_dir(three, "three_df11");
+  const auto stored = Model::load(one_df11.string(), repeated("stored", 3));
+  const auto full = Model::load(three_df11_dir.string(), options("stored"));
+  EXPECT_EQ(stored->df11_matrices(), 3 * 7 + 2);
+  EXPECT_EQ(stored->weight_bytes(), full->weight_bytes());
+  EXPECT_EQ(first_logits(stored, 4), first_logits(full, 4));
+  EXPECT_EQ(first_logits(stored, 4), bf16_logits);
+
+  // A corrupt layer is refused as without the option (its copies carry its stored checksum).
+  TinyModel corrupt = one;
+  for (uint8_t& b : corrupt.df11.at("model.layers.0.mlp.up_proj.weight").signmant) b ^= 0x80;
+  const fs::path bad = write_hf_dir(corrupt, "repeat_bad");
+  const std::string got = error_message([&] { Model::load(bad.string(), repeated("stored", 3)); });
+  EXPECT_EQ(got.rfind((bad / "model.safetensors").string() +
+                          ": tensor model.layers.0.mlp.up_proj.weight: CRC-32 mismatch",
+                      0),
+            0u)
+      << got;
+
+  // Tensors handed over in memory take the option too.
+  const auto given = Model::from_tensors(one.config, one.weights(), repeated("stored", 3));
+  EXPECT_EQ(first_logits(given, 4), bf16_logits);
+  EXPECT_NE(given->summary().find("; one layer copied into 3 (repeat_layers))"), std::string::npos)
+      << given->summary();
+  for (const fs::path& d : {one_dir, three_dir, one_df11, three_df11_dir, bad}) fs::remove_all(d);
+}
+
+TEST(ModelLoader, RepeatLayersRefusesAModelOfSeveralLayersAndCountsOutOfRange) {
+  const TinyModel m = make_model(Variant::kLlama);  // two layers
+  const fs::path dir = write_hf_dir(m, "repeat_two");
+  test::expect_error([&] { Model::load(dir.string(), repeated("bf16", 3)); },
+                     ErrorCategory::kInvalidArgument,
+                     dir.string() +
+                         ": repeat_layers=3 needs a model with one decoder layer; it "
+                         "has 2");
+  test::expect_error([&] { Model::from_tensors(m.config, m.weights(), repeated("bf16", 2)); },
+                     ErrorCategory::kInvalidArgument,
+                     "tensors: repeat_layers=2 needs a model with one decoder layer; it has 2");
+  for (const int64_t layers : {int64_t{-1}, int64_t{1025}}) {
+    test::expect_error(
+        [&] { Model::load(dir.string(), repeated("bf16", layers)); },
+        ErrorCategory::kInvalidArgument,
+        "options: repeat_layers must be 0 (off) or 1 to 1024, got " + std::to_string(layers));
+  }
   fs::remove_all(dir);
 }
 

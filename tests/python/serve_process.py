@@ -3,6 +3,7 @@
     with ServeProcess(model_dir, "--max-batch", "4") as server:
         client = server.client()                 # the openai package's OpenAI client
         server.metrics()["slimrt_kv_pages_used"]
+        server.requests_by_status()["499"]
 
 The process binds port 0 and says where it listens on stderr; the test reads that line, so it
 never guesses a port or waits a fixed time for the server to come up.
@@ -19,10 +20,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 STARTUP_S = 120  # loading the model included, on a busy 2-core machine
 _READY = re.compile(r"^slimrt: serving (\S+) at (\S+)$")
+_ANSWERED = re.compile(r'^slimrt_requests_total\{.*status="(\d+)"\} (\S+)$', re.M)
 
 
 class ServeProcess:
@@ -109,6 +112,14 @@ class ServeProcess:
             if line and not line.startswith("#") and "{" not in name:
                 values[name] = float(value)
         return values
+
+    def requests_by_status(self) -> Counter[str]:
+        """The server's own count of the requests it answered (slimrt_requests), by status."""
+        counts: Counter[str] = Counter()
+        text = self.http("GET", "/metrics")[1].decode()
+        for match in _ANSWERED.finditer(text):
+            counts[match.group(1)] += int(float(match.group(2)))
+        return counts
 
     def wait_for_metric(self, name: str, value: float, timeout: float = 30) -> None:
         """Polls /metrics until `name` reads `value`: the server changes it on its own loop

@@ -479,7 +479,6 @@ def test_version_names_the_package_the_core_and_whether_cuda_runs(capsys) -> Non
     assert out.startswith(start) and out.endswith(")\n") and out.count("\n") == 1
     if not _core.cuda_built():
         assert out == start + "no)\n"
-    assert _core.version() == "0.1.0"
 
 
 @pytest.mark.parametrize(

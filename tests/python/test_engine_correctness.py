@@ -239,7 +239,8 @@ def test_from_tensors_refuses_bad_configs_and_weights(tiny_llama) -> None:
 
     assert refusal(ModelError, lambda: from_json(architectures=["GPT2LMHeadModel"])) == (
         "cfg: unsupported architecture GPT2LMHeadModel; supported: LlamaForCausalLM, "
-        "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+        "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, Phi3ForCausalLM, "
+        "MixtralForCausalLM, Qwen3MoeForCausalLM"
     )
     yarn = {"rope_type": "yarn", "factor": 2.0}
     assert refusal(ModelError, lambda: from_json(rope_scaling=yarn)) == (

@@ -85,6 +85,48 @@ def test_a_cancelled_request_gives_its_pages_back(llm) -> None:
     assert llm.engine.free_pages == llm.engine.total_pages
 
 
+def test_a_request_cancelled_before_the_loop_takes_it_hears_so(llm) -> None:
+    # A server handler waits for on_update to end a request whose client went away; one
+    # cancelled while still on its way to the loop thread was once dropped without a word.
+    loop, updates = EngineLoop(llm.llm_engine, max_waiting=4), Updates()
+    request = loop.submit(llm.prompt_ids("Numbers like 12345"), LONG, updates)
+    loop.cancel(request)  # not started yet: the loop has not taken it
+    loop.start()
+    updates.wait_for(lambda: request.finished)
+    loop.shutdown(0)
+    loop.join()
+    assert isinstance(request.error, CancelledRequestError) and request.sequence is None
+    assert [r for r, _ in updates.log] == [request]
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
+def test_a_failed_step_fails_its_requests_and_the_loop_serves_the_next(
+    llm, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    step, failures = llm.llm_engine.step, [RuntimeError("step on fire")]
+
+    def failing_once() -> list:
+        if failures:
+            raise failures.pop()
+        return step()
+
+    monkeypatch.setattr(llm.llm_engine, "step", failing_once)
+    loop, updates = EngineLoop(llm.llm_engine, max_waiting=4), Updates()
+    loop.start()
+    first = loop.submit(llm.prompt_ids("Numbers like 12345"), LONG, updates)
+    updates.wait_for(lambda: first.finished)
+    second = loop.submit(
+        llm.prompt_ids("Numbers like 12345"), SamplingParams(max_tokens=4), updates
+    )
+    updates.wait_for(lambda: second.finished)
+    loop.shutdown(0)
+    loop.join()
+    assert str(first.sequence.error) == "step on fire"
+    assert (second.sequence.error, second.sequence.finish_reason) == (None, "length")
+    assert "an engine step failed; every request in the loop fails with it" in caplog.text
+    assert llm.engine.free_pages == llm.engine.total_pages
+
+
 def test_a_full_waiting_queue_refuses_new_requests(llm) -> None:
     loop, updates = EngineLoop(llm.llm_engine, max_waiting=2), Updates()
     # Not started yet: whatever is submitted waits.

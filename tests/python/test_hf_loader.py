@@ -223,7 +223,8 @@ def test_unknown_architecture_names_the_config_file(tiny_model_dir, tmp_path: Pa
     )
     assert refusal(path, ModelError) == (
         f"{path / 'config.json'}: unsupported architecture GPT2LMHeadModel; supported: "
-        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM"
+        "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+        "Phi3ForCausalLM, MixtralForCausalLM, Qwen3MoeForCausalLM"
     )
 
 

@@ -238,6 +238,7 @@ def test_a_stream_dropped_half_way_frees_its_pages(smollm2_server) -> None:
 
 def test_a_client_that_gives_up_on_an_unstreamed_request_cancels_it(smollm2_server) -> None:
     generated = smollm2_server.metrics()["slimrt_generation_tokens_total"]
+    given_up = smollm2_server.requests_by_status()["499"]
     with pytest.raises(openai.APITimeoutError):
         smollm2_server.client(timeout=1.0).completions.create(
             model=smollm2_server.model_name,
@@ -249,6 +250,12 @@ def test_a_client_that_gives_up_on_an_unstreamed_request_cancels_it(smollm2_serv
     metrics = smollm2_server.metrics()
     assert metrics["slimrt_kv_pages_used"] == 0
     assert metrics["slimrt_generation_tokens_total"] == generated
+    # Counted as the client's doing (499, client closed request), not the server's failure.
+    deadline = time.monotonic() + 30
+    while (statuses := smollm2_server.requests_by_status())["499"] == given_up:
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.05)
+    assert statuses["499"] == given_up + 1 and not any(s.startswith("5") for s in statuses)
 
 
 def test_a_full_waiting_queue_answers_429(smollm2_gguf: Path) -> None:

@@ -29,7 +29,7 @@ _CORPUS = [
     "def add(a, b):\n    return a + b\n",
 ]
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "mixtral", "qwen3-moe")
 
 
 def write_tokenizer(path: Path, vocab_size: int = 384) -> int:
@@ -135,6 +135,63 @@ def tiny_config(architecture: str, vocab_size: int, seed: int = 0) -> object:
             tie_word_embeddings=True,
             **common,
         )
+    if architecture in ("phi3", "phi3-longrope"):
+        # Fused qkv_proj and gate_up_proj. The longrope variant has a short original context,
+        # so that prompts and generations cross it, and a sliding window longer than any test
+        # sequence (Phi-3-mini sets one).
+        rope: dict = {"rope_type": "default", "rope_theta": 10000.0}
+        if architecture == "phi3-longrope":
+            factors = torch.Generator().manual_seed(seed + 7)
+            rope = {
+                "rope_type": "longrope",
+                "rope_theta": 10000.0,
+                "short_factor": (1 + 0.5 * torch.rand(16, generator=factors)).tolist(),
+                "long_factor": (1 + 3 * torch.rand(16, generator=factors)).tolist(),
+            }
+        return transformers.Phi3Config(
+            hidden_size=128,
+            intermediate_size=192,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            rope_parameters=rope,
+            original_max_position_embeddings=16 if architecture == "phi3-longrope" else 256,
+            sliding_window=200 if architecture == "phi3-longrope" else None,
+            pad_token_id=None,
+            **common,
+        )
+    if architecture == "mixtral":
+        return transformers.MixtralConfig(
+            hidden_size=64,
+            intermediate_size=96,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            num_local_experts=4,
+            num_experts_per_tok=2,
+            rope_theta=1000000.0,
+            sliding_window=None,
+            **common,
+        )
+    if architecture in ("qwen3-moe", "qwen3-moe-sparse-step"):
+        # qwen3-moe: renormalised top 3 of 8 in 3 layers, the middle one dense
+        # (mlp_only_layers). The other: not renormalised (Qwen3MoeConfig's default), every second
+        # of 4 layers sparse (decoder_sparse_step).
+        step = architecture == "qwen3-moe-sparse-step"
+        layers = {**common, "num_hidden_layers": 4 if step else 3}
+        return transformers.Qwen3MoeConfig(
+            hidden_size=64,
+            intermediate_size=160,
+            moe_intermediate_size=48,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            num_experts=8,
+            num_experts_per_tok=3,
+            norm_topk_prob=not step,
+            decoder_sparse_step=2 if step else 1,
+            mlp_only_layers=[] if step else [1],
+            rope_theta=1000000.0,
+            **layers,
+        )
     raise ValueError(architecture)
 
 
@@ -152,6 +209,11 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
         "mistral": transformers.MistralForCausalLM,
         "qwen2": transformers.Qwen2ForCausalLM,
         "qwen3": transformers.Qwen3ForCausalLM,
+        "phi3": transformers.Phi3ForCausalLM,
+        "phi3-longrope": transformers.Phi3ForCausalLM,
+        "mixtral": transformers.MixtralForCausalLM,
+        "qwen3-moe": transformers.Qwen3MoeForCausalLM,
+        "qwen3-moe-sparse-step": transformers.Qwen3MoeForCausalLM,
     }[architecture]
     torch.manual_seed(seed)
     model = model_class(config).float().eval()
@@ -164,6 +226,9 @@ def tiny_model(architecture: str, vocab_size: int, seed: int = 0) -> torch.nn.Mo
                 parameter.copy_(0.1 * torch.randn(parameter.shape, generator=generator))
             elif name.endswith("embed_tokens.weight"):
                 parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+            elif name.endswith(".gate.weight"):
+                # A MoE router: decisive, so that no routing hinges on a near tie.
+                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
             elif name == "lm_head.weight" and not config.tie_word_embeddings:
                 parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
             parameter.copy_(parameter.to(torch.bfloat16).float())

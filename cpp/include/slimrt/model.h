@@ -29,18 +29,26 @@
 
 namespace slimrt {
 
-enum class Architecture { kLlama, kMistral, kQwen2, kQwen3 };
+enum class Architecture { kLlama, kMistral, kQwen2, kQwen3, kPhi3, kMixtral, kQwen3Moe };
 
-// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM".
+// "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM",
+// "Phi3ForCausalLM", "MixtralForCausalLM", "Qwen3MoeForCausalLM".
 const char* architecture_name(Architecture architecture);
 
-// Llama 3.1's frequency-dependent RoPE scaling (rope_scaling.rope_type == "llama3").
+// Llama 3.1's frequency-dependent RoPE scaling (rope_scaling.rope_type == "llama3"), or Phi-3's
+// LongRoPE ("longrope", formerly "su"): each frequency divided by its short factor while a
+// sequence is within original_max_position_embeddings, by its long factor once a step takes it
+// past that, and cos and sin multiplied by attention_factor.
 struct RopeScaling {
-  bool llama3 = false;  // false: plain RoPE
+  bool llama3 = false;  // neither: plain RoPE
+  bool longrope = false;
   double factor = 8.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  std::vector<double> short_factor;  // longrope: head_dim / 2 each
+  std::vector<double> long_factor;
+  double attention_factor = 1.0;
 };
 
 // The shape of a Llama-family model, as a Hugging Face config.json describes it, normalised:
@@ -63,6 +71,17 @@ struct ModelConfig {
   bool o_proj_bias = false;     // o_proj carries one too (Llama's attention_bias; not Qwen2)
   bool qk_norm = false;         // q and k RMS-normalised per head before RoPE (Qwen3)
   int64_t sliding_window = 0;   // 0: full attention. Sequences may not grow past it.
+  // Q, K and V in one qkv_proj tensor, gate and up in one gate_up_proj (Phi-3); split at load.
+  bool fused_projections = false;
+  // Mixture of experts (Mixtral, Qwen3-MoE): a router picks experts_per_token of num_experts
+  // SwiGLU experts per token (softmax, top-k, renormalised to sum 1 if norm_topk_prob). 0
+  // experts: a dense MLP in every layer. A dense layer of a MoE model has intermediate_size.
+  int64_t num_experts = 0;
+  int64_t experts_per_token = 0;
+  int64_t moe_intermediate_size = 0;
+  bool norm_topk_prob = true;
+  int64_t decoder_sparse_step = 1;       // Qwen3-MoE: layer l is sparse if (l + 1) % step == 0
+  std::vector<int64_t> mlp_only_layers;  // ... and l is not listed here
 
   // Parses config.json text with Hugging Face's defaults, then validate()s. Errors start with
   // "`where`: " (kModelFile for malformed values, kUnsupported for models slimrt cannot run).
@@ -76,11 +95,14 @@ struct ModelConfig {
   // Longest sequence the engine accepts: the position limit, and the sliding window if any
   // (attention is exact only while every token is inside the window).
   int64_t max_context() const;
+  // Whether layer `layer` has experts rather than a dense MLP, as transformers decides it.
+  bool moe_layer(int64_t layer) const;
 
   // RoPE inverse frequencies, head_dim / 2 of them, with llama3 scaling applied: the float32
   // values of Hugging Face's _compute_llama3_parameters (see model_config.cpp for the one
-  // rounding step that may differ by 1 ulp).
-  std::vector<float> rope_inv_freq() const;
+  // rounding step that may differ by 1 ulp); with longrope, those of the short factors, or of
+  // the long ones if `long_factors`.
+  std::vector<float> rope_inv_freq(bool long_factors = false) const;
 };
 
 // One metadata value of a GGUF file. Arrays keep their elements in one container per kind; a
@@ -125,6 +147,11 @@ struct ModelOptions {
   int num_threads = 0;             // 0 = all hardware threads (loading and the CPU kernels)
   int64_t memory_limit_bytes = 0;  // 0 = what the device has available
   ProgressCallback progress;       // called from the loading thread; may be empty
+  // A benchmarking aid, 0 (off) or 1..1024: a model of one decoder layer (its embeddings, final
+  // norm and lm_head as usual) is loaded as this many layers, each a real copy of that layer in
+  // the arena, so that a model too large for the disk as files can be measured (bench/
+  // big_model.py). Any other model is refused. Weight conversions happen once, before copying.
+  int64_t repeat_layers = 0;
 
   // Throws "options: ..." naming the first value out of range (load() calls it).
   void validate() const;

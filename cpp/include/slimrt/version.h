@@ -5,6 +5,8 @@
 //               slimrt::cuda_available() ? "usable" : "not usable");
 #pragma once
 
+// slimrt's one version: CMakeLists.txt (project() and the CMake package's version file) and
+// pyproject.toml (the wheel's metadata, slimrt.__version__) read these three lines.
 #define SLIMRT_VERSION_MAJOR 0
 #define SLIMRT_VERSION_MINOR 1
 #define SLIMRT_VERSION_PATCH 0

@@ -77,14 +77,27 @@ int64_t matmul_df11_scratch_elements(int64_t k, const ThreadPool& pool);
 // x is [tokens][heads][head_dim], token t's heads starting at x + t * row_stride (row_stride >=
 // heads * head_dim: a slice of a fused q|k|v row); token t is at position positions[t]; the angle
 // of pair i is positions[t] * inv_freq[i], i < head_dim/2 (inv_freq already includes any rope
-// scaling), rounded to FP32 as Hugging Face computes it. head_dim must be even.
+// scaling), rounded to FP32 as Hugging Face computes it. head_dim must be even. freq_sets, if not
+// null, makes token t use inv_freq + freq_sets[t] * head_dim / 2 (LongRoPE).
 void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
-          int64_t head_dim, const float* inv_freq, ThreadPool& pool);
+          int64_t head_dim, const float* inv_freq, ThreadPool& pool,
+          const int32_t* freq_sets = nullptr);
 
 // out[t][i] = silu(gate[t][i]) * up[t][i], silu(g) = g / (1 + exp(-g)); gate and up rows are
 // row_stride floats apart (width, or 2 * width for a fused gate|up row), out rows width.
 void silu_mul(const float* gate, const float* up, int64_t row_stride, int64_t tokens, int64_t width,
               float* out, ThreadPool& pool);
+
+// Mixture-of-experts routing (ops/moe.h): for each token, the top_k experts of softmax(logits
+// row) in descending order (ties to the lower expert) into ids [tokens][top_k], their
+// probabilities into weights, divided by their sum if renormalize. top_k <= experts.
+void moe_route(const float* logits, int64_t tokens, int64_t experts, int64_t top_k,
+               bool renormalize, int32_t* ids, float* weights);
+// out[t] = sum_j weights[t][j] * expert_out[rows[t][j]] over token t's top_k (<= 64) choices, added
+// in ascending order of ids[t][j] (transformers' order), rows of `hidden`. out [tokens][hidden].
+void moe_combine(const float* expert_out, const int32_t* ids, const float* weights,
+                 const int32_t* rows, int64_t tokens, int64_t top_k, int64_t hidden, float* out,
+                 ThreadPool& pool);
 
 // x[i] += y[i].
 void add_inplace(float* x, const float* y, int64_t n, ThreadPool& pool);

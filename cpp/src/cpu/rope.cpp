@@ -7,7 +7,7 @@
 namespace slimrt::cpu {
 
 void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens, int64_t heads,
-          int64_t head_dim, const float* inv_freq, ThreadPool& pool) {
+          int64_t head_dim, const float* inv_freq, ThreadPool& pool, const int32_t* freq_sets) {
   const int64_t half = head_dim / 2;
   parallel_over(pool, tokens, 4 * heads * head_dim, [&](int64_t begin, int64_t end) {
     // cos/sin are computed once per token and pair, then applied to every head.
@@ -18,10 +18,11 @@ void rope(float* x, int64_t row_stride, const int32_t* positions, int64_t tokens
       // The angle is rounded to FP32 before cos/sin, as Hugging Face computes it: at positions
       // in the thousands that rounding moves the result by more than FP32 noise.
       const float pos = static_cast<float>(positions[t]);
+      const float* freq = inv_freq + (freq_sets != nullptr ? freq_sets[t] * half : 0);
       for (int64_t i0 = 0; i0 < half; i0 += kPairs) {
         const int64_t np = std::min(kPairs, half - i0);
         for (int64_t i = 0; i < np; ++i) {
-          const float angle = pos * inv_freq[i0 + i];
+          const float angle = pos * freq[i0 + i];
           cs[i] = std::cos(angle);
           sn[i] = std::sin(angle);
         }
