@@ -244,7 +244,7 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
 
 TEST(ModelLoader, AConfigJsonPastTheSizeCapIsRefusedUnread) {
   const TinyModel m = make_model(Variant::kLlama);
-  const fs::path dir = write_hf_dir(m, "huge-config", {});
+  const fs::path dir = write_hf_dir(m, "huge-config");
   std::string text = config_json(m.config).dump();
   text.resize(slimrt::limits::kConfigBytes + 1, ' ');  // still valid JSON: trailing spaces
   std::ofstream(dir / "config.json", std::ios::binary | std::ios::trunc) << text;
