@@ -346,6 +346,9 @@ Executor::Df11Products Executor::df11_products(Product product, int64_t layer, i
     set.p[set.count++] = {m.df11, m.rows, bias, out};
     set.k = m.cols;
   };
+  // plan_df11 asks for the products before the buffers exist: no arithmetic on their null
+  // pointers (undefined behaviour, which UBSan reports).
+  auto at = [](float* buffer, int64_t offset) { return buffer ? buffer + offset : nullptr; };
   if (product == kHeadProduct) {
     add(weights_.lm_head(), nullptr, logits_);
     return set;
@@ -354,15 +357,15 @@ Executor::Df11Products Executor::df11_products(Product product, int64_t layer, i
   switch (product) {
     case kQkvProduct:
       add(w.q, w.q_bias, qkv_);
-      add(w.k, w.k_bias, qkv_ + rows * Q);
-      add(w.v, w.v_bias, qkv_ + rows * (Q + KV));
+      add(w.k, w.k_bias, at(qkv_, rows * Q));
+      add(w.v, w.v_bias, at(qkv_, rows * (Q + KV)));
       break;
     case kOProduct:
       add(w.o, w.o_bias, h_);
       break;
     case kGateUpProduct:
       add(w.gate, nullptr, gate_up_);
-      add(w.up, nullptr, gate_up_ + rows * I);
+      add(w.up, nullptr, at(gate_up_, rows * I));
       break;
     default:
       add(w.down, nullptr, h_);

@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "check.h"
+#include "input_limits.h"
 #include "quote.h"
 #include "utf8.h"
 
@@ -185,6 +186,11 @@ void append_scalars(const Cursor& cursor, const std::string& key, uint32_t type,
 // Reads `count` elements of `type` (known, not ARRAY), after check_count, appending them.
 void read_elements(Cursor& cursor, const std::string& key, uint32_t type, uint64_t count,
                    GgufValue& v) {
+  // Counted over all inner arrays of an array of arrays: they are decoded into one list.
+  SLIMRT_CHECK_AS(ErrorCategory::kModelFile, count <= limits::kGgufArrayElements - v.count,
+                  cursor.where() << ": key " << quote(key) << ": " << v.count + count
+                                 << " array elements exceed the limit of "
+                                 << limits::kGgufArrayElements);
   if (type == gguf_type::kString) {
     if (v.offsets.empty()) v.offsets.push_back(0);
     v.offsets.reserve(v.offsets.size() + count);

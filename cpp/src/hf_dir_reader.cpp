@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "df11_container.h"
+#include "input_limits.h"
 #include "logging.h"
 #include "model_source.h"
 #include "quote.h"
@@ -20,16 +21,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// config.json is a few kilobytes; a file far larger is not one.
-constexpr std::uintmax_t kMaxConfigBytes = 16 << 20;
-
 std::string read_config_text(const fs::path& file) {
   std::error_code error;
   const std::uintmax_t size = fs::file_size(file, error);
   SLIMRT_CHECK_AS(ErrorCategory::kIo, !error,
                   file.string() << ": cannot read: " << error.message());
-  SLIMRT_CHECK_AS(ErrorCategory::kModelFile, size <= kMaxConfigBytes,
-                  file.string() << ": " << size << " bytes is too large for a config.json");
+  SLIMRT_CHECK_AS(ErrorCategory::kModelFile, size <= limits::kConfigBytes,
+                  file.string() << ": " << size
+                                << " bytes is too large for a config.json (the limit is "
+                                << limits::kConfigBytes << " bytes)");
   std::ifstream in(file, std::ios::binary);
   std::ostringstream text;
   text << in.rdbuf();

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "check.h"
+#include "input_limits.h"
 #include "quote.h"
 
 namespace slimrt {
@@ -12,12 +13,8 @@ using Json = nlohmann::ordered_json;
 
 namespace {
 
-// Values nest far less deep than this in any file slimrt reads; deeper ones are refused before
-// the DOM is built (copying a value recurses once per level).
-constexpr size_t kMaxDepth = 64;
-
 // A first, SAX pass over the text: refuses duplicate keys (nlohmann would keep the last value
-// silently; Python's reader refuses them), nesting past kMaxDepth and syntax errors.
+// silently; Python's reader refuses them), nesting past limits::kJsonDepth and syntax errors.
 class Checker {
  public:
   Checker(const std::string& where, const char* subject) : where_(where), subject_(subject) {}
@@ -69,9 +66,9 @@ class Checker {
 
  private:
   void open(bool object) {
-    SLIMRT_CHECK_AS(
-        ErrorCategory::kModelFile, ++depth_ <= kMaxDepth,
-        where_ << ": " << subject_ << " nests values more than " << kMaxDepth << " levels deep");
+    SLIMRT_CHECK_AS(ErrorCategory::kModelFile, ++depth_ <= limits::kJsonDepth,
+                    where_ << ": " << subject_ << " nests values more than " << limits::kJsonDepth
+                           << " levels deep");
     if (object) keys_.emplace_back();
   }
 

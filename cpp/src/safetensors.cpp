@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "check.h"
+#include "input_limits.h"
 #include "json_reader.h"
 #include "quote.h"
 #include "utf8.h"
@@ -12,9 +13,6 @@ namespace slimrt {
 namespace {
 
 using Json = nlohmann::ordered_json;
-
-// The official implementation's limit; a larger length means the file is not safetensors.
-constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
 struct Dtype {
   const char* name;
@@ -141,8 +139,9 @@ SafetensorsHeader parse_safetensors(const uint8_t* data, size_t size, const std:
       where << ": truncated: file is " << size << " bytes, too short for the 8-byte header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = header_len << 8 | data[i];
-  SLIMRT_CHECK_AS(ErrorCategory::kModelFile, header_len <= kMaxHeaderBytes,
-                  where << ": header length " << header_len << " exceeds the " << kMaxHeaderBytes
+  SLIMRT_CHECK_AS(ErrorCategory::kModelFile, header_len <= limits::kSafetensorsHeaderBytes,
+                  where << ": header length " << header_len << " exceeds the "
+                        << limits::kSafetensorsHeaderBytes
                         << "-byte limit (not a safetensors file?)");
   SLIMRT_CHECK_AS(ErrorCategory::kModelFile, header_len <= size - 8,
                   where << ": truncated: header length is " << header_len << " bytes but only "

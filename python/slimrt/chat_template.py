@@ -6,8 +6,8 @@ model was trained on.
 
 Rendering follows transformers' `apply_chat_template` (same Jinja settings, the same helpers
 `raise_exception`, `tojson`, `strftime_now`), so a template renders here as it does there.
-The environment is sandboxed: a template comes with a downloaded model and must not reach
-Python objects.
+The environment is sandboxed (slimrt.template_sandbox): a template comes with a downloaded
+model and must not reach Python objects, build unbounded text or run forever.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from slimrt.errors import FormatError, ModelError, RequestError
-from slimrt.tokenizer import check_text
+from slimrt.errors import ModelError, RequestError
+from slimrt.input_limits import MAX_TEMPLATE_CHARS, MAX_TEMPLATE_SECONDS
+from slimrt.tokenizer import check_text, read_json_object, read_text_file
 
 __all__ = ["ROLES", "ChatTemplate", "read_chat_template"]
 
@@ -29,18 +30,30 @@ ROLES = ("system", "user", "assistant", "tool")
 
 class ChatTemplate:
     def __init__(
-        self, source: str, *, bos_token: str | None = None, eos_token: str | None = None
+        self,
+        source: str,
+        *,
+        bos_token: str | None = None,
+        eos_token: str | None = None,
+        max_chars: int = MAX_TEMPLATE_CHARS,
+        max_seconds: float = MAX_TEMPLATE_SECONDS,
     ) -> None:
         import jinja2
         from jinja2.ext import loopcontrols
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        from slimrt.template_sandbox import BoundedSandbox
 
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+        env = BoundedSandbox(
+            max_chars=max_chars,
+            max_seconds=max_seconds,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=[loopcontrols],
         )
+        self._env = env
         env.filters["tojson"] = _tojson
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
@@ -50,6 +63,8 @@ class ChatTemplate:
             raise ModelError(
                 f"chat template does not compile: {e.message} (line {e.lineno})"
             ) from e
+        except RecursionError as e:  # Jinja's parser recurses once per level of nesting
+            raise ModelError("chat template does not compile: it nests too deeply") from e
 
     def render(
         self,
@@ -66,7 +81,8 @@ class ChatTemplate:
 
         _check_messages(messages)
         try:
-            return self._template.render(
+            return self._env.render(
+                self._template,
                 messages=[dict(m) for m in messages],
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token or "",
@@ -74,8 +90,15 @@ class ChatTemplate:
                 **variables,
             )
         except jinja2.TemplateError as e:
-            # raise_exception() in the template: the model refuses these messages.
+            # raise_exception() in the template (the model refuses these messages), or a bound
+            # of the sandbox passed.
             raise RequestError(f"chat template: {e.message or e}") from e
+        except RecursionError as e:
+            raise RequestError("chat template failed: it recursed too deeply") from e
+        except Exception as e:
+            # The template is a program that came with the model; any error it runs into on
+            # these messages (1 + 'a', a missing key of a dict) is its own, not slimrt's.
+            raise RequestError(f"chat template failed: {type(e).__name__}: {e}") from e
 
 
 def _check_messages(messages: object) -> None:
@@ -130,16 +153,10 @@ def read_chat_template(path: Path, tokenizer_config: Mapping[str, Any]) -> str |
     list of named templates of which "default" is used). None when the model has none."""
     jinja_file = path / "chat_template.jinja"
     if jinja_file.is_file():
-        return jinja_file.read_text(encoding="utf-8")
-    json_file = path / "chat_template.json"
-    if json_file.is_file():
-        try:
-            content = json.loads(json_file.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise FormatError(f"{json_file}: not valid JSON ({e})") from e
-        template = content.get("chat_template") if isinstance(content, dict) else None
-        if isinstance(template, str):
-            return template
+        return read_text_file(jinja_file)
+    template = read_json_object(path / "chat_template.json").get("chat_template")
+    if isinstance(template, str):
+        return template
     template = tokenizer_config.get("chat_template")
     if isinstance(template, list):
         named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}

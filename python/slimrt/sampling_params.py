@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from slimrt import _core
 from slimrt.errors import InvalidArgumentError, RequestError
+from slimrt.input_limits import MAX_STOP_STRINGS, MAX_STOP_TOKEN_IDS
 
 __all__ = ["MAX_LOGPROBS", "SamplingParams"]
 
@@ -75,10 +76,14 @@ class SamplingParams:
             raise RequestError(f"max_tokens must be >= 1, got {self.max_tokens}")
         # A lone string is one stop string, not a list of characters.
         stop = [self.stop] if isinstance(self.stop, str) else _as_list("stop", self.stop)
+        if len(stop) > MAX_STOP_STRINGS:
+            raise RequestError(f"at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}")
         for text in stop:
             if not isinstance(text, str) or not text:
                 raise RequestError(f"stop strings must be non-empty strings, got {text!r}")
         stop_ids = _as_list("stop_token_ids", self.stop_token_ids)
+        if len(stop_ids) > MAX_STOP_TOKEN_IDS:
+            raise RequestError(f"at most {MAX_STOP_TOKEN_IDS} stop_token_ids, got {len(stop_ids)}")
         for token_id in stop_ids:
             if _integer("stop_token_ids entry", token_id) < 0:
                 raise RequestError(f"stop_token_ids must be >= 0, got {token_id}")

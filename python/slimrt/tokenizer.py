@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slimrt.errors import FormatError, ModelError, RequestError
+from slimrt.input_limits import MAX_JSON_FILE_BYTES
 
 __all__ = ["Detokenizer", "Tokenizer", "check_text", "read_tokenizer_config"]
 
@@ -128,13 +129,29 @@ def read_json_object(file: Path) -> dict[str, Any]:
     """A JSON file holding an object ({} when there is no such file)."""
     if not file.is_file():
         return {}
+    text = read_text_file(file)
     try:
-        content = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        content = json.loads(text)
+    except json.JSONDecodeError as e:
         raise FormatError(f"{file}: not valid JSON ({e})") from e
+    except RecursionError as e:  # json recurses once per level of nesting
+        raise FormatError(f"{file}: not valid JSON (nested too deeply)") from e
     if not isinstance(content, dict):
         raise FormatError(f"{file}: not a JSON object")
     return content
+
+
+def read_text_file(file: Path) -> str:
+    """A small UTF-8 text file of a model directory (at most MAX_JSON_FILE_BYTES)."""
+    size = file.stat().st_size
+    if size > MAX_JSON_FILE_BYTES:
+        raise FormatError(
+            f"{file}: {size} bytes is too large (the limit is {MAX_JSON_FILE_BYTES} bytes)"
+        )
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{file}: not UTF-8 text ({e.reason} at byte {e.start})") from e
 
 
 def _token_text(value: object) -> str | None:

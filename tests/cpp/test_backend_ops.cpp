@@ -889,18 +889,22 @@ std::vector<OpCase> all_cases() {
   };
   auto to_s = [](int64_t v) { return std::to_string(v); };
 
+  // The lambdas name the loops' structured bindings in their captures: C++17 cannot capture
+  // them implicitly (GCC allows it, clang, which builds the sanitizer tests, does not).
   for (auto [tokens, hidden, vocab] :
        {std::array<int64_t, 3>{1, 7, 50}, {3, 576, 200}, {300, 64, 1000}}) {
-    add("embed", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden), [=](uint64_t s) {
-      return std::make_unique<RowLookup<uint16_t>>(tokens, hidden, vocab, s);
-    });
+    add("embed", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden),
+        [=, tokens = tokens, hidden = hidden, vocab = vocab](uint64_t s) {
+          return std::make_unique<RowLookup<uint16_t>>(tokens, hidden, vocab, s);
+        });
   }
   // Hidden 96 and 576 rows straddle the 4096-element DF11 groups.
   for (auto [tokens, hidden, vocab] :
        {std::array<int64_t, 3>{1, 96, 300}, {5, 576, 120}, {40, 64, 2000}}) {
-    add("embed_df11", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden), [=](uint64_t s) {
-      return std::make_unique<EmbedDf11>(tokens, hidden, vocab, static_cast<uint32_t>(s));
-    });
+    add("embed_df11", "tokens" + to_s(tokens) + "_hidden" + to_s(hidden),
+        [=, tokens = tokens, hidden = hidden, vocab = vocab](uint64_t s) {
+          return std::make_unique<EmbedDf11>(tokens, hidden, vocab, static_cast<uint32_t>(s));
+        });
   }
   const int64_t ragged = 3 * df11::kGroupElements + 17;  // a partial last group
   add("decode_df11", "one_element", [](uint64_t s) {
@@ -922,7 +926,9 @@ std::vector<OpCase> all_cases() {
                                {100000, 3},
                                {(int64_t{5} << 20) + 7, 0}}) {
     add("crc32", "bytes" + to_s(bytes) + "_at" + to_s(offset),
-        [=](uint64_t s) { return std::make_unique<Crc32>(bytes, offset, s); });
+        [=, bytes = bytes, offset = offset](uint64_t s) {
+          return std::make_unique<Crc32>(bytes, offset, s);
+        });
   }
   add("decode_df11", "every_bf16_pattern_shuffled", [](uint64_t s) {
     return std::make_unique<DecodeDf11>(test::every_bf16_pattern(true, s), Decode::kWhole);
@@ -932,13 +938,17 @@ std::vector<OpCase> all_cases() {
   });
   for (auto [count, width] : {std::array<int64_t, 2>{1, 64}, {4, 577}, {33, 1}}) {
     add("gather_rows", "count" + to_s(count) + "_width" + to_s(width),
-        [=](uint64_t s) { return std::make_unique<RowLookup<float>>(count, width, 40, s); });
+        [=, count = count, width = width](uint64_t s) {
+          return std::make_unique<RowLookup<float>>(count, width, 40, s);
+        });
   }
   for (auto [rows, cols, src, dst] :
        {std::array<int64_t, 4>{1, 97, 97, 97}, {8, 1000, 1005, 1011}, {3, 1, 4, 2}}) {
     add("copy_block",
         "rows" + to_s(rows) + "_cols" + to_s(cols) + "_strides" + to_s(src) + "_" + to_s(dst),
-        [=](uint64_t s) { return std::make_unique<CopyBlock>(rows, cols, src, dst, s); });
+        [=, rows = rows, cols = cols, src = src, dst = dst](uint64_t s) {
+          return std::make_unique<CopyBlock>(rows, cols, src, dst, s);
+        });
   }
   struct NormShape {
     int64_t rows, cols;
@@ -964,7 +974,7 @@ std::vector<OpCase> all_cases() {
     add("head_rms_norm",
         "tokens" + to_s(tokens) + "_heads" + to_s(heads) + "_d" + to_s(head_dim) + "_stride" +
             to_s(stride),
-        [=](uint64_t s) {
+        [=, tokens = tokens, heads = heads, head_dim = head_dim, stride = stride](uint64_t s) {
           return std::make_unique<HeadRmsNorm>(tokens, heads, head_dim, stride, s);
         });
   }
@@ -972,7 +982,9 @@ std::vector<OpCase> all_cases() {
        {std::array<int64_t, 3>{1, 1536, 1}, {3, 17, 0}, {37, 2049, 1}}) {
     add("silu_mul_input",
         "tokens" + to_s(tokens) + "_width" + to_s(width) + (fused ? "_fused" : "_separate"),
-        [=](uint64_t s) { return std::make_unique<SiluMul>(tokens, width, fused, s); });
+        [=, tokens = tokens, width = width, fused = fused](uint64_t s) {
+          return std::make_unique<SiluMul>(tokens, width, fused, s);
+        });
   }
   // Decode GEMVs, prefill shapes, k > 1024 and odd sizes everywhere.
   for (auto [rows, k, n, bias] : {std::array<int64_t, 4>{1, 576, 1536, 0},
@@ -983,7 +995,9 @@ std::vector<OpCase> all_cases() {
                                   {300, 200, 1001, 1}}) {
     add("matmul_bf16",
         "rows" + to_s(rows) + "_k" + to_s(k) + "_n" + to_s(n) + (bias ? "_bias" : ""),
-        [=](uint64_t s) { return std::make_unique<Matmul>(rows, k, n, bias, s); });
+        [=, rows = rows, k = k, n = n, bias = bias](uint64_t s) {
+          return std::make_unique<Matmul>(rows, k, n, bias, s);
+        });
   }
   // Shapes the CUDA kernel takes (k a multiple of 256, at most 8 rows): rows within a group
   // (k 256, 4096), rows across groups (k 768, 6144, 14336: split-K partials), three and two

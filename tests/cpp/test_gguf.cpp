@@ -5,6 +5,7 @@
 #include <string>
 
 #include "gguf.h"
+#include "input_limits.h"
 #include "model_file_builders.h"
 
 namespace {
@@ -218,6 +219,22 @@ TEST(Gguf, RefusesHugeCountsQuicklyWithoutAllocating) {
              "truncated at byte 49: key 'k': 1152921504606846976 UINT64 elements need at "
              "least 8 bytes each, the file has 49");
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+}
+
+TEST(Gguf, RefusesArraysPastTheElementCap) {
+  // The cap counts elements, not bytes: UINT8 elements decode to 8 bytes each.
+  const uint64_t cap = slimrt::limits::kGgufArrayElements;
+  const Bytes file = GgufBuilder().array("k", 0, std::vector<uint8_t>(cap + 1, 1)).bytes(false);
+  expect_bad(file, "key 'k': 16777217 array elements exceed the limit of 16777216");
+  const Bytes at_cap = GgufBuilder().array("k", 0, std::vector<uint8_t>(cap, 1)).bytes(false);
+  EXPECT_EQ(parse(at_cap).find("k")->count, cap);
+  // Inner arrays count together: they are decoded into one list.
+  Bytes nested = concat({le<uint32_t>(kArray), le<uint64_t>(2)});
+  for (int i = 0; i < 2; ++i) {
+    nested = concat({nested, le<uint32_t>(0), le<uint64_t>(cap / 2 + 1), Bytes(cap / 2 + 1, 1)});
+  }
+  expect_bad(GgufBuilder().raw("n", kArray, nested).bytes(false),
+             "key 'n': 16777218 array elements exceed the limit of 16777216");
 }
 
 TEST(Gguf, RefusesStringsAndArraysPastTheEnd) {

@@ -16,6 +16,7 @@
 #include "cpu/bf16.h"
 #include "crc32.h"
 #include "error_message.h"
+#include "input_limits.h"
 #include "model_file_builders.h"
 #include "slimrt/engine.h"
 #include "slimrt/log.h"
@@ -239,6 +240,21 @@ TEST(ModelLoader, BadDirectoriesAndConfigsNameTheFileAndTheProblem) {
   EXPECT_EQ(error_message([&] { Model::load((dir / "nowhere").string(), options()); }),
             (dir / "nowhere").string() + ": no such file or directory");
   for (const fs::path& d : {dir, shape, arch}) fs::remove_all(d);
+}
+
+TEST(ModelLoader, AConfigJsonPastTheSizeCapIsRefusedUnread) {
+  const TinyModel m = make_model(Variant::kLlama);
+  const fs::path dir = write_hf_dir(m, "huge-config");
+  std::string text = config_json(m.config).dump();
+  text.resize(slimrt::limits::kConfigBytes + 1, ' ');  // still valid JSON: trailing spaces
+  std::ofstream(dir / "config.json", std::ios::binary | std::ios::trunc) << text;
+  EXPECT_EQ(error_message([&] { Model::load(dir.string(), options()); }),
+            (dir / "config.json").string() +
+                ": 16777217 bytes is too large for a config.json (the limit is 16777216 bytes)");
+  text.resize(slimrt::limits::kConfigBytes);
+  std::ofstream(dir / "config.json", std::ios::binary | std::ios::trunc) << text;
+  EXPECT_NO_THROW(Model::load(dir.string(), options()));
+  fs::remove_all(dir);
 }
 
 TEST(ModelLoader, ABiasTheConfigDoesNotAnnounceIsRefusedRatherThanIgnored) {

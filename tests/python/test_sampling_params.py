@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from slimrt import RequestError, SamplingParams
+from slimrt.input_limits import MAX_STOP_STRINGS, MAX_STOP_TOKEN_IDS
 
 
 def test_defaults_are_greedy_with_256_tokens_and_no_stops() -> None:
@@ -30,6 +31,8 @@ def test_defaults_are_greedy_with_256_tokens_and_no_stops() -> None:
         ({"seed": 1 << 64}, f"seed must be in [0, 2**64), got {1 << 64}"),
         ({"stop": [""]}, "stop strings must be non-empty strings, got ''"),
         ({"stop": 5}, "stop must be a list, got 5"),
+        ({"stop": ["x"] * 65}, "at most 64 stop strings, got 65"),
+        ({"stop_token_ids": [1] * 1025}, "at most 1024 stop_token_ids, got 1025"),
         ({"stop_token_ids": [-3]}, "stop_token_ids must be >= 0, got -3"),
         ({"ignore_eos": 1}, "ignore_eos must be True or False, got 1"),
         ({"logprobs": -1}, "logprobs must be in [0, 20], got -1"),
@@ -47,6 +50,8 @@ def test_invalid_values_raise_a_value_error_naming_them(kwargs: dict, message: s
 def test_boundaries_are_accepted() -> None:
     p = SamplingParams(temperature=0, top_p=1, min_p=1, top_k=0, max_tokens=1, seed=(1 << 64) - 1)
     assert p.top_p == 1.0 and isinstance(p.top_p, float) and p.seed == (1 << 64) - 1
+    q = SamplingParams(stop=["x"] * MAX_STOP_STRINGS, stop_token_ids=[1] * MAX_STOP_TOKEN_IDS)
+    assert len(q.stop) == 64 and len(q.stop_token_ids) == 1024
 
 
 def test_numpy_scalars_become_python_numbers() -> None:

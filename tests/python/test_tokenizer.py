@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from slimrt.errors import ModelError, RequestError
-from slimrt.tokenizer import Tokenizer, check_text
+from slimrt.errors import FormatError, ModelError, RequestError
+from slimrt.input_limits import MAX_JSON_FILE_BYTES
+from slimrt.tokenizer import Tokenizer, check_text, read_tokenizer_config
 from tiny_models import write_tokenizer
 
 SAMPLES = [
@@ -174,3 +175,36 @@ def test_lone_surrogates_are_refused(text: str, message: str) -> None:
 
 def test_text_with_any_valid_character_passes() -> None:
     check_text("héllo 東京 🙂 \x00 \ufffd \U0010ffff", "prompt")
+
+
+def test_a_tokenizer_config_past_the_size_cap_is_refused_unread(tmp_path: Path) -> None:
+    file = tmp_path / "tokenizer_config.json"
+    file.write_bytes(b"{}" + b" " * (MAX_JSON_FILE_BYTES - 1))
+    with pytest.raises(FormatError) as info:
+        read_tokenizer_config(tmp_path)
+    assert str(info.value) == f"{file}: 16777217 bytes is too large (the limit is 16777216 bytes)"
+    file.write_bytes(b"{}" + b" " * (MAX_JSON_FILE_BYTES - 2))
+    assert read_tokenizer_config(tmp_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000, "not valid JSON (nested too deeply)"),
+        (b'{"bos_token": "\xff"}', "not UTF-8 text (invalid start byte at byte 15)"),
+        (b"[1]", "not a JSON object"),
+        (
+            b"{",
+            "not valid JSON (Expecting property name enclosed in double quotes: line 1 "
+            "column 2 (char 1))",
+        ),
+    ],
+)
+def test_a_bad_tokenizer_config_is_a_format_error(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    file = tmp_path / "tokenizer_config.json"
+    file.write_bytes(content)
+    with pytest.raises(FormatError) as info:
+        read_tokenizer_config(tmp_path)
+    assert str(info.value) == f"{file}: {message}"
