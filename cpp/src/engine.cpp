@@ -19,6 +19,7 @@
 #include "model_impl.h"
 #include "ops/kv_compress.h"
 #include "ops/paged_attention.h"
+#include "prefix_index.h"
 #include "sample_rules.h"
 #include "weights.h"
 
@@ -102,6 +103,10 @@ struct Engine::Impl {
   std::vector<int32_t> compress_ids;
   int64_t cached_tokens = 0;
   int64_t peak_tokens = 0;
+  int64_t prefix_query_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
+  std::vector<int32_t> prefix_pages;  // reuse_prefix's scratch, sized at load
+  std::vector<uint64_t> prefix_keys;
   mutable std::mutex mutex;
 
   Impl(std::shared_ptr<const Model> model, const EngineOptions& requested);
@@ -113,6 +118,8 @@ struct Engine::Impl {
   // Compressed pages a sequence of `length` tokens holds (0 without kv_compression).
   int64_t compressed_pages_at(int64_t length) const;
   void compress_left_window(int64_t batch);
+  void offer_to_prefix_cache(int64_t batch);
+  int64_t reuse_prefix(BlockTable& table, const int32_t* tokens, int64_t count);
 };
 
 int64_t Engine::Impl::compressed_pages_at(int64_t length) const {
@@ -135,6 +142,16 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   shape.page_size = options.page_size;
   shape.num_pages = options.kv_tokens / options.page_size;
   shape.dtype = options.kv_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kF32;
+  shape.prefix_caching = options.enable_prefix_caching;
+  {
+    // The pool mixes in its shape; what else shapes a page's bytes: the model (one pool serves
+    // one model for its life, but a key should say what it was computed with), and the window
+    // that decided which of a prefix's pages its tokens attended to compressed.
+    const uint64_t salt[] = {static_cast<uint64_t>(reinterpret_cast<uintptr_t>(model.get())),
+                             static_cast<uint64_t>(options.kv_compression),
+                             static_cast<uint64_t>(options.kv_compression ? options.kv_window : 0)};
+    shape.prefix_salt = hash_words(salt, 3);
+  }
   if (options.kv_compression) {
     PagedKv layer;
     layer.kv_heads = shape.kv_heads;
@@ -165,8 +182,12 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   Executor::Limits limits;
   limits.max_batch = options.max_batch;
   limits.max_step_tokens = options.max_step_tokens;
-  limits.max_page_indices = shape.num_pages + shape.compressed_pages;
   limits.max_context = std::min(config.max_context(), options.kv_tokens);
+  max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
+  // A page serves one sequence at most, unless prefix caching shares it among all of them.
+  limits.max_page_indices = options.enable_prefix_caching
+                                ? options.max_batch * max_pages_per_sequence
+                                : shape.num_pages + shape.compressed_pages;
   limits.kv.dtype = shape.dtype;
   limits.kv.page_size = shape.page_size;
   limits.kv.kv_heads = shape.kv_heads;
@@ -195,10 +216,13 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   memory.kv_pool = kv_pool->bytes();
   memory.activations = reserved.activations;
 
-  max_pages_per_sequence = (limits.max_context + options.page_size - 1) / options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
   compress_ids.assign(2 * max_compress, 0);
+  if (options.enable_prefix_caching) {
+    prefix_pages.assign(max_pages_per_sequence, 0);
+    prefix_keys.assign(max_pages_per_sequence, 0);
+  }
 }
 
 BlockTable& Engine::Impl::sequence(int64_t seq_id) {
@@ -245,7 +269,8 @@ void Engine::Impl::check_step(const StepInput& in, const SamplingParams* samplin
                                    << config.sliding_window
                                    << " tokens (sliding-window attention is not implemented)");
     pages += table.pages_needed(in.counts[b], options.page_size);
-    compressed += compressed_pages_at(length) - table.compressed_pages();
+    // A table that reused cached compressed pages may already hold more than `length` implies.
+    compressed += std::max<int64_t>(0, compressed_pages_at(length) - table.compressed_pages());
     step_tables[b] = &table;
   }
   for (int64_t i = 0; i < T; ++i) {
@@ -328,10 +353,66 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     for (int64_t b = 0; b < B; ++b) step_tables[b]->shrink_to(*kv_pool, pages_before[b]);
     throw;
   }
-  for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
+  const int32_t* tokens = in.tokens;
+  for (int64_t b = 0; b < B; ++b) {
+    step_tables[b]->commit(in.counts[b], tokens);
+    tokens += in.counts[b];
+  }
   cached_tokens += in.num_tokens;
   peak_tokens = std::max(peak_tokens, cached_tokens);
   if (options.kv_compression) compress_left_window(B);
+  offer_to_prefix_cache(B);
+}
+
+// Caches the pages of the step's sequences that no step will write again: each full page of a
+// dense pool, each compressed page of a compressing one (its dense pages are rewritten windows).
+void Engine::Impl::offer_to_prefix_cache(int64_t batch) {
+  const PrefixIndex* index = kv_pool->prefix_index();
+  if (index == nullptr) return;
+  for (int64_t b = 0; b < batch; ++b) {
+    BlockTable& table = *step_tables[b];
+    table.key_full_pages(*index);
+    const int64_t done = options.kv_compression ? table.compressed_pages() : table.keyed_pages();
+    for (int64_t p = table.offered_pages(); p < done; ++p) {
+      kv_pool->cache(table.pages()[p], table.page_key(p), table.parent_key(*index, p),
+                     table.tokens() + p * options.page_size);
+    }
+    table.set_offered_pages(std::max(done, table.offered_pages()));
+  }
+}
+
+int64_t Engine::Impl::reuse_prefix(BlockTable& table, const int32_t* tokens, int64_t count) {
+  const PrefixIndex* index = kv_pool->prefix_index();
+  if (index == nullptr) return 0;
+  SLIMRT_CHECK(table.length() == 0,
+               "reuse_prefix: the sequence already holds " << table.length() << " tokens");
+  for (int64_t i = 0; i < count; ++i) {
+    SLIMRT_CHECK(tokens[i] >= 0 && tokens[i] < config.vocab_size,
+                 "reuse_prefix: token id " << tokens[i] << " (tokens[" << i << "]) is outside [0, "
+                                           << config.vocab_size << ")");
+  }
+  const int64_t P = options.page_size;
+  const int64_t most = std::min<int64_t>(std::max<int64_t>(count - 1, 0) / P,
+                                         static_cast<int64_t>(prefix_pages.size()));
+  int64_t hits = 0;
+  uint64_t parent = index->root();
+  for (; hits < most; ++hits) {
+    const int32_t* page_tokens = tokens + hits * P;
+    const uint64_t key = index->key(parent, page_tokens);
+    const int32_t page = kv_pool->find_cached(key, parent, page_tokens);
+    if (page < 0) break;
+    prefix_pages[hits] = page;
+    prefix_keys[hits] = key;
+    parent = key;
+  }
+  for (int64_t i = 0; i < hits; ++i) kv_pool->retain(prefix_pages[i]);
+  table.adopt_prefix(prefix_pages.data(), prefix_keys.data(), hits, tokens, P,
+                     options.kv_compression);
+  prefix_query_tokens += count;
+  prefix_hit_tokens += hits * P;
+  cached_tokens += hits * P;
+  peak_tokens = std::max(peak_tokens, cached_tokens);
+  return hits * P;
 }
 
 Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
@@ -342,7 +423,10 @@ Engine::~Engine() = default;
 int64_t Engine::add_sequence() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const int64_t id = impl_->next_sequence_id++;
-  impl_->sequences.emplace(id, BlockTable(impl_->max_pages_per_sequence));
+  const int64_t kept_tokens = impl_->options.enable_prefix_caching
+                                  ? impl_->max_pages_per_sequence * impl_->options.page_size
+                                  : 0;
+  impl_->sequences.emplace(id, BlockTable(impl_->max_pages_per_sequence, kept_tokens));
   return id;
 }
 
@@ -364,9 +448,17 @@ int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const BlockTable& table = impl_->sequence(seq_id);
   if (impl_->options.kv_compression) {
-    return impl_->compressed_pages_at(table.length() + new_tokens) - table.compressed_pages();
+    return std::max<int64_t>(
+        0, impl_->compressed_pages_at(table.length() + new_tokens) - table.compressed_pages());
   }
   return table.pages_needed(new_tokens, impl_->options.page_size);
+}
+
+int64_t Engine::reuse_prefix(int64_t seq_id, const int32_t* tokens, int64_t count) {
+  SLIMRT_CHECK(count >= 0 && (count == 0 || tokens != nullptr),
+               "reuse_prefix: null tokens or negative count");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->reuse_prefix(impl_->sequence(seq_id), tokens, count);
 }
 
 void Engine::step(const StepInput& input, float* logits) {
@@ -424,7 +516,26 @@ KvUsage Engine::kv_usage() const {
   u.peak_dense_pages_used = pool.peak_pages_used();
   u.peak_compressed_pages_used = pool.peak_compressed_pages_used();
   u.peak_tokens = impl_->peak_tokens;
+  if (const PrefixIndex* index = pool.prefix_index()) {
+    u.prefix_cached_pages = index->size();
+    u.prefix_cached_free_pages = index->parked();
+    u.prefix_evicted_pages = index->evictions();
+  }
+  u.prefix_query_tokens = impl_->prefix_query_tokens;
+  u.prefix_hit_tokens = impl_->prefix_hit_tokens;
   return u;
+}
+
+std::vector<int32_t> Engine::sequence_pages(int64_t seq_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const BlockTable& table = impl_->sequence(seq_id);
+  return std::vector<int32_t>(table.pages(), table.pages() + table.num_pages());
+}
+
+uint32_t Engine::page_crc32(int32_t page) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::lock_guard<std::mutex> device_lock(impl_->model->impl().step_mutex);
+  return impl_->kv_pool->page_crc32(impl_->device, page);
 }
 const ModelConfig& Engine::config() const { return impl_->config; }
 const Model& Engine::model() const { return *impl_->model; }
