@@ -122,7 +122,8 @@ void bind_engine(py::module_& m) {
       .def_readwrite("kv_compression", &EngineOptions::kv_compression)
       .def_readwrite("k_sparsity", &EngineOptions::k_sparsity)
       .def_readwrite("v_sparsity", &EngineOptions::v_sparsity)
-      .def_readwrite("kv_window", &EngineOptions::kv_window);
+      .def_readwrite("kv_window", &EngineOptions::kv_window)
+      .def_readwrite("enable_prefix_caching", &EngineOptions::enable_prefix_caching);
   def_options_checks(engine_options);
   m.attr("ENGINE_OPTIONS") = bound_fields(m.attr("EngineOptions"));
 
@@ -140,6 +141,20 @@ void bind_engine(py::module_& m) {
       .def("sequence_length", &Engine::sequence_length, py::arg("seq_id"))
       .def("pages_needed", &Engine::pages_needed, py::arg("seq_id"), py::arg("new_tokens"),
            "KV pages the pool must supply for seq_id to grow by new_tokens tokens.")
+      .def(
+          "reuse_prefix",
+          [](Engine& e, int64_t seq_id, const py::handle& tokens) {
+            const auto ids = int_array<int32_t>(tokens, "tokens");
+            return e.reuse_prefix(seq_id, ids.data(), ids.size());
+          },
+          py::arg("seq_id"), py::arg("tokens"),
+          "Gives the empty sequence seq_id the cached KV pages of the longest whole-page prefix "
+          "of tokens short of the last token; returns the tokens it holds now (0 without prefix "
+          "caching or a hit): its first step feeds tokens from there.")
+      .def("sequence_pages", &Engine::sequence_pages, py::arg("seq_id"),
+           "For tests: the KV page ids of seq_id, in order.")
+      .def("page_crc32", &Engine::page_crc32, py::arg("page"),
+           "For tests: the CRC-32 of a KV page's bytes over every layer.")
       .def("step", &step, py::arg("seq_ids"), py::arg("tokens"), py::arg("counts"),
            py::arg("sampling") = py::none(), py::arg("top_logprobs") = py::none(),
            "Appends counts[b] tokens to sequence seq_ids[b] and runs the model: float32[B, "
@@ -180,10 +195,15 @@ void bind_engine(py::module_& m) {
             d["peak_dense_pages_used"] = u.peak_dense_pages_used;
             d["peak_compressed_pages_used"] = u.peak_compressed_pages_used;
             d["peak_tokens"] = u.peak_tokens;
+            d["prefix_cached_pages"] = u.prefix_cached_pages;
+            d["prefix_cached_free_pages"] = u.prefix_cached_free_pages;
+            d["prefix_evicted_pages"] = u.prefix_evicted_pages;
+            d["prefix_query_tokens"] = u.prefix_query_tokens;
+            d["prefix_hit_tokens"] = u.prefix_hit_tokens;
             return d;
           },
-          "The KV pool's pages of each kind (in all, in use, bytes each over all layers) and the "
-          "tokens cached.");
+          "The KV pool's pages of each kind (in all, in use, bytes each over all layers), the "
+          "tokens cached, and the prefix cache's pages and hits.");
 }
 
 }  // namespace slimrt::bindings

@@ -6,7 +6,37 @@
 
 namespace slimrt {
 
-BlockTable::BlockTable(int64_t max_pages) { pages_.reserve(max_pages); }
+BlockTable::BlockTable(int64_t max_pages, int64_t max_tokens) : keeps_tokens_(max_tokens > 0) {
+  pages_.reserve(max_pages);
+  if (keeps_tokens_) {
+    tokens_.reserve(max_tokens);
+    keys_.reserve(max_pages);
+  }
+}
+
+void BlockTable::commit(int64_t new_tokens, const int32_t* tokens) {
+  if (keeps_tokens_) tokens_.insert(tokens_.end(), tokens, tokens + new_tokens);
+  length_ += new_tokens;
+}
+
+void BlockTable::key_full_pages(const PrefixIndex& index) {
+  const int64_t full = static_cast<int64_t>(tokens_.size()) / index.page_size();
+  for (int64_t p = keyed_pages(); p < full; ++p) {
+    keys_.push_back(index.key(parent_key(index, p), tokens_.data() + p * index.page_size()));
+  }
+}
+
+void BlockTable::adopt_prefix(const int32_t* pages, const uint64_t* keys, int64_t count,
+                              const int32_t* tokens, int64_t page_size, bool compressed) {
+  SLIMRT_CHECK_AS(ErrorCategory::kInternal, keeps_tokens_ && length_ == 0 && pages_.empty(),
+                  "block table: a cached prefix goes only into an empty table that keeps tokens");
+  pages_.assign(pages, pages + count);
+  keys_.assign(keys, keys + count);
+  tokens_.assign(tokens, tokens + count * page_size);
+  length_ = count * page_size;
+  compressed_ = compressed ? count : 0;
+  offered_ = count;
+}
 
 int64_t BlockTable::pages_needed(int64_t new_tokens, int64_t page_size) const {
   const int64_t pages_after = (length_ + new_tokens + page_size - 1) / page_size - first_page_;
@@ -39,6 +69,9 @@ void BlockTable::release(KvPool& pool) {
   length_ = 0;
   compressed_ = 0;
   first_page_ = 0;
+  tokens_.clear();
+  keys_.clear();
+  offered_ = 0;
 }
 
 void BlockTable::drop_unseen(KvPool& pool, int64_t window, int64_t page_size) {

@@ -13,6 +13,9 @@
 // With a sliding window in every layer, pages that no later query can see go back to the pool
 // (drop_unseen()): the table then lists pages from first_page() on, page i of pages() holding
 // positions from (first_page() + i) * page_size.
+// For prefix caching a table made with max_tokens > 0 keeps its committed tokens and the
+// PrefixIndex key of each full page; a new table can start with cached pages (adopt_prefix()).
+// Its writes land past length(), so the pages it shares are never written.
 #pragma once
 
 #include <algorithm>
@@ -25,7 +28,8 @@ namespace slimrt {
 
 class BlockTable {
  public:
-  explicit BlockTable(int64_t max_pages);
+  // max_tokens > 0: keeps up to that many committed tokens (prefix caching).
+  explicit BlockTable(int64_t max_pages, int64_t max_tokens = 0);
 
   int64_t length() const { return length_; }
   int64_t num_pages() const { return static_cast<int64_t>(pages_.size()); }
@@ -45,7 +49,8 @@ class BlockTable {
   int64_t pages_needed(int64_t new_tokens, int64_t page_size) const;
   // Takes those pages from the pool (all or none); length() is unchanged until commit().
   void grow(KvPool& pool, int64_t new_tokens);
-  void commit(int64_t new_tokens) { length_ += new_tokens; }
+  // `tokens` (the new ones) may be null for a table that keeps none.
+  void commit(int64_t new_tokens, const int32_t* tokens = nullptr);
   // Returns the pages past the first `num_pages` (undoes grow() of a step that failed).
   void shrink_to(KvPool& pool, int64_t num_pages);
   void release(KvPool& pool);
@@ -75,8 +80,31 @@ class BlockTable {
   // writes to `replaced` (for the caller to release once nothing reads them).
   void swap_in_compressed(const int32_t* ids, int64_t count, int32_t* replaced);
 
+  // Prefix caching. The committed tokens (a table that keeps them).
+  const int32_t* tokens() const { return tokens_.data(); }
+  // Computes the key of every full page not keyed yet.
+  void key_full_pages(const PrefixIndex& index);
+  int64_t keyed_pages() const { return static_cast<int64_t>(keys_.size()); }
+  uint64_t page_key(int64_t page) const { return keys_[page]; }
+  // The key a page's key chains from: the previous page's, or the root for the first.
+  uint64_t parent_key(const PrefixIndex& index, int64_t page) const {
+    return page == 0 ? index.root() : keys_[page - 1];
+  }
+  // Pages offered to the cache so far (the engine offers each full page once).
+  int64_t offered_pages() const { return offered_; }
+  void set_offered_pages(int64_t count) { offered_ = count; }
+  // Starts an empty table with `count` cached pages (the caller holds a reference to each)
+  // holding tokens[0, count * page_size), keyed keys[0, count); compressed: they are
+  // compressed pages.
+  void adopt_prefix(const int32_t* pages, const uint64_t* keys, int64_t count,
+                    const int32_t* tokens, int64_t page_size, bool compressed);
+
  private:
   std::vector<int32_t> pages_;
+  std::vector<int32_t> tokens_;
+  std::vector<uint64_t> keys_;
+  bool keeps_tokens_ = false;
+  int64_t offered_ = 0;
   int64_t length_ = 0;
   int64_t compressed_ = 0;
   int64_t first_page_ = 0;  // pages before it were dropped
@@ -89,7 +117,7 @@ struct StepTables {
   int32_t* slots = nullptr;         // [max_step_tokens] page * page_size + offset
   int32_t* q_indptr = nullptr;      // [max_batch + 1]
   int32_t* page_indptr = nullptr;   // [max_batch + 1]
-  int32_t* page_indices = nullptr;  // [total pages]: a page belongs to one sequence at most
+  int32_t* page_indices = nullptr;  // [total pages]: shared pages once per sequence
   int32_t* context_lens = nullptr;  // [max_batch] cached tokens after the step
   int32_t* first_pages = nullptr;   // [max_batch] each table's first_page()
   int32_t* last_rows = nullptr;     // [max_batch] row of each sequence's last new token

@@ -19,6 +19,7 @@
 #include "model_impl.h"
 #include "ops/kv_compress.h"
 #include "ops/paged_attention.h"
+#include "prefix_index.h"
 #include "sample_rules.h"
 #include "weights.h"
 
@@ -37,6 +38,9 @@ EngineOptions resolve_options(const EngineOptions& in, const ModelConfig& config
                "options: kv_tokens " << o.kv_tokens << " exceeds the 2^31 slots kernels address");
   // The pool is whole pages; report and use the capacity it really has.
   o.kv_tokens = (o.kv_tokens + o.page_size - 1) / o.page_size * o.page_size;
+  // A model whose every layer slides frees the pages that fall out of the window from the front
+  // of each table, so a prompt's first pages do not outlive it: nothing to share.
+  if (config.shared_window() > 0) o.enable_prefix_caching = false;
   return o;
 }
 
@@ -104,6 +108,10 @@ struct Engine::Impl {
   std::vector<int32_t> compress_ids;
   int64_t cached_tokens = 0;
   int64_t peak_tokens = 0;
+  int64_t prefix_query_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
+  std::vector<int32_t> prefix_pages;  // reuse_prefix's scratch, sized at load
+  std::vector<uint64_t> prefix_keys;
   mutable std::mutex mutex;
 
   Impl(std::shared_ptr<const Model> model, const EngineOptions& requested);
@@ -115,6 +123,8 @@ struct Engine::Impl {
   // Compressed pages `table` takes on as it grows to `length` tokens (0 without kv_compression).
   int64_t compressed_needed(const BlockTable& table, int64_t length) const;
   void compress_left_window(int64_t batch);
+  void offer_to_prefix_cache(int64_t batch);
+  int64_t reuse_prefix(BlockTable& table, const int32_t* tokens, int64_t count);
 };
 
 int64_t Engine::Impl::compressed_needed(const BlockTable& table, int64_t length) const {
@@ -138,6 +148,16 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   shape.page_size = options.page_size;
   shape.num_pages = options.kv_tokens / options.page_size;
   shape.dtype = options.kv_dtype == "bf16" ? KvDtype::kBf16 : KvDtype::kF32;
+  shape.prefix_caching = options.enable_prefix_caching;
+  {
+    // The pool mixes in its shape; what else shapes a page's bytes: the model (one pool serves
+    // one model for its life, but a key should say what it was computed with), and the window
+    // that decided which of a prefix's pages its tokens attended to compressed.
+    const uint64_t salt[] = {static_cast<uint64_t>(reinterpret_cast<uintptr_t>(model.get())),
+                             static_cast<uint64_t>(options.kv_compression),
+                             static_cast<uint64_t>(options.kv_compression ? options.kv_window : 0)};
+    shape.prefix_salt = hash_words(salt, 3);
+  }
   if (options.kv_compression) {
     PagedKv layer;
     layer.kv_heads = shape.kv_heads;
@@ -168,10 +188,17 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   Executor::Limits limits;
   limits.max_batch = options.max_batch;
   limits.max_step_tokens = options.max_step_tokens;
-  limits.max_page_indices = shape.num_pages + shape.compressed_pages;
+  // What one table can hold at once: the pool, or the whole context if that is shorter.
+  max_pages_per_sequence =
+      (std::min(config.max_context(), options.kv_tokens) + options.page_size - 1) /
+      options.page_size;
   // A sequence whose old pages are freed may grow past the pool.
   limits.max_context =
       window > 0 ? config.max_context() : std::min(config.max_context(), options.kv_tokens);
+  // A page serves one sequence at most, unless prefix caching shares it among all of them.
+  limits.max_page_indices = options.enable_prefix_caching
+                                ? options.max_batch * max_pages_per_sequence
+                                : shape.num_pages + shape.compressed_pages;
   limits.kv.dtype = shape.dtype;
   limits.kv.page_size = shape.page_size;
   limits.kv.kv_heads = shape.kv_heads;
@@ -200,13 +227,13 @@ Engine::Impl::Impl(std::shared_ptr<const Model> shared, const EngineOptions& req
   memory.kv_pool = kv_pool->bytes();
   memory.activations = reserved.activations;
 
-  // What one table can hold at once: the pool, or the whole context if that is shorter.
-  max_pages_per_sequence =
-      (std::min(config.max_context(), options.kv_tokens) + options.page_size - 1) /
-      options.page_size;
   step_tables.assign(options.max_batch, nullptr);
   pages_before.assign(options.max_batch, 0);
   compress_ids.assign(2 * max_compress, 0);
+  if (options.enable_prefix_caching) {
+    prefix_pages.assign(max_pages_per_sequence, 0);
+    prefix_keys.assign(max_pages_per_sequence, 0);
+  }
 }
 
 BlockTable& Engine::Impl::sequence(int64_t seq_id) {
@@ -332,7 +359,11 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     for (int64_t b = 0; b < B; ++b) step_tables[b]->shrink_to(*kv_pool, pages_before[b]);
     throw;
   }
-  for (int64_t b = 0; b < B; ++b) step_tables[b]->commit(in.counts[b]);
+  const int32_t* tokens = in.tokens;
+  for (int64_t b = 0; b < B; ++b) {
+    step_tables[b]->commit(in.counts[b], tokens);
+    tokens += in.counts[b];
+  }
   cached_tokens += in.num_tokens;
   peak_tokens = std::max(peak_tokens, cached_tokens);
   if (window > 0) {
@@ -344,6 +375,55 @@ void Engine::Impl::run_step(const StepInput& in, const SamplingParams* sampling,
     }
   }
   if (options.kv_compression) compress_left_window(B);
+  offer_to_prefix_cache(B);
+}
+
+// Caches the pages of the step's sequences that no step will write again: each full page of a
+// dense pool, each compressed page of a compressing one (its dense pages are rewritten windows).
+void Engine::Impl::offer_to_prefix_cache(int64_t batch) {
+  const PrefixIndex* index = kv_pool->prefix_index();
+  if (index == nullptr) return;
+  for (int64_t b = 0; b < batch; ++b) {
+    BlockTable& table = *step_tables[b];
+    table.key_full_pages(*index);
+    const int64_t done = options.kv_compression ? table.compressed_pages() : table.keyed_pages();
+    for (int64_t p = table.offered_pages(); p < done; ++p) {
+      kv_pool->cache(table.pages()[p], table.page_key(p), table.parent_key(*index, p),
+                     table.tokens() + p * options.page_size);
+    }
+    table.set_offered_pages(std::max(done, table.offered_pages()));
+  }
+}
+
+int64_t Engine::Impl::reuse_prefix(BlockTable& table, const int32_t* tokens, int64_t count) {
+  const PrefixIndex* index = kv_pool->prefix_index();
+  if (index == nullptr) return 0;
+  SLIMRT_CHECK(table.length() == 0,
+               "reuse_prefix: the sequence already holds " << table.length() << " tokens");
+  // Tokens are not checked: a page holds only tokens a step accepted, so an invalid id never
+  // matches, and the step that feeds it refuses it with its own message.
+  const int64_t P = options.page_size;
+  const int64_t most = std::min<int64_t>(std::max<int64_t>(count - 1, 0) / P,
+                                         static_cast<int64_t>(prefix_pages.size()));
+  int64_t hits = 0;
+  uint64_t parent = index->root();
+  for (; hits < most; ++hits) {
+    const int32_t* page_tokens = tokens + hits * P;
+    const uint64_t key = index->key(parent, page_tokens);
+    const int32_t page = kv_pool->find_cached(key, parent, page_tokens);
+    if (page < 0) break;
+    prefix_pages[hits] = page;
+    prefix_keys[hits] = key;
+    parent = key;
+  }
+  for (int64_t i = 0; i < hits; ++i) kv_pool->retain(prefix_pages[i]);
+  table.adopt_prefix(prefix_pages.data(), prefix_keys.data(), hits, tokens, P,
+                     options.kv_compression);
+  prefix_query_tokens += count;
+  prefix_hit_tokens += hits * P;
+  cached_tokens += hits * P;
+  peak_tokens = std::max(peak_tokens, cached_tokens);
+  return hits * P;
 }
 
 Engine::Engine(std::shared_ptr<const Model> model, const EngineOptions& options)
@@ -354,7 +434,10 @@ Engine::~Engine() = default;
 int64_t Engine::add_sequence() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const int64_t id = impl_->next_sequence_id++;
-  impl_->sequences.emplace(id, BlockTable(impl_->max_pages_per_sequence));
+  const int64_t kept_tokens = impl_->options.enable_prefix_caching
+                                  ? impl_->max_pages_per_sequence * impl_->options.page_size
+                                  : 0;
+  impl_->sequences.emplace(id, BlockTable(impl_->max_pages_per_sequence, kept_tokens));
   return id;
 }
 
@@ -379,6 +462,13 @@ int64_t Engine::pages_needed(int64_t seq_id, int64_t new_tokens) const {
     return impl_->compressed_needed(table, table.length() + new_tokens);
   }
   return table.pages_needed(new_tokens, impl_->options.page_size);
+}
+
+int64_t Engine::reuse_prefix(int64_t seq_id, const int32_t* tokens, int64_t count) {
+  SLIMRT_CHECK(count >= 0 && (count == 0 || tokens != nullptr),
+               "reuse_prefix: null tokens or negative count");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->reuse_prefix(impl_->sequence(seq_id), tokens, count);
 }
 
 void Engine::step(const StepInput& input, float* logits) {
@@ -436,7 +526,26 @@ KvUsage Engine::kv_usage() const {
   u.peak_dense_pages_used = pool.peak_pages_used();
   u.peak_compressed_pages_used = pool.peak_compressed_pages_used();
   u.peak_tokens = impl_->peak_tokens;
+  if (const PrefixIndex* index = pool.prefix_index()) {
+    u.prefix_cached_pages = index->size();
+    u.prefix_cached_free_pages = index->parked();
+    u.prefix_evicted_pages = index->evictions();
+  }
+  u.prefix_query_tokens = impl_->prefix_query_tokens;
+  u.prefix_hit_tokens = impl_->prefix_hit_tokens;
   return u;
+}
+
+std::vector<int32_t> Engine::sequence_pages(int64_t seq_id) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const BlockTable& table = impl_->sequence(seq_id);
+  return std::vector<int32_t>(table.pages(), table.pages() + table.num_pages());
+}
+
+uint32_t Engine::page_crc32(int32_t page) const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::lock_guard<std::mutex> device_lock(impl_->model->impl().step_mutex);
+  return impl_->kv_pool->page_crc32(impl_->device, page);
 }
 const ModelConfig& Engine::config() const { return impl_->config; }
 const Model& Engine::model() const { return *impl_->model; }

@@ -48,7 +48,7 @@ class Executor {
   struct Limits {
     int64_t max_batch = 0;
     int64_t max_step_tokens = 0;
-    int64_t max_page_indices = 0;    // the pool's page count: a page serves one sequence at most
+    int64_t max_page_indices = 0;    // page entries of a step over all its sequences
     int64_t max_context = 0;         // the longest sequence, in tokens
     PagedKv kv;                      // the KV pool's layout (no pages)
     int64_t max_compress_pages = 0;  // the most pages a step packs (ops::kv_compress)

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "check.h"
+#include "crc32.h"
 #include "kv_record.h"
 
 namespace slimrt {
@@ -50,7 +51,55 @@ KvPool::KvPool(Device& device, const Shape& shape) : shape_(shape), arena_("KV p
   for (int64_t p = shape.num_pages + shape.compressed_pages - 1; p >= shape.num_pages; --p) {
     free_compressed_.push_back(static_cast<int32_t>(p));
   }
-  in_use_.assign(shape.num_pages + shape.compressed_pages, 0);
+  refs_.assign(shape.num_pages + shape.compressed_pages, 0);
+  if (shape.prefix_caching) {
+    const uint64_t settings[] = {shape.prefix_salt,
+                                 static_cast<uint64_t>(shape.dtype),
+                                 static_cast<uint64_t>(shape.layers),
+                                 static_cast<uint64_t>(shape.kv_heads),
+                                 static_cast<uint64_t>(shape.head_dim),
+                                 static_cast<uint64_t>(shape.page_size),
+                                 static_cast<uint64_t>(shape.compressed_pages > 0),
+                                 static_cast<uint64_t>(shape.k_kept),
+                                 static_cast<uint64_t>(shape.v_kept)};
+    index_ = std::make_unique<PrefixIndex>(shape.num_pages + shape.compressed_pages,
+                                           shape.page_size, hash_words(settings, 9));
+  }
+}
+
+int64_t KvPool::free_pages() const {
+  const bool cached = index_ != nullptr && shape_.compressed_pages == 0;
+  return static_cast<int64_t>(free_.size()) + (cached ? index_->parked() : 0);
+}
+
+int64_t KvPool::free_compressed_pages() const {
+  const bool cached = index_ != nullptr && shape_.compressed_pages > 0;
+  return static_cast<int64_t>(free_compressed_.size()) + (cached ? index_->parked() : 0);
+}
+
+int32_t KvPool::take(std::vector<int32_t>& free_list) {
+  if (free_list.empty()) return index_->evict();  // check_available counted a parked page
+  const int32_t page = free_list.back();
+  free_list.pop_back();
+  return page;
+}
+
+int32_t KvPool::find_cached(uint64_t key, uint64_t parent, const int32_t* tokens) const {
+  return index_ ? index_->find(key, parent, tokens) : -1;
+}
+
+bool KvPool::cache(int32_t page, uint64_t key, uint64_t parent, const int32_t* tokens) {
+  SLIMRT_CHECK_AS(ErrorCategory::kInternal, caches(page) && refs_[page] > 0,
+                  "KV pool: page " << page << " cached but not in use, or not of the cached kind");
+  return index_->insert(page, key, parent, tokens);
+}
+
+void KvPool::retain(int32_t page) {
+  SLIMRT_CHECK_AS(ErrorCategory::kInternal,
+                  page >= 0 && page < shape_.num_pages + shape_.compressed_pages &&
+                      (refs_[page] > 0 || (index_ && index_->contains(page))),
+                  "KV pool: page " << page << " retained but neither in use nor cached");
+  if (refs_[page]++ == 0) index_->unpark(page);
 }
 
 void KvPool::lay_out(Arena& arena) {
@@ -102,9 +151,8 @@ void KvPool::check_available(int64_t count, int64_t compressed) const {
 void KvPool::allocate(int64_t count, int32_t* pages) {
   check_available(count);
   for (int64_t i = 0; i < count; ++i) {
-    pages[i] = free_.back();
-    free_.pop_back();
-    in_use_[pages[i]] = 1;
+    pages[i] = take(free_);
+    refs_[pages[i]] = 1;
   }
   peak_used_ = std::max(peak_used_, total_pages() - free_pages());
 }
@@ -112,9 +160,8 @@ void KvPool::allocate(int64_t count, int32_t* pages) {
 void KvPool::allocate_compressed(int64_t count, int32_t* pages) {
   check_available(0, count);
   for (int64_t i = 0; i < count; ++i) {
-    pages[i] = free_compressed_.back();
-    free_compressed_.pop_back();
-    in_use_[pages[i]] = 1;
+    pages[i] = take(free_compressed_);
+    refs_[pages[i]] = 1;
   }
   peak_compressed_used_ =
       std::max(peak_compressed_used_, compressed_pages() - free_compressed_pages());
@@ -124,14 +171,46 @@ void KvPool::release(const int32_t* pages, int64_t count) {
   // Releasing a page that is not lent out is a bookkeeping bug; refuse before changing anything.
   for (int64_t i = 0; i < count; ++i) {
     SLIMRT_CHECK(
-        pages[i] >= 0 && pages[i] < shape_.num_pages + shape_.compressed_pages && in_use_[pages[i]],
+        pages[i] >= 0 && pages[i] < shape_.num_pages + shape_.compressed_pages && refs_[pages[i]],
         "KV pool: page " << pages[i] << " released but not in use");
   }
   for (int64_t i = 0; i < count; ++i) {
-    SLIMRT_CHECK(in_use_[pages[i]], "KV pool: page " << pages[i] << " released twice");
-    in_use_[pages[i]] = 0;
-    (is_compressed(pages[i]) ? free_compressed_ : free_).push_back(pages[i]);
+    const int32_t page = pages[i];
+    SLIMRT_CHECK(refs_[page] > 0, "KV pool: page " << page << " released twice");
+    if (--refs_[page] > 0) continue;
+    if (index_ && index_->contains(page)) {
+      index_->park(page);  // stays cached until a page is needed
+    } else {
+      (is_compressed(page) ? free_compressed_ : free_).push_back(page);
+    }
   }
+}
+
+uint32_t KvPool::page_crc32(Device& device, int32_t page) const {
+  SLIMRT_CHECK(page >= 0 && page < shape_.num_pages + shape_.compressed_pages,
+               "KV pool: no page " << page);
+  const int64_t element = shape_.dtype == KvDtype::kBf16 ? 2 : 4;
+  const int64_t tokens = shape_.page_size * shape_.kv_heads;
+  std::vector<uint8_t> host;
+  uint32_t crc = 0;
+  auto add = [&](const void* base, int64_t offset, int64_t bytes) {
+    host.resize(bytes);
+    device.copy_to_host(host.data(), static_cast<const uint8_t*>(base) + offset, bytes);
+    crc = crc32_update(crc, host.data(), host.size());
+  };
+  for (const PagedKv& layer : layers_) {
+    if (is_compressed(page)) {
+      const int64_t k = kv_record_bytes(shape_.head_dim, shape_.k_kept) * tokens;
+      const int64_t v = kv_record_bytes(shape_.head_dim, shape_.v_kept) * tokens;
+      add(layer.k_records, (page - shape_.num_pages) * k, k);
+      add(layer.v_records, (page - shape_.num_pages) * v, v);
+    } else {
+      const int64_t bytes = tokens * shape_.head_dim * element;
+      add(layer.k_pages, page * bytes, bytes);
+      add(layer.v_pages, page * bytes, bytes);
+    }
+  }
+  return crc;
 }
 
 }  // namespace slimrt

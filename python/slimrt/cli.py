@@ -97,6 +97,8 @@ def _load_llm(args: argparse.Namespace) -> LLM:
         for dest, name in _LLM_OPTIONS.items()
         if getattr(args, dest) is not None
     }
+    if args.no_prefix_caching:
+        options["enable_prefix_caching"] = False
     return LLM(args.model, verify=not args.no_verify, progress=not args.no_progress, **options)
 
 
@@ -358,6 +360,12 @@ def _add_model_options(parser: argparse.ArgumentParser, *, sampling: bool = True
         type=int,
         metavar="N",
         help=f"tokens per engine step, the prefill chunk (default: {default['max_step_tokens']})",
+    )
+    engine.add_argument(
+        "--no-prefix-caching",
+        action="store_true",
+        help="compute every prompt in full rather than reuse the KV pages of earlier ones that "
+        "start the same",
     )
 
     if not sampling:  # serve: each request says how to sample

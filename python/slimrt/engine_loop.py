@@ -64,9 +64,13 @@ class EngineStats:
 
     running: int = 0
     waiting: int = 0  # admitted by nobody yet, or preempted, or not yet handed to the scheduler
-    free_pages: int = 0
+    free_pages: int = 0  # pages a sequence can take: never used, or cached_pages
     total_pages: int = 0
     preemptions: int = 0
+    cached_pages: int = 0  # free pages the prefix cache still holds (evicted when needed)
+    prefix_query_tokens: int = 0  # tokens looked up in the prefix cache so far
+    prefix_hit_tokens: int = 0  # of them, found cached
+    prefix_evicted_pages: int = 0
 
 
 class LoopRequest:
@@ -239,10 +243,16 @@ class EngineLoop:
 
     def _snapshot(self) -> EngineStats:
         scheduler = self.llm_engine.scheduler
+        engine = self.llm_engine.engine
+        kv = engine.kv_usage()
         return EngineStats(
             running=len(scheduler.running),
             waiting=len(scheduler.waiting),
-            free_pages=int(self.llm_engine.engine.free_pages),
-            total_pages=int(self.llm_engine.engine.total_pages),
+            free_pages=int(engine.free_pages),
+            total_pages=int(engine.total_pages),
             preemptions=scheduler.preemptions,
+            cached_pages=int(kv["prefix_cached_free_pages"]),
+            prefix_query_tokens=int(kv["prefix_query_tokens"]),
+            prefix_hit_tokens=int(kv["prefix_hit_tokens"]),
+            prefix_evicted_pages=int(kv["prefix_evicted_pages"]),
         )

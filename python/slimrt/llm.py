@@ -85,6 +85,10 @@ class LLM:
     tokens in it.
     kv_window: with a sparse KV cache, the newest tokens of each sequence kept dense (None:
     the engine's default, 32).
+    enable_prefix_caching: full KV pages stay cached (evicted least recently used first when
+    the pool needs pages), and a request whose prompt starts with their tokens reuses them
+    instead of computing them again; outputs are the same either way (with a sparse KV cache,
+    the reused prefix is compressed as if its window had ended there).
     verify: check the CRC-32 of every DF11 tensor at load (False skips it: faster, and a
     corrupt file then goes unnoticed).
     progress: a progress bar on stderr while loading.
@@ -107,6 +111,7 @@ class LLM:
         k_sparsity: float | None = None,
         v_sparsity: float | None = None,
         kv_window: int | None = None,
+        enable_prefix_caching: bool = True,
         verify: bool = True,
         progress: bool = True,
     ) -> None:
@@ -118,6 +123,7 @@ class LLM:
                 "max_step_tokens": max_step_tokens,
                 "kv_dtype": kv_dtype,
                 "kv_tokens": kv_tokens,
+                "enable_prefix_caching": enable_prefix_caching,
                 **_sparse_kv_options(kv_sparsity, k_sparsity, v_sparsity, kv_window),
             }
         )

@@ -269,11 +269,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, object]:
+    """cached_tokens: prompt tokens read from the prefix cache (OpenAI's and vLLM's
+    prompt_tokens_details)."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
     }
 
 
@@ -282,7 +285,7 @@ def completion_response(
     model: str,
     text: str,
     finish_reason: str,
-    usage: dict[str, int],
+    usage: dict[str, object],
     logprobs: dict | None = None,
 ) -> dict[str, Any]:
     choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
@@ -301,7 +304,7 @@ def chat_response(
     model: str,
     text: str,
     finish_reason: str,
-    usage: dict[str, int],
+    usage: dict[str, object],
     logprobs: dict | None = None,
 ) -> dict[str, Any]:
     choice = {

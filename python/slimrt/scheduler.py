@@ -15,6 +15,10 @@ sequence is released and it goes back to the front of the waiting queue with its
 tokens, which are prefilled again when it is readmitted (Sequence.rewind). A request is refused
 (RequestError) only when it cannot proceed with no other request holding pages.
 
+Prefix caching is the engine's: on admission the scheduler asks it for the cached pages of the
+request's tokens (engine.reuse_prefix) and prefills from the first token they do not hold. The
+cached pages it takes were free pages (cached, unreferenced), so they count against `free`.
+
 Running requests are kept in arrival order, and every waiting request arrived after every
 running one (admission takes the oldest waiting request; a preempted one, the newest running,
 goes back to the front), so running[-1] is always the newest request.
@@ -126,10 +130,14 @@ class Scheduler:
         while admit and budget and self.waiting and len(self.running) < self.max_batch:
             sequence = self.waiting[0]
             seq_id = self.engine.add_sequence()
+            free_before = self.engine.free_pages
+            sequence.reuse(self.engine.reuse_prefix(seq_id, sequence.known_ids()))
             chunk = sequence.next_tokens(budget)
             need = self.engine.pages_needed(seq_id, len(chunk))
+            need += free_before - self.engine.free_pages  # cached free pages it took
             if need > free:
                 self.engine.release_sequence(seq_id)
+                sequence.rewind()
                 return
             self.waiting.popleft()
             sequence.seq_id = seq_id

@@ -6,6 +6,7 @@ rules that end it.
     seq.advance(len(chunk), sampled_id)    # after the engine step (and its TokenLogprob)
     seq.take_text()                        # new text that no stop string can take back
     seq.rewind()                           # preempted: its KV is gone, feed everything again
+    seq.reuse(engine.reuse_prefix(seq_id, seq.known_ids()))  # cached pages: fed already
 
 A preempted request keeps its generated tokens; after rewind() its next chunks are its prompt
 and those tokens again, and the step that feeds the last of them samples the token an
@@ -36,6 +37,7 @@ class Sequence:
         self.sampling = sampling  # the engine's _core.SamplingParams for this request
         self.seq_id: int | None = None  # the engine's id while it holds the sequence
         self.fed = 0  # tokens the engine has appended to the sequence
+        self.cached_tokens = 0  # prompt tokens its engine sequence took from the prefix cache
         self.output_ids: list[int] = []
         # One per output id when the request asks for them (appended before the id).
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
@@ -86,6 +88,17 @@ class Sequence:
         with self._text_lock:
             self._append(int(sampled))
         return True
+
+    def known_ids(self) -> list[int]:
+        """Every token to feed from the start: the prompt, then the output (after a
+        preemption)."""
+        return self.prompt_ids + self.output_ids
+
+    def reuse(self, cached: int) -> None:
+        """Its new engine sequence starts with `cached` tokens from the prefix cache (fewer than
+        known_ids()): the next chunk starts after them."""
+        self.fed = cached
+        self.cached_tokens = min(cached, len(self.prompt_ids))
 
     def rewind(self) -> None:
         """The engine released this sequence (preemption by recompute): none of its tokens

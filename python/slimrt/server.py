@@ -184,6 +184,7 @@ class _Run:
         self._arrived = time.perf_counter()
         self._last_token = 0.0
         self._tokens = 0
+        self._cached_tokens = 0
         self._logprobs_sent = 0
         self.wants_logprobs = parsed.params.logprobs is not None
         self.finish_reason = "length"
@@ -231,7 +232,9 @@ class _Run:
                     yield _Piece(piece, entries)
                 if finished:
                     self.finish_reason = sequence.finish_reason or "length"
+                    self._cached_tokens = sequence.cached_tokens
                     self.metrics.prompt_tokens.inc(len(self.parsed.prompt_ids))
+                    self.metrics.cached_prompt_tokens.inc(self._cached_tokens)
                     self.metrics.generation_tokens.inc(self._tokens)
                     return
         finally:
@@ -256,8 +259,8 @@ class _Run:
                 self.metrics.inter_token_latency.observe((now - self._last_token) / new)
         self._tokens, self._last_token = total, now
 
-    def usage(self) -> dict[str, int]:
-        return usage(len(self.parsed.prompt_ids), self._tokens)
+    def usage(self) -> dict[str, object]:
+        return usage(len(self.parsed.prompt_ids), self._tokens, self._cached_tokens)
 
 
 class _Shape:

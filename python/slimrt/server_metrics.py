@@ -40,6 +40,11 @@ class ServerMetrics:
         self.prompt_tokens = Counter(
             "slimrt_prompt_tokens", "Prompt tokens of finished requests", registry=r
         )
+        self.cached_prompt_tokens = Counter(
+            "slimrt_prompt_tokens_cached",
+            "Prompt tokens of finished requests read from the prefix cache, not computed",
+            registry=r,
+        )
         self.generation_tokens = Counter(
             "slimrt_generation_tokens", "Tokens generated for finished requests", registry=r
         )
@@ -58,15 +63,33 @@ class ServerMetrics:
         gauges = {
             "slimrt_requests_running": ("Requests the scheduler runs", "running"),
             "slimrt_requests_waiting": ("Requests waiting for a slot or pages", "waiting"),
-            "slimrt_kv_pages_free": ("KV cache pages free", "free_pages"),
             "slimrt_kv_pages_total": ("KV cache pages in the pool", "total_pages"),
+            "slimrt_kv_pages_cached": (
+                "KV cache pages held by no request, kept by the prefix cache until needed",
+                "cached_pages",
+            ),
             "slimrt_preemptions": ("Requests preempted (recomputed) so far", "preemptions"),
+            "slimrt_prefix_cache_queries": (
+                "Tokens looked up in the prefix cache so far",
+                "prefix_query_tokens",
+            ),
+            "slimrt_prefix_cache_hits": (
+                "Tokens found in the prefix cache so far (their prefill skipped)",
+                "prefix_hit_tokens",
+            ),
+            "slimrt_prefix_cache_evictions": (
+                "Cached KV pages evicted so far to make room",
+                "prefix_evicted_pages",
+            ),
         }
         for name, (help_text, field) in gauges.items():
             gauge = Gauge(name, help_text, registry=r)
             gauge.set_function(lambda field=field: getattr(loop.stats(), field))
-        used = Gauge("slimrt_kv_pages_used", "KV cache pages held by sequences", registry=r)
+        # used + cached + free = total.
+        used = Gauge("slimrt_kv_pages_used", "KV cache pages held by requests", registry=r)
         used.set_function(lambda: (s := loop.stats()).total_pages - s.free_pages)
+        free = Gauge("slimrt_kv_pages_free", "KV cache pages neither used nor cached", registry=r)
+        free.set_function(lambda: (s := loop.stats()).free_pages - s.cached_pages)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -161,6 +161,11 @@ class Engine:
         held = len(self._tokens[seq_id])
         return _pages(held + new_tokens, self.page_size) - _pages(held, self.page_size)
 
+    def reuse_prefix(self, seq_id: int, tokens) -> int:
+        """No prefix cache (as the core with enable_prefix_caching off): every token computed."""
+        self._known(seq_id)
+        return 0
+
     def memory(self) -> dict[str, int]:
         weights = self.model.weight_bytes
         return {
@@ -187,6 +192,11 @@ class Engine:
             "peak_dense_pages_used": used,
             "peak_compressed_pages_used": 0,
             "peak_tokens": tokens,
+            "prefix_cached_pages": 0,
+            "prefix_cached_free_pages": 0,
+            "prefix_evicted_pages": 0,
+            "prefix_query_tokens": 0,
+            "prefix_hit_tokens": 0,
         }
 
     def step(self, seq_ids, tokens, counts, sampling=None):

@@ -213,6 +213,57 @@ def test_kv_exhaustion_preempts_and_still_completes_every_request(tiny_path: Pat
         assert server.metrics()["slimrt_kv_pages_used"] == 0
 
 
+def _chat_usage(server: ServeProcess, system: str, question: str) -> object:
+    reply = server.client().chat.completions.create(
+        model=server.model_name,
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+        max_tokens=4,
+        temperature=0,
+    )
+    return reply.usage
+
+
+def test_a_repeated_long_system_prompt_is_read_from_the_prefix_cache(smollm2_server) -> None:
+    system = " ".join(f"Rule {i}: answer in one short sentence about pages." for i in range(60))
+    before = smollm2_server.metrics()
+    first = _chat_usage(smollm2_server, system, "What is a KV cache?")
+    middle = smollm2_server.metrics()
+    second = _chat_usage(smollm2_server, system, "And a page?")
+    after = smollm2_server.metrics()
+    assert first.prompt_tokens > 600
+    assert first.prompt_tokens_details.cached_tokens == 0
+    cached = second.prompt_tokens_details.cached_tokens
+    # Every whole page of the system prompt (16 tokens each) came from the cache: the prefill
+    # computed only the question and the page it starts in.
+    assert cached % 16 == 0 and second.prompt_tokens - cached < 16 + 16
+    hits = "slimrt_prefix_cache_hits"
+    assert middle[hits] == before[hits]
+    assert after[hits] - middle[hits] == cached
+    read = "slimrt_prompt_tokens_cached_total"
+    assert after[read] - middle[read] == cached
+    queried = "slimrt_prefix_cache_queries"
+    assert after[queried] - middle[queried] == second.prompt_tokens
+    # Finished: its pages are free again, and still cached for the next request.
+    assert after["slimrt_kv_pages_used"] == 0
+    assert after["slimrt_kv_pages_cached"] * 16 >= cached
+    assert (
+        after["slimrt_kv_pages_used"]
+        + after["slimrt_kv_pages_cached"]
+        + after["slimrt_kv_pages_free"]
+        == after["slimrt_kv_pages_total"]
+    )
+
+
+def test_no_prefix_caching_computes_every_prompt_in_full(tiny_path: Path) -> None:
+    system = "Be brief and exact. " * 8
+    with ServeProcess(tiny_path, "--no-prefix-caching") as server:
+        for question in ("One?", "Two?"):
+            assert _chat_usage(server, system, question).prompt_tokens_details.cached_tokens == 0
+        metrics = server.metrics()
+        assert metrics["slimrt_prefix_cache_hits"] == 0
+        assert metrics["slimrt_kv_pages_cached"] == 0
+
+
 def test_a_stream_dropped_half_way_frees_its_pages(smollm2_server) -> None:
     metrics = smollm2_server.metrics()
     generated = metrics["slimrt_generation_tokens_total"]

@@ -47,6 +47,12 @@ struct EngineOptions {
   double k_sparsity = 0.0;  // in [0, 1)
   double v_sparsity = 0.0;
   int64_t kv_window = 32;  // >= 0
+  // Prefix caching: full KV pages stay cached after their sequence ends, and a new sequence whose
+  // tokens start with theirs reuses them (Engine::reuse_prefix) instead of computing them. With
+  // kv_compression only compressed pages are cached, so a sequence that reuses them sees its
+  // prefix compressed from the start, as with a window that ended there. Off for a model whose
+  // every layer has a sliding window: its tables drop their first pages as they grow.
+  bool enable_prefix_caching = true;
 
   // Throws "options: ..." naming the first value out of range (Engine's constructor calls it;
   // an application may call it before loading a model, to fail early).
@@ -110,6 +116,15 @@ struct KvUsage {
   int64_t peak_dense_pages_used = 0;  // the most in use at once so far
   int64_t peak_compressed_pages_used = 0;
   int64_t peak_tokens = 0;  // the most tokens cached at once after a step
+  // Prefix caching (of the compressed pages with kv_compression, else of the dense ones): the
+  // pages cached, those of them no sequence references (counted free, evicted least recently
+  // used first when a page is needed), the pages evicted so far, and the tokens reuse_prefix
+  // was asked for and found cached so far.
+  int64_t prefix_cached_pages = 0;
+  int64_t prefix_cached_free_pages = 0;
+  int64_t prefix_evicted_pages = 0;
+  int64_t prefix_query_tokens = 0;
+  int64_t prefix_hit_tokens = 0;
 };
 
 class Engine {
@@ -128,6 +143,11 @@ class Engine {
   // kv_compression, pages and free_pages() count compressed pages (the pages that bind: the
   // dense ones are sized for max_batch recent windows and a step's tokens).
   int64_t pages_needed(int64_t seq_id, int64_t new_tokens) const;
+  // Prefix caching: gives the empty sequence seq_id the cached pages that hold the longest
+  // prefix of tokens[0, count) in whole pages, short of the last token (a step computes at
+  // least that one, for its logits), and returns how many tokens it holds now: the caller's
+  // first step feeds tokens from there. 0 without enable_prefix_caching or a hit.
+  int64_t reuse_prefix(int64_t seq_id, const int32_t* tokens, int64_t count);
 
   // Runs one step and writes the logits of each sequence's last new token: [batch][vocab].
   void step(const StepInput& input, float* logits);
@@ -149,6 +169,11 @@ class Engine {
   KvUsage kv_usage() const;
   const ModelConfig& config() const;
   const Model& model() const;
+
+  // For tests and debugging: the pages of a sequence, in order, and the CRC-32 of a page's
+  // bytes over every layer (K and V), to show a shared page is never written.
+  std::vector<int32_t> sequence_pages(int64_t seq_id) const;
+  uint32_t page_crc32(int32_t page) const;
 
  private:
   struct Impl;
