@@ -250,8 +250,8 @@ void parse_sliding_window(const json& root, const Reader& reader, ModelConfig& c
   const Architecture a = c.architecture;
   const bool qwen =
       a == Architecture::kQwen2 || a == Architecture::kQwen3 || a == Architecture::kQwen3Moe;
-  const bool always = a == Architecture::kMistral || a == Architecture::kMixtral ||
-                      a == Architecture::kPhi3;
+  const bool always =
+      a == Architecture::kMistral || a == Architecture::kMixtral || a == Architecture::kPhi3;
   if (!always && !(qwen && reader.flag("use_sliding_window", false))) return;
   if (root.contains("sliding_window") && reader.find("sliding_window") == nullptr) return;
   const bool default_on = a == Architecture::kMistral || qwen;
