@@ -20,6 +20,7 @@ from slimrt import LLM, SamplingParams, _core, df11
 from slimrt.chat_template import ChatTemplate
 from slimrt.errors import FormatError, InvalidArgumentError, ModelError, OutOfMemoryError
 from slimrt.model_loader import load_model
+from stepwise_reference import engine_batched_logits, hf_chunk_logits
 
 F32_KV_TOLERANCE = 2e-5
 BF16_KV_TOLERANCE = 5e-2
@@ -60,6 +61,32 @@ def hf_greedy(model: torch.nn.Module, ids: list[int], count: int) -> list[int]:
 def mixed_chunks(n: int) -> list[int]:
     """One token, a chunk that crosses a 16-token page boundary, then one token at a time."""
     return [1, 19, *[1] * (n - 20)]
+
+
+def bf16_and_df11_logits(path) -> tuple[list[np.ndarray], object, object]:
+    """Logits of ids 4..43 in mixed chunks with the model's BF16 and with its DF11 weights (f32
+    KV); also the DF11 model and engine, for what a test checks of them."""
+    ids = list(range(4, 44))
+    runs = []
+    for weights in ("bf16", "df11"):
+        model = load_model(path, weights=weights, progress=False).model
+        engine = _core.Engine(model, {"kv_dtype": "f32"})
+        runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
+    return runs, model, engine
+
+
+def check_batch_and_greedy(llm, model, prompts: list[list[int]], follow: list[list[int]]) -> None:
+    """The prompts prefilled in one step and then decoded together match transformers' FP32
+    logits; greedy ids of a short prompt match transformers' over GREEDY_TOKENS."""
+    for prompt, more, got in zip(
+        prompts, follow, engine_batched_logits(llm.engine, prompts, follow), strict=True
+    ):
+        reference = hf_chunk_logits(model, prompt + more, [len(prompt)] + [1] * len(more))
+        assert relative_error(got, reference) < F32_KV_TOLERANCE
+    start = llm.tokenizer.encode("Once upon a time")
+    params = SamplingParams(max_tokens=GREEDY_TOKENS, ignore_eos=True)
+    completion = llm.generate("Once upon a time", params)[0]
+    assert completion.token_ids == hf_greedy(model, start, GREEDY_TOKENS)
 
 
 def chunk_ends(n: int) -> list[int]:
@@ -154,14 +181,8 @@ def test_default_model_answers_through_llm_chat(smollm2_gguf) -> None:
 @pytest.mark.parametrize("architecture", ["llama", "mistral", "qwen2"])
 def test_df11_weights_give_bit_identical_logits(tiny_model_dir, architecture: str) -> None:
     path, _ = tiny_model_dir(architecture)
-    ids = list(range(4, 44))
-    runs = []
-    for weights in ("bf16", "df11"):
-        model = load_model(path, weights=weights, progress=False).model
-        engine = _core.Engine(model, {"kv_dtype": "f32"})
-        runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
-        if weights == "df11":
-            assert model.df11_matrices > 0 and engine.memory()["df11_scratch"] > 0
+    runs, model, engine = bf16_and_df11_logits(path)
+    assert model.df11_matrices > 0 and engine.memory()["df11_scratch"] > 0
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
@@ -279,8 +300,8 @@ def test_engine_refuses_bad_options_and_budgets(tiny_llama) -> None:
     model = tiny_llama[0]
     known = ", ".join(_core.ENGINE_OPTIONS)
     assert known == (
-        "k_sparsity, kv_compression, kv_dtype, kv_tokens, kv_window, max_batch, max_step_tokens, "
-        "memory_limit_bytes, page_size, v_sparsity"
+        "enable_prefix_caching, k_sparsity, kv_compression, kv_dtype, kv_tokens, kv_window, "
+        "max_batch, max_step_tokens, memory_limit_bytes, page_size, v_sparsity"
     )
     # device and num_threads belong to the model now: an engine refuses them by name.
     for name in ("device", "num_threads", "max_batchh"):

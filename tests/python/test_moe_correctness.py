@@ -10,17 +10,16 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from slimrt import LLM, SamplingParams, _core
+from slimrt import LLM
 from slimrt.errors import FormatError, ModelError
 from slimrt.model_loader import load_model
-from stepwise_reference import engine_batched_logits, hf_chunk_logits
 from test_engine_correctness import (
     F32_KV_TOLERANCE,
-    GREEDY_TOKENS,
     PROMPT,
+    bf16_and_df11_logits,
+    check_batch_and_greedy,
     chunk_ends,
     engine_logits,
-    hf_greedy,
     mixed_chunks,
     relative_error,
 )
@@ -43,18 +42,7 @@ def test_moe_models_match_transformers_fp32(tiny_model_dir, architecture: str) -
 
     # A batch: two prompts prefilled in one step (their tokens share each expert's matmul),
     # then decoded together.
-    prompts = [ids[:14], ids[:5]]
-    follow = [ids[14:22], ids[5:13]]
-    for prompt, more, got in zip(
-        prompts, follow, engine_batched_logits(llm.engine, prompts, follow), strict=True
-    ):
-        want = hf_chunk_logits(model, prompt + more, [len(prompt)] + [1] * len(more))
-        assert relative_error(got, want) < F32_KV_TOLERANCE
-
-    start = llm.tokenizer.encode("Once upon a time")
-    params = SamplingParams(max_tokens=GREEDY_TOKENS, ignore_eos=True)
-    completion = llm.generate("Once upon a time", params)[0]
-    assert completion.token_ids == hf_greedy(model, start, GREEDY_TOKENS)
+    check_batch_and_greedy(llm, model, [ids[:14], ids[:5]], [ids[14:22], ids[5:13]])
 
 
 def test_qwen3_moe_layers_are_sparse_where_transformers_makes_them(tiny_model_dir) -> None:
@@ -72,18 +60,12 @@ def test_qwen3_moe_layers_are_sparse_where_transformers_makes_them(tiny_model_di
 @pytest.mark.parametrize("architecture", ["mixtral", "qwen3-moe"])
 def test_moe_df11_weights_give_bit_identical_logits(tiny_model_dir, architecture: str) -> None:
     path, _ = tiny_model_dir(architecture)
-    ids = list(range(4, 44))
-    runs = []
-    for weights in ("bf16", "df11"):
-        model = load_model(path, weights=weights, progress=False).model
-        engine = _core.Engine(model, {"kv_dtype": "f32"})
-        runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
-        if weights == "df11":
-            config = model.config
-            sparse = sum(config.moe_layer(i) for i in range(config.num_layers))
-            experts = sparse * config.num_experts * 3
-            assert model.df11_matrices >= experts  # each expert matrix compressed alone
-            assert "DF11 weights" in model.summary
+    runs, model, _ = bf16_and_df11_logits(path)
+    config = model.config
+    sparse = sum(config.moe_layer(i) for i in range(config.num_layers))
+    experts = sparse * config.num_experts * 3
+    assert model.df11_matrices >= experts  # each expert matrix compressed alone
+    assert "DF11 weights" in model.summary
     np.testing.assert_array_equal(runs[0], runs[1])
 
 

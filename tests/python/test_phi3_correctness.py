@@ -12,16 +12,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from slimrt import LLM, SamplingParams, _core
+from slimrt import LLM
 from slimrt.errors import FormatError, ModelError
 from slimrt.model_loader import load_model
-from stepwise_reference import engine_batched_logits, hf_chunk_logits
+from stepwise_reference import hf_chunk_logits
 from test_engine_correctness import (
     F32_KV_TOLERANCE,
-    GREEDY_TOKENS,
     PROMPT,
+    bf16_and_df11_logits,
+    check_batch_and_greedy,
     engine_logits,
-    hf_greedy,
     mixed_chunks,
     relative_error,
 )
@@ -40,17 +40,7 @@ def test_phi3_matches_transformers_fp32(tiny_model_dir, architecture: str) -> No
         ), chunks
 
     # Batched: prompts on either side of the original context in one step, then decoding.
-    prompts = [ids[:20], ids[:9]]
-    follow = [ids[20:28], ids[9:17]]
-    batched = engine_batched_logits(llm.engine, prompts, follow)
-    for prompt, more, got in zip(prompts, follow, batched, strict=True):
-        reference = hf_chunk_logits(model, prompt + more, [len(prompt)] + [1] * len(more))
-        assert relative_error(got, reference) < F32_KV_TOLERANCE
-
-    start = llm.tokenizer.encode("Once upon a time")
-    params = SamplingParams(max_tokens=GREEDY_TOKENS, ignore_eos=True)
-    completion = llm.generate("Once upon a time", params)[0]
-    assert completion.token_ids == hf_greedy(model, start, GREEDY_TOKENS)
+    check_batch_and_greedy(llm, model, [ids[:20], ids[:9]], [ids[20:28], ids[9:17]])
 
 
 def test_phi3_config_reads_fused_projections_and_longrope(tiny_model_dir) -> None:
@@ -62,7 +52,9 @@ def test_phi3_config_reads_fused_projections_and_longrope(tiny_model_dir) -> Non
     # transformers' attention_scaling: sqrt(1 + ln(256 / 16) / ln(16)).
     assert s.attention_factor == pytest.approx(model.model.rotary_emb.attention_scaling, rel=1e-15)
     assert s.short_factor == pytest.approx(model.config.rope_parameters["short_factor"])
-    assert config.sliding_window == 200 and config.max_context == 200
+    # The window slides in every layer; sequences run past it, up to the position limit.
+    assert config.sliding_window == 200 and config.layer_windows == [200] * config.num_layers
+    assert config.max_context == config.max_position_embeddings
 
 
 def test_longrope_is_applied_not_ignored(tiny_model_dir) -> None:
@@ -78,14 +70,8 @@ def test_longrope_is_applied_not_ignored(tiny_model_dir) -> None:
 
 def test_phi3_df11_weights_give_bit_identical_logits(tiny_model_dir) -> None:
     path, _ = tiny_model_dir("phi3-longrope")
-    ids = list(range(4, 44))
-    runs = []
-    for weights in ("bf16", "df11"):
-        model = load_model(path, weights=weights, progress=False).model
-        engine = _core.Engine(model, {"kv_dtype": "f32"})
-        runs.append(engine_logits(engine, ids, mixed_chunks(len(ids))))
-        if weights == "df11":
-            assert model.df11_matrices == 2 + 2 * 4  # embedding, lm_head; qkv, o, gate_up, down
+    runs, model, _ = bf16_and_df11_logits(path)
+    assert model.df11_matrices == 2 + 2 * 4  # embedding, lm_head; qkv, o, gate_up, down
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
