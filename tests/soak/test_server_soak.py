@@ -332,7 +332,13 @@ def test_the_server_survives_a_soak_unchanged(
     assert unprefixed == []
     preemptions = after["slimrt_preemptions"]
     assert preemptions > 0
-    assert after["slimrt_kv_pages_free"] == after["slimrt_kv_pages_total"]
+    # Every page back in the pool: none held by a request; the prefix cache may keep some, which
+    # the pool hands out again when it needs them.
+    assert after["slimrt_kv_pages_used"] == 0
+    assert (
+        after["slimrt_kv_pages_free"] + after["slimrt_kv_pages_cached"]
+        == after["slimrt_kv_pages_total"]
+    )
     assert rss_end - rss_warm <= RSS_TOLERANCE_BYTES, (rss_warm, rss_end)
     assert "Traceback" not in stderr, stderr
 
