@@ -20,7 +20,7 @@
 
 namespace slimrt {
 
-// The problem's static sizes. heads / kv_heads (the GQA group) must be 1, 2, 4 or 8; head_dim
+// The problem's static sizes. heads / kv_heads (the GQA group) must be 1 to 8; head_dim
 // 64 or 128; page_size a power of two.
 struct PagedDecodeShape {
   int64_t num_seqs = 0;

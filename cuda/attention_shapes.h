@@ -15,6 +15,11 @@ inline int log2_exact(int64_t x) {
   return n;
 }
 
+// GQA groups (query heads per KV head) the split-K decode kernel is instantiated for: every
+// group of 1 to 8 that models ship (SmolLM2's 3, Qwen2.5's 6 and 7, Qwen2.5-14B's 5). A larger
+// group's queries and accumulators would not fit in registers.
+inline bool decode_group_supported(int64_t group) { return group >= 1 && group <= 8; }
+
 // Query heads per block of the tensor-core kernels: the largest power of two <= most that
 // divides the GQA group, so that a block's heads share one KV head.
 inline int heads_per_block(int64_t group, int most) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "attention_cuda.h"
+#include "attention_shapes.h"
 #include "check.h"
 #include "cuda_backend.h"
 #include "cuda_check.h"
@@ -31,7 +32,7 @@ bool decode_kernel_fits(const PagedKv& kv, int64_t heads) {
   if (kv.dtype != KvDtype::kBf16 || kv.kv_heads <= 0 || heads % kv.kv_heads != 0) return false;
   const int64_t group = heads / kv.kv_heads;
   return (kv.head_dim == 64 || kv.head_dim == 128) &&
-         (group == 1 || group == 2 || group == 4 || group == 8) && kv.page_size > 0 &&
+         attention_shapes::decode_group_supported(group) && kv.page_size > 0 &&
          (kv.page_size & (kv.page_size - 1)) == 0;
 }
 

@@ -62,8 +62,8 @@ constexpr float kLog2e = 1.4426950408889634f;
 // 16 * G registers, the loads in flight 8 * kTokens.
 template <int G>
 struct Tune {
-  static constexpr int kTokens = G == 1 ? 8 : (G == 2 ? 4 : (G == 4 ? SLIMRT_ATTN_TOKENS_G4 : 2));
-  static constexpr int kMinBlocks = G <= 2 ? 4 : (G == 4 ? SLIMRT_ATTN_MIN_BLOCKS_G4 : 2);
+  static constexpr int kTokens = G == 1 ? 8 : (G == 2 ? 4 : (G <= 4 ? SLIMRT_ATTN_TOKENS_G4 : 2));
+  static constexpr int kMinBlocks = G <= 2 ? 4 : (G <= 4 ? SLIMRT_ATTN_MIN_BLOCKS_G4 : 2);
 };
 
 struct Params {
@@ -312,18 +312,11 @@ using KernelFn = void (*)(Params);
 
 template <int HD>
 KernelFn pick_for_dim(int64_t group) {
-  switch (group) {
-    case 1:
-      return paged_decode_kernel<HD, 1>;
-    case 2:
-      return paged_decode_kernel<HD, 2>;
-    case 4:
-      return paged_decode_kernel<HD, 4>;
-    case 8:
-      return paged_decode_kernel<HD, 8>;
-    default:
-      return nullptr;
-  }
+  constexpr KernelFn kByGroup[] = {paged_decode_kernel<HD, 1>, paged_decode_kernel<HD, 2>,
+                                   paged_decode_kernel<HD, 3>, paged_decode_kernel<HD, 4>,
+                                   paged_decode_kernel<HD, 5>, paged_decode_kernel<HD, 6>,
+                                   paged_decode_kernel<HD, 7>, paged_decode_kernel<HD, 8>};
+  return attention_shapes::decode_group_supported(group) ? kByGroup[group - 1] : nullptr;
 }
 
 KernelFn pick_kernel(int64_t head_dim, int64_t group) {
@@ -337,9 +330,8 @@ void check_shape(const PagedDecodeShape& s) {
                "paged_decode_attention: " << s.heads << " query heads do not divide into "
                                           << s.kv_heads << " KV heads");
   const int64_t group = s.heads / s.kv_heads;
-  SLIMRT_CHECK(
-      group == 1 || group == 2 || group == 4 || group == 8,
-      "paged_decode_attention: query heads per KV head must be 1, 2, 4 or 8, got " << group);
+  SLIMRT_CHECK(attention_shapes::decode_group_supported(group),
+               "paged_decode_attention: query heads per KV head must be 1 to 8, got " << group);
   SLIMRT_CHECK(s.head_dim == 64 || s.head_dim == 128,
                "paged_decode_attention: head_dim must be 64 or 128, got " << s.head_dim);
   SLIMRT_CHECK(

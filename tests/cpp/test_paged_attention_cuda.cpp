@@ -296,6 +296,12 @@ TEST(PagedDecodeAttentionCuda, MatchesCpuForOtherGroupSizes) {
   check_against_cpu({16, 8, 128, 16, kRagged, 0});
   check_against_cpu({64, 8, 128, 16, kRagged, 0});
   check_against_cpu({32, 4, 64, 32, kRagged, 0});
+  // The groups that are not powers of two: SmolLM2's 3, Qwen2.5-14B's 5, Qwen2.5's 6 and 7.
+  check_against_cpu({24, 8, 128, 16, kRagged, 0});
+  check_against_cpu({9, 3, 64, 16, kRagged, 5});
+  check_against_cpu({40, 8, 128, 16, kRagged, 0});
+  check_against_cpu({12, 2, 128, 16, kRagged, 3});
+  check_against_cpu({28, 4, 128, 16, kRagged, 0});
 }
 
 TEST(PagedDecodeAttentionCuda, MergesForcedSplitsOfRaggedContexts) {
@@ -339,7 +345,7 @@ TEST(PagedDecodeAttentionCuda, RejectsUnsupportedShapes) {
   SKIP_WITHOUT_CUDA();
   EXPECT_THROW(slimrt::paged_decode_attention_plan({1, 32, 8, 96, 16}, 100), slimrt::Error);
   EXPECT_THROW(slimrt::paged_decode_attention_plan({1, 32, 8, 128, 12}, 100), slimrt::Error);
-  EXPECT_THROW(slimrt::paged_decode_attention_plan({1, 24, 8, 128, 16}, 100), slimrt::Error);
+  EXPECT_THROW(slimrt::paged_decode_attention_plan({1, 72, 8, 128, 16}, 100), slimrt::Error);
   EXPECT_THROW(slimrt::paged_decode_attention_plan({1, 30, 8, 128, 16}, 100), slimrt::Error);
   const auto plan = slimrt::paged_decode_attention_plan({1, 32, 8, 128, 16}, 32768, 4);
   PagedDecodeArgs args;  // null pointers
