@@ -32,8 +32,8 @@ bool decode_kernel_fits(const PagedKv& kv, int64_t heads) {
   if (kv.dtype != KvDtype::kBf16 || kv.kv_heads <= 0 || heads % kv.kv_heads != 0) return false;
   const int64_t group = heads / kv.kv_heads;
   return (kv.head_dim == 64 || kv.head_dim == 128) &&
-         attention_shapes::decode_group_supported(group) && kv.page_size > 0 &&
-         (kv.page_size & (kv.page_size - 1)) == 0;
+         attention_shapes::decode_group_supported(group) &&
+         attention_shapes::is_power_of_two(kv.page_size);
 }
 
 PagedDecodeShape decode_shape(const PagedKv& kv, int64_t seqs, int64_t heads) {

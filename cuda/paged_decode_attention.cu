@@ -47,10 +47,10 @@ constexpr int64_t kFixedTokens = 32;
 constexpr int kMaxSplits = 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Tuning knobs for the common GQA group of 4, meant to be overridden with -D while measuring:
-// positions per lane group and step (2 * that many 16-byte loads in flight per lane), and blocks
-// per SM the register budget is cut for. 4 and 3 fit in 168 registers without spilling; 4 and 4
-// spills.
+// Tuning knobs for the common GQA group of 4 (group 3 takes them too), meant to be overridden with
+// -D while measuring: positions per lane group and step (2 * that many 16-byte loads in flight per
+// lane), and blocks per SM the register budget is cut for. 4 and 3 fit in 168 registers without
+// spilling; 4 and 4 spills.
 #ifndef SLIMRT_ATTN_TOKENS_G4
 #define SLIMRT_ATTN_TOKENS_G4 4
 #endif
